@@ -1,0 +1,103 @@
+# dingtalk-recall: build, test and check.
+#   make                       build the C core for LUA_VERSION (default 5.1)
+#   make test                  the whole suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
+#   make demo                  a bulk recall against the bundled simulator
+#   make install PREFIX=/usr/local [DESTDIR=]
+#   make asan | valgrind | lint
+
+LUA_VERSION ?= 5.1
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+CC          ?= cc
+PKG_CONFIG  ?= pkg-config
+
+LUA_INC_5.1 = /usr/include/lua5.1
+LUA_INC_5.2 = /usr/include/lua5.2
+LUA_INC_5.3 = /usr/include/lua5.3
+LUA_INC_5.4 = /usr/include/lua5.4
+LUA_INC    ?= $(LUA_INC_$(LUA_VERSION))
+
+CURL_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+SSL_LIBS    ?= $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+
+WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC $(WARN) -I$(LUA_INC) $(CURL_CFLAGS) $(CFLAGS)
+LDFLAGS  ?=
+ALL_LDFLAGS = -shared $(LDFLAGS)
+
+BUILD     = build/$(LUA_VERSION)
+CORE_SO   = $(BUILD)/dingtalk/recall/core.so
+CSRC      = $(wildcard csrc/*.c) $(wildcard csrc/*.h)
+
+LMOD_DIR  = $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)
+CMOD_DIR  = $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)
+BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
+
+LUAS      = 5.1 5.2 5.3 5.4 jit
+
+.PHONY: all test test-% demo install clean asan valgrind lint sim-stop check-c
+
+all: $(CORE_SO)
+
+$(CORE_SO): $(CSRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) csrc/dtr_module.c -o $@ $(ALL_LDFLAGS) $(CURL_LIBS) $(SSL_LIBS)
+
+# The whole suite under every supported Lua, each with its own build.
+test:
+	@set -e; for v in $(LUAS); do $(MAKE) --no-print-directory test-$$v; done
+
+test-jit:
+	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
+	LUA=luajit LUA_CPATH_DIR=build/5.1 sh spec/run.sh
+
+test-%:
+	$(MAKE) --no-print-directory LUA_VERSION=$* all
+	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
+
+demo: all
+	sh examples/demo.sh
+
+install: all
+	install -d $(LMOD_DIR)/dingtalk/recall $(CMOD_DIR)/dingtalk/recall $(BIN_DIR)
+	cp -R lua/dingtalk/. $(LMOD_DIR)/dingtalk/
+	install -m 0755 $(CORE_SO) $(CMOD_DIR)/dingtalk/recall/core.so
+	for f in bin/*; do install -m 0755 $$f $(BIN_DIR)/; done
+
+clean:
+	rm -rf build
+
+# AddressSanitizer + UBSan over the whole suite (LuaJIT excluded: its
+# allocator and ASan do not mix; the C core is the same code).
+asan:
+	$(MAKE) --no-print-directory clean
+	$(MAKE) --no-print-directory LUA_VERSION=5.4 CC=clang \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" all
+	LUA=lua5.4 LUA_CPATH_DIR=build/5.4 \
+	  LD_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  sh spec/run.sh
+	$(MAKE) --no-print-directory clean
+
+valgrind:
+	$(MAKE) --no-print-directory LUA_VERSION=5.4 CFLAGS="-O0 -g" clean all
+	LUA="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$(CURDIR)/spec/valgrind.supp lua5.4" \
+	  LUA_CPATH_DIR=build/5.4 sh spec/run.sh
+	$(MAKE) --no-print-directory clean
+
+check-c:
+	$(MAKE) --no-print-directory clean
+	$(MAKE) --no-print-directory CC=gcc CFLAGS="-O2 -Werror" LUA_VERSION=5.4 all
+	$(MAKE) --no-print-directory clean
+	$(MAKE) --no-print-directory CC=clang CFLAGS="-O2 -Werror" LUA_VERSION=5.1 all
+	$(MAKE) --no-print-directory clean
+
+lint:
+	luacheck lua spec bin examples bench
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	  --suppress=missingIncludeSystem --inline-suppr -I csrc -I $(LUA_INC_5.4) csrc/dtr_module.c

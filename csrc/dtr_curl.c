@@ -1,0 +1,763 @@
+/*
+ * dingtalk-recall: the libcurl transport.
+ *
+ * Takes a built request (see dtr_encode.c) and returns the raw
+ * (status, headers, body) or a transport error object.  One easy handle
+ * per session for blocking calls, one multi handle for concurrent calls;
+ * both keep connections alive.  TLS is always verified, redirects are
+ * never followed, only http and https are spoken, plain http only to
+ * loopback, and the answer is capped while it is read.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/select.h>
+
+#include <curl/curl.h>
+
+#include "dtr.h"
+
+#define DTR_SESSION_MT "dingtalk.recall.session"
+#define DTR_MULTI_MT "dingtalk.recall.multi"
+#define DTR_REQID_MAX 128
+
+static pthread_once_t dtr_curl_once = PTHREAD_ONCE_INIT;
+static CURLcode dtr_curl_init_rc = CURLE_OK;
+
+static void dtr_curl_global_init(void)
+{
+    dtr_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* curl_global_init exactly once per process, whatever the number of Lua
+ * states or threads that load the module. */
+static int dtr_curl_ready(void)
+{
+    pthread_once(&dtr_curl_once, dtr_curl_global_init);
+    return dtr_curl_init_rc == CURLE_OK;
+}
+
+/* One transfer: an easy handle plus what its answer fills in. */
+typedef struct dtr_xfer {
+    CURL *easy;
+    struct curl_slist *headers;
+    char *buf;
+    size_t len, cap;
+    size_t max;
+    int too_large;
+    char request_id[DTR_REQID_MAX];
+    char content_type[DTR_REQID_MAX];
+    char errbuf[CURL_ERROR_SIZE];
+    int tag_ref;           /* registry ref of the caller's tag, or LUA_NOREF */
+    lua_Integer id;
+    struct dtr_xfer *next; /* in the multi's active or free list */
+} dtr_xfer;
+
+/* What a built request table asks for, read before any allocation. */
+typedef struct dtr_spec {
+    const char *url;
+    dtr_str body;
+    double timeout, connect_timeout, max_response;
+    const char *ca_file;
+    int loopback;
+} dtr_spec;
+
+static size_t dtr_on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    dtr_xfer *x = (dtr_xfer *)ud;
+    size_t n = size * nmemb;
+    if (n > x->max - x->len || x->len + n > x->max) {
+        x->too_large = 1;
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    if (x->len + n > x->cap) {
+        size_t cap = x->cap ? x->cap : 4096;
+        char *p;
+        while (cap < x->len + n)
+            cap *= 2;
+        if (cap > x->max)
+            cap = x->max;
+        p = (char *)realloc(x->buf, cap);
+        if (p == NULL)
+            return 0;
+        x->buf = p;
+        x->cap = cap;
+    }
+    memcpy(x->buf + x->len, data, n);
+    x->len += n;
+    return n;
+}
+
+/* Copies a header's value, trimmed, if its name matches. */
+static void dtr_header_value(const char *line, size_t n, const char *name, char *out, size_t outsz)
+{
+    size_t nl = strlen(name), i, end;
+    if (n <= nl || line[nl] != ':')
+        return;
+    for (i = 0; i < nl; i++) {
+        char c = line[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != name[i])
+            return;
+    }
+    i = nl + 1;
+    while (i < n && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    end = n;
+    while (end > i && (line[end - 1] == '\r' || line[end - 1] == '\n' || line[end - 1] == ' '))
+        end--;
+    if (end - i >= outsz)
+        end = i + outsz - 1;
+    memcpy(out, line + i, end - i);
+    out[end - i] = '\0';
+}
+
+static size_t dtr_on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    dtr_xfer *x = (dtr_xfer *)ud;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        /* A new response (after a 1xx): forget the previous headers. */
+        x->request_id[0] = '\0';
+        x->content_type[0] = '\0';
+        return n;
+    }
+    dtr_header_value(data, n, "x-acs-request-id", x->request_id, sizeof x->request_id);
+    dtr_header_value(data, n, "content-type", x->content_type, sizeof x->content_type);
+    return n;
+}
+
+/* Header names: RFC 7230 token characters.  Values: no controls but tab. */
+static int dtr_header_ok(const char *name, size_t nn, const char *val, size_t vn)
+{
+    size_t i;
+    if (nn == 0)
+        return 0;
+    for (i = 0; i < nn; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c) != NULL)
+            return 0;
+    }
+    for (i = 0; i < vn; i++) {
+        unsigned char c = (unsigned char)val[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static double dtr_field_number(lua_State *L, int idx, const char *name, double dflt)
+{
+    double v = dflt;
+    lua_getfield(L, idx, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0))
+            luaL_error(L, "request field '%s' must be a positive number", name);
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/*
+ * Reads and checks the built request at idx.  Strings stay referenced
+ * by the table, which stays on the stack for the call.  Returns 0 and
+ * fills e for content the transport refuses.
+ */
+static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
+{
+    dtr_opts o;
+    size_t n;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "method");
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "POST") != 0)
+        luaL_error(L, "request.method must be \"POST\"");
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "url");
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "request.url must be a string");
+    sp->url = lua_tolstring(L, -1, &n);
+    lua_pop(L, 1);
+    /* The same endpoint rules as the builder: https, or http to loopback. */
+    if (!dtr_parse_endpoint(sp->url, n, &o, e))
+        return 0;
+    sp->loopback = o.loopback;
+    lua_getfield(L, idx, "body");
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "request.body must be a string");
+    sp->body.s = lua_tolstring(L, -1, &sp->body.n);
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "headers");
+    if (lua_type(L, -1) != LUA_TTABLE)
+        luaL_error(L, "request.headers must be a table");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        size_t nn, vn;
+        const char *name, *val;
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "request.headers must map strings to strings");
+        name = lua_tolstring(L, -2, &nn);
+        val = lua_tolstring(L, -1, &vn);
+        if (!dtr_header_ok(name, nn, val, vn) || nn + vn > 8192) {
+            lua_pop(L, 3);
+            e->code = "invalidParameter.param.invalid";
+            e->status = 0;
+            strcpy(e->message, "a request header has a bad name or a control character in its value");
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    sp->timeout = dtr_field_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT);
+    sp->connect_timeout = dtr_field_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT);
+    sp->max_response = dtr_field_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE);
+    lua_getfield(L, idx, "ca_file");
+    sp->ca_file = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING)
+        sp->ca_file = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "request.ca_file must be a string");
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Builds the header list of the request at idx (already checked).
+ * Returns NULL only when out of memory. */
+static struct curl_slist *dtr_header_list(lua_State *L, int idx)
+{
+    struct curl_slist *list = NULL, *t;
+    luaL_Buffer b;
+    lua_getfield(L, idx, "headers");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        luaL_buffinit(L, &b);
+        lua_pushvalue(L, -2);
+        luaL_addvalue(&b);
+        luaL_addstring(&b, ": ");
+        lua_pushvalue(L, -2);
+        luaL_addvalue(&b);
+        luaL_pushresult(&b);
+        t = curl_slist_append(list, lua_tostring(L, -1));
+        lua_pop(L, 2);
+        if (t == NULL)
+            goto oom;
+        list = t;
+    }
+    lua_pop(L, 1);
+    /* No "Expect: 100-continue" round trip for larger bodies. */
+    if ((t = curl_slist_append(list, "Expect:")) == NULL)
+        goto oom;
+    return t;
+oom:
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+/* Prepares x->easy for the request; the easy handle keeps its
+ * connection cache across resets. */
+static int dtr_xfer_setup(lua_State *L, dtr_xfer *x, int idx, const dtr_spec *sp)
+{
+    CURL *h = x->easy;
+    curl_easy_reset(h);
+    curl_slist_free_all(x->headers);
+    x->headers = dtr_header_list(L, idx);
+    if (x->headers == NULL)
+        return 0;
+    x->len = 0;
+    x->too_large = 0;
+    x->max = (size_t)sp->max_response;
+    x->request_id[0] = x->content_type[0] = x->errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, sp->url);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sp->body.n);
+    curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, sp->body.s);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dtr_on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, dtr_on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (sp->ca_file != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, sp->ca_file);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(sp->timeout * 1000.0 + 0.5));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(sp->connect_timeout * 1000.0 + 0.5));
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp->max_response);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    if (sp->loopback)
+        curl_easy_setopt(h, CURLOPT_PROXY, ""); /* never proxy loopback */
+    return 1;
+}
+
+/* Maps a finished transfer to the Lua side: on success pushes status,
+ * headers, body and returns 3; on failure pushes nil, err and returns 2. */
+static int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc)
+{
+    long status = 0;
+    const char *code = "transport.io";
+    int retryable = -1;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (rc == CURLE_OK) {
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_createtable(L, 0, 2);
+        if (x->request_id[0] != '\0') {
+            lua_pushstring(L, x->request_id);
+            lua_setfield(L, -2, "x-acs-request-id");
+        }
+        if (x->content_type[0] != '\0') {
+            lua_pushstring(L, x->content_type);
+            lua_setfield(L, -2, "content-type");
+        }
+        lua_pushlstring(L, x->buf ? x->buf : "", x->len);
+        return 3;
+    }
+    switch (rc) {
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+        if (x->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the answer is larger than max_response_bytes (%lu)", (unsigned long)x->max);
+            lua_pushnil(L);
+            dtr_new_error(L, "response.too_large", msg, strlen(msg), (int)status, x->request_id);
+            return 2;
+        }
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        code = "transport.timeout";
+        break;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        code = "transport.connect";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        code = "transport.tls";
+        break;
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY:
+        break;
+    default:
+        retryable = 0;
+        break;
+    }
+    lua_pushnil(L);
+    {
+        const char *msg = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(rc);
+        dtr_new_error(L, code, msg, strlen(msg), 0, NULL);
+    }
+    if (retryable == 0) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "retryable");
+    }
+    return 2;
+}
+
+static dtr_xfer *dtr_xfer_new(void)
+{
+    dtr_xfer *x = (dtr_xfer *)calloc(1, sizeof *x);
+    if (x == NULL)
+        return NULL;
+    x->easy = curl_easy_init();
+    if (x->easy == NULL) {
+        free(x);
+        return NULL;
+    }
+    x->tag_ref = LUA_NOREF;
+    return x;
+}
+
+static void dtr_xfer_free(dtr_xfer *x)
+{
+    if (x == NULL)
+        return;
+    if (x->easy != NULL)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    free(x->buf);
+    free(x);
+}
+
+/* ---------------------------------------------------------------------
+ * Session: one easy handle for blocking calls (core.recall, core.perform)
+ * ------------------------------------------------------------------- */
+
+typedef struct dtr_session {
+    dtr_xfer *x;
+} dtr_session;
+
+static int dtr_session_close(lua_State *L)
+{
+    dtr_session *s = (dtr_session *)luaL_checkudata(L, 1, DTR_SESSION_MT);
+    dtr_xfer_free(s->x);
+    s->x = NULL;
+    return 0;
+}
+
+static dtr_xfer *dtr_session_xfer(lua_State *L, dtr_session *s)
+{
+    if (s->x == NULL) {
+        if (!dtr_curl_ready())
+            luaL_error(L, "curl_global_init failed");
+        s->x = dtr_xfer_new();
+        if (s->x == NULL)
+            luaL_error(L, "cannot create a curl handle");
+    }
+    return s->x;
+}
+
+/* Performs the built request at idx on the session's easy handle. */
+static int dtr_session_perform(lua_State *L, dtr_session *s, int idx)
+{
+    dtr_spec sp;
+    dtr_err e;
+    dtr_xfer *x;
+    CURLcode rc;
+    if (!dtr_read_spec(L, idx, &sp, &e))
+        return dtr_push_err(L, &e);
+    x = dtr_session_xfer(L, s);
+    if (!dtr_xfer_setup(L, x, idx, &sp))
+        return luaL_error(L, "out of memory");
+    rc = curl_easy_perform(x->easy);
+    return dtr_xfer_push_outcome(L, x, rc);
+}
+
+/* core.perform(built) -> status, headers, body | nil, err
+ * One blocking exchange of any built request. */
+static int dtr_l_perform(lua_State *L)
+{
+    dtr_session *s = (dtr_session *)luaL_checkudata(L, lua_upvalueindex(DTR_UV_SESSION), DTR_SESSION_MT);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    return dtr_session_perform(L, s, 1);
+}
+
+/* core.recall(request, options) -> result | nil, err
+ * Exactly build + perform + parse. */
+static int dtr_l_recall(lua_State *L)
+{
+    dtr_session *s = (dtr_session *)luaL_checkudata(L, lua_upvalueindex(DTR_UV_SESSION), DTR_SESSION_MT);
+    int built, n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (dtr_build_recall_at(L, 1, 2) == 2)
+        return 2;
+    built = lua_gettop(L);
+    n = dtr_session_perform(L, s, built);
+    if (n == 2)
+        return 2;
+    /* status, headers, body at built+1..built+3; the token is a secret. */
+    lua_getfield(L, 2, "access_token");
+    return dtr_decode(L, DTR_KIND_RECALL, (int)lua_tointeger(L, built + 1), built + 2, built + 3, built + 4);
+}
+
+/* ---------------------------------------------------------------------
+ * Multi: concurrent transfers over one multi handle
+ * ------------------------------------------------------------------- */
+
+typedef struct dtr_multi {
+    CURLM *multi;
+    dtr_xfer *active;
+    dtr_xfer *idle;
+    lua_Integer next_id;
+    int running;
+} dtr_multi;
+
+static dtr_multi *dtr_check_multi(lua_State *L)
+{
+    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
+    if (m->multi == NULL)
+        luaL_error(L, "multi handle is closed");
+    return m;
+}
+
+/* The one close, shared by m:close(), __gc and __close.  Idempotent. */
+static int dtr_multi_close(lua_State *L)
+{
+    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
+    dtr_xfer *x, *next;
+    for (x = m->active; x != NULL; x = next) {
+        next = x->next;
+        if (m->multi != NULL)
+            curl_multi_remove_handle(m->multi, x->easy);
+        luaL_unref(L, LUA_REGISTRYINDEX, x->tag_ref);
+        dtr_xfer_free(x);
+    }
+    for (x = m->idle; x != NULL; x = next) {
+        next = x->next;
+        dtr_xfer_free(x);
+    }
+    m->active = m->idle = NULL;
+    if (m->multi != NULL)
+        curl_multi_cleanup(m->multi);
+    m->multi = NULL;
+    m->running = 0;
+    return 0;
+}
+
+/* core.multi([{max_connections = n}]) -> multi */
+static int dtr_l_multi(lua_State *L)
+{
+    dtr_multi *m;
+    long maxconn = 0;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "max_connections");
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 1)
+                luaL_error(L, "option 'max_connections' must be a positive number");
+            maxconn = (long)lua_tonumber(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    if (!dtr_curl_ready())
+        return luaL_error(L, "curl_global_init failed");
+    m = (dtr_multi *)dtr_newuserdata(L, sizeof *m);
+    memset(m, 0, sizeof *m);
+    luaL_getmetatable(L, DTR_MULTI_MT);
+    lua_setmetatable(L, -2);
+    m->multi = curl_multi_init();
+    if (m->multi == NULL)
+        return luaL_error(L, "cannot create a curl multi handle");
+    if (maxconn > 0) {
+        curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
+        curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, maxconn);
+    }
+    m->next_id = 1;
+    return 1;
+}
+
+/* m:add(built [, tag]) -> id | nil, err */
+static int dtr_multi_add(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    dtr_spec sp;
+    dtr_err e;
+    dtr_xfer *x;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3);
+    if (!dtr_read_spec(L, 2, &sp, &e))
+        return dtr_push_err(L, &e);
+    x = m->idle;
+    if (x != NULL) {
+        m->idle = x->next;
+    } else if ((x = dtr_xfer_new()) == NULL) {
+        return luaL_error(L, "cannot create a curl handle");
+    }
+    /* Linked first, so an error below cannot leak it. */
+    x->next = m->active;
+    m->active = x;
+    if (!dtr_xfer_setup(L, x, 2, &sp) || curl_multi_add_handle(m->multi, x->easy) != CURLM_OK) {
+        m->active = x->next;
+        dtr_xfer_free(x);
+        return luaL_error(L, "cannot start a transfer");
+    }
+    x->id = m->next_id++;
+    lua_pushvalue(L, 3);
+    x->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    m->running++;
+    lua_pushinteger(L, x->id);
+    return 1;
+}
+
+/* Moves finished transfers into the array at done_idx. */
+static void dtr_multi_collect(lua_State *L, dtr_multi *m, int done_idx)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+        dtr_xfer *x = NULL, **pp;
+        int n, top;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        top = lua_gettop(L);
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, x->id);
+        lua_setfield(L, -2, "id");
+        lua_rawgeti(L, LUA_REGISTRYINDEX, x->tag_ref);
+        lua_setfield(L, -2, "tag");
+        n = dtr_xfer_push_outcome(L, x, msg->data.result);
+        if (n == 3) {
+            lua_setfield(L, top + 1, "body");
+            lua_setfield(L, top + 1, "headers");
+            lua_setfield(L, top + 1, "status");
+        } else {
+            lua_setfield(L, top + 1, "error");
+            lua_pop(L, 1);
+        }
+        lua_rawseti(L, done_idx, (int)dtr_rawlen(L, done_idx) + 1);
+        /* Back to the idle list; the connection stays in the multi's cache. */
+        curl_multi_remove_handle(m->multi, x->easy);
+        luaL_unref(L, LUA_REGISTRYINDEX, x->tag_ref);
+        x->tag_ref = LUA_NOREF;
+        for (pp = &m->active; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == x) {
+                *pp = x->next;
+                break;
+            }
+        x->next = m->idle;
+        m->idle = x;
+        m->running--;
+    }
+}
+
+/* m:perform([wait_seconds]) -> done, in_flight
+ * Drives every transfer; waits up to wait_seconds (default 0: never
+ * blocks) for activity when nothing has finished yet.  `done` is an
+ * array of {id, tag, status, headers, body} or {id, tag, error}. */
+static int dtr_multi_perform(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    double wait = luaL_optnumber(L, 2, 0);
+    int still = 0, done;
+    lua_settop(L, 2);
+    lua_newtable(L);
+    done = lua_gettop(L);
+    curl_multi_perform(m->multi, &still);
+    dtr_multi_collect(L, m, done);
+    if (wait > 0 && dtr_rawlen(L, done) == 0 && m->running > 0) {
+        curl_multi_poll(m->multi, NULL, 0, (int)(wait * 1000.0 + 0.5), NULL);
+        curl_multi_perform(m->multi, &still);
+        dtr_multi_collect(L, m, done);
+    }
+    lua_pushinteger(L, m->running);
+    return 2;
+}
+
+/* m:timeout() -> seconds until curl wants m:perform() again, or nil
+ * when it has no timer (for driving from a foreign event loop). */
+static int dtr_multi_timeout(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    long ms = -1;
+    curl_multi_timeout(m->multi, &ms);
+    if (ms < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (lua_Number)ms / 1000.0);
+    return 1;
+}
+
+/* m:fds() -> array of {fd, read, write}: the sockets to wait on. */
+static int dtr_multi_fds(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    fd_set r, w, x;
+    int maxfd = -1, fd, n = 0;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&x);
+    curl_multi_fdset(m->multi, &r, &w, &x, &maxfd);
+    lua_newtable(L);
+    for (fd = 0; fd <= maxfd; fd++) {
+        int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
+        if (!rd && !wr)
+            continue;
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, fd);
+        lua_setfield(L, -2, "fd");
+        lua_pushboolean(L, rd);
+        lua_setfield(L, -2, "read");
+        lua_pushboolean(L, wr);
+        lua_setfield(L, -2, "write");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* m:in_flight() -> number of transfers not yet collected */
+static int dtr_multi_in_flight(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    lua_pushinteger(L, m->running);
+    return 1;
+}
+
+static int dtr_multi_tostring(lua_State *L)
+{
+    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
+    if (m->multi == NULL)
+        lua_pushliteral(L, "dingtalk.recall.multi (closed)");
+    else
+        lua_pushfstring(L, "dingtalk.recall.multi (%d in flight)", m->running);
+    return 1;
+}
+
+/* core.curl_version() -> version string, TLS backend string */
+static int dtr_l_curl_version(lua_State *L)
+{
+    curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    lua_pushstring(L, v->version);
+    lua_pushstring(L, v->ssl_version ? v->ssl_version : "none");
+    return 2;
+}
+
+static const luaL_Reg dtr_multi_methods[] = {
+    {"add", dtr_multi_add},
+    {"perform", dtr_multi_perform},
+    {"timeout", dtr_multi_timeout},
+    {"fds", dtr_multi_fds},
+    {"in_flight", dtr_multi_in_flight},
+    {"close", dtr_multi_close},
+    {NULL, NULL}};
+
+/* Registers the session and multi metatables (the multi's methods are
+ * set by the module entry, which owns the shared upvalues). */
+static void dtr_curl_register(lua_State *L)
+{
+    luaL_newmetatable(L, DTR_MULTI_MT);
+    lua_newtable(L);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, dtr_multi_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, dtr_multi_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, dtr_multi_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "dingtalk.recall.multi");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, DTR_SESSION_MT);
+    lua_pushcfunction(L, dtr_session_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+/* Pushes a new session userdata (an easy handle created on first use). */
+static void dtr_push_session(lua_State *L)
+{
+    dtr_session *s = (dtr_session *)dtr_newuserdata(L, sizeof *s);
+    s->x = NULL;
+    luaL_getmetatable(L, DTR_SESSION_MT);
+    lua_setmetatable(L, -2);
+}

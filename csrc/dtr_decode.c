@@ -1,0 +1,469 @@
+/*
+ * dingtalk-recall: response decoding and the error object.
+ *
+ * One error shape for every failure: {code, message, status, request_id,
+ * retryable, hint [, retry_after]} with a one-line __tostring.  The
+ * decoder turns (status, headers, body) into the documented result or
+ * into such an error; JSON is decoded by a private lua-cjson instance.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "dtr.h"
+
+/* The spec's error table, plus the gateway codes from the facts file and
+ * this library's own client-side codes. */
+typedef struct dtr_code_info {
+    const char *code;
+    int retryable;
+    const char *hint;
+} dtr_code_info;
+
+static const dtr_code_info dtr_codes[] = {
+    {"invalid.openConversationId", 0,
+     "Invalid openConversationId. Verify that the openConversationId is correct."},
+    {"invalidParameter.robotCode", 0, "Invalid robotCode. Verify that the bot is in the group."},
+    {"invalidParameter.processQueryKeys.overMax", 0,
+     "processQueryKeys exceeds the maximum limit of 20. Split processQueryKeys into multiple arrays of "
+     "no more than 20 entries each and call this API in batches."},
+    {"not.allowed.robotCode", 0, "Unauthorized robotCode."},
+    {"invalidParameter.param.invalid", 0, "Invalid parameter. Verify that no parameter is empty."},
+    {"invalidParameter.robotCode.notExsit", 0,
+     "The bot does not exist. Verify that the bot corresponding to the robotCode is installed in the chat."},
+    {"miss.chatbotId", 0, "Missing robotCode."},
+    {"invalidParameter.processQueryKey.missing", 0, "Missing processQueryKey."},
+    {"invalid.processQueryKey", 0, "Invalid processQueryKey. Verify that the processQueryKey is correct."},
+    {"miss.openConversationId", 0, "Missing openConversationId."},
+    {"bot.stopped", 0, "The group bot has been disabled."},
+    {"template.not.existed", 0, "The bot template does not exist."},
+    {"template.stopped", 0, "The bot template has been disabled."},
+    {"system.error", 1, "Unknown system error. Retry after a short wait."},
+    /* Gateway answers (facts file). */
+    {"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 1,
+     "The app exceeded its QPS limit for this API (20/s on standard plans). Wait about 1 s and retry; "
+     "lower the client's qps."},
+    {"Forbidden.AccessDenied.QpsLimitForApi", 1,
+     "The API's global QPS limit was hit. Wait about 1 s and retry."},
+    {"Forbidden.AccessDenied.ApiCountLimitForOrg", 0,
+     "The organisation's monthly call quota is used up; retrying will not help."},
+    {"Forbidden.AccessDenied.AccessTokenPermissionDenied", 0,
+     "The token's app lacks permission qyapi_robot_sendmsg or does not own this robot."},
+    {"AuthenticationFailed.MissingParameter", 0,
+     "No access token was sent. Set access_token, or app_key and app_secret."},
+    {"InvalidAuthentication", 0,
+     "The access token is invalid or expired. Fetch a new one (tokens live 7200 s)."},
+    {"invalidClientIdOrSecret", 0, "The app key or app secret is wrong."},
+    /* Client-side codes. */
+    {"invalid.endpoint", 0, "Use https://host[:port]; plain http only reaches loopback addresses."},
+    {"transport.timeout", 1, "The request timed out. Check the network or raise timeout."},
+    {"transport.connect", 1, "Could not connect. Check the endpoint, DNS and firewall."},
+    {"transport.tls", 0,
+     "TLS verification failed. Check the server certificate, or pass ca_file for a private CA."},
+    {"transport.io", 1, "The connection failed mid-request (reset or truncated answer). Safe to retry."},
+    {"response.invalid", 0, "The answer was not the documented JSON; a proxy or gateway may be in the way."},
+    {"response.too_large", 0, "The answer exceeded max_response_bytes and was dropped."},
+    {"response.redirect", 0,
+     "The server answered with a redirect; redirects are never followed so the token stays put. "
+     "Check the endpoint."},
+    {"response.missing_key", 0, "The server answered neither success nor failure for this key."},
+    {NULL, 0, NULL}};
+
+static const dtr_code_info *dtr_code_lookup(const char *code)
+{
+    const dtr_code_info *c;
+    for (c = dtr_codes; c->code != NULL; c++)
+        if (strcmp(c->code, code) == 0)
+            return c;
+    return NULL;
+}
+
+static int dtr_retryable(const char *code, int status)
+{
+    const dtr_code_info *c = dtr_code_lookup(code);
+    if (strcmp(code, "response.too_large") == 0)
+        return 0;
+    if (c != NULL && c->retryable)
+        return 1;
+    return status >= 500 || status == 429;
+}
+
+/*
+ * Fills the error object at the top of the stack (a table with code,
+ * message, status) with request_id, and the retryable, hint and
+ * retry_after defaults, then sets its metatable.
+ */
+static void dtr_finish_error(lua_State *L, int errmt)
+{
+    const char *code;
+    int status;
+    const dtr_code_info *c;
+    lua_getfield(L, -1, "code");
+    code = lua_tostring(L, -1);
+    if (code == NULL)
+        code = "unknown";
+    lua_getfield(L, -2, "status");
+    status = (int)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    c = dtr_code_lookup(code);
+    lua_getfield(L, -2, "retryable");
+    if (lua_isnil(L, -1)) {
+        lua_pushboolean(L, dtr_retryable(code, status));
+        lua_setfield(L, -4, "retryable");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -2, "hint");
+    if (lua_isnil(L, -1)) {
+        if (c != NULL)
+            lua_pushstring(L, c->hint);
+        else if (status >= 500)
+            lua_pushliteral(L, "The server failed; retry after a short wait.");
+        else
+            lua_pushliteral(L, "See DingTalk's global error codes for this code.");
+        lua_setfield(L, -4, "hint");
+    }
+    lua_pop(L, 1);
+    if (strncmp(code, "Forbidden.AccessDenied.QpsLimit", 31) == 0) {
+        lua_getfield(L, -2, "retry_after");
+        if (lua_isnil(L, -1)) {
+            lua_pushnumber(L, 1);
+            lua_setfield(L, -4, "retry_after");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* code */
+    lua_pushvalue(L, errmt);
+    lua_setmetatable(L, -2);
+}
+
+/* Pushes a new error object. */
+static void dtr_new_error(lua_State *L, const char *code, const char *message, size_t mlen, int status,
+                          const char *request_id)
+{
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushlstring(L, message, mlen);
+    lua_setfield(L, -2, "message");
+    if (status > 0) {
+        lua_pushinteger(L, status);
+        lua_setfield(L, -2, "status");
+    }
+    if (request_id != NULL && request_id[0] != '\0') {
+        lua_pushstring(L, request_id);
+        lua_setfield(L, -2, "request_id");
+    }
+    dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
+}
+
+/* Pushes nil, err from a dtr_err; returns 2. */
+static int dtr_push_err(lua_State *L, const dtr_err *e)
+{
+    lua_pushnil(L);
+    dtr_new_error(L, e->code, e->message, strlen(e->message), e->status, NULL);
+    return 2;
+}
+
+/* core.error(code, message [, fields]) -> an error object, for glue and
+ * transports written in Lua, so every error has the same shape. */
+static int dtr_l_error(lua_State *L)
+{
+    const char *code = luaL_checkstring(L, 1);
+    size_t mlen;
+    const char *msg = luaL_optlstring(L, 2, "", &mlen);
+    lua_createtable(L, 0, 7);
+    if (lua_type(L, 3) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, 3) != 0) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_settable(L, -4);
+        }
+    } else if (!lua_isnoneornil(L, 3)) {
+        luaL_argerror(L, 3, "table expected");
+    }
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushlstring(L, msg, mlen);
+    lua_setfield(L, -2, "message");
+    dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
+    return 1;
+}
+
+/* core.is_error(v) -> boolean */
+static int dtr_l_is_error(lua_State *L)
+{
+    int yes = 0;
+    if (lua_getmetatable(L, 1)) {
+        yes = lua_rawequal(L, -1, lua_upvalueindex(DTR_UV_ERRMT));
+        lua_pop(L, 1);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
+/* __tostring: "code: message (HTTP 400, request_id abc)" */
+static int dtr_l_error_tostring(lua_State *L)
+{
+    luaL_Buffer b;
+    const char *s;
+    int status;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "code");
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "status");
+    lua_getfield(L, 1, "request_id");
+    luaL_buffinit(L, &b);
+    s = lua_tostring(L, -4);
+    luaL_addstring(&b, s ? s : "unknown");
+    s = lua_tostring(L, -3);
+    if (s != NULL && *s != '\0') {
+        luaL_addstring(&b, ": ");
+        luaL_addstring(&b, s);
+    }
+    status = (int)lua_tonumber(L, -2);
+    s = lua_tostring(L, -1);
+    if (status > 0 || s != NULL) {
+        char tmp[48];
+        luaL_addstring(&b, " (");
+        if (status > 0) {
+            snprintf(tmp, sizeof tmp, "HTTP %d", status);
+            luaL_addstring(&b, tmp);
+            if (s != NULL)
+                luaL_addstring(&b, ", ");
+        }
+        if (s != NULL) {
+            luaL_addstring(&b, "request_id ");
+            luaL_addstring(&b, s);
+        }
+        luaL_addstring(&b, ")");
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Decoding
+ * ------------------------------------------------------------------- */
+
+/* Replaces every occurrence of each secret in the string at the top of
+ * the stack by "***".  secrets_idx: a string, an array of strings, or
+ * none. */
+static void dtr_redact_top(lua_State *L, int secrets_idx)
+{
+    int i, n;
+    if (secrets_idx == 0 || lua_isnoneornil(L, secrets_idx))
+        return;
+    n = lua_type(L, secrets_idx) == LUA_TTABLE ? (int)dtr_rawlen(L, secrets_idx) : 1;
+    for (i = 1; i <= n; i++) {
+        const char *secret;
+        size_t slen;
+        if (lua_type(L, secrets_idx) == LUA_TTABLE)
+            lua_rawgeti(L, secrets_idx, i);
+        else
+            lua_pushvalue(L, secrets_idx);
+        secret = lua_tolstring(L, -1, &slen);
+        if (secret != NULL && slen >= 4) {
+            const char *s = lua_tostring(L, -2);
+            if (s != NULL && strstr(s, secret) != NULL) {
+                luaL_gsub(L, s, secret, "***");
+                lua_replace(L, -3);
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Request id from the body's requestid/RequestId/requestId, else the
+ * x-acs-request-id header.  Pushes it or nil. */
+static void dtr_push_request_id(lua_State *L, int obj, int headers)
+{
+    static const char *const names[] = {"requestid", "RequestId", "requestId", NULL};
+    int i;
+    if (obj != 0) {
+        for (i = 0; names[i] != NULL; i++) {
+            lua_getfield(L, obj, names[i]);
+            if (lua_type(L, -1) == LUA_TSTRING)
+                return;
+            lua_pop(L, 1);
+        }
+    }
+    if (headers != 0 && lua_type(L, headers) == LUA_TTABLE) {
+        lua_getfield(L, headers, "x-acs-request-id");
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return;
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+}
+
+/* Pushes nil, err for a body that is not what the API documents. */
+static int dtr_push_invalid(lua_State *L, int status, int headers, const char *why)
+{
+    lua_pushnil(L);
+    dtr_new_error(L, "response.invalid", why, strlen(why), status, NULL);
+    dtr_push_request_id(L, 0, headers);
+    lua_setfield(L, -2, "request_id");
+    return 2;
+}
+
+/* Decodes body with the private cjson; pushes the value, returns 1, or
+ * returns 0 with nothing pushed. */
+static int dtr_decode_json(lua_State *L, int body)
+{
+    lua_pushvalue(L, lua_upvalueindex(DTR_UV_DECODE));
+    lua_pushvalue(L, body);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+/* A string field, or a JSON null/absent field as the empty default. */
+static int dtr_is_null(lua_State *L, int i)
+{
+    return lua_isnil(L, i) || (lua_type(L, i) == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL);
+}
+
+/* Success bodies, by kind.  obj is the decoded object.  Pushes the result
+ * and returns 1, or pushes nil, err and returns 2. */
+static int dtr_decode_success(lua_State *L, enum dtr_kind kind, int status, int headers, int obj)
+{
+    int result;
+    if (kind == DTR_KIND_SEND || kind == DTR_KIND_TOKEN) {
+        const char *field = kind == DTR_KIND_SEND ? "processQueryKey" : "accessToken";
+        lua_createtable(L, 0, 3);
+        result = lua_gettop(L);
+        lua_getfield(L, obj, field);
+        if (lua_type(L, -1) != LUA_TSTRING || dtr_rawlen(L, -1) == 0)
+            return dtr_push_invalid(L, status, headers, kind == DTR_KIND_SEND
+                                                            ? "the send answer has no processQueryKey"
+                                                            : "the token answer has no accessToken");
+        lua_setfield(L, result, field);
+        if (kind == DTR_KIND_TOKEN) {
+            lua_getfield(L, obj, "expireIn");
+            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0)
+                return dtr_push_invalid(L, status, headers, "the token answer has no positive expireIn");
+            lua_setfield(L, result, "expireIn");
+        }
+    } else {
+        size_t n, i;
+        lua_createtable(L, 0, 3);
+        result = lua_gettop(L);
+        lua_getfield(L, obj, "successResult");
+        if (dtr_is_null(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        if (lua_type(L, -1) != LUA_TTABLE)
+            return dtr_push_invalid(L, status, headers, "successResult is not an array");
+        n = dtr_rawlen(L, -1);
+        for (i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return dtr_push_invalid(L, status, headers, "successResult holds a non-string");
+            lua_pop(L, 1);
+        }
+        lua_setfield(L, result, "successResult");
+        lua_getfield(L, obj, "failedResult");
+        if (dtr_is_null(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        if (lua_type(L, -1) != LUA_TTABLE)
+            return dtr_push_invalid(L, status, headers, "failedResult is not an object");
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                return dtr_push_invalid(L, status, headers, "failedResult has a non-string key");
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                /* Keep the key; a reason that is not text becomes one. */
+                lua_pushvalue(L, -2);
+                lua_pushliteral(L, "UNKNOWN");
+                lua_rawset(L, -5);
+            }
+            lua_pop(L, 1);
+        }
+        lua_setfield(L, result, "failedResult");
+    }
+    dtr_push_request_id(L, obj, headers);
+    lua_setfield(L, result, "request_id");
+    lua_settop(L, result);
+    return 1;
+}
+
+/*
+ * The whole decoder: (status, headers, body) at 1..3, secrets at
+ * `secrets` (0 for none).  Pushes result, or nil + err.
+ */
+static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets)
+{
+    int obj;
+    const char *code = NULL;
+    if (status >= 300 && status < 400) {
+        static const char msg[] = "the server answered with a redirect, which is never followed";
+        lua_pushnil(L);
+        dtr_new_error(L, "response.redirect", msg, sizeof msg - 1, status, NULL);
+        dtr_push_request_id(L, 0, headers);
+        lua_setfield(L, -2, "request_id");
+        return 2;
+    }
+    if (status < 200 || status > 599)
+        return dtr_push_invalid(L, status, headers, "not an HTTP status");
+    if (!dtr_decode_json(L, body))
+        return dtr_push_invalid(L, status, headers,
+                                status >= 300 ? "the error answer is not JSON (an HTML page from a gateway?)"
+                                              : "the answer is not JSON");
+    obj = lua_gettop(L);
+    if (lua_type(L, obj) != LUA_TTABLE)
+        return dtr_push_invalid(L, status, headers, "the answer is not a JSON object");
+    if (status >= 200 && status < 300)
+        return dtr_decode_success(L, kind, status, headers, obj);
+
+    /* An error answer: {code, message, requestid} in either spelling. */
+    lua_getfield(L, obj, "code");
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_getfield(L, obj, "Code");
+    }
+    code = lua_tostring(L, -1);
+    if (code == NULL || *code == '\0')
+        return dtr_push_invalid(L, status, headers, "the error answer has no code");
+    lua_pushnil(L);
+    lua_createtable(L, 0, 7);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "code");
+    lua_getfield(L, obj, "message");
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_getfield(L, obj, "Message");
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "");
+    }
+    dtr_redact_top(L, secrets);
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    dtr_push_request_id(L, obj, headers);
+    lua_setfield(L, -2, "request_id");
+    dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
+    return 2;
+}
+
+/* Shared front of core.parse, parse_send and parse_token:
+ * (status, headers, body [, secrets]). */
+static int dtr_parse_kind(lua_State *L, enum dtr_kind kind)
+{
+    int status = (int)luaL_checkinteger(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checkstring(L, 3);
+    lua_settop(L, 4);
+    return dtr_decode(L, kind, status, 2, 3, 4);
+}
+
+static int dtr_l_parse(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_RECALL); }
+static int dtr_l_parse_send(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_SEND); }
+static int dtr_l_parse_token(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_TOKEN); }

@@ -1,0 +1,702 @@
+/*
+ * dingtalk-recall: request validation and encoding (sans I/O).
+ *
+ * Everything a request carries is checked here before a byte is sent:
+ * field presence with the API's own error codes, types, UTF-8, control
+ * characters, the 20-key limit, the access token (it becomes a header)
+ * and the endpoint (https, or plain http to loopback only).  The JSON body
+ * is written in two passes (measure, then fill) into one Lua string, so a
+ * Lua error can never leak a C buffer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <ctype.h>
+
+#include "dtr.h"
+
+static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, const char *a, int i)
+{
+    e->code = code;
+    e->status = 0;
+    if (i >= 0)
+        snprintf(e->message, sizeof e->message, fmt, a, i);
+    else
+        snprintf(e->message, sizeof e->message, fmt, a);
+}
+
+/* ---------------------------------------------------------------------
+ * Text checks
+ * ------------------------------------------------------------------- */
+
+/* Strict UTF-8 with no C0, DEL or C1 control characters.  Returns 0 when
+ * clean, 1 for a control character, 2 for invalid UTF-8. */
+static int dtr_text_check(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 1;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80)
+                return 2;
+            if (c == 0xc2 && s[i + 1] < 0xa0)
+                return 1; /* U+0080..U+009F, the C1 controls */
+            i += 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            unsigned c1;
+            if (i + 2 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80)
+                return 2;
+            c1 = s[i + 1];
+            if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f))
+                return 2; /* overlong, or a UTF-16 surrogate */
+            i += 3;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            unsigned c1;
+            if (i + 3 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80 ||
+                (s[i + 3] & 0xc0) != 0x80)
+                return 2;
+            c1 = s[i + 1];
+            if ((c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
+                return 2; /* overlong, or above U+10FFFF */
+            i += 4;
+        } else {
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* A value that goes into an HTTP header: printable ASCII, no space. */
+static int dtr_header_safe(const char *s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Reads field `name` of the table at `idx` as a required text field.
+ * Returns 1 and fills *out when valid; else fills e and returns 0.
+ * `missing` is the code for an absent or empty field.
+ */
+static int dtr_text_field(lua_State *L, int idx, const char *name, const char *missing,
+                          dtr_str *out, dtr_err *e)
+{
+    int t, bad;
+    lua_getfield(L, idx, name);
+    t = lua_type(L, -1);
+    if (t == LUA_TNIL || (t == LUA_TSTRING && dtr_rawlen(L, -1) == 0)) {
+        lua_pop(L, 1);
+        dtr_seterr(e, missing, "%s is missing or empty", name, -1);
+        return 0;
+    }
+    if (t != LUA_TSTRING) {
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be a string", name, -1);
+        lua_pop(L, 1);
+        return 0;
+    }
+    /* The table keeps the string alive, so the pointer stays valid. */
+    out->s = lua_tolstring(L, -1, &out->n);
+    lua_pop(L, 1);
+    if (out->n > DTR_MAX_FIELD) {
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s is longer than 1024 bytes", name, -1);
+        return 0;
+    }
+    bad = dtr_text_check((const unsigned char *)out->s, out->n);
+    if (bad) {
+        dtr_seterr(e, "invalidParameter.param.invalid",
+                   bad == 1 ? "%s contains a control character" : "%s is not valid UTF-8", name, -1);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Endpoint
+ * ------------------------------------------------------------------- */
+
+static int dtr_is_ipv4_loopback(const char *h, size_t n)
+{
+    int octets = 0, val = -1, first = -1;
+    size_t i;
+    for (i = 0; i <= n; i++) {
+        if (i == n || h[i] == '.') {
+            if (val < 0 || val > 255)
+                return 0;
+            if (octets == 0)
+                first = val;
+            octets++;
+            val = -1;
+        } else if (h[i] >= '0' && h[i] <= '9') {
+            val = (val < 0 ? 0 : val * 10) + (h[i] - '0');
+            if (val > 255)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return octets == 4 && first == 127;
+}
+
+static int dtr_ieq(const char *a, size_t n, const char *b)
+{
+    size_t i;
+    if (strlen(b) != n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (tolower((unsigned char)a[i]) != b[i])
+            return 0;
+    return 1;
+}
+
+/*
+ * Normalises an endpoint into o->endpoint ("scheme://authority[/path]"
+ * with no trailing slash) and decides whether it is loopback.  Refuses
+ * user info, queries, fragments, spaces and controls, and plain http to
+ * anything but 127.0.0.0/8, ::1 and localhost.
+ */
+static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
+{
+    const char *auth, *host, *end = s + n;
+    size_t hlen, schemelen;
+    int https;
+    const char *p;
+
+    while (n > 0 && s[n - 1] == '/')
+        n--;
+    end = s + n;
+    if (n == 0 || n > DTR_MAX_ENDPOINT || !dtr_header_safe(s, n))
+        goto bad;
+    if (n > 8 && dtr_ieq(s, 8, "https://")) {
+        https = 1;
+        schemelen = 8;
+    } else if (n > 7 && dtr_ieq(s, 7, "http://")) {
+        https = 0;
+        schemelen = 7;
+    } else {
+        dtr_seterr(e, "invalid.endpoint", "endpoint must start with https:// (%s)", "or http:// to loopback", -1);
+        return 0;
+    }
+    auth = s + schemelen;
+    for (p = auth; p < end; p++)
+        if (*p == '?' || *p == '#' || *p == '@' || *p == '\\')
+            goto bad;
+    host = auth;
+    if (*host == '[') {
+        p = memchr(host, ']', (size_t)(end - host));
+        if (p == NULL)
+            goto bad;
+        hlen = (size_t)(p - host) + 1;
+    } else {
+        for (p = host; p < end && *p != ':' && *p != '/'; p++)
+            ;
+        hlen = (size_t)(p - host);
+    }
+    if (hlen == 0)
+        goto bad;
+    p = host + hlen;
+    if (p < end && *p == ':') {
+        long port = 0;
+        const char *d = ++p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if ((port = port * 10 + (*p - '0')) > 65535)
+                goto bad;
+        if (p == d || port == 0)
+            goto bad;
+    }
+    if (p < end && *p != '/')
+        goto bad;
+    o->loopback = dtr_ieq(host, hlen, "localhost") || dtr_ieq(host, hlen, "[::1]") ||
+                  dtr_is_ipv4_loopback(host, hlen);
+    if (!https && !o->loopback) {
+        dtr_seterr(e, "invalid.endpoint",
+                   "plain http is only allowed to loopback addresses; use https:// (%s)",
+                   "TLS is always verified", -1);
+        return 0;
+    }
+    memcpy(o->endpoint, s, n);
+    o->endpoint[n] = '\0';
+    return 1;
+bad:
+    dtr_seterr(e, "invalid.endpoint", "endpoint is not a valid %s URL", "https://host[:port][/path]", -1);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Options
+ * ------------------------------------------------------------------- */
+
+/* A positive number option; a wrong type is the programmer's error. */
+static double dtr_opt_number(lua_State *L, int idx, const char *name, double dflt)
+{
+    double v;
+    lua_getfield(L, idx, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "option '%s' must be a number", name);
+    v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!(v > 0) || v > 1e9)
+        luaL_error(L, "option '%s' must be a positive number", name);
+    return v;
+}
+
+/*
+ * Reads the transport options table at idx (or defaults when absent).
+ * need_token: the call carries an access token header.
+ */
+static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e)
+{
+    const char *ep = DTR_DEFAULT_ENDPOINT;
+    size_t epn = sizeof(DTR_DEFAULT_ENDPOINT) - 1;
+    memset(o, 0, sizeof *o);
+    o->timeout = DTR_DEFAULT_TIMEOUT;
+    o->connect_timeout = DTR_DEFAULT_CONNECT_TIMEOUT;
+    o->max_response = DTR_DEFAULT_MAX_RESPONSE;
+    if (lua_isnoneornil(L, idx)) {
+        if (need_token) {
+            dtr_seterr(e, "AuthenticationFailed.MissingParameter", "%s is missing", "access_token", -1);
+            return 0;
+        }
+        return dtr_parse_endpoint(ep, epn, o, e);
+    }
+    luaL_checktype(L, idx, LUA_TTABLE);
+    o->timeout = dtr_opt_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT);
+    o->connect_timeout = dtr_opt_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT);
+    o->max_response = dtr_opt_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE);
+
+    lua_getfield(L, idx, "ca_file");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "option 'ca_file' must be a string");
+        o->ca_file.s = lua_tolstring(L, -1, &o->ca_file.n);
+        if (memchr(o->ca_file.s, '\0', o->ca_file.n) != NULL)
+            luaL_error(L, "option 'ca_file' contains a NUL byte");
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, idx, "endpoint");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "option 'endpoint' must be a string");
+        ep = lua_tolstring(L, -1, &epn);
+    }
+    lua_pop(L, 1);
+
+    if (need_token) {
+        lua_getfield(L, idx, "access_token");
+        if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && dtr_rawlen(L, -1) == 0)) {
+            lua_pop(L, 1);
+            dtr_seterr(e, "AuthenticationFailed.MissingParameter",
+                       "%s is missing: fetch one with the app's credentials", "access_token", -1);
+            return 0;
+        }
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "option 'access_token' must be a string");
+        o->token.s = lua_tolstring(L, -1, &o->token.n);
+        lua_pop(L, 1);
+        if (o->token.n > DTR_MAX_FIELD || !dtr_header_safe(o->token.s, o->token.n)) {
+            /* Never echo the token itself. */
+            dtr_seterr(e, "invalidParameter.param.invalid",
+                       "%s contains spaces, control characters or non-ASCII bytes", "access_token", -1);
+            return 0;
+        }
+    }
+    return dtr_parse_endpoint(ep, epn, o, e);
+}
+
+/* ---------------------------------------------------------------------
+ * JSON writing
+ * ------------------------------------------------------------------- */
+
+/* Writes s as a JSON string (with quotes) at dst, or only measures it
+ * when dst is NULL.  Returns the number of bytes. */
+static size_t dtr_json_string(char *dst, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, w = 0;
+#define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
+    DTR_PUT('"');
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': DTR_PUT('\\'); DTR_PUT('"'); break;
+        case '\\': DTR_PUT('\\'); DTR_PUT('\\'); break;
+        case '\n': DTR_PUT('\\'); DTR_PUT('n'); break;
+        case '\r': DTR_PUT('\\'); DTR_PUT('r'); break;
+        case '\t': DTR_PUT('\\'); DTR_PUT('t'); break;
+        case '\b': DTR_PUT('\\'); DTR_PUT('b'); break;
+        case '\f': DTR_PUT('\\'); DTR_PUT('f'); break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
+                DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
+            } else {
+                DTR_PUT((char)c);
+            }
+        }
+    }
+    DTR_PUT('"');
+#undef DTR_PUT
+    return w;
+}
+
+/* A JSON object body: named fields, each a string or an array of
+ * strings.  Written in two passes into one Lua string. */
+typedef struct dtr_field {
+    const char *name;
+    const dtr_str *vals;
+    int count;       /* -1: one string; >= 0: an array of that many */
+} dtr_field;
+
+static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
+{
+    size_t w = 0;
+    int i, j;
+#define DTR_PUTS(str, len) do { if (dst) memcpy(dst + w, (str), (len)); w += (len); } while (0)
+    DTR_PUTS("{", 1);
+    for (i = 0; i < nf; i++) {
+        if (i > 0)
+            DTR_PUTS(",", 1);
+        w += dtr_json_string(dst ? dst + w : NULL, f[i].name, strlen(f[i].name));
+        DTR_PUTS(":", 1);
+        if (f[i].count < 0) {
+            w += dtr_json_string(dst ? dst + w : NULL, f[i].vals[0].s, f[i].vals[0].n);
+            continue;
+        }
+        DTR_PUTS("[", 1);
+        for (j = 0; j < f[i].count; j++) {
+            if (j > 0)
+                DTR_PUTS(",", 1);
+            w += dtr_json_string(dst ? dst + w : NULL, f[i].vals[j].s, f[i].vals[j].n);
+        }
+        DTR_PUTS("]", 1);
+    }
+    DTR_PUTS("}", 1);
+#undef DTR_PUTS
+    return w;
+}
+
+static void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
+{
+    size_t n = dtr_json_object(NULL, f, nf);
+    char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+    dtr_json_object(buf, f, nf);
+    lua_pushlstring(L, buf, n);
+    lua_remove(L, -2);
+}
+
+/* ---------------------------------------------------------------------
+ * Requests
+ * ------------------------------------------------------------------- */
+
+typedef struct dtr_recall_req {
+    dtr_str cid, robot;
+    dtr_str keys[DTR_MAX_KEYS];
+    int nkeys;
+} dtr_recall_req;
+
+/* Checks the recall request table at idx. */
+static int dtr_check_recall(lua_State *L, int idx, dtr_recall_req *r, dtr_err *e)
+{
+    size_t n, i;
+    int t;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    if (!dtr_text_field(L, idx, "openConversationId", "miss.openConversationId", &r->cid, e))
+        return 0;
+    if (!dtr_text_field(L, idx, "robotCode", "miss.chatbotId", &r->robot, e))
+        return 0;
+    lua_getfield(L, idx, "processQueryKeys");
+    t = lua_type(L, -1);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is missing", "processQueryKeys", -1);
+        return 0;
+    }
+    if (t != LUA_TTABLE) {
+        lua_pop(L, 1);
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array of strings",
+                   "processQueryKeys", -1);
+        return 0;
+    }
+    /* A sequence: keys 1..n and nothing else. */
+    n = dtr_rawlen(L, -1);
+    {
+        size_t count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            lua_Number k;
+            lua_pop(L, 1);
+            count++;
+            if (lua_type(L, -1) != LUA_TNUMBER || (k = lua_tonumber(L, -1)) < 1 || k > (lua_Number)n ||
+                k != (lua_Number)(size_t)k) {
+                lua_pop(L, 2);
+                dtr_seterr(e, "invalidParameter.param.invalid",
+                           "%s must be an array (a sequence), not a map", "processQueryKeys", -1);
+                return 0;
+            }
+        }
+        if (count != n) {
+            lua_pop(L, 1);
+            dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array without holes",
+                       "processQueryKeys", -1);
+            return 0;
+        }
+    }
+    if (n == 0) {
+        lua_pop(L, 1);
+        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is empty", "processQueryKeys", -1);
+        return 0;
+    }
+    if (n > DTR_MAX_KEYS) {
+        lua_pop(L, 1);
+        e->code = "invalidParameter.processQueryKeys.overMax";
+        e->status = 0;
+        snprintf(e->message, sizeof e->message,
+                 "processQueryKeys has %lu keys; at most %d are allowed per call", (unsigned long)n,
+                 DTR_MAX_KEYS);
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        int bad;
+        dtr_str *k = &r->keys[i];
+        lua_rawgeti(L, -1, (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            dtr_seterr(e, "invalidParameter.param.invalid", "%s[%d] must be a string", "processQueryKeys",
+                       (int)i + 1);
+            return 0;
+        }
+        k->s = lua_tolstring(L, -1, &k->n);
+        lua_pop(L, 1);
+        if (k->n == 0) {
+            lua_pop(L, 1);
+            dtr_seterr(e, "invalidParameter.param.invalid", "%s[%d] is empty", "processQueryKeys", (int)i + 1);
+            return 0;
+        }
+        bad = k->n > DTR_MAX_FIELD ? 3 : dtr_text_check((const unsigned char *)k->s, k->n);
+        if (bad) {
+            lua_pop(L, 1);
+            dtr_seterr(e, "invalidParameter.param.invalid",
+                       bad == 1   ? "%s[%d] contains a control character"
+                       : bad == 2 ? "%s[%d] is not valid UTF-8"
+                                  : "%s[%d] is longer than 1024 bytes",
+                       "processQueryKeys", (int)i + 1);
+            return 0;
+        }
+    }
+    r->nkeys = (int)n;
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Pushes the built request {method, url, headers, body, ...}. */
+static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path, int body_idx)
+{
+    lua_createtable(L, 0, 9);
+    lua_pushliteral(L, "POST");
+    lua_setfield(L, -2, "method");
+    lua_pushstring(L, o->endpoint);
+    lua_pushstring(L, path);
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "url");
+
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "application/json; charset=utf-8");
+    lua_setfield(L, -2, "content-type");
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "accept");
+    lua_pushliteral(L, DTR_USER_AGENT);
+    lua_setfield(L, -2, "user-agent");
+    if (o->token.n > 0) {
+        lua_pushlstring(L, o->token.s, o->token.n);
+        lua_setfield(L, -2, "x-acs-dingtalk-access-token");
+    }
+    lua_setfield(L, -2, "headers");
+
+    lua_pushvalue(L, body_idx);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, o->timeout);
+    lua_setfield(L, -2, "timeout");
+    lua_pushnumber(L, o->connect_timeout);
+    lua_setfield(L, -2, "connect_timeout");
+    lua_pushnumber(L, o->max_response);
+    lua_setfield(L, -2, "max_response_bytes");
+    if (o->ca_file.n > 0) {
+        lua_pushlstring(L, o->ca_file.s, o->ca_file.n);
+        lua_setfield(L, -2, "ca_file");
+    }
+    lua_pushboolean(L, o->loopback);
+    lua_setfield(L, -2, "loopback");
+    /* tostring() of a built request never shows the token. */
+    lua_pushvalue(L, lua_upvalueindex(DTR_UV_REQMT));
+    lua_setmetatable(L, -2);
+}
+
+static int dtr_push_err(lua_State *L, const dtr_err *e); /* dtr_decode.c */
+
+/*
+ * Builds the recall request.  On success pushes the built table and
+ * returns 1; on failure pushes nil, err and returns 2 (ready to return).
+ */
+static int dtr_build_recall_at(lua_State *L, int req, int opt)
+{
+    dtr_recall_req r;
+    dtr_opts o;
+    dtr_err e;
+    dtr_field f[3];
+    int base = lua_gettop(L);
+    if (!dtr_check_recall(L, req, &r, &e) || !dtr_read_opts(L, opt, 1, &o, &e))
+        return dtr_push_err(L, &e);
+    /* The official SDK's field order. */
+    f[0].name = "openConversationId"; f[0].vals = &r.cid; f[0].count = -1;
+    f[1].name = "processQueryKeys"; f[1].vals = r.keys; f[1].count = r.nkeys;
+    f[2].name = "robotCode"; f[2].vals = &r.robot; f[2].count = -1;
+    dtr_push_json_object(L, f, 3);
+    dtr_push_built(L, &o, "/v1.0/robot/groupMessages/recall", base + 1);
+    lua_remove(L, base + 1);
+    return 1;
+}
+
+/* core.validate(request [, options]) -> true | nil, err */
+static int dtr_l_validate(lua_State *L)
+{
+    dtr_recall_req r;
+    dtr_opts o;
+    dtr_err e;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!dtr_check_recall(L, 1, &r, &e))
+        return dtr_push_err(L, &e);
+    if (!lua_isnoneornil(L, 2) && !dtr_read_opts(L, 2, 1, &o, &e))
+        return dtr_push_err(L, &e);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.build(request, options) -> built | nil, err */
+static int dtr_l_build(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    return dtr_build_recall_at(L, 1, 2);
+}
+
+/* core.build_send(request, options): the send call, where recall keys
+ * come from.  msgParam may be a table (encoded with cjson) or a JSON
+ * string. */
+static int dtr_l_build_send(lua_State *L)
+{
+    dtr_str cid, robot, key, param;
+    dtr_opts o;
+    dtr_err e;
+    dtr_field f[4];
+    int base;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    base = lua_gettop(L);
+    if (!dtr_text_field(L, 1, "openConversationId", "miss.openConversationId", &cid, &e) ||
+        !dtr_text_field(L, 1, "robotCode", "miss.chatbotId", &robot, &e) ||
+        !dtr_text_field(L, 1, "msgKey", "invalidParameter.param.invalid", &key, &e))
+        return dtr_push_err(L, &e);
+    lua_getfield(L, 1, "msgParam");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, lua_upvalueindex(DTR_UV_ENCODE));
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            lua_pop(L, 1);
+            dtr_seterr(&e, "invalidParameter.param.invalid", "%s cannot be encoded as JSON", "msgParam", -1);
+            return dtr_push_err(L, &e);
+        }
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        dtr_seterr(&e, "invalidParameter.param.invalid", "%s must be a table or a JSON string", "msgParam", -1);
+        return dtr_push_err(L, &e);
+    }
+    param.s = lua_tolstring(L, -1, &param.n);  /* stays at base + 1 */
+    if (dtr_text_check((const unsigned char *)param.s, param.n) == 2) {
+        dtr_seterr(&e, "invalidParameter.param.invalid", "%s is not valid UTF-8", "msgParam", -1);
+        return dtr_push_err(L, &e);
+    }
+    if (!dtr_read_opts(L, 2, 1, &o, &e))
+        return dtr_push_err(L, &e);
+    f[0].name = "msgKey"; f[0].vals = &key; f[0].count = -1;
+    f[1].name = "msgParam"; f[1].vals = &param; f[1].count = -1;
+    f[2].name = "openConversationId"; f[2].vals = &cid; f[2].count = -1;
+    f[3].name = "robotCode"; f[3].vals = &robot; f[3].count = -1;
+    dtr_push_json_object(L, f, 4);
+    dtr_push_built(L, &o, "/v1.0/robot/groupMessages/send", base + 2);
+    return 1;
+}
+
+/* core.build_token(credentials, options): an internal app's
+ * {appKey, appSecret} or a third-party app's {suiteKey, suiteSecret,
+ * authCorpId, suiteTicket}. */
+static int dtr_l_build_token(lua_State *L)
+{
+    static const char *const internal[] = {"appKey", "appSecret"};
+    static const char *const corp[] = {"suiteKey", "suiteSecret", "authCorpId", "suiteTicket"};
+    const char *const *names;
+    dtr_str vals[4];
+    dtr_field f[4];
+    dtr_opts o;
+    dtr_err e;
+    int n, i, base;
+    const char *path;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    base = lua_gettop(L);
+    lua_getfield(L, 1, "suiteKey");
+    if (lua_isnil(L, -1)) {
+        names = internal; n = 2; path = "/v1.0/oauth2/accessToken";
+    } else {
+        names = corp; n = 4; path = "/v1.0/oauth2/corpAccessToken";
+    }
+    lua_pop(L, 1);
+    for (i = 0; i < n; i++) {
+        if (!dtr_text_field(L, 1, names[i], "invalidParameter.param.invalid", &vals[i], &e))
+            return dtr_push_err(L, &e);
+        f[i].name = names[i]; f[i].vals = &vals[i]; f[i].count = -1;
+    }
+    if (!dtr_read_opts(L, 2, 0, &o, &e))
+        return dtr_push_err(L, &e);
+    dtr_push_json_object(L, f, n);
+    dtr_push_built(L, &o, path, base + 1);
+    return 1;
+}
+
+/* core.json_string(s): the encoder's escaping, for tests and tools. */
+static int dtr_l_json_string(lua_State *L)
+{
+    size_t n, w;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char *buf;
+    w = dtr_json_string(NULL, s, n);
+    buf = (char *)lua_newuserdata(L, w);
+    dtr_json_string(buf, s, n);
+    lua_pushlstring(L, buf, w);
+    return 1;
+}
+
+/* __tostring of a built request: method, url and body size only. */
+static int dtr_l_request_tostring(lua_State *L)
+{
+    size_t n = 0;
+    lua_getfield(L, 1, "body");
+    lua_tolstring(L, -1, &n);
+    lua_getfield(L, 1, "method");
+    lua_getfield(L, 1, "url");
+    lua_pushfstring(L, "%s %s (%d-byte body, token redacted)", lua_tostring(L, -2), lua_tostring(L, -1),
+                    (int)n);
+    return 1;
+}
