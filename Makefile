@@ -37,7 +37,7 @@ BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
 
 LUAS      = 5.1 5.2 5.3 5.4 jit
 
-.PHONY: all test test-% demo install clean asan valgrind lint sim-stop check-c
+.PHONY: all deps test test-% demo install clean asan valgrind lint check-c
 
 all: $(CORE_SO)
 
@@ -45,9 +45,14 @@ $(CORE_SO): $(CSRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) csrc/dtr_module.c -o $@ $(ALL_LDFLAGS) $(CURL_LIBS) $(SSL_LIBS)
 
+# Debian packages the build, tests and demo need (only missing ones).
+deps:
+	@sh .ci/deps
+
 # The whole suite under every supported Lua, each with its own build.
-test:
-	@set -e; for v in $(LUAS); do $(MAKE) --no-print-directory test-$$v; done
+test: deps
+	@set -e; for v in $(LUAS); do $(MAKE) --no-print-directory test-$$v; done; \
+	  echo "all runtimes passed: $(LUAS)"
 
 test-jit:
 	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
@@ -57,7 +62,7 @@ test-%:
 	$(MAKE) --no-print-directory LUA_VERSION=$* all
 	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
 
-demo: all
+demo: deps all
 	sh examples/demo.sh
 
 install: all

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/select.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -228,17 +229,10 @@ static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
 static struct curl_slist *dtr_header_list(lua_State *L, int idx)
 {
     struct curl_slist *list = NULL, *t;
-    luaL_Buffer b;
     lua_getfield(L, idx, "headers");
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
-        luaL_buffinit(L, &b);
-        lua_pushvalue(L, -2);
-        luaL_addvalue(&b);
-        luaL_addstring(&b, ": ");
-        lua_pushvalue(L, -2);
-        luaL_addvalue(&b);
-        luaL_pushresult(&b);
+        lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
         t = curl_slist_append(list, lua_tostring(L, -1));
         lua_pop(L, 2);
         if (t == NULL)
@@ -644,7 +638,9 @@ static int dtr_multi_perform(lua_State *L)
     done = lua_gettop(L);
     curl_multi_perform(m->multi, &still);
     dtr_multi_collect(L, m, done);
-    if (wait > 0 && dtr_rawlen(L, done) == 0 && m->running > 0) {
+    /* curl_multi_poll waits the whole time even with nothing in flight,
+     * so this doubles as the caller's sleep until its next timer. */
+    if (wait > 0 && dtr_rawlen(L, done) == 0) {
         curl_multi_poll(m->multi, NULL, 0, (int)(wait * 1000.0 + 0.5), NULL);
         curl_multi_perform(m->multi, &still);
         dtr_multi_collect(L, m, done);
@@ -710,6 +706,29 @@ static int dtr_multi_tostring(lua_State *L)
     else
         lua_pushfstring(L, "dingtalk.recall.multi (%d in flight)", m->running);
     return 1;
+}
+
+/* core.now() -> seconds on the monotonic clock (for timers and limits) */
+static int dtr_l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* core.sleep(seconds): blocks the calling thread (plain Lua only). */
+static int dtr_l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (s <= 0)
+        return 0;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 0;
 }
 
 /* core.curl_version() -> version string, TLS backend string */

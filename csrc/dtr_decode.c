@@ -66,6 +66,10 @@ static const dtr_code_info dtr_codes[] = {
      "The server answered with a redirect; redirects are never followed so the token stays put. "
      "Check the endpoint."},
     {"response.missing_key", 0, "The server answered neither success nor failure for this key."},
+    {"callback.no_secret", 0, "No app secret was given: pass the bot's AppSecret to check callbacks."},
+    {"callback.bad_timestamp", 0, "The timestamp header is not a decimal count of milliseconds. Refuse the request."},
+    {"callback.expired", 0, "The timestamp is over 1 hour from now: a replay, or a clock off (check NTP)."},
+    {"callback.bad_signature", 0, "The sign does not match: refuse the request, or check the AppSecret."},
     {NULL, 0, NULL}};
 
 static const dtr_code_info *dtr_code_lookup(const char *code)

@@ -12,6 +12,7 @@
 #include "dtr_encode.c"
 #include "dtr_decode.c"
 #include "dtr_curl.c"
+#include "dtr_sign.c"
 
 static const luaL_Reg dtr_functions[] = {
     {"validate", dtr_l_validate},
@@ -28,6 +29,10 @@ static const luaL_Reg dtr_functions[] = {
     {"is_error", dtr_l_is_error},
     {"json_string", dtr_l_json_string},
     {"curl_version", dtr_l_curl_version},
+    {"verify_callback", dtr_l_verify_callback},
+    {"sign_callback", dtr_l_sign_callback},
+    {"now", dtr_l_now},
+    {"sleep", dtr_l_sleep},
     {NULL, NULL}};
 
 /* Pushes a private lua-cjson instance's decode and encode. */
