@@ -100,11 +100,20 @@ function M.new(config)
   return self
 end
 
+--- The client's transport, made at first use.  A transport may share
+-- limiters and tokens between processes (OpenResty workers): it then
+-- provides limiter(api, rate, window) and token_store().
 function Client:transport()
   local t = self._transport
   if not t then
     t = make_transport(self.transport_spec, self.transport_config)
     self._transport = t
+    if t.limiter then
+      for api, lim in pairs(self.limiters) do
+        self.limiters[api] = t:limiter(api, lim.rate, lim.window)
+      end
+    end
+    if t.token_store then self.tokens:use_store(t:token_store()) end
   end
   return t
 end

@@ -14,13 +14,23 @@ local REFRESH_MARGIN = 200
 -- (keyed by endpoint and credential, so two clients of one app fetch once).
 local shared_cache = {}
 
+-- The default store: a table of this Lua state.
+local table_store = {
+  get = function(_, key) return shared_cache[key] end,
+  set = function(_, key, entry) shared_cache[key] = entry end,
+  delete = function(_, key, token)
+    local e = shared_cache[key]
+    if e and e.token == token then shared_cache[key] = nil end
+  end,
+}
+
 local function cache_key(endpoint, creds)
   return table.concat({ endpoint, creds.appKey or "", creds.suiteKey or "", creds.authCorpId or "",
     creds.appSecret or creds.suiteSecret or "" }, "\0")
 end
 
 --- new(config) -> manager | nil, err.  config holds the client's options.
-function M.new(config, now)
+function M.new(config)
   local self = setmetatable({ margin = config.token_refresh_margin or REFRESH_MARGIN }, M)
   local ways = 0
   if config.access_token ~= nil then ways = ways + 1 end
@@ -38,6 +48,7 @@ function M.new(config, now)
   elseif config.token_provider ~= nil then
     if type(config.token_provider) ~= "function" then error("token_provider must be a function", 3) end
     self.provider = config.token_provider
+    self.key = self -- a provider's token belongs to this manager alone
   else
     local creds
     if config.app_key ~= nil or config.app_secret ~= nil then
@@ -53,10 +64,9 @@ function M.new(config, now)
     if not built then return nil, err end
     self.creds = creds
     self.secrets = { creds.appSecret or creds.suiteSecret }
-    self.cache = shared_cache
     self.key = cache_key(config.transport_options.endpoint or core.DEFAULT_ENDPOINT, creds)
   end
-  self.now = now
+  self.store = table_store
   return self
 end
 
@@ -68,26 +78,29 @@ end
 --- The current token, or nil when one must be fetched.
 function M:current(now)
   if self.fixed then return self.fixed end
-  local entry = self.cache and self.cache[self.key] or self.entry
+  local entry = self.store:get(self.key)
   if entry and now < entry.expires_at then return entry.token end
   return nil
 end
 
 --- Forgets `token` (after InvalidAuthentication), unless already replaced.
 function M:invalidate(token)
-  local cache = self.cache
-  local entry = cache and cache[self.key] or self.entry
-  if entry and entry.token == token then
-    if cache then cache[self.key] = nil else self.entry = nil end
-  end
+  self.store:delete(self.key, token)
+end
+
+--- Replaces the token store: an object with get(key) -> {token,
+-- expires_at} | nil, set(key, entry, ttl) and delete(key, token).  The
+-- OpenResty transport gives one on a lua_shared_dict, for all workers.
+function M:use_store(store)
+  if type(self.key) == "string" then self.store = store end
 end
 
 local function store(self, token, expires_in, now)
-  local entry = { token = token, expires_at = now + math.max(expires_in - self.margin, expires_in / 2) }
-  if self.cache then self.cache[self.key] = entry else self.entry = entry end
+  local ttl = math.max(expires_in - self.margin, expires_in / 2)
+  self.store:set(self.key, { token = token, expires_at = now + ttl }, ttl)
 end
 
---- For a provider: calls it now.  Returns token | nil, err.
+--- For a provider: calls it now.  Its token is kept in this manager only.  Returns token | nil, err.
 function M:call_provider(now)
   local ok, token, expires_in = pcall(self.provider)
   if not ok or type(token) ~= "string" or token == "" then
