@@ -209,35 +209,37 @@ static int dtr_l_is_error(lua_State *L)
 static int dtr_l_error_tostring(lua_State *L)
 {
     luaL_Buffer b;
-    const char *s;
+    const char *code, *msg, *rid;
     int status;
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "message");
     lua_getfield(L, 1, "status");
     lua_getfield(L, 1, "request_id");
+    /* Read everything before the buffer takes over the stack top. */
+    code = lua_tostring(L, 2);
+    msg = lua_tostring(L, 3);
+    status = (int)lua_tonumber(L, 4);
+    rid = lua_tostring(L, 5);
     luaL_buffinit(L, &b);
-    s = lua_tostring(L, -4);
-    luaL_addstring(&b, s ? s : "unknown");
-    s = lua_tostring(L, -3);
-    if (s != NULL && *s != '\0') {
+    luaL_addstring(&b, code ? code : "unknown");
+    if (msg != NULL && *msg != '\0') {
         luaL_addstring(&b, ": ");
-        luaL_addstring(&b, s);
+        luaL_addstring(&b, msg);
     }
-    status = (int)lua_tonumber(L, -2);
-    s = lua_tostring(L, -1);
-    if (status > 0 || s != NULL) {
+    if (status > 0 || rid != NULL) {
         char tmp[48];
         luaL_addstring(&b, " (");
         if (status > 0) {
             snprintf(tmp, sizeof tmp, "HTTP %d", status);
             luaL_addstring(&b, tmp);
-            if (s != NULL)
+            if (rid != NULL)
                 luaL_addstring(&b, ", ");
         }
-        if (s != NULL) {
+        if (rid != NULL) {
             luaL_addstring(&b, "request_id ");
-            luaL_addstring(&b, s);
+            luaL_addstring(&b, rid);
         }
         luaL_addstring(&b, ")");
     }

@@ -18,8 +18,8 @@ export DINGTALK_RECALL_TEST_LUA
 name=$DINGTALK_RECALL_TEST_LUA
 log=$(mktemp)
 # shellcheck disable=SC2086
-$LUA "$BUSTED" --output=utfTerminal "$@" spec 2>&1 | tee "$log"
-rc=$?
+[ $# -gt 0 ] || set -- spec
+$LUA "$BUSTED" --output=utfTerminal "$@" 2>&1 | tee "$log"
 # busted's summary: "N successes / N failures / N errors / N pending"
 summary=$(grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
 rm -f "$log"
