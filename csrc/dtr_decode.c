@@ -37,7 +37,7 @@ static const dtr_code_info dtr_codes[] = {
     {"bot.stopped", 0, "The group bot has been disabled."},
     {"template.not.existed", 0, "The bot template does not exist."},
     {"template.stopped", 0, "The bot template has been disabled."},
-    {"system.error", 1, "Unknown system error. Retry after a short wait."},
+    {"system.error", 1, "Unknown system error."},
     /* Gateway answers (facts file). */
     {"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 1,
      "The app exceeded its QPS limit for this API (20/s on standard plans). Wait about 1 s and retry; "
@@ -205,6 +205,15 @@ static int dtr_l_is_error(lua_State *L)
     return 1;
 }
 
+/* Adds s with control characters as spaces, so tostring is one line. */
+static void dtr_add_oneline(luaL_Buffer *b, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        luaL_addchar(b, (c < 0x20 || c == 0x7f) ? ' ' : (char)c);
+    }
+}
+
 /* __tostring: "code: message (HTTP 400, request_id abc)" */
 static int dtr_l_error_tostring(lua_State *L)
 {
@@ -226,7 +235,7 @@ static int dtr_l_error_tostring(lua_State *L)
     luaL_addstring(&b, code ? code : "unknown");
     if (msg != NULL && *msg != '\0') {
         luaL_addstring(&b, ": ");
-        luaL_addstring(&b, msg);
+        dtr_add_oneline(&b, msg);
     }
     if (status > 0 || rid != NULL) {
         char tmp[48];
@@ -239,7 +248,7 @@ static int dtr_l_error_tostring(lua_State *L)
         }
         if (rid != NULL) {
             luaL_addstring(&b, "request_id ");
-            luaL_addstring(&b, rid);
+            dtr_add_oneline(&b, rid);
         }
         luaL_addstring(&b, ")");
     }
@@ -370,6 +379,16 @@ static int dtr_decode_success(lua_State *L, enum dtr_kind kind, int status, int 
                 return dtr_push_invalid(L, status, headers, "successResult holds a non-string");
             lua_pop(L, 1);
         }
+        {   /* keys 1..n only: cjson gives {"k":"v"} as a table too */
+            size_t count = 0;
+            lua_pushnil(L);
+            while (lua_next(L, -2) != 0) {
+                lua_pop(L, 1);
+                count++;
+            }
+            if (count != n)
+                return dtr_push_invalid(L, status, headers, "successResult is not an array");
+        }
         lua_setfield(L, result, "successResult");
         lua_getfield(L, obj, "failedResult");
         if (dtr_is_null(L, -1)) {
@@ -421,7 +440,7 @@ static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers,
                                 status >= 300 ? "the error answer is not JSON (an HTML page from a gateway?)"
                                               : "the answer is not JSON");
     obj = lua_gettop(L);
-    if (lua_type(L, obj) != LUA_TTABLE)
+    if (lua_type(L, obj) != LUA_TTABLE || dtr_rawlen(L, obj) > 0)
         return dtr_push_invalid(L, status, headers, "the answer is not a JSON object");
     if (status >= 200 && status < 300)
         return dtr_decode_success(L, kind, status, headers, obj);

@@ -137,6 +137,8 @@ static int dtr_is_ipv4_loopback(const char *h, size_t n)
             octets++;
             val = -1;
         } else if (h[i] >= '0' && h[i] <= '9') {
+            if (val == 0)
+                return 0; /* a leading zero: libcurl reads 0127 as octal */
             val = (val < 0 ? 0 : val * 10) + (h[i] - '0');
             if (val > 255)
                 return 0;

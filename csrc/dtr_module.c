@@ -13,6 +13,7 @@
 #include "dtr_decode.c"
 #include "dtr_curl.c"
 #include "dtr_sign.c"
+#include "dtr_journal.c"
 
 static const luaL_Reg dtr_functions[] = {
     {"validate", dtr_l_validate},
@@ -33,6 +34,9 @@ static const luaL_Reg dtr_functions[] = {
     {"sign_callback", dtr_l_sign_callback},
     {"now", dtr_l_now},
     {"sleep", dtr_l_sleep},
+    {"journal_append", dtr_l_journal_append},
+    {"journal_read", dtr_l_journal_read},
+    {"journal_compact", dtr_l_journal_compact},
     {NULL, NULL}};
 
 /* Pushes a private lua-cjson instance's decode and encode. */

@@ -1,0 +1,492 @@
+/*
+ * dingtalk-recall: the ledger's crash-safe journal (POSIX).
+ *
+ * A journal is an append-only file of lines (the ledger writes one JSON
+ * event a line).  Every operation holds flock() on a lock file beside it
+ * (`<path>.lock`, never replaced), so several processes may share one
+ * journal: appends never interleave, and a compaction (which replaces the
+ * journal by rename) never loses a line appended by someone else.
+ *
+ *   core.journal_append(path, lines) -> true | nil, err
+ *       lines: one string or an array of strings, none holding a newline.
+ *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  Missing
+ *       directories are created 0700.  A torn last line (a crash or a full
+ *       disk in the middle of an earlier write) is first ended with "\n",
+ *       so it stays one bad line that readers skip; a failed write is cut
+ *       back off the file.
+ *   core.journal_read(path [, offset [, id]]) -> data, offset, id, reset | nil, err
+ *       Under LOCK_SH, the complete lines from offset to the end (a torn
+ *       last line is left out).  id names this version of the file: when
+ *       the id passed differs (the journal was compacted or re-created) or
+ *       offset is past the end, the whole file is read and reset is true.
+ *       A missing journal reads as "" with id "".
+ *   core.journal_compact(path, fn) -> true, offset, id | false | nil, err
+ *       Under LOCK_EX: fn(data) gets the whole journal and returns the new
+ *       lines (string or array), or nil to leave it as it is; they are
+ *       written to <path>.tmp, fsynced and renamed over the journal, and
+ *       the directory is fsynced.  fn must not use the same journal (the
+ *       lock is held).
+ *
+ * Only the Lua stack holds memory across Lua calls that may raise, and
+ * the lock is taken and released around plain system calls, so a Lua
+ * error never leaves a file descriptor or a lock behind.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "dtr.h"
+
+#define DTR_J_PATH 4096  /* bytes in a journal path, with its suffixes */
+#define DTR_J_HEAD 128   /* bytes of the first line that go into an id */
+#define DTR_J_ID (64 + DTR_J_HEAD)
+
+/* The failing operation of a journal call. */
+typedef struct dtr_jerr {
+    const char *op;
+    int errnum;
+} dtr_jerr;
+
+static int dtr_j_fail(dtr_jerr *e, const char *op)
+{
+    e->op = op;
+    e->errnum = errno;
+    return -1;
+}
+
+/* Pushes nil, err (code ledger.io); returns 2. */
+static int dtr_j_push_err(lua_State *L, const char *path, const dtr_jerr *e)
+{
+    lua_pushnil(L);
+    lua_createtable(L, 0, 6);
+    lua_pushliteral(L, "ledger.io");
+    lua_setfield(L, -2, "code");
+    lua_pushfstring(L, "ledger journal %s: %s: %s", path, e->op, strerror(e->errnum));
+    lua_setfield(L, -2, "message");
+    lua_pushliteral(L, "Check that the ledger's directory exists, is writable by this user and "
+                       "that the disk is not full.");
+    lua_setfield(L, -2, "hint");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "retryable");
+    dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
+    return 2;
+}
+
+static const char *dtr_j_path(lua_State *L, int idx)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, idx, &n);
+    if (n == 0 || n + 8 >= DTR_J_PATH || memchr(p, '\0', n) != NULL)
+        luaL_argerror(L, idx, "a journal path must be a non-empty file name");
+    return p;
+}
+
+static int dtr_j_write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int dtr_j_pread_all(int fd, char *buf, size_t n, off_t at, size_t *got)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, at + (off_t)done);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    *got = done;
+    return 0;
+}
+
+/* Creates the directories above path, each 0700 (existing ones are kept). */
+static int dtr_j_mkdirs(const char *path, dtr_jerr *e)
+{
+    char dir[DTR_J_PATH];
+    char *p;
+    snprintf(dir, sizeof dir, "%s", path);
+    p = strrchr(dir, '/');
+    if (p == NULL || p == dir)
+        return 0;
+    *p = '\0';
+    for (p = dir + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return dtr_j_fail(e, "mkdir");
+        *p = '/';
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return dtr_j_fail(e, "mkdir");
+    return 0;
+}
+
+/* fsyncs the directory holding path, so a new or renamed entry lasts. */
+static int dtr_j_sync_dir(const char *path, dtr_jerr *e)
+{
+    char dir[DTR_J_PATH];
+    char *p;
+    int fd, rc;
+    snprintf(dir, sizeof dir, "%s", path);
+    p = strrchr(dir, '/');
+    if (p == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (p == dir)
+        dir[1] = '\0';
+    else
+        *p = '\0';
+    fd = open(dir, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return dtr_j_fail(e, "open directory");
+    rc = fsync(fd);
+    if (rc != 0)
+        dtr_j_fail(e, "fsync directory");
+    close(fd);
+    return rc;
+}
+
+/* Opens and locks <path>.lock.  Returns its descriptor, -1 on failure, or
+ * -2 when !create and the directory does not exist. */
+static int dtr_j_lock(const char *path, int exclusive, int create, dtr_jerr *e)
+{
+    char lpath[DTR_J_PATH];
+    int fd;
+    snprintf(lpath, sizeof lpath, "%s.lock", path);
+    if (create && dtr_j_mkdirs(path, e) != 0)
+        return -1;
+    fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (!create && errno == ENOENT)
+            return -2;
+        return dtr_j_fail(e, "open lock file");
+    }
+    while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+        if (errno != EINTR) {
+            dtr_j_fail(e, "flock");
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static void dtr_j_unlock(int lock)
+{
+    if (lock >= 0)
+        close(lock); /* closing the only descriptor releases the flock */
+}
+
+/* Writes the id of the open journal: device, inode and its first line. */
+static size_t dtr_j_id(int fd, const struct stat *st, char *out)
+{
+    char head[DTR_J_HEAD];
+    size_t got = 0, n, i;
+    n = (size_t)snprintf(out, DTR_J_ID, "%llu:%llu:", (unsigned long long)st->st_dev,
+                         (unsigned long long)st->st_ino);
+    if (dtr_j_pread_all(fd, head, sizeof head, 0, &got) != 0)
+        got = 0;
+    for (i = 0; i < got && head[i] != '\n' && n < DTR_J_ID; i++)
+        out[n++] = head[i];
+    return n;
+}
+
+/* Collects the argument at idx (a string or an array of strings) into one
+ * string of lines, each ended by "\n", pushed on the stack. */
+static void dtr_j_push_lines(lua_State *L, int idx)
+{
+    luaL_Buffer b;
+    size_t n;
+    const char *s;
+    luaL_buffinit(L, &b);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        s = lua_tolstring(L, idx, &n);
+        if (memchr(s, '\n', n) != NULL)
+            luaL_argerror(L, idx, "a journal line must not hold a newline");
+        luaL_addlstring(&b, s, n);
+        luaL_addchar(&b, '\n');
+    } else if (lua_type(L, idx) == LUA_TTABLE) {
+        size_t i, len = dtr_rawlen(L, idx);
+        for (i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, (int)i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, idx, "journal lines must be strings");
+            s = lua_tolstring(L, -1, &n);
+            if (memchr(s, '\n', n) != NULL)
+                luaL_argerror(L, idx, "a journal line must not hold a newline");
+            luaL_addvalue(&b);
+            luaL_addchar(&b, '\n');
+        }
+    } else {
+        luaL_argerror(L, idx, "a string or an array of strings expected");
+    }
+    luaL_pushresult(&b);
+}
+
+/* core.journal_append(path, lines) -> true | nil, err */
+static int dtr_l_journal_append(lua_State *L)
+{
+    const char *path = dtr_j_path(L, 1);
+    size_t n;
+    const char *data;
+    dtr_jerr e = {NULL, 0};
+    struct stat st;
+    int lock, fd, ok = 0;
+    dtr_j_push_lines(L, 2);
+    data = lua_tolstring(L, -1, &n);
+    if (n == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lock = dtr_j_lock(path, 1, 1, &e);
+    if (lock < 0)
+        return dtr_j_push_err(L, path, &e);
+    fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        dtr_j_fail(&e, "open");
+    } else if (fstat(fd, &st) != 0) {
+        dtr_j_fail(&e, "fstat");
+    } else {
+        char last = '\n';
+        size_t got = 0;
+        if (st.st_size > 0 && dtr_j_pread_all(fd, &last, 1, st.st_size - 1, &got) != 0)
+            last = '\n';
+        if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_j_write_all(fd, data, n) != 0) {
+            dtr_j_fail(&e, "write");
+            if (ftruncate(fd, st.st_size) != 0) { /* the torn tail stays; readers skip it */
+            }
+        } else if (fsync(fd) != 0) {
+            dtr_j_fail(&e, "fsync");
+        } else if (st.st_size == 0 && dtr_j_sync_dir(path, &e) != 0) {
+            /* e is set */
+        } else {
+            ok = 1;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    dtr_j_unlock(lock);
+    if (!ok)
+        return dtr_j_push_err(L, path, &e);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Reads the journal from start (or from 0 when the id differs) into a new
+ * buffer.  *reset tells whether it restarted from 0. */
+typedef struct dtr_jread {
+    char *buf;
+    size_t len;         /* bytes of complete lines in buf */
+    off_t start;        /* file offset of buf[0] */
+    char id[DTR_J_ID];
+    size_t idlen;
+    int reset;
+    int missing;
+} dtr_jread;
+
+static int dtr_j_read_open(const char *path, off_t start, const char *want_id, size_t want_len,
+                           dtr_jread *r, dtr_jerr *e)
+{
+    struct stat st;
+    size_t want, got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    memset(r, 0, sizeof *r);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return dtr_j_fail(e, "open");
+        r->missing = 1;
+        r->reset = start != 0 || want_len != 0;
+        return 0;
+    }
+    if (fstat(fd, &st) != 0) {
+        dtr_j_fail(e, "fstat");
+        close(fd);
+        return -1;
+    }
+    r->idlen = dtr_j_id(fd, &st, r->id);
+    if (want_id == NULL || want_len != r->idlen || memcmp(want_id, r->id, want_len) != 0 ||
+        start > st.st_size) {
+        r->reset = want_id != NULL || start != 0;
+        start = 0;
+    }
+    r->start = start;
+    want = (size_t)(st.st_size - start);
+    if (want > 0) {
+        r->buf = (char *)malloc(want);
+        if (r->buf == NULL) {
+            errno = ENOMEM;
+            dtr_j_fail(e, "read");
+            close(fd);
+            return -1;
+        }
+        if (dtr_j_pread_all(fd, r->buf, want, start, &got) != 0) {
+            dtr_j_fail(e, "read");
+            free(r->buf);
+            r->buf = NULL;
+            close(fd);
+            return -1;
+        }
+        while (got > 0 && r->buf[got - 1] != '\n') /* leave a torn last line out */
+            got--;
+    }
+    r->len = got;
+    close(fd);
+    return 0;
+}
+
+/* core.journal_read(path [, offset [, id]]) -> data, offset, id, reset | nil, err */
+static int dtr_l_journal_read(lua_State *L)
+{
+    const char *path = dtr_j_path(L, 1);
+    lua_Number off = luaL_optnumber(L, 2, 0);
+    size_t want_len = 0;
+    const char *want_id = luaL_optlstring(L, 3, NULL, &want_len);
+    dtr_jerr e = {NULL, 0};
+    dtr_jread r;
+    int lock, rc;
+    if (!(off >= 0) || off > 9.0e15)
+        luaL_argerror(L, 2, "offset must be a non-negative number");
+    if (want_id != NULL && want_len == 0)
+        want_id = NULL;
+    lock = dtr_j_lock(path, 0, 0, &e);
+    if (lock == -1)
+        return dtr_j_push_err(L, path, &e);
+    if (lock == -2) {
+        memset(&r, 0, sizeof r);
+        r.missing = 1;
+        r.reset = off != 0 || want_id != NULL;
+        rc = 0;
+    } else {
+        rc = dtr_j_read_open(path, (off_t)off, want_id, want_len, &r, &e);
+        dtr_j_unlock(lock);
+    }
+    if (rc != 0)
+        return dtr_j_push_err(L, path, &e);
+    /* From here on only the heap buffer is ours: hand it to Lua first. */
+    lua_pushlstring(L, r.buf != NULL ? r.buf : "", r.len);
+    free(r.buf);
+    lua_pushnumber(L, (lua_Number)(r.start + (off_t)r.len));
+    lua_pushlstring(L, r.id, r.idlen);
+    lua_pushboolean(L, r.reset);
+    return 4;
+}
+
+/* Runs fn(data) under pcall and turns its answer into one string of lines
+ * (or nil).  Arguments: fn, a light userdata pointing to the dtr_jread. */
+static int dtr_j_compact_call(lua_State *L)
+{
+    const dtr_jread *r = (const dtr_jread *)lua_touserdata(L, 2);
+    lua_settop(L, 1);
+    lua_pushlstring(L, r->buf != NULL ? r->buf : "", r->len);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (lua_type(L, -1) == LUA_TTABLE && dtr_rawlen(L, -1) == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    dtr_j_push_lines(L, lua_gettop(L));
+    return 1;
+}
+
+/* core.journal_compact(path, fn) -> true, offset, id | false | nil, err */
+static int dtr_l_journal_compact(lua_State *L)
+{
+    const char *path = dtr_j_path(L, 1);
+    char tmp[DTR_J_PATH];
+    dtr_jerr e = {NULL, 0};
+    dtr_jread r;
+    size_t n;
+    const char *data;
+    int lock, fd, rc, ok = 0;
+    struct stat st;
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    /* Everything that may raise is pushed before the lock is taken, and
+     * the callback (which may raise too) runs under a pcall. */
+    lua_pushcfunction(L, dtr_j_compact_call);
+    lua_pushvalue(L, 2);
+    lua_pushlightuserdata(L, &r);
+    lock = dtr_j_lock(path, 1, 1, &e);
+    if (lock < 0)
+        return dtr_j_push_err(L, path, &e);
+    if (dtr_j_read_open(path, 0, NULL, 0, &r, &e) != 0) {
+        dtr_j_unlock(lock);
+        return dtr_j_push_err(L, path, &e);
+    }
+    rc = lua_pcall(L, 2, 1, 0);
+    free(r.buf);
+    if (rc != 0) {
+        dtr_j_unlock(lock);
+        return lua_error(L);
+    }
+    if (lua_isnil(L, -1)) {
+        dtr_j_unlock(lock);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    data = lua_tolstring(L, -1, &n);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        dtr_j_fail(&e, "open temporary file");
+    } else {
+        if (dtr_j_write_all(fd, data, n) != 0)
+            dtr_j_fail(&e, "write temporary file");
+        else if (fsync(fd) != 0)
+            dtr_j_fail(&e, "fsync temporary file");
+        else if (fstat(fd, &st) != 0)
+            dtr_j_fail(&e, "fstat temporary file");
+        else
+            ok = 1;
+        close(fd);
+        if (ok && rename(tmp, path) != 0) {
+            dtr_j_fail(&e, "rename");
+            ok = 0;
+        }
+        if (!ok)
+            unlink(tmp);
+        else if (dtr_j_sync_dir(path, &e) != 0)
+            ok = 0;
+    }
+    if (ok) {
+        /* The id of the new journal, read back through a fresh descriptor. */
+        char id[DTR_J_ID];
+        size_t idlen = 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fstat(fd, &st) == 0)
+            idlen = dtr_j_id(fd, &st, id);
+        if (fd >= 0)
+            close(fd);
+        dtr_j_unlock(lock);
+        lua_pushboolean(L, 1);
+        lua_pushnumber(L, (lua_Number)n);
+        lua_pushlstring(L, id, idlen);
+        return 3;
+    }
+    dtr_j_unlock(lock);
+    return dtr_j_push_err(L, path, &e);
+}
