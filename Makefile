@@ -63,7 +63,8 @@ test-%:
 	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
 
 demo: deps all
-	sh examples/demo.sh
+	LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
+	  DEMO_LUA=lua$(LUA_VERSION) lua$(LUA_VERSION) examples/demo.lua
 
 install: all
 	install -d $(LMOD_DIR)/dingtalk/recall $(CMOD_DIR)/dingtalk/recall $(BIN_DIR)

@@ -322,11 +322,13 @@ function RecallJob:progress()
   if self.on_progress then self.on_progress(report._done, report._total) end
 end
 
---- client:recall(open_conversation_id, keys [, opts]) -> report | nil, err
--- opts.on_progress(done, total) is called as batches finish.
-function Client:recall(cid, keys, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("recall options must be a table", 2) end
+local function new_report()
+  return { recalled = {}, failed = {}, errors = {}, requests = 0, retries = 0, throttled = 0,
+    token_fetches = 0, total = 0, _done = 0 }
+end
+
+-- Checks one group's arguments; returns robot | nil, err.
+local function check_group(self, cid, keys, robot)
   if cid == nil or cid == "" then
     return nil, core.error("miss.openConversationId", "open_conversation_id is missing or empty")
   end
@@ -335,22 +337,24 @@ function Client:recall(cid, keys, opts)
     return nil, core.error("invalidParameter.processQueryKey.missing", "keys is missing")
   end
   if type(keys) ~= "table" then return param_error("keys must be a table (an array of strings)") end
-  local robot = opts.robot_code or self.robot_code
+  robot = robot or self.robot_code
   -- Conversation and robot are checked once, before anything is sent.
   local ok, err = core.validate { openConversationId = cid, robotCode = robot, processQueryKeys = { "k" } }
   if not ok then return nil, err end
+  return robot
+end
 
-  local t0 = self:transport().now()
-  local report = { recalled = {}, failed = {}, errors = {}, requests = 0, retries = 0, throttled = 0,
-    token_fetches = 0, _done = 0 }
-  -- Unique keys in input order; keys the API would refuse go to errors.
-  local seen, batch, jobs, total = {}, {}, {}, 0
+-- Adds one group's keys to jobs: unique keys in input order, in batches
+-- of 20; keys the API would refuse go straight to errors.  Returns the
+-- number of unique keys.
+local function add_group(self, jobs, report, cid, robot, keys, on_progress)
+  local seen, batch, total = report._seen, {}, 0
   local function flush()
     if #batch == 0 then return end
     jobs[#jobs + 1] = setmetatable({
       request = { openConversationId = cid, robotCode = robot, processQueryKeys = batch },
       report = report, attempts = 0, ready_at = 0, limiter = self.limiters.recall,
-      on_progress = opts.on_progress,
+      on_progress = on_progress,
     }, RecallJob)
     batch = {}
   end
@@ -370,16 +374,64 @@ function Client:recall(cid, keys, opts)
     end
   end
   flush()
-  if total == 0 then
-    return nil, core.error("invalidParameter.processQueryKey.missing", "keys is empty")
-  end
-  report._total = total
+  return total
+end
+
+local function run_report(self, jobs, report, t0)
+  report._total = report.total
   self:_run(jobs, report)
-  report._done, report._total = nil, nil
+  report._done, report._total, report._seen = nil, nil, nil
   report.ok = next(report.failed) == nil and next(report.errors) == nil
-  report.total = total
   report.elapsed = self:transport().now() - t0
   return report
+end
+
+--- client:recall(open_conversation_id, keys [, opts]) -> report | nil, err
+-- opts.on_progress(done, total) is called as batches finish;
+-- opts.robot_code overrides the client's robot.
+function Client:recall(cid, keys, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("recall options must be a table", 2) end
+  local robot, err = check_group(self, cid, keys, opts.robot_code)
+  if not robot then return nil, err end
+  local t0 = self:transport().now()
+  local report, jobs = new_report(), {}
+  report._seen = {}
+  report.total = add_group(self, jobs, report, cid, robot, keys, opts.on_progress)
+  if report.total == 0 then
+    return nil, core.error("invalidParameter.processQueryKey.missing", "keys is empty")
+  end
+  return run_report(self, jobs, report, t0)
+end
+
+--- client:recall_groups(groups [, opts]) -> report | nil, err
+-- Recalls in many conversations at once, in one run (one concurrency
+-- pool, one QPS budget).  groups: an array of {conversation = cid,
+-- keys = {...}, robot_code = optional}, or a map cid -> keys.  The report
+-- is one report over all keys (keys are unique across conversations).
+function Client:recall_groups(groups, opts)
+  opts = opts or {}
+  if type(groups) ~= "table" then error("recall_groups expects a table", 2) end
+  if type(opts) ~= "table" then error("recall options must be a table", 2) end
+  local list = {}
+  if groups[1] ~= nil then
+    list = groups
+  else
+    for cid, keys in pairs(groups) do list[#list + 1] = { conversation = cid, keys = keys } end
+    table.sort(list, function(a, b) return a.conversation < b.conversation end)
+  end
+  local t0 = self:transport().now()
+  local report, jobs = new_report(), {}
+  report._seen = {}
+  for _, g in ipairs(list) do
+    local robot, err = check_group(self, g.conversation, g.keys, g.robot_code)
+    if not robot then return nil, err end
+    report.total = report.total + add_group(self, jobs, report, g.conversation, robot, g.keys, opts.on_progress)
+  end
+  if report.total == 0 then
+    return nil, core.error("invalidParameter.processQueryKey.missing", "keys is empty")
+  end
+  return run_report(self, jobs, report, t0)
 end
 
 ---------------------------------------------------------------------------
