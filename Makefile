@@ -37,7 +37,7 @@ BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
 
 LUAS      = 5.1 5.2 5.3 5.4 jit
 
-.PHONY: all deps test test-% demo install clean asan valgrind lint check-c
+.PHONY: rockspec rock-check all deps test test-% demo install clean asan valgrind lint check-c
 
 all: $(CORE_SO)
 
@@ -107,3 +107,20 @@ lint:
 	luacheck lua spec bin examples bench
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	  --suppress=missingIncludeSystem --inline-suppr -I csrc -I $(LUA_INC_5.4) csrc/dtr_module.c
+
+# Rewrites the rockspec's list of Lua modules and commands from the tree.
+rockspec:
+	lua5.1 .ci/rockspec.lua dingtalk-recall-scm-1.rockspec
+
+# `luarocks make` as a user would run it, into a throw-away tree, for 5.4
+# and for 5.1 (whose module LuaJIT loads); then load what it installed.
+rock-check:
+	@set -e; for v in 5.4 5.1; do \
+	  t=$$(mktemp -d); \
+	  luarocks --lua-version $$v --tree $$t make --deps-mode=none dingtalk-recall-scm-1.rockspec >$$t.log 2>&1 || { cat $$t.log; exit 1; }; \
+	  lua=lua$$v; [ $$v = 5.1 ] && lua=luajit; \
+	  LUA_PATH="$$t/share/lua/$$v/?.lua;$$t/share/lua/$$v/?/init.lua;;" LUA_CPATH="$$t/lib/lua/$$v/?.so;;" \
+	    $$lua -e 'local r = require "dingtalk.recall"; assert(r.client); print(_VERSION, "dingtalk-recall " .. r._VERSION .. " installed by luarocks: ok")'; \
+	  test -x $$t/bin/dingtalk-recall; test -x $$t/bin/dingtalk-sim; \
+	  rm -rf $$t $$t.log; \
+	done

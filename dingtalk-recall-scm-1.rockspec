@@ -27,7 +27,9 @@ dependencies = {
 }
 
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  -- Library only: Debian keeps curl/curl.h in a multiarch folder that
+  -- luarocks does not search, while the compiler finds it by default.
+  CURL = { library = "curl" },
   OPENSSL = { header = "openssl/hmac.h", library = "crypto" },
 }
 
@@ -43,10 +45,31 @@ build = {
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
       libraries = { "curl", "crypto", "pthread" },
     },
-    -- @MODULES@ (kept in sync by `make rockspec-check`)
+    -- BEGIN LUA MODULES (written by `make rockspec`; spec/rockspec_spec.lua checks it)
+    ["dingtalk.recall.async"] = "lua/dingtalk/recall/async.lua",
+    ["dingtalk.recall.callback"] = "lua/dingtalk/recall/callback.lua",
+    ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli.lua",
+    ["dingtalk.recall.client"] = "lua/dingtalk/recall/client.lua",
+    ["dingtalk.recall.config"] = "lua/dingtalk/recall/config.lua",
+    ["dingtalk.recall.hosts"] = "lua/dingtalk/recall/hosts.lua",
+    ["dingtalk.recall"] = "lua/dingtalk/recall/init.lua",
+    ["dingtalk.recall.ledger"] = "lua/dingtalk/recall/ledger.lua",
+    ["dingtalk.recall.ledger.file"] = "lua/dingtalk/recall/ledger/file.lua",
+    ["dingtalk.recall.ledger.redis"] = "lua/dingtalk/recall/ledger/redis.lua",
+    ["dingtalk.recall.limiter"] = "lua/dingtalk/recall/limiter.lua",
+    ["dingtalk.recall.rules"] = "lua/dingtalk/recall/rules.lua",
+    ["dingtalk.recall.sim.admin"] = "lua/dingtalk/recall/sim/admin.lua",
+    ["dingtalk.recall.sim.server"] = "lua/dingtalk/recall/sim/server.lua",
+    ["dingtalk.recall.sim.state"] = "lua/dingtalk/recall/sim/state.lua",
+    ["dingtalk.recall.token"] = "lua/dingtalk/recall/token.lua",
+    ["dingtalk.recall.transport.async"] = "lua/dingtalk/recall/transport/async.lua",
+    ["dingtalk.recall.transport.curl"] = "lua/dingtalk/recall/transport/curl.lua",
+    ["dingtalk.recall.transport.openresty"] = "lua/dingtalk/recall/transport/openresty.lua",
+    -- END LUA MODULES
   },
   install = {
     bin = {
+      ["dingtalk-recall"] = "bin/dingtalk-recall",
       ["dingtalk-sim"] = "bin/dingtalk-sim",
     },
   },
