@@ -104,7 +104,7 @@ check-c:
 	$(MAKE) --no-print-directory clean
 
 lint:
-	luacheck lua spec bin examples bench
+	luacheck lua spec bin examples bench plugin
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	  --suppress=missingIncludeSystem --inline-suppr -I csrc -I $(LUA_INC_5.4) csrc/dtr_module.c
 

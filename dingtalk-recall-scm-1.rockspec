@@ -65,6 +65,8 @@ build = {
     ["dingtalk.recall.transport.async"] = "lua/dingtalk/recall/transport/async.lua",
     ["dingtalk.recall.transport.curl"] = "lua/dingtalk/recall/transport/curl.lua",
     ["dingtalk.recall.transport.openresty"] = "lua/dingtalk/recall/transport/openresty.lua",
+    ["dingtalk_recall.health"] = "lua/dingtalk_recall/health.lua",
+    ["dingtalk_recall"] = "lua/dingtalk_recall/init.lua",
     -- END LUA MODULES
   },
   install = {
@@ -73,7 +75,7 @@ build = {
       ["dingtalk-sim"] = "bin/dingtalk-sim",
     },
   },
-  copy_directories = { "docs", "examples" },
+  copy_directories = { "docs", "examples", "plugin" },
 }
 
 test = {

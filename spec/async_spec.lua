@@ -1,0 +1,270 @@
+-- dingtalk.recall.async and the async transport: the step API (fds and a
+-- timeout to wait on, then step()), and async.run_uv on a luv loop, which
+-- keeps firing timers while a recall waits on the simulator.
+local sim = require "spec.helpers.sim"
+local core = require "dingtalk.recall.core"
+local recall = require "dingtalk.recall"
+local async = require "dingtalk.recall.async"
+local async_transport = require "dingtalk.recall.transport.async"
+
+local has_luv, uv = pcall(require, "luv")
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+describe("async tasks", function()
+  it("check their arguments", function()
+    assert.has_error(function() async.start("nope") end, "async.start expects a function")
+    assert.has_error(function() async.run_uv({}, 42) end, "async.run_uv expects a function")
+    assert.has_error(function() async.sleep("1") end, "async.sleep: seconds must be a number")
+  end)
+
+  it("finish at the first step when fn never waits, with all its results", function()
+    local task = async.start(function(a, b) return a + b, nil, "x" end, 2, 3)
+    local r = { n = 0 }
+    local function grab(...) r = { n = select("#", ...), ... } end
+    grab(task:step())
+    assert.are.same({ n = 4, true, 5, nil, "x" }, r)
+    assert.is_true(task.done)
+    grab(task:step()) -- later steps repeat the outcome
+    assert.are.same({ n = 4, true, 5, nil, "x" }, r)
+    assert.are.equal(0, task:timeout())
+    assert.are.same({}, task:fds())
+  end)
+
+  it("tell the host how long to wait when they sleep", function()
+    local inside
+    local task = async.start(function()
+      inside = async.in_task()
+      async.sleep(0.2)
+      return "woke"
+    end)
+    assert.is_false(async.in_task())
+    assert.is_false(task:step())
+    assert.is_true(inside)
+    local t = task:timeout()
+    assert.is_true(t > 0.1 and t <= 0.2, "timeout " .. t)
+    assert.are.same({}, task:fds())
+    -- A step too early is harmless: it waits again.
+    local t0 = core.now()
+    local done, v = task:step()
+    while not done do
+      core.sleep(task:timeout())
+      done, v = task:step()
+    end
+    assert.are.equal("woke", v)
+    assert.is_true(core.now() - t0 >= 0.15)
+  end)
+
+  it("raise what fn raised, with the task's traceback, at every later step", function()
+    local task = async.start(function() error("boom in the task") end)
+    local ok, err = pcall(task.step, task)
+    assert.is_false(ok)
+    assert.matches("boom in the task", err)
+    assert.matches("traceback", err)
+    assert.has_error(function() task:step() end)
+  end)
+
+  it("refuse a bare coroutine.yield and waiting outside a task", function()
+    local task = async.start(function() coroutine.yield("mine") end)
+    assert.has_error(function() task:step() end,
+      "an async task yielded on its own (coroutine.yield outside a coroutine it created)")
+    assert.has_error(function() async.wait(nil, 1) end, "async.wait called outside an async task")
+    assert.has_error(function() async.sleep(1) end, "async.sleep called outside an async task")
+  end)
+
+  it("can be cancelled", function()
+    local task = async.start(function() async.sleep(10) return "late" end)
+    assert.is_false(task:step())
+    task:cancel()
+    local done, v, err = task:step()
+    assert.is_true(done)
+    assert.is_nil(v)
+    assert.are.equal("async.cancelled", err.code)
+  end)
+end)
+
+describe("the async transport", function()
+  local s
+  setup(function() s = sim.start { tls = true, latency = 0.3, token = "tok-ASYNC-SECRET" } end)
+  teardown(function() if s then s:stop() end end)
+
+  local function client(extra)
+    local o = { robot_code = s.robot, access_token = s.token, endpoint = s.url, ca_file = s.ca_file,
+      transport = async_transport.new() }
+    for k, v in pairs(extra or {}) do
+      if v == false then v = nil end
+      o[k] = v
+    end
+    return assert(recall.client(o))
+  end
+
+  it("blocks like the curl transport outside a task", function()
+    s:config { latency = 0.05 }
+    local keys = s:seed_keys(2, "cidAsync")
+    local c = client()
+    local rep = assert(c:recall("cidAsync", keys))
+    c:close()
+    assert.are.same(keys, rep.recalled)
+    assert.is_true(rep.ok)
+  end)
+
+  it("yields inside a task: the host sees the sockets and a deadline, and drives it by step()", function()
+    s:config { latency = 0.3 }
+    local keys = s:seed_keys(3, "cidAsync")
+    local c = client()
+    local task = async.start(function() return c:recall("cidAsync", keys) end)
+    local steps, saw_fds, max_timeout = 0, 0, 0
+    local done, rep, err = task:step()
+    while not done do
+      steps = steps + 1
+      local fds, t = task:fds(), task:timeout()
+      if #fds > 0 then
+        saw_fds = saw_fds + 1
+        for _, f in ipairs(fds) do
+          assert.are.equal("number", type(f.fd))
+          assert.is_true(f.read or f.write)
+        end
+      end
+      assert.is_truthy(t, "a task waiting on transfers has a deadline")
+      if t > max_timeout then max_timeout = t end
+      core.sleep(math.min(t, 0.02)) -- a crude host loop: poll the task often
+      done, rep, err = task:step()
+    end
+    c:close()
+    assert.is_nil(err)
+    assert.are.same(keys, rep.recalled)
+    assert.is_true(saw_fds > 0, "fds() never listed a socket")
+    assert.is_true(max_timeout <= 1.0, "timeout above the engine's 1 s cap: " .. max_timeout)
+    assert.is_true(steps > 3)
+    for _, k in ipairs(keys) do assert.are.equal("recalled", s:key(k).state) end
+  end)
+
+  local describe_luv = has_luv and describe or pending
+  describe_luv("with luv (async.run_uv)", function()
+    it("keeps a 50 ms timer firing while a recall waits 2 s on the server", function()
+      s:config { latency = 2 }
+      local keys = s:seed_keys(3, "cidAsync")
+      local c = client()
+      local ticks, ticks_at_done, elapsed, rep, err = 0, nil, nil, nil, nil
+      local timer = uv.new_timer()
+      timer:start(50, 50, function() ticks = ticks + 1 end)
+      local t0 = uv.hrtime()
+      local h = async.run_uv(uv, function() return c:recall("cidAsync", keys) end, function(r, e)
+        ticks_at_done, elapsed, rep, err = ticks, (uv.hrtime() - t0) / 1e9, r, e
+        timer:stop()
+        timer:close()
+      end)
+      assert.is_nil(rep) -- run_uv returned before anything ran
+      uv.run()
+      c:close()
+      assert.is_nil(err)
+      assert.is_true(elapsed >= 1.9, "the recall did not wait on the server: " .. elapsed)
+      assert.is_true(ticks_at_done >= 30,
+        ("timer ticks during the recall: %d in %.2f s"):format(ticks_at_done, elapsed))
+      print(("\n  %s + luv: %d timer ticks (50 ms) during a %.3f s recall, %d task steps")
+        :format(_VERSION .. (rawget(_G, "jit") and " (LuaJIT)" or ""), ticks_at_done, elapsed, h.steps))
+      assert.are.same(keys, rep.recalled)
+      assert.is_true(rep.ok)
+      assert.are.equal(1, rep.requests)
+      for _, k in ipairs(keys) do assert.are.equal("recalled", s:key(k).state) end
+      assert.is_false(uv.loop_alive()) -- every handle it made is closed
+    end)
+
+    it("fetches a token, batches, limits QPS and accounts for every key", function()
+      s:config { latency = 0.05 }
+      local keys = s:seed_keys(45, "cidAsync")
+      keys[#keys + 1] = "not-a-key-of-this-conversation"
+      keys[#keys + 1] = keys[1] -- a duplicate counts once
+      local c = client { access_token = false, app_key = s.app_key, app_secret = s.app_secret, qps = 2 }
+      local rep, err
+      async.run_uv(uv, function() return c:recall("cidAsync", keys) end, function(r, e) rep, err = r, e end)
+      local t0 = uv.hrtime()
+      uv.run()
+      local elapsed = (uv.hrtime() - t0) / 1e9
+      c:close()
+      assert.is_nil(err)
+      assert.are.equal(46, rep.total)
+      assert.are.equal(45, #rep.recalled)
+      assert.are.equal(1, count(rep.failed) + count(rep.errors))
+      assert.are.equal(3, rep.requests)
+      assert.are.equal(1, rep.token_fetches)
+      assert.is_true(elapsed >= 0.9, "3 calls at 2 QPS took " .. elapsed .. " s") -- the limiter waited
+    end)
+
+    it("reports a dead endpoint per key, without blocking", function()
+      local port = s.port
+      local c = assert(recall.client { robot_code = s.robot, access_token = s.token,
+        endpoint = "http://127.0.0.1:" .. (port == 1 and 2 or 1), max_retries = 1, backoff_base = 0.05,
+        transport = async_transport.new() })
+      local rep
+      async.run_uv(uv, function() return c:recall("cidAsync", { "k1", "k2" }) end, function(r) rep = r end)
+      uv.run()
+      c:close()
+      assert.are.equal(2, count(rep.errors))
+      assert.are.equal("transport.connect", rep.errors.k1.code)
+      assert.are.equal(1, rep.retries)
+      assert.is_nil(tostring(rep.errors.k1):find(s.token, 1, true))
+    end)
+
+    it("examples/luv_loop.lua recalls, keeps its heartbeat and prints nothing stray on a refused connection",
+      function()
+      local lua = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
+      local q = sim.sh_quote
+      local function run(env, args)
+        local vars = {}
+        for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. q(v) end
+        local errf = os.tmpname()
+        local out, rc = sim.sh("env " .. table.concat(vars, " ") .. " " .. lua .. " examples/luv_loop.lua " ..
+          args .. " 2>" .. q(errf))
+        local f = io.open(errf, "rb")
+        local stderr = f:read("*a")
+        f:close()
+        os.remove(errf)
+        return out, rc, stderr
+      end
+      s:config { latency = 1 }
+      local keys = s:seed_keys(2, "cidExample")
+      local out, rc, stderr = run({ DINGTALK_ACCESS_TOKEN = s.token, DINGTALK_ROBOT_CODE = s.robot,
+        DINGTALK_ENDPOINT = s.url, DINGTALK_CA_FILE = s.ca_file }, "cidExample " .. keys[1] .. " " .. keys[2])
+      assert.are.equal(0, rc, out .. stderr)
+      assert.are.equal("", stderr)
+      assert.matches("recalled " .. keys[1]:gsub("%p", "%%%0"), out)
+      assert.matches("progress 2/2", out)
+      local ticks = tonumber(out:match("heartbeat: (%d+) ticks"))
+      assert.is_true(ticks >= 15, out)
+      assert.are.equal("recalled", s:key(keys[2]).state)
+
+      -- Nothing listens on port 1: a refused connection, told per key.
+      out, rc, stderr = run({ DINGTALK_ACCESS_TOKEN = s.token, DINGTALK_ROBOT_CODE = s.robot,
+        DINGTALK_ENDPOINT = "http://127.0.0.1:1" }, "cidExample k1")
+      assert.are.equal(1, rc, out .. stderr)
+      assert.matches("error k1 transport.connect", out)
+      assert.are.equal("", stderr) -- no "EBADF: bad file descriptor" from luv's poll callback
+      assert.is_nil((out .. stderr):find(s.token, 1, true))
+    end)
+
+    it("hands a raise in fn to on_done as async.failed, and can be cancelled", function()
+      local got
+      async.run_uv(uv, function() error("bug in the task") end, function(r, e) got = { r, e } end)
+      uv.run()
+      assert.is_nil(got[1])
+      assert.are.equal("async.failed", got[2].code)
+      assert.matches("bug in the task", got[2].message)
+
+      local h
+      local timer = uv.new_timer()
+      h = async.run_uv(uv, function() async.sleep(30) return "never" end, function(r, e) got = { r, e } end)
+      timer:start(50, 0, function() timer:close() h.cancel() end)
+      local t0 = uv.hrtime()
+      uv.run()
+      assert.is_true((uv.hrtime() - t0) / 1e9 < 5)
+      assert.is_nil(got[1])
+      assert.are.equal("async.cancelled", got[2].code)
+      assert.is_true(h.done())
+    end)
+  end)
+end)
