@@ -1,0 +1,434 @@
+-- spec/helpers/sim.lua: start and drive the DingTalk simulator from busted specs.
+--
+--   local sim = require "spec.helpers.sim"
+--   local s
+--   setup(function() s = sim.start{ tls = true, qps = 20 } end)
+--   teardown(function() if s then s:stop() end end)   -- always stop in teardown
+--
+-- Plain Lua (5.1-5.4, LuaJIT); uses only io/os, the curl CLI for admin calls and
+-- lua-cjson when it is there (a small pure-Lua JSON codec otherwise). It never
+-- loads the project's own code, so it can test it.
+--
+-- Nothing leaks when a test errors out: besides stop() (idempotent), every
+-- started simulator has a watchdog shell that stops nginx and removes the
+-- state dir as soon as the Lua process that started it is gone.
+
+local sim = {}
+
+---------------------------------------------------------------------------
+-- JSON (cjson if available, else a small pure-Lua codec)
+---------------------------------------------------------------------------
+local json = {}
+local has_cjson, cjson = pcall(require, "cjson")
+if has_cjson and type(cjson) == "table" and cjson.decode then
+  cjson = cjson.new and cjson.new() or cjson
+  json.null = cjson.null
+  json.decode = function(s) return cjson.decode(s) end
+  json.encode = function(v) return cjson.encode(v) end
+else
+  local null = setmetatable({}, { __tostring = function() return "null" end })
+  json.null = null
+  local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+    ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+  local function enc_str(s)
+    return '"' .. s:gsub('[%c"\\]', function(c)
+      return escapes[c] or string.format("\\u%04x", c:byte())
+    end) .. '"'
+  end
+  local function is_array(t)
+    local n = 0
+    for _ in pairs(t) do n = n + 1 end
+    return n == #t
+  end
+  local function enc(v)
+    local t = type(v)
+    if v == null or v == nil then return "null" end
+    if t == "string" then return enc_str(v) end
+    if t == "number" then
+      if v ~= v or v == math.huge or v == -math.huge then error("cannot encode " .. tostring(v)) end
+      if v == math.floor(v) and v > -1e15 and v < 1e15 then return string.format("%d", v) end
+      return string.format("%.17g", v)
+    end
+    if t == "boolean" then return tostring(v) end
+    if t == "table" then
+      local out = {}
+      if next(v) ~= nil and is_array(v) then
+        for i = 1, #v do out[i] = enc(v[i]) end
+        return "[" .. table.concat(out, ",") .. "]"
+      end
+      for k, x in pairs(v) do out[#out + 1] = enc_str(tostring(k)) .. ":" .. enc(x) end
+      return "{" .. table.concat(out, ",") .. "}"
+    end
+    error("cannot encode a " .. t)
+  end
+  json.encode = enc
+
+  local function utf8(cp)
+    if cp < 0x80 then return string.char(cp) end
+    if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
+    if cp < 0x10000 then
+      return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+    end
+    return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
+      0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+  end
+  json.decode = function(s)
+    local pos = 1
+    local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
+    local function err(m) error("json: " .. m .. " at " .. pos, 0) end
+    local value
+    local function str()
+      pos = pos + 1
+      local out = {}
+      while true do
+        local a, b = s:find('[\\"]', pos)
+        if not a then err("unterminated string") end
+        out[#out + 1] = s:sub(pos, a - 1)
+        if s:sub(a, a) == '"' then
+          pos = a + 1
+          return table.concat(out)
+        end
+        local c = s:sub(a + 1, a + 1)
+        if c == "u" then
+          local cp = tonumber(s:sub(a + 2, a + 5), 16) or err("bad \\u")
+          pos = a + 6
+          if cp >= 0xD800 and cp < 0xDC00 and s:sub(pos, pos + 1) == "\\u" then
+            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
+            if lo and lo >= 0xDC00 and lo < 0xE000 then
+              cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
+              pos = pos + 6
+            end
+          end
+          out[#out + 1] = utf8(cp)
+        else
+          local map = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+          out[#out + 1] = map[c] or c
+          pos = b + 2
+        end
+      end
+    end
+    function value()
+      ws()
+      local c = s:sub(pos, pos)
+      if c == "{" then
+        pos = pos + 1
+        local t = {}
+        ws()
+        if s:sub(pos, pos) == "}" then pos = pos + 1 return t end
+        while true do
+          ws()
+          if s:sub(pos, pos) ~= '"' then err("expected key") end
+          local k = str()
+          ws()
+          if s:sub(pos, pos) ~= ":" then err("expected ':'") end
+          pos = pos + 1
+          t[k] = value()
+          ws()
+          local d = s:sub(pos, pos)
+          pos = pos + 1
+          if d == "}" then return t end
+          if d ~= "," then err("expected ',' or '}'") end
+        end
+      elseif c == "[" then
+        pos = pos + 1
+        local t = {}
+        ws()
+        if s:sub(pos, pos) == "]" then pos = pos + 1 return t end
+        while true do
+          t[#t + 1] = value()
+          ws()
+          local d = s:sub(pos, pos)
+          pos = pos + 1
+          if d == "]" then return t end
+          if d ~= "," then err("expected ',' or ']'") end
+        end
+      elseif c == '"' then
+        return str()
+      elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4 return true
+      elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5 return false
+      elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4 return null
+      else
+        local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+        if not num or num == "" then err("unexpected character") end
+        pos = pos + #num
+        return tonumber(num) or err("bad number")
+      end
+    end
+    local v = value()
+    ws()
+    if pos <= #s then err("trailing garbage") end
+    return v
+  end
+end
+sim.json = json
+
+---------------------------------------------------------------------------
+-- shell helpers
+---------------------------------------------------------------------------
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+sim.sh_quote = sh_quote
+
+-- Run a shell command; returns its stdout+stderr and exit code.
+local function sh(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
+  return body or out, tonumber(rc) or -1
+end
+sim.sh = sh
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+-- true when the process exists and is not a zombie (PID 1 here may reap late)
+function sim.alive(pid)
+  local _, rc = sh("kill -0 " .. pid .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. pid ..
+    "/stat 2>/dev/null")
+  return rc == 0
+end
+
+local function repo_root()
+  local src = debug.getinfo(1, "S").source
+  local root = "./"
+  if src:sub(1, 1) == "@" then
+    root = src:sub(2):match("^(.*)spec/helpers/sim%.lua$") or "./"
+    if root == "" then root = "./" end
+  end
+  if root:sub(1, 1) ~= "/" then -- absolute, so that stop works from any directory
+    root = trim(sh("pwd")) .. "/" .. root:gsub("^%./", "")
+  end
+  return root
+end
+
+local function interpreter()
+  local out = sh("for i in lua luajit lua5.4 lua5.3 lua5.2 lua5.1; do " ..
+    "command -v $i >/dev/null 2>&1 && { echo $i; exit 0; }; done; exit 1")
+  local i = trim(out)
+  return i ~= "" and i or "lua"
+end
+
+-- A random number source that does not touch math.random's state.
+local rng_state
+local function rand_int(lo, hi)
+  if not rng_state then
+    local f = io.open("/dev/urandom", "rb")
+    local seed = os.time()
+    if f then
+      local b = f:read(4)
+      f:close()
+      seed = b:byte(1) * 16777216 + b:byte(2) * 65536 + b:byte(3) * 256 + b:byte(4)
+    end
+    rng_state = seed % 2147483646 + 1
+  end
+  rng_state = (rng_state * 48271) % 2147483647
+  return lo + rng_state % (hi - lo + 1)
+end
+
+local lua_pid
+local function own_pid()
+  if not lua_pid then lua_pid = trim(sh("echo $PPID")) end
+  return lua_pid
+end
+
+---------------------------------------------------------------------------
+-- the simulator object
+---------------------------------------------------------------------------
+local Sim = {}
+Sim.__index = Sim
+
+local function curl_base(self)
+  local c = "curl -sS -m " .. (self.curl_timeout or 60)
+  if self.ca_file then c = c .. " --cacert " .. sh_quote(self.ca_file) end
+  return c
+end
+
+-- Raw HTTP request with curl: returns status, body (string), headers table (lower-case names).
+function Sim:request(method, path, body, headers)
+  local hfile = os.tmpname()
+  local cmd = curl_base(self) .. " -X " .. method .. " -D " .. sh_quote(hfile) ..
+    " -w '\\n__status=%{http_code}'"
+  for k, v in pairs(headers or {}) do cmd = cmd .. " -H " .. sh_quote(k .. ": " .. v) end
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary " .. sh_quote(body)
+  end
+  cmd = cmd .. " " .. sh_quote(self.url .. path)
+  local out = sh(cmd)
+  local f = io.open(hfile, "rb")
+  local htext = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(hfile)
+  local resp, status = out:match("^(.*)\n__status=(%d+)%s*$")
+  local hdrs = {}
+  for line in htext:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then hdrs[k:lower()] = v end
+  end
+  return tonumber(status) or 0, resp or out, hdrs
+end
+
+-- Admin call: returns the decoded JSON answer (or raises) and the HTTP status.
+function Sim:admin(method, path, body)
+  if path:sub(1, 1) ~= "/" then path = "/" .. path end
+  if path:sub(1, 6) ~= "/_sim/" then path = "/_sim" .. path end
+  local status, resp = self:request(method, path, body)
+  local ok, v = pcall(json.decode, resp)
+  if not ok then
+    error("dingtalk-sim admin " .. method .. " " .. path .. " -> " .. status .. ": " .. tostring(resp), 2)
+  end
+  return v, status
+end
+
+function Sim:stats() return (self:admin("GET", "/_sim/stats")) end
+function Sim:reset(all) return (self:admin("POST", "/_sim/reset", { all = all and true or false })) end
+function Sim:script(t) return (self:admin("POST", "/_sim/script", t)) end
+function Sim:config(t) return (self:admin("POST", "/_sim/config", t)) end
+function Sim:set_robot(t) return (self:admin("POST", "/_sim/robot", t)) end
+function Sim:set_app(t) return (self:admin("POST", "/_sim/app", t)) end
+function Sim:age(seconds) return (self:admin("POST", "/_sim/age", { seconds = seconds })) end
+function Sim:key(k)
+  local v, status = self:admin("GET", "/_sim/key?key=" .. k:gsub("[^%w%-_.~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+  if status == 404 then return nil end
+  return v
+end
+function Sim:expire_tokens(new_static)
+  local v = self:admin("POST", "/_sim/expire_tokens", { static_token = new_static })
+  if new_static then self.token = new_static end
+  return v
+end
+function Sim:seed_keys(count, cid, robot)
+  local v = self:admin("POST", "/_sim/seed_keys", {
+    openConversationId = cid or "cidSimSeed", robotCode = robot or self.robot, count = count or 1 })
+  return v.keys
+end
+-- A fresh access token through the real API.
+function Sim:fetch_token(key, secret)
+  local status, body = self:request("POST", "/v1.0/oauth2/accessToken",
+    { appKey = key or self.app_key, appSecret = secret or self.app_secret })
+  if status ~= 200 then error("token fetch failed: " .. status .. " " .. body, 2) end
+  return json.decode(body).accessToken
+end
+-- Send a message through the real API; returns its processQueryKey.
+function Sim:send(cid, robot, token)
+  local status, body = self:request("POST", "/v1.0/robot/groupMessages/send", {
+    msgKey = "sampleText", msgParam = '{"content":"hello from the spec"}',
+    openConversationId = cid or "cidSimSpec", robotCode = robot or self.robot,
+  }, { ["x-acs-dingtalk-access-token"] = token or self.token })
+  if status ~= 200 then error("send failed: " .. status .. " " .. body, 2) end
+  return json.decode(body).processQueryKey
+end
+
+function Sim:stop()
+  if self.stopped then return end
+  self.stopped = true
+  local pidfile = sh_quote(self.state_dir .. "/nginx.pid")
+  local pid = trim(sh("cat " .. pidfile .. " 2>/dev/null"))
+  sh(self.cmd .. " --stop --state-dir " .. sh_quote(self.state_dir) .. " >/dev/null")
+  if pid:match("^%d+$") and sim.alive(pid) then -- belt and braces: the master we started must be gone
+    sh("kill -TERM " .. pid .. "; sleep 0.5")
+    if sim.alive(pid) then sh("kill -KILL " .. pid) end
+  end
+  if self.owns_state and not self.keep_state then
+    sh("rm -rf " .. sh_quote(self.state_dir))
+  end
+end
+
+-- Lua 5.2+ run __gc on tables; 5.1/LuaJIT need a proxy userdata.
+local function attach_gc(obj)
+  local function fin() pcall(Sim.stop, obj) end
+  if _VERSION == "Lua 5.1" and newproxy then -- luacheck: ignore
+    local proxy = newproxy(true) -- luacheck: ignore
+    getmetatable(proxy).__gc = fin
+    rawset(obj, "__gc_proxy", proxy)
+  else
+    setmetatable(obj, { __index = Sim, __gc = fin })
+  end
+end
+
+---------------------------------------------------------------------------
+-- start
+---------------------------------------------------------------------------
+-- opts: tls, qps, latency, faults, seed, workers, wrong_host_cert, token_ttl,
+-- apps = {"KEY:SECRET", ...}, robots = {"CODE[:APP]", ...}, token, port,
+-- state_dir, keep_state, cert, key, args = {extra CLI args}, curl_timeout.
+function sim.start(opts)
+  opts = opts or {}
+  local root = repo_root()
+  local script = root .. "bin/dingtalk-sim"
+  local cmd = interpreter() .. " " .. sh_quote(script)
+  local state_dir = opts.state_dir
+  local owns = false
+  if not state_dir then
+    state_dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-sim-spec.XXXXXX"))
+    owns = true
+  end
+  local args = { "--state-dir", state_dir }
+  local function add(...) for _, a in ipairs({ ... }) do args[#args + 1] = a end end
+  if opts.tls then add("--tls") end
+  if opts.cert then add("--cert", opts.cert, "--key", opts.key) end
+  if opts.wrong_host_cert then add("--wrong-host-cert") end
+  if opts.qps then add("--qps", tostring(opts.qps)) end
+  if opts.latency then add("--latency", tostring(opts.latency)) end
+  if opts.faults then add("--faults", opts.faults) end
+  if opts.seed then add("--seed", tostring(opts.seed)) end
+  if opts.workers then add("--workers", tostring(opts.workers)) end
+  if opts.token_ttl then add("--token-ttl", tostring(opts.token_ttl)) end
+  if opts.token then add("--token", opts.token) end
+  for _, a in ipairs(opts.apps or {}) do add("--app", a) end
+  for _, r in ipairs(opts.robots or {}) do add("--robot", r) end
+  for _, a in ipairs(opts.args or {}) do add(a) end
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = sh_quote(a) end
+
+  local out, rc, port
+  for _ = 1, 12 do
+    port = opts.port or rand_int(20000, 60000)
+    out, rc = sh(cmd .. " --port " .. port .. " " .. table.concat(quoted, " "))
+    if rc == 0 then break end
+    if rc ~= 3 or opts.port then break end -- 3 = address in use: try another port
+  end
+  if rc ~= 0 then
+    if owns then sh("rm -rf " .. sh_quote(state_dir)) end
+    error("dingtalk-sim failed to start (rc " .. tostring(rc) .. "):\n" .. out, 2)
+  end
+  local line = out:match("(dingtalk%-sim listening on [^\n]*)")
+  local s = setmetatable({
+    port = port,
+    state_dir = state_dir,
+    owns_state = owns,
+    keep_state = opts.keep_state,
+    cmd = cmd,
+    line = line,
+    tls = opts.tls and true or false,
+    url = (opts.tls and "https://localhost:" or "http://127.0.0.1:") .. port,
+    ca_file = line and line:match(" ca=(%S+)") or nil,
+    token = opts.token or "sim-static-token",
+    app_key = "dingsimappkey",
+    app_secret = "sim-app-secret",
+    robot = "dingsimrobot",
+    curl_timeout = opts.curl_timeout,
+  }, Sim)
+  if opts.apps and opts.apps[1] then
+    s.app_key, s.app_secret = opts.apps[1]:match("^([^:]+):(.+)$")
+  end
+  if opts.robots and opts.robots[1] then s.robot = opts.robots[1]:match("^([^:]+)") end
+
+  -- watchdog: stop nginx (and drop the state dir) once this Lua process is gone
+  local pidfile = state_dir .. "/nginx.pid"
+  local lp = own_pid()
+  local wd = "while kill -0 " .. lp .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. lp ..
+    "/stat 2>/dev/null && [ -f " .. sh_quote(pidfile) .. " ]; " ..
+    "do sleep 1; done; " ..
+    "if [ -f " .. sh_quote(pidfile) .. " ]; then " .. cmd .. " --stop --state-dir " .. sh_quote(state_dir) ..
+    " >/dev/null 2>&1; " ..
+    ((owns and not opts.keep_state) and ("rm -rf " .. sh_quote(state_dir) .. "; ") or "") .. "fi"
+  os.execute("nohup sh -c " .. sh_quote(wd) .. " </dev/null >/dev/null 2>&1 &")
+  attach_gc(s)
+  return s
+end
+
+return sim

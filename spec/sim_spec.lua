@@ -1,0 +1,676 @@
+-- Tests of the DingTalk simulator itself (bin/dingtalk-sim + lua/dingtalk/recall/sim),
+-- driven through the curl CLI. Run from the repo root: busted spec/sim_spec.lua
+local sim = require "spec.helpers.sim"
+local json = sim.json
+local sh, q = sim.sh, sim.sh_quote
+
+local RECALL = "/v1.0/robot/groupMessages/recall"
+local SEND = "/v1.0/robot/groupMessages/send"
+local TOKEN = "/v1.0/oauth2/accessToken"
+local CORP_TOKEN = "/v1.0/oauth2/corpAccessToken"
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- One HTTP exchange with curl. Returns a table {rc, status, headers, body, json, time}.
+local function http(s, method, path, body, opts)
+  opts = opts or {}
+  local hfile, bfile = os.tmpname(), os.tmpname()
+  local cmd = "curl -sS -m " .. (opts.timeout or 20) .. " -X " .. method ..
+    " -D " .. q(hfile) .. " -o " .. q(bfile) .. " -w '%{http_code} %{time_total}'"
+  if s.ca_file and not opts.no_ca then cmd = cmd .. " --cacert " .. q(s.ca_file) end
+  local headers = opts.headers
+  if headers == nil then headers = { ["x-acs-dingtalk-access-token"] = s.token } end
+  for k, v in pairs(headers) do cmd = cmd .. " -H " .. q(k .. ": " .. v) end
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary " .. q(body)
+  end
+  for _, a in ipairs(opts.curl_args or {}) do cmd = cmd .. " " .. a end
+  cmd = cmd .. " " .. q((opts.url or s.url) .. path)
+  local out, rc = sh(cmd)
+  local r = { rc = rc, out = out, body = read_all(bfile), headers = {} }
+  local status, t = out:match("(%d%d%d) ([%d%.]+)%s*$")
+  r.status, r.time = tonumber(status), tonumber(t)
+  for line in read_all(hfile):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then r.headers[k:lower()] = v end
+  end
+  os.remove(hfile)
+  os.remove(bfile)
+  local ok, v = pcall(json.decode, r.body)
+  if ok then r.json = v end
+  return r
+end
+
+local function recall(s, keys, over, opts)
+  local b = { openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = keys }
+  for k, v in pairs(over or {}) do b[k] = v end
+  return http(s, "POST", RECALL, b, opts)
+end
+
+local function assert_error(r, status, code)
+  assert.are.equal(status, r.status, r.body)
+  assert.is_table(r.json, r.body)
+  assert.are.equal(code, r.json.code, r.body)
+  assert.is_string(r.json.message)
+  assert.are.equal(r.headers["x-acs-request-id"], r.json.requestid)
+  assert.matches("^application/json", r.headers["content-type"])
+end
+
+local function count_keys(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+describe("dingtalk-sim over http", function()
+  local s
+
+  setup(function()
+    s = sim.start({ seed = 42 })
+  end)
+
+  teardown(function()
+    if s then s:stop() end
+  end)
+
+  before_each(function()
+    s:reset(true)
+    s:script({ clear = true })
+  end)
+
+  describe("access tokens", function()
+    it("issues a token for good app credentials", function()
+      local r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret }, { headers = {} })
+      assert.are.equal(200, r.status)
+      assert.is_string(r.json.accessToken)
+      assert.are.equal(7200, r.json.expireIn)
+      assert.is_string(r.headers["x-acs-request-id"])
+      local key = s:send("cidSpec", s.robot, r.json.accessToken)
+      assert.is_string(key)
+      assert.are.equal(1, s:stats().token_fetches)
+    end)
+
+    it("answers invalidClientIdOrSecret for bad or missing credentials", function()
+      assert_error(http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = "nope" }), 400, "invalidClientIdOrSecret")
+      assert_error(http(s, "POST", TOKEN, { appKey = "nobody", appSecret = "x" }), 400, "invalidClientIdOrSecret")
+      assert_error(http(s, "POST", TOKEN, {}), 400, "invalidClientIdOrSecret")
+    end)
+
+    it("issues corp tokens for suite credentials", function()
+      local r = http(s, "POST", CORP_TOKEN, { suiteKey = s.app_key, suiteSecret = s.app_secret,
+        authCorpId = "dingcorp", suiteTicket = "ticket" })
+      assert.are.equal(200, r.status)
+      assert.is_string(r.json.accessToken)
+      assert.are.equal(7200, r.json.expireIn)
+      assert_error(http(s, "POST", CORP_TOKEN, { suiteKey = s.app_key, suiteSecret = s.app_secret,
+        authCorpId = "", suiteTicket = "ticket" }), 400, "invalidClientIdOrSecret")
+      assert_error(http(s, "POST", CORP_TOKEN, { suiteKey = s.app_key, suiteSecret = "bad",
+        authCorpId = "c", suiteTicket = "t" }), 400, "invalidClientIdOrSecret")
+    end)
+
+    it("checks the token header on send and recall", function()
+      assert_error(recall(s, { "k" }, nil, { headers = {} }), 400, "AuthenticationFailed.MissingParameter")
+      assert_error(recall(s, { "k" }, nil, { headers = { ["x-acs-dingtalk-access-token"] = "bogus" } }),
+        400, "InvalidAuthentication")
+      local r = http(s, "POST", SEND, { msgKey = "sampleText", msgParam = "{}", openConversationId = "cidX",
+        robotCode = s.robot }, { headers = {} })
+      assert_error(r, 400, "AuthenticationFailed.MissingParameter")
+    end)
+
+    it("expires all tokens on /_sim/expire_tokens and accepts a new static token", function()
+      local tok = s:fetch_token()
+      s:expire_tokens()
+      assert_error(recall(s, { "k" }), 400, "InvalidAuthentication")
+      assert_error(recall(s, { "k" }, nil, { headers = { ["x-acs-dingtalk-access-token"] = tok } }),
+        400, "InvalidAuthentication")
+      s:expire_tokens("static-two")
+      assert.are.equal(200, recall(s, { "k" }).status)
+      s:reset()
+      s.token = "sim-static-token"
+      assert.are.equal(200, recall(s, { "k" }).status)
+    end)
+
+    it("lets tokens expire after token_ttl", function()
+      s:config({ token_ttl = 1 })
+      local r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
+      assert.are.equal(1, r.json.expireIn)
+      local h = { headers = { ["x-acs-dingtalk-access-token"] = r.json.accessToken } }
+      assert.are.equal(200, recall(s, { "k" }, nil, h).status)
+      sh("sleep 1.3")
+      assert_error(recall(s, { "k" }, nil, h), 400, "InvalidAuthentication")
+    end)
+  end)
+
+  describe("send", function()
+    it("returns a fresh processQueryKey and remembers it", function()
+      local k1, k2 = s:send("cidSpec"), s:send("cidSpec")
+      assert.are_not.equal(k1, k2)
+      assert.matches("^[A-Za-z0-9+/=_%-]+$", k1)
+      local rec = s:key(k1)
+      assert.are.equal("cidSpec", rec.openConversationId)
+      assert.are.equal(s.robot, rec.robotCode)
+      assert.are.equal("sent", rec.state)
+      assert.are.equal(2, s:stats().sent)
+    end)
+
+    it("validates like recall", function()
+      local base = { msgKey = "sampleText", msgParam = '{"content":"x"}', openConversationId = "cidX",
+        robotCode = s.robot }
+      local function with(over)
+        local b = {}
+        for k, v in pairs(base) do b[k] = v end
+        for k, v in pairs(over) do b[k] = v end
+        return b
+      end
+      assert_error(http(s, "POST", SEND, with({ openConversationId = json.null })), 400, "miss.openConversationId")
+      assert_error(http(s, "POST", SEND, with({ robotCode = json.null })), 400, "miss.chatbotId")
+      assert_error(http(s, "POST", SEND, with({ openConversationId = "nocid" })), 400, "invalid.openConversationId")
+      assert_error(http(s, "POST", SEND, with({ robotCode = "dingnobody" })), 400,
+        "invalidParameter.robotCode.notExsit")
+      assert_error(http(s, "POST", SEND, with({ msgParam = "not json" })), 400, "invalidParameter.param.invalid")
+      assert_error(http(s, "POST", SEND, with({ msgKey = "" })), 400, "invalidParameter.param.invalid")
+      assert_error(http(s, "POST", SEND, "]]"), 400, "invalidParameter.param.invalid")
+    end)
+  end)
+
+  describe("recall", function()
+    it("recalls, then reports ALREADY_RECALLED", function()
+      local k = s:send("cidSpec")
+      local r = recall(s, { k })
+      assert.are.equal(200, r.status)
+      assert.are.same({ k }, r.json.successResult)
+      assert.are.equal('{"successResult":["' .. k .. '"],"failedResult":{}}', r.body)
+      assert.are.equal("recalled", s:key(k).state)
+      r = recall(s, { k })
+      assert.are.equal('{"successResult":[],"failedResult":{"' .. k .. '":"ALREADY_RECALLED"}}', r.body)
+      local st = s:stats()
+      assert.are.equal(1, st.recalled)
+      assert.are.equal(2, st.recall_calls)
+      assert.are.equal(2, st.recall_keys)
+    end)
+
+    it("gives per-key reasons in input order and answers duplicates once", function()
+      local old = s:send("cidSpec")
+      s:age(86401)
+      local good = s:send("cidSpec")
+      local other = s:send("cidOther")
+      local fresh = s:send("cidSpec")
+      local r = recall(s, { "neverIssued", other, good, old, good, fresh })
+      assert.are.equal(200, r.status)
+      assert.are.same({ good, fresh }, r.json.successResult)
+      assert.are.same({ neverIssued = "PROCESS_QUERY_KEY_NOT_EXIST", [other] = "CONVERSATION_OR_ROBOT_MISMATCH",
+        [old] = "RECALL_TIME_EXPIRED" }, r.json.failedResult)
+      -- failedResult keeps the input order too
+      local a = r.body:find("neverIssued", 1, true)
+      local b = r.body:find(other, 1, true)
+      local c = r.body:find(old, 1, true)
+      assert.is_true(a < b and b < c)
+      local _, n = r.body:gsub(good:gsub("%p", "%%%0"), "")
+      assert.are.equal(1, n)
+    end)
+
+    it("reports a robot mismatch", function()
+      s:set_app({ key = "appTwo", secret = "s2" })
+      s:set_robot({ code = "dingrobot2", app = s.app_key })
+      local k = s:send("cidSpec")
+      local r = recall(s, { k }, { robotCode = "dingrobot2" })
+      assert.are.same({ [k] = "CONVERSATION_OR_ROBOT_MISMATCH" }, r.json.failedResult)
+    end)
+
+    it("accepts at most 20 keys", function()
+      local keys = {}
+      for i = 1, 20 do keys[i] = "key" .. i end
+      assert.are.equal(200, recall(s, keys).status)
+      keys[21] = "key21"
+      assert_error(recall(s, keys), 400, "invalidParameter.processQueryKeys.overMax")
+    end)
+  end)
+
+  describe("error codes of the spec", function()
+    local function setup_other_app()
+      s:set_app({ key = "otherapp", secret = "othersecret" })
+      s:set_robot({ code = "dingotherrobot", app = "otherapp" })
+    end
+    local keys21 = {}
+    for i = 1, 21 do keys21[i] = "k" .. i end
+    local cases = {
+      { "invalid.openConversationId", 400, function() return recall(s, { "k" }, { openConversationId = "chat1" }) end },
+      { "invalidParameter.robotCode", 400, function()
+        s:set_robot({ code = s.robot, exclude = { "cidNotHere" } })
+        return recall(s, { "k" }, { openConversationId = "cidNotHere" })
+      end },
+      { "invalidParameter.processQueryKeys.overMax", 400, function() return recall(s, keys21) end },
+      { "not.allowed.robotCode", 400, function()
+        setup_other_app()
+        return recall(s, { "k" }, { robotCode = "dingotherrobot" })
+      end },
+      { "invalidParameter.param.invalid", 400, function() return http(s, "POST", RECALL, "this is not json") end },
+      { "invalidParameter.param.invalid", 400, function() return http(s, "POST", RECALL, "[1,2]") end },
+      { "invalidParameter.param.invalid", 400, function() return recall(s, { "k" }, { robotCode = "" }) end },
+      { "invalidParameter.param.invalid", 400, function() return recall(s, { "k", "" }) end },
+      { "invalidParameter.param.invalid", 400, function() return recall(s, { "k", 5 }) end },
+      { "invalidParameter.param.invalid", 400, function() return recall(s, "k") end },
+      { "invalidParameter.param.invalid", 400, function() return recall(s, { "k" }, { openConversationId = 7 }) end },
+      { "invalidParameter.robotCode.notExsit", 400, function()
+        return recall(s, { "k" }, { robotCode = "dingnobody" })
+      end },
+      { "miss.chatbotId", 400, function() return recall(s, { "k" }, { robotCode = json.null }) end },
+      { "invalidParameter.processQueryKey.missing", 400, function() return recall(s, {}) end },
+      { "invalidParameter.processQueryKey.missing", 400, function() return recall(s, json.null) end },
+      { "invalid.processQueryKey", 400, function() return recall(s, { "has space" }) end },
+      { "invalid.processQueryKey", 400, function() return recall(s, { string.rep("a", 129) }) end },
+      { "miss.openConversationId", 400, function() return recall(s, { "k" }, { openConversationId = json.null }) end },
+      { "bot.stopped", 400, function()
+        s:set_robot({ code = s.robot, stopped = true })
+        return recall(s, { "k" })
+      end },
+      { "template.not.existed", 400, function()
+        s:set_robot({ code = s.robot, template = "missing" })
+        return recall(s, { "k" })
+      end },
+      { "template.stopped", 400, function()
+        s:set_robot({ code = s.robot, template = "stopped" })
+        return recall(s, { "k" })
+      end },
+      { "system.error", 500, function()
+        s:script({ recall = { "system_error" } })
+        return recall(s, { "k" })
+      end },
+      { "Forbidden.AccessDenied.AccessTokenPermissionDenied", 403, function()
+        s:set_app({ key = s.app_key, recall_permission = false })
+        return recall(s, { "k" })
+      end },
+    }
+    for i, c in ipairs(cases) do
+      it("#" .. i .. " " .. c[1], function()
+        assert_error(c[3](), c[2], c[1])
+        local st = s:stats()
+        assert.are.equal(1, st.codes[c[1]])
+      end)
+    end
+
+    it("reaches all 14 codes of the spec page", function()
+      local seen = {}
+      for _, c in ipairs(cases) do seen[c[1]] = true end
+      for _, code in ipairs({ "invalid.openConversationId", "invalidParameter.robotCode",
+        "invalidParameter.processQueryKeys.overMax", "not.allowed.robotCode", "invalidParameter.param.invalid",
+        "invalidParameter.robotCode.notExsit", "miss.chatbotId", "invalidParameter.processQueryKey.missing",
+        "invalid.processQueryKey", "miss.openConversationId", "bot.stopped", "template.not.existed",
+        "template.stopped", "system.error" }) do
+        assert.is_true(seen[code], code)
+      end
+    end)
+
+    it("answers 404 JSON for unknown paths and 405 for wrong methods", function()
+      assert_error(http(s, "POST", "/v1.0/robot/nothing", {}), 404, "InvalidAction.NotFound")
+      local r = http(s, "GET", RECALL)
+      assert_error(r, 405, "MethodNotAllowed")
+    end)
+  end)
+
+  describe("throttling", function()
+    it("answers QpsLimitForAppkeyAndApi over the per-app qps", function()
+      s:config({ qps = 3 })
+      local body = json.encode({ openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = { "k" } })
+      -- one curl, ten requests on one keep-alive connection: a few ms, at most two windows
+      local cmd = "curl -s -w '%{http_code}\\n' -X POST -H 'x-acs-dingtalk-access-token: " ..
+        s.token .. "' --data-binary " .. q(body)
+      for _ = 1, 10 do cmd = cmd .. " -o /dev/null " .. q(s.url .. RECALL) end
+      local out = sh(cmd)
+      local ok, throttled = 0, 0
+      for code in out:gmatch("%d+") do
+        if code == "200" then ok = ok + 1 elseif code == "403" then throttled = throttled + 1 end
+      end
+      assert.are.equal(10, ok + throttled)
+      assert.is_true(ok >= 3 and ok <= 6, "ok=" .. ok)
+      local st = s:stats()
+      assert.are.equal(throttled, st.throttled)
+      assert.are.equal(throttled, st.codes["Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"])
+      assert.is_true(st.max_recall_calls_in_any_1s >= 5)
+      sh("sleep 1.1")
+      assert.are.equal(200, recall(s, { "k" }).status)
+    end)
+
+    it("counts recall calls in a sliding one-second window", function()
+      for _ = 1, 4 do recall(s, { "k" }) end
+      sh("sleep 1.2")
+      recall(s, { "k" })
+      local st = s:stats()
+      assert.are.equal(4, st.max_recall_calls_in_any_1s)
+      assert.are.equal(5, st.recall_calls)
+    end)
+  end)
+
+  describe("faults", function()
+    local function scripted(name, opts)
+      s:script({ recall = { name } })
+      local k = s:send("cidSpec")
+      local r = recall(s, { k }, nil, opts)
+      return r, k
+    end
+
+    it("system_error", function()
+      local r, k = scripted("system_error")
+      assert_error(r, 500, "system.error")
+      assert.are.equal("sent", s:key(k).state)
+      assert.are.equal(200, recall(s, { k }).status)
+    end)
+
+    it("throttle and throttle_api", function()
+      assert_error(scripted("throttle"), 403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi")
+      assert_error(scripted("throttle_api"), 403, "Forbidden.AccessDenied.QpsLimitForApi")
+      assert.are.equal(2, s:stats().throttled)
+    end)
+
+    it("quota and invalid_token", function()
+      assert_error(scripted("quota"), 403, "Forbidden.AccessDenied.ApiCountLimitForOrg")
+      assert_error(scripted("invalid_token"), 400, "InvalidAuthentication")
+    end)
+
+    it("reset closes the connection without an answer and recalls nothing", function()
+      local r, k = scripted("reset")
+      assert.are.equal(52, r.rc) -- curl: empty reply from server
+      assert.are.equal("sent", s:key(k).state)
+    end)
+
+    it("reset_after recalls and then closes the connection", function()
+      local r, k = scripted("reset_after")
+      assert.are.equal(52, r.rc)
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("html answers 502 text/html", function()
+      local r = scripted("html")
+      assert.are.equal(502, r.status)
+      assert.matches("^text/html", r.headers["content-type"])
+      assert.matches("<html>", r.body)
+      assert.is_string(r.headers["x-acs-request-id"])
+    end)
+
+    it("ban answers 403 with an HTML page", function()
+      local r = scripted("ban")
+      assert.are.equal(403, r.status)
+      assert.matches("^text/html", r.headers["content-type"])
+      assert.is_nil(r.json)
+    end)
+
+    it("malformed answers 200 with truncated JSON and a matching Content-Length", function()
+      local r, k = scripted("malformed")
+      assert.are.equal(0, r.rc)
+      assert.are.equal(200, r.status)
+      assert.is_nil(r.json)
+      assert.are.equal(#r.body, tonumber(r.headers["content-length"]))
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("truncated promises more than it sends", function()
+      local r, k = scripted("truncated")
+      assert.are.equal(18, r.rc) -- curl: partial file
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body < tonumber(r.headers["content-length"]))
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("huge answers a 2 MiB body", function()
+      local r, k = scripted("huge")
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body >= 2 * 1024 * 1024)
+      assert.are.same({ k }, r.json.successResult)
+    end)
+
+    it("trickle sends the headers then one byte a second", function()
+      local r = scripted("trickle", { timeout = 2.5 })
+      assert.are.equal(28, r.rc) -- curl: timeout
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body >= 1 and #r.body <= 3, "got " .. #r.body .. " bytes")
+    end)
+
+    it("redirect answers 302 to another local path", function()
+      local r = scripted("redirect")
+      assert.are.equal(302, r.status)
+      assert.are.equal("/_sim/redirected", r.headers["location"])
+      assert.are.equal(0, s:stats().requests.other)
+      r = http(s, "POST", "/_sim/redirected", "{}")
+      assert.are.equal(404, r.status)
+      local st = s:stats()
+      assert.are.equal(1, st.requests.other)
+      assert.are.equal(1, st.redirects_followed)
+    end)
+
+    it("slow answers normally after 5 s", function()
+      local r, k = scripted("slow")
+      assert.are.equal(200, r.status)
+      assert.is_true(r.time >= 4.9)
+      assert.are.same({ k }, r.json.successResult)
+    end)
+
+    it("capitalised answers with Code/Message/RequestId", function()
+      local r = scripted("capitalised")
+      assert.are.equal(400, r.status)
+      assert.are.equal("InvalidAuthentication", r.json.Code)
+      assert.is_string(r.json.Message)
+      assert.are.equal(r.headers["x-acs-request-id"], r.json.RequestId)
+      assert.is_nil(r.json.code)
+    end)
+
+    it("failed_key fails every key with SYSTEM_ERROR", function()
+      local r, k = scripted("failed_key")
+      assert.are.equal(200, r.status)
+      assert.are.same({ [k] = "SYSTEM_ERROR" }, r.json.failedResult)
+      assert.are.equal("sent", s:key(k).state)
+    end)
+
+    it("script queues are consumed one per call, 'ok' meaning a normal answer", function()
+      s:script({ recall = { "ok", "system_error" } })
+      assert.are.equal(200, recall(s, { "k" }).status)
+      assert.are.equal(500, recall(s, { "k" }).status)
+      assert.are.equal(200, recall(s, { "k" }).status)
+    end)
+
+    it("scripts for send and token", function()
+      s:script({ send = { "system_error" }, token = { "throttle" } })
+      local r = http(s, "POST", SEND, { msgKey = "sampleText", msgParam = "{}", openConversationId = "cidX",
+        robotCode = s.robot })
+      assert_error(r, 500, "system.error")
+      r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
+      assert_error(r, 403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi")
+      assert.are.equal(200, http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret }).status)
+    end)
+
+    it("rejects unknown fault names", function()
+      local v, status = s:admin("POST", "/_sim/script", { recall = { "nonsense" } })
+      assert.are.equal(400, status)
+      assert.matches("unknown", v.message)
+      v, status = s:admin("POST", "/_sim/config", { faults = "nonsense=0.1" })
+      assert.are.equal(400, status)
+      assert.matches("unknown fault", v.message)
+    end)
+
+    it("random faults follow the configured rate and the seed", function()
+      s:config({ faults = "system_error=1" })
+      assert.are.equal(500, recall(s, { "k" }).status)
+      local function run()
+        s:config({ faults = "system_error=0.5", seed = 7 })
+        local seq = {}
+        for i = 1, 16 do seq[i] = recall(s, { "k" }).status end
+        return table.concat(seq, ",")
+      end
+      local a = run()
+      local b = run()
+      assert.are.equal(a, b)
+      local _, n500 = a:gsub("500", "")
+      assert.is_true(n500 >= 2 and n500 <= 14, a)
+      assert.is_true(s:stats().faults.system_error >= n500)
+    end)
+
+    it("failed_key as a rate", function()
+      s:config({ faults = "failed_key=1" })
+      local k = s:send("cidSpec")
+      assert.are.same({ [k] = "SYSTEM_ERROR" }, recall(s, { k }).json.failedResult)
+      s:config({ faults = "" })
+      assert.are.same({ k }, recall(s, { k }).json.successResult)
+    end)
+
+    it("latency delays every API answer", function()
+      s:config({ latency = 0.3 })
+      local r = recall(s, { "k" })
+      assert.are.equal(200, r.status)
+      assert.is_true(r.time >= 0.29, tostring(r.time))
+    end)
+  end)
+
+  describe("stats and admin", function()
+    it("counts requests, codes and the peak of concurrent requests", function()
+      s:config({ latency = 0.5 })
+      local body = json.encode({ openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = { "k" } })
+      local one = "curl -s -o /dev/null -X POST -H 'x-acs-dingtalk-access-token: " .. s.token ..
+        "' --data-binary " .. q(body) .. " " .. q(s.url .. RECALL)
+      sh(one .. " & " .. one .. " & " .. one .. " & " .. one .. " & wait")
+      local st = s:stats()
+      assert.are.equal(4, st.requests.recall)
+      assert.are.equal(4, st.codes.ok)
+      assert.are.equal(4, st.status["200"])
+      assert.is_true(st.max_in_flight >= 3, "max_in_flight=" .. st.max_in_flight)
+      assert.are.equal(0, st.in_flight)
+      for _, f in ipairs({ "requests", "codes", "throttled", "token_fetches", "recall_calls", "recall_keys",
+        "max_recall_calls_in_any_1s", "max_in_flight", "sent", "recalled" }) do
+        assert.is_not_nil(st[f], f)
+      end
+    end)
+
+    it("reset clears state and counters but keeps config", function()
+      s:config({ qps = 77 })
+      local k = s:send("cidSpec")
+      s:reset()
+      assert.is_nil(s:key(k))
+      local st = s:stats()
+      assert.are.equal(0, st.sent)
+      assert.are.equal(0, count_keys(st.codes))
+      assert.are.equal(77, s:admin("GET", "/_sim/config").qps)
+      s:reset(true)
+      assert.are.equal(0, s:admin("GET", "/_sim/config").qps)
+    end)
+
+    it("seeds many keys fast and ages messages", function()
+      local t0 = os.time()
+      local keys = s:seed_keys(20000, "cidSeed")
+      assert.are.equal(20000, #keys)
+      assert.is_true(os.time() - t0 <= 5)
+      local r = recall(s, { keys[1], keys[2] }, { openConversationId = "cidSeed" })
+      assert.are.same({ keys[1], keys[2] }, r.json.successResult)
+      s:age(86400 + 5)
+      r = recall(s, { keys[3] }, { openConversationId = "cidSeed" })
+      assert.are.same({ [keys[3]] = "RECALL_TIME_EXPIRED" }, r.json.failedResult)
+      assert.is_true(s:key(keys[3]).age > 86400)
+      assert.are.equal(20000, s:stats().seeded)
+    end)
+
+    it("robot exclusions can be lifted", function()
+      s:set_robot({ code = s.robot, exclude = { "cidAway" } })
+      assert_error(recall(s, { "k" }, { openConversationId = "cidAway" }), 400, "invalidParameter.robotCode")
+      s:set_robot({ code = s.robot, include = { "cidAway" } })
+      assert.are.equal(200, recall(s, { "k" }, { openConversationId = "cidAway" }).status)
+    end)
+
+    it("answers 404/405/400 on admin misuse", function()
+      local _, st = s:admin("GET", "/_sim/nothing")
+      assert.are.equal(404, st)
+      _, st = s:admin("GET", "/_sim/reset")
+      assert.are.equal(405, st)
+      _, st = s:admin("POST", "/_sim/config", { qps = -1 })
+      assert.are.equal(400, st)
+      _, st = s:admin("POST", "/_sim/age", {})
+      assert.are.equal(400, st)
+    end)
+  end)
+end)
+
+describe("dingtalk-sim launcher and helper", function()
+  it("refuses non-loopback hosts and unknown options", function()
+    local _, rc = sh("lua bin/dingtalk-sim --port 20001 --host 0.0.0.0")
+    assert.are.equal(2, rc)
+    _, rc = sh("lua bin/dingtalk-sim --port 20001 --bogus")
+    assert.are.equal(2, rc)
+    local out
+    out, rc = sh("lua bin/dingtalk-sim --help")
+    assert.are.equal(0, rc)
+    assert.matches("%-%-port", out)
+  end)
+
+  it("fails cleanly on a bad fault spec", function()
+    assert.has_error(function() sim.start({ faults = "nonsense=0.5" }) end)
+  end)
+
+  it("stop is idempotent and frees the port", function()
+    local s = sim.start({})
+    local pid = sim.sh("cat " .. q(s.state_dir .. "/nginx.pid"))
+    assert.matches("%d+", pid)
+    s:stop()
+    s:stop()
+    assert.is_false(sim.alive(pid:match("%d+")))
+    local _, rc = sh("curl -s -m 2 " .. q(s.url .. "/_sim/ping"))
+    assert.are.equal(7, rc) -- connection refused
+  end)
+
+  it("shares state between several workers", function()
+    local s = sim.start({ workers = 2 })
+    local ok, err = pcall(function()
+      local keys = {}
+      for i = 1, 10 do keys[i] = s:send("cidWorkers") end
+      local r = recall(s, keys, { openConversationId = "cidWorkers" })
+      assert.are.equal(10, #r.json.successResult)
+      assert.are.equal(10, s:stats().sent)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
+end)
+
+describe("dingtalk-sim over https", function()
+  local s
+
+  setup(function()
+    s = sim.start({ tls = true, qps = 20, latency = 0.05 })
+  end)
+
+  teardown(function()
+    if s then s:stop() end
+  end)
+
+  it("serves https://localhost with the generated CA", function()
+    assert.matches("^https://localhost:%d+$", s.url)
+    assert.is_string(s.ca_file)
+    local r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
+    assert.are.equal(200, r.status)
+    local k = s:send("cidTls")
+    r = recall(s, { k }, { openConversationId = "cidTls" })
+    assert.are.same({ k }, r.json.successResult)
+    r = http(s, "GET", "/_sim/ping", nil, { url = "https://127.0.0.1:" .. s.port })
+    assert.are.equal(200, r.status)
+  end)
+
+  it("fails verification without the CA", function()
+    local r = http(s, "GET", "/_sim/ping", nil, { no_ca = true })
+    assert.are.equal(60, r.rc)
+  end)
+
+  it("serves a wrong-host certificate on request", function()
+    local w = sim.start({ tls = true, wrong_host_cert = true })
+    local ok, err = pcall(function()
+      local r = http(w, "GET", "/_sim/ping")
+      assert.are.equal(60, r.rc) -- hostname does not match
+      r = http(w, "GET", "/_sim/ping", nil, { url = "https://wrong.example:" .. w.port,
+        curl_args = { "--resolve", q("wrong.example:" .. w.port .. ":127.0.0.1") } })
+      assert.are.equal(200, r.status)
+    end)
+    w:stop()
+    assert(ok, err)
+  end)
+end)
