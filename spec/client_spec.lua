@@ -188,11 +188,25 @@ describe("client", function()
     it("never starts more than qps requests in any one-second window", function()
       s:config { qps = 10 }
       local keys = s:seed_keys(600, CID) -- 30 requests at 10/s
-      local report = assert(client { concurrency = 8, qps = 10 }:recall(CID, keys))
+      -- A transport that notes when each request starts.
+      local curl = require("dingtalk.recall.transport.curl").new()
+      local starts = {}
+      local logging = setmetatable({
+        start = function(_, built, tag)
+          starts[#starts + 1] = curl.now()
+          return curl:start(built, tag)
+        end,
+      }, { __index = curl })
+      local report = assert(client { concurrency = 8, qps = 10, transport = logging }:recall(CID, keys))
       assert.is_true(report.ok)
+      assert.are.equal(30, #starts)
+      for i = 11, #starts do
+        assert.is_true(starts[i] - starts[i - 10] >= 0.999, "11 starts within " .. (starts[i] - starts[i - 10]) .. " s")
+      end
       local st = s:stats()
-      assert.is_true(st.max_recall_calls_in_any_1s <= 10, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
-      assert.are.equal(0, st.throttled)
+      -- The server counts when it gets to a request: a loaded machine can
+      -- delay some and bunch them, so allow a little scheduling jitter there.
+      assert.is_true(st.max_recall_calls_in_any_1s <= 12, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
       assert.is_true(report.elapsed >= 2, "too fast for 10/s: " .. report.elapsed)
     end)
 
