@@ -140,15 +140,18 @@ function Client:_run(jobs, stats)
   local T = self:transport()
   local now = T.now
   local tm = self.tokens
-  local fresh, head = jobs, 1          -- jobs never started, in order
+  -- Jobs never started, in order: an array, or {n = count, get = fn(i)}
+  -- that makes the i-th job when the engine reaches it (i only grows).
+  local head, nfresh = 1, jobs.n or #jobs
+  local fresh = jobs.get or function(i) return jobs[i] end
   local waiting = {}                   -- jobs to retry, each with ready_at
   local in_flight, token_job = 0, nil
   local options = {}
   for k, v in pairs(self.options) do options[k] = v end
 
   local function fail_waiting(err)
-    for i = head, #fresh do fresh[i]:fail(err) end
-    head = #fresh + 1
+    for i = head, nfresh do fresh(i):fail(err) end
+    head = nfresh + 1
     for i = #waiting, 1, -1 do
       local j = waiting[i]
       if j.needs_token then
@@ -217,7 +220,7 @@ function Client:_run(jobs, stats)
         wake = math.min(wake, j.ready_at)
       end
     end
-    local j = fresh[head]
+    local j = head <= nfresh and fresh(head) or nil
     if j and (have_token or not j.needs_token) then
       local d = j.limiter and j.limiter:delay(t) or 0
       if d <= 0 then
@@ -229,10 +232,10 @@ function Client:_run(jobs, stats)
     return nil, wake
   end
 
-  while head <= #fresh or #waiting > 0 or in_flight > 0 do
+  while head <= nfresh or #waiting > 0 or in_flight > 0 do
     local t = now()
     local token = tm:current(t)
-    if not token and tm:managed() and not token_job and (head <= #fresh or #waiting > 0) then
+    if not token and tm:managed() and not token_job and (head <= nfresh or #waiting > 0) then
       if tm.provider then
         local err
         token, err = tm:call_provider(t)
@@ -256,7 +259,7 @@ function Client:_run(jobs, stats)
     local wait = wake - t
     if in_flight > 0 then wait = math.min(wait, 1.0) end
     if wait == math.huge then
-      if head > #fresh and #waiting == 0 and in_flight == 0 then break end
+      if head > nfresh and #waiting == 0 and in_flight == 0 then break end
       wait = 0.05 -- waiting on nothing we know of (a token in flight); look again soon
     end
     local done = T:poll(wait > 0 and wait or 0)
@@ -294,20 +297,38 @@ function RecallJob:parse(status, headers, body)
 end
 
 function RecallJob:finish(result)
-  local report, ok = self.report, {}
-  for _, k in ipairs(result.successResult) do ok[k] = true end
-  local failed = result.failedResult
-  for _, k in ipairs(self.request.processQueryKeys) do
-    if ok[k] then
-      report.recalled[#report.recalled + 1] = k
-    elseif failed[k] ~= nil then
-      report.failed[k] = failed[k]
-    else
-      report.errors[k] = core.error("response.missing_key",
-        "the server answered neither success nor failure for this key",
-        { request_id = result.request_id })
+  local report = self.report
+  local keys = self.request.processQueryKeys
+  local succ, failed = result.successResult, result.failedResult
+  local recalled, n = report.recalled, report._nrecalled
+  -- The usual answer lists the batch's keys in order: no set needed then.
+  local same = #succ == #keys
+  for i = 1, same and #keys or 0 do
+    if succ[i] ~= keys[i] then
+      same = false
+      break
     end
   end
+  if same then
+    for i = 1, #keys do recalled[n + i] = keys[i] end
+    n = n + #keys
+  else
+    local ok = {}
+    for _, k in ipairs(succ) do ok[k] = true end
+    for _, k in ipairs(keys) do
+      if ok[k] then
+        n = n + 1
+        recalled[n] = k
+      elseif failed[k] ~= nil then
+        report.failed[k] = failed[k]
+      else
+        report.errors[k] = core.error("response.missing_key",
+          "the server answered neither success nor failure for this key",
+          { request_id = result.request_id })
+      end
+    end
+  end
+  report._nrecalled = n
   self:progress()
 end
 
@@ -324,7 +345,7 @@ end
 
 local function new_report()
   return { recalled = {}, failed = {}, errors = {}, requests = 0, retries = 0, throttled = 0,
-    token_fetches = 0, total = 0, _done = 0 }
+    token_fetches = 0, total = 0, _done = 0, _nrecalled = 0 }
 end
 
 -- Checks one group's arguments; returns robot | nil, err.
@@ -344,43 +365,78 @@ local function check_group(self, cid, keys, robot)
   return robot
 end
 
+-- The recall jobs of a run: batches of 20 become jobs only when the
+-- engine reaches them, so 100,000 keys never hold 5,000 jobs at once.
+-- groups: {cid, robot, keys (unique, valid), n, nbatches} in order.
+local function recall_jobs(self, report, on_progress)
+  local groups = {}
+  local jobs = { n = 0, groups = groups }
+  local g, base, last_i, last_job = 1, 0, nil, nil
+  local lim = self.limiters.recall
+  function jobs.get(i)
+    if i == last_i then return last_job end
+    while i > base + groups[g].nbatches do
+      base = base + groups[g].nbatches
+      g = g + 1
+    end
+    local grp = groups[g]
+    local first = (i - base - 1) * MAX_KEYS
+    local batch = {}
+    for j = 1, math.min(MAX_KEYS, grp.n - first) do batch[j] = grp.keys[first + j] end
+    last_i, last_job = i, setmetatable({
+      request = { openConversationId = grp.cid, robotCode = grp.robot, processQueryKeys = batch },
+      report = report, attempts = 0, ready_at = 0, limiter = lim, on_progress = on_progress,
+    }, RecallJob)
+    return last_job
+  end
+  return jobs
+end
+
 -- Adds one group's keys to jobs: unique keys in input order, in batches
 -- of 20; keys the API would refuse go straight to errors.  Returns the
 -- number of unique keys.
-local function add_group(self, jobs, report, cid, robot, keys, on_progress)
-  local seen, batch, total = report._seen, {}, 0
-  local function flush()
-    if #batch == 0 then return end
-    jobs[#jobs + 1] = setmetatable({
-      request = { openConversationId = cid, robotCode = robot, processQueryKeys = batch },
-      report = report, attempts = 0, ready_at = 0, limiter = self.limiters.recall,
-      on_progress = on_progress,
-    }, RecallJob)
-    batch = {}
-  end
+local function add_group(_, jobs, report, cid, robot, keys)
+  local seen, total = report._seen, 0
+  -- `uniq` is the caller's array itself until a duplicate or a bad key
+  -- shows up; one probe table checks every key (no garbage per key).
+  local uniq, n = keys, 0
+  local probe = { openConversationId = cid, robotCode = robot, processQueryKeys = { "" } }
   for i = 1, #keys do
     local k = keys[i]
+    local good = false
     if k ~= nil and not seen[k] then
       seen[k] = true
       total = total + 1
-      local kok, kerr = core.validate { openConversationId = cid, robotCode = robot, processQueryKeys = { k } }
+      probe.processQueryKeys[1] = k
+      local kok, kerr = core.validate(probe)
       if kok then
-        batch[#batch + 1] = k
-        if #batch == MAX_KEYS then flush() end
+        good = true
       else
         report.errors[k] = kerr
         report._done = report._done + 1
       end
     end
+    if good then
+      n = n + 1
+      if uniq ~= keys then uniq[n] = k end
+    elseif uniq == keys then
+      uniq = {}
+      for j = 1, n do uniq[j] = keys[j] end
+    end
   end
-  flush()
+  if n > 0 then
+    local nb = math.ceil(n / MAX_KEYS)
+    jobs.groups[#jobs.groups + 1] = { cid = cid, robot = robot, keys = uniq, n = n, nbatches = nb }
+    jobs.n = jobs.n + nb
+  end
   return total
 end
 
 local function run_report(self, jobs, report, t0)
   report._total = report.total
+  report._seen = nil -- the dedupe set is not needed while the requests run
   self:_run(jobs, report)
-  report._done, report._total, report._seen = nil, nil, nil
+  report._done, report._total, report._nrecalled = nil, nil, nil
   report.ok = next(report.failed) == nil and next(report.errors) == nil
   report.elapsed = self:transport().now() - t0
   return report
@@ -395,9 +451,10 @@ function Client:recall(cid, keys, opts)
   local robot, err = check_group(self, cid, keys, opts.robot_code)
   if not robot then return nil, err end
   local t0 = self:transport().now()
-  local report, jobs = new_report(), {}
+  local report = new_report()
+  local jobs = recall_jobs(self, report, opts.on_progress)
   report._seen = {}
-  report.total = add_group(self, jobs, report, cid, robot, keys, opts.on_progress)
+  report.total = add_group(self, jobs, report, cid, robot, keys)
   if report.total == 0 then
     return nil, core.error("invalidParameter.processQueryKey.missing", "keys is empty")
   end
@@ -421,12 +478,13 @@ function Client:recall_groups(groups, opts)
     table.sort(list, function(a, b) return a.conversation < b.conversation end)
   end
   local t0 = self:transport().now()
-  local report, jobs = new_report(), {}
+  local report = new_report()
+  local jobs = recall_jobs(self, report, opts.on_progress)
   report._seen = {}
   for _, g in ipairs(list) do
     local robot, err = check_group(self, g.conversation, g.keys, g.robot_code)
     if not robot then return nil, err end
-    report.total = report.total + add_group(self, jobs, report, g.conversation, robot, g.keys, opts.on_progress)
+    report.total = report.total + add_group(self, jobs, report, g.conversation, robot, g.keys)
   end
   if report.total == 0 then
     return nil, core.error("invalidParameter.processQueryKey.missing", "keys is empty")
