@@ -2,7 +2,7 @@
 --
 --   require("dingtalk_recall").setup {
 --     robot_code = "ding...", conversation = "cid...",      -- defaults for the commands
---     endpoint = "https://api.dingtalk.com", ca_file = nil, ledger = "~/.local/state/dingtalk-recall/ledger",
+--     endpoint = "https://api.dingtalk.io", ca_file = nil, ledger = "~/.local/state/dingtalk-recall/ledger",
 --     access_token_env = "DINGTALK_ACCESS_TOKEN",             -- where credentials are read, at use
 --     app_key_env = "DINGTALK_APP_KEY", app_secret_env = "DINGTALK_APP_SECRET",
 --   }

@@ -90,7 +90,7 @@ end
 ---------------------------------------------------------------------------
 local COMMON = [[
 common options:
-  --endpoint URL     API endpoint (env DINGTALK_ENDPOINT; default https://api.dingtalk.com)
+  --endpoint URL     API endpoint (env DINGTALK_ENDPOINT; default https://api.dingtalk.io)
   --ca-file FILE     CA bundle for a private CA (env DINGTALK_CA_FILE)
   --ledger PATH|URL  the ledger: a file, or redis://host:port/db (env DINGTALK_RECALL_LEDGER)
   --config FILE      config file (default $XDG_CONFIG_HOME/dingtalk-recall/config.lua)
