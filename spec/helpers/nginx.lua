@@ -1,0 +1,381 @@
+-- spec/helpers/nginx.lua: start and stop an nginx (Debian's nginx with the
+-- lua module) on a random loopback port, with a generated nginx.conf in a
+-- temporary prefix directory, for specs that run the client inside OpenResty.
+--
+--   local nginx = require "spec.helpers.nginx"
+--   local ok, why = nginx.available()          -- pending(why) when not ok
+--   local n = nginx.start {
+--     workers = 1,
+--     shared_dicts = { dingtalk_recall = "1m" },
+--     trusted_ca = s.ca_file,                  -- lua_ssl_trusted_certificate
+--     modules = { ortest = "return { ... }" },  -- Lua modules written to <prefix>/lua/
+--     http = "...",                            -- extra http{} directives
+--     init_worker = "lua code",                -- init_worker_by_lua_block
+--     server = "location /x { ... }",          -- the server{} body (listen is added)
+--   }
+--   local status, body, headers, seconds = n:request("POST", "/x", { body = "..." })
+--   local job = n:spawn("GET", "/slow")        -- a request in the background
+--   local status2, body2, _, seconds2 = job:wait()
+--   n:stop()                                   -- always, in teardown (idempotent)
+--
+-- Instead of the generated configuration, opts.conf(ctx) may return a whole
+-- nginx.conf; ctx has port, prefix, root, lua_path, lua_cpath, modules_dir,
+-- preamble (user, pid, error_log, load_module lines) and temp_paths (the
+-- *_temp_path lines for http{}).
+--
+-- nginx's LuaJIT loads the Lua 5.1 ABI, so lua_package_cpath points at the
+-- repository's build/5.1/?.so; the helper builds it (make LUA_VERSION=5.1)
+-- when it is missing.  Plain Lua (5.1-5.4, LuaJIT), io/os and the curl CLI.
+-- A watchdog stops nginx when the Lua process that started it is gone.
+local M = {}
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.sh_quote = sh_quote
+
+local function sh(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
+  return body or out, tonumber(rc) or -1
+end
+M.sh = sh
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- The repository root, absolute, with a trailing slash.
+local function repo_root()
+  local src = debug.getinfo(1, "S").source
+  local root = "./"
+  if src:sub(1, 1) == "@" then
+    root = src:sub(2):match("^(.*)spec/helpers/nginx%.lua$") or "./"
+    if root == "" then root = "./" end
+  end
+  if root:sub(1, 1) ~= "/" then
+    root = trim(sh("cd " .. sh_quote(root) .. " && pwd")) .. "/"
+  end
+  return root
+end
+M.root = repo_root()
+
+M.modules_dir = os.getenv("DINGTALK_TEST_NGINX_MODULES") or "/usr/lib/nginx/modules"
+
+local function nginx_binary()
+  local env = os.getenv("DINGTALK_TEST_NGINX") or os.getenv("DINGTALK_SIM_NGINX")
+  if env and env ~= "" then return env end
+  local out = trim(sh("command -v nginx || ls /usr/sbin/nginx"))
+  if out ~= "" and not out:match("No such file") then return out:match("[^\n]+") end
+  return nil
+end
+
+--- available() -> true | false, reason: nginx, the lua module and
+-- lua-resty-core (which every cosocket-era API here relies on).
+function M.available()
+  local bin = nginx_binary()
+  if not bin then return false, "nginx is not installed (apt-get install nginx libnginx-mod-http-lua)" end
+  for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
+    if not exists(M.modules_dir .. "/" .. m) then
+      return false, "the nginx lua module is missing: " .. M.modules_dir .. "/" .. m ..
+        " (apt-get install libnginx-mod-http-lua)"
+    end
+  end
+  if not exists("/usr/share/lua/5.1/resty/core.lua") and not os.getenv("DINGTALK_TEST_NGINX") then
+    return false, "lua-resty-core is not installed (apt-get install lua-resty-core)"
+  end
+  if not trim(sh("command -v curl")):match("curl") then return false, "the curl CLI is not installed" end
+  return true
+end
+
+--- The 5.1-ABI core that nginx's LuaJIT loads; built when missing.
+function M.ensure_core()
+  local so = M.root .. "build/5.1/dingtalk/recall/core.so"
+  if not exists(so) then
+    local out, rc = sh("cd " .. sh_quote(M.root) .. " && make --no-print-directory LUA_VERSION=5.1 all")
+    if rc ~= 0 or not exists(so) then error("cannot build the 5.1 core for nginx:\n" .. out, 2) end
+  end
+  return so
+end
+
+-- Random numbers that leave math.random alone.
+local rng
+local function rand_int(lo, hi)
+  if not rng then
+    local f = io.open("/dev/urandom", "rb")
+    local seed = os.time()
+    if f then
+      local b = f:read(4)
+      f:close()
+      seed = b:byte(1) * 16777216 + b:byte(2) * 65536 + b:byte(3) * 256 + b:byte(4)
+    end
+    rng = seed % 2147483646 + 1
+  end
+  rng = (rng * 48271) % 2147483647
+  return lo + rng % (hi - lo + 1)
+end
+
+local own_pid
+local function lua_pid()
+  if not own_pid then own_pid = trim(sh("echo $PPID")) end
+  return own_pid
+end
+
+local function nq(s) return '"' .. tostring(s):gsub("\\", "\\\\"):gsub('"', '\\"') .. '"' end
+M.nq = nq
+
+local function lines(v)
+  if v == nil then return "" end
+  if type(v) == "table" then return table.concat(v, "\n") end
+  return v
+end
+
+---------------------------------------------------------------------------
+-- the server object
+---------------------------------------------------------------------------
+local Server = {}
+Server.__index = Server
+
+local function curl_cmd(self, method, path, opts)
+  opts = opts or {}
+  local url = path:match("^https?://") and path or (self.url .. path)
+  local c = "curl -sS -g --noproxy '*' -m " .. (opts.timeout or 60) .. " -X " .. method ..
+    " -w '\\n__status=%{http_code} __time=%{time_total}'"
+  if opts.dump_headers then c = c .. " -D " .. sh_quote(opts.dump_headers) end
+  for k, v in pairs(opts.headers or {}) do c = c .. " -H " .. sh_quote(k .. ": " .. v) end
+  if opts.body ~= nil then c = c .. " --data-binary @" .. sh_quote(opts.body_file) end
+  return c .. " " .. sh_quote(url)
+end
+
+local function parse_curl(out, hfile)
+  local body, status, secs = out:match("^(.*)\n__status=(%d+) __time=([%d%.]+)%s*$")
+  local headers = {}
+  local htext = hfile and read_file(hfile) or ""
+  if hfile then os.remove(hfile) end
+  for line in htext:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then headers[k:lower()] = v end
+  end
+  if not status then return 0, out, headers, nil end
+  return tonumber(status), body, headers, tonumber(secs)
+end
+
+local function prepare(opts)
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if o.body ~= nil then
+    o.body_file = os.tmpname()
+    write_file(o.body_file, o.body)
+  end
+  o.dump_headers = os.tmpname()
+  return o
+end
+
+--- request(method, path [, {body=, headers=, timeout=}]) -> status, body,
+-- headers (lower-case names), seconds (curl's time_total, client side).
+function Server:request(method, path, opts)
+  local o = prepare(opts)
+  local out = sh(curl_cmd(self, method, path, o))
+  if o.body_file then os.remove(o.body_file) end
+  return parse_curl(out, o.dump_headers)
+end
+
+--- spawn(method, path [, opts]) -> job: the same request, in the
+-- background; job:wait([timeout]) -> what request() returns; job:done().
+function Server:spawn(method, path, opts)
+  local o = prepare(opts)
+  local out = os.tmpname()
+  local mark = out .. ".done"
+  os.execute("(" .. curl_cmd(self, method, path, o) .. " >" .. sh_quote(out) .. " 2>&1; touch " ..
+    sh_quote(mark) .. ") </dev/null >/dev/null 2>&1 &")
+  local job = {}
+  function job.done() return exists(mark) end
+  function job.wait(_, timeout)
+    local deadline = os.time() + (timeout or 60)
+    while not exists(mark) do
+      if os.time() > deadline then error("background request did not finish", 2) end
+      sh("sleep 0.05")
+    end
+    local text = read_file(out) or ""
+    os.remove(out)
+    os.remove(mark)
+    if o.body_file then os.remove(o.body_file) end
+    return parse_curl(text, o.dump_headers)
+  end
+  return job
+end
+
+function Server:error_log()
+  return read_file(self.prefix .. "/error.log") or ""
+end
+
+function Server:pid()
+  return trim(read_file(self.prefix .. "/nginx.pid") or "")
+end
+
+--- Stops nginx (waits for it to exit) and removes the prefix.  Idempotent.
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  local pid = self:pid()
+  if pid:match("^%d+$") then
+    sh("kill -TERM " .. pid .. " 2>/dev/null; for i in $(seq 100); do kill -0 " .. pid ..
+      " 2>/dev/null || exit 0; sleep 0.05; done; kill -KILL " .. pid .. " 2>/dev/null; exit 0")
+  end
+  if not self.keep then sh("rm -rf " .. sh_quote(self.prefix)) end
+end
+
+---------------------------------------------------------------------------
+-- configuration
+---------------------------------------------------------------------------
+local function context(port, prefix, opts)
+  local root = M.root
+  local is_root = trim(sh("id -u")) == "0"
+  local ctx = {
+    port = port, prefix = prefix, root = root, modules_dir = M.modules_dir,
+    lua_path = prefix .. "/lua/?.lua;" .. root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. root .. "?.lua;;",
+    lua_cpath = root .. "build/5.1/?.so;;",
+  }
+  ctx.preamble = table.concat({
+    is_root and "user root;" or "",
+    "daemon on;",
+    "master_process on;",
+    "worker_processes " .. (opts.workers or 1) .. ";",
+    "pid " .. nq(prefix .. "/nginx.pid") .. ";",
+    "error_log " .. nq(prefix .. "/error.log") .. " " .. (opts.log_level or "warn") .. ";",
+    "load_module " .. nq(M.modules_dir .. "/ndk_http_module.so") .. ";",
+    "load_module " .. nq(M.modules_dir .. "/ngx_http_lua_module.so") .. ";",
+  }, "\n")
+  local temps = {}
+  for _, t in ipairs { "client_body", "proxy", "fastcgi", "uwsgi", "scgi" } do
+    temps[#temps + 1] = "  " .. t .. "_temp_path " .. nq(prefix .. "/tmp/" .. t) .. ";"
+  end
+  ctx.temp_paths = table.concat(temps, "\n")
+  return ctx
+end
+
+local function generated_conf(ctx, opts)
+  local c = {
+    ctx.preamble,
+    lines(opts.main),
+    "events { worker_connections 1024; }",
+    "http {",
+    "  access_log off;",
+    "  default_type application/json;",
+    ctx.temp_paths,
+    "  lua_package_path " .. nq(ctx.lua_path) .. ";",
+    "  lua_package_cpath " .. nq(ctx.lua_cpath) .. ";",
+    "  lua_socket_log_errors off;",
+  }
+  local dicts = {}
+  for name in pairs(opts.shared_dicts or {}) do dicts[#dicts + 1] = name end
+  table.sort(dicts)
+  for _, name in ipairs(dicts) do
+    c[#c + 1] = "  lua_shared_dict " .. name .. " " .. opts.shared_dicts[name] .. ";"
+  end
+  if opts.trusted_ca then
+    c[#c + 1] = "  lua_ssl_trusted_certificate " .. nq(opts.trusted_ca) .. ";"
+    c[#c + 1] = "  lua_ssl_verify_depth 3;"
+  end
+  c[#c + 1] = lines(opts.http)
+  if opts.init then c[#c + 1] = "  init_by_lua_block {\n" .. opts.init .. "\n  }" end
+  if opts.init_worker then c[#c + 1] = "  init_worker_by_lua_block {\n" .. opts.init_worker .. "\n  }" end
+  c[#c + 1] = "  server {"
+  c[#c + 1] = "    listen 127.0.0.1:" .. ctx.port .. (opts.reuseport and " reuseport" or "") .. ";"
+  c[#c + 1] = lines(opts.server)
+  c[#c + 1] = "  }"
+  c[#c + 1] = "}"
+  return table.concat(c, "\n") .. "\n"
+end
+
+-- "env K=V ..." for the nginx command (the workers read what `env K;` names).
+local function env_prefix(env)
+  if not env then return "" end
+  local names = {}
+  for k in pairs(env) do names[#names + 1] = k end
+  table.sort(names)
+  if #names == 0 then return "" end
+  local parts = { "env" }
+  for _, k in ipairs(names) do parts[#parts + 1] = sh_quote(k .. "=" .. env[k]) end
+  return table.concat(parts, " ") .. " "
+end
+
+local function wait_port(port)
+  local probe = "for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/" .. port .. ") 2>/dev/null && exit 0; " ..
+    "sleep 0.05; done; exit 1"
+  local _, rc = sh("bash -c " .. sh_quote(probe))
+  return rc == 0
+end
+
+--- start(opts) -> server (see the header).  Raises when nginx fails.
+function M.start(opts)
+  opts = opts or {}
+  local ok, why = M.available()
+  if not ok then error(why, 2) end
+  M.ensure_core()
+  local bin = nginx_binary()
+  local prefix = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-nginx-spec.XXXXXX"))
+  sh("mkdir -p " .. sh_quote(prefix .. "/tmp") .. " " .. sh_quote(prefix .. "/lua"))
+  for name, code in pairs(opts.modules or {}) do
+    write_file(prefix .. "/lua/" .. name:gsub("%.", "/") .. ".lua", code)
+  end
+  local last
+  for _ = 1, 12 do
+    local port = opts.port or rand_int(20000, 60000)
+    local ctx = context(port, prefix, opts)
+    local conf = opts.conf and opts.conf(ctx) or generated_conf(ctx, opts)
+    write_file(prefix .. "/nginx.conf", conf)
+    os.remove(prefix .. "/error.log")
+    local out, rc = sh(env_prefix(opts.env) .. sh_quote(bin) .. " -p " .. sh_quote(prefix .. "/") ..
+      " -c " .. sh_quote(prefix .. "/nginx.conf") .. " -e " .. sh_quote(prefix .. "/error.log") .. " </dev/null")
+    local log = read_file(prefix .. "/error.log") or ""
+    if rc == 0 and wait_port(port) then
+      local s = setmetatable({
+        port = port, prefix = prefix, url = "http://127.0.0.1:" .. port, keep = opts.keep, conf = conf,
+      }, Server)
+      -- watchdog: stop nginx once the Lua process that started it is gone
+      local pidfile = prefix .. "/nginx.pid"
+      -- (a zombie counts as gone: kill -0 still reaches it)
+      local lp = lua_pid()
+      local wd = "while kill -0 " .. lp .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. lp ..
+        "/stat 2>/dev/null && [ -f " .. sh_quote(pidfile) .. " ]; do sleep 1; done; " ..
+        "if [ -f " .. sh_quote(pidfile) .. " ]; then kill -TERM $(cat " .. sh_quote(pidfile) .. ") 2>/dev/null; " ..
+        (opts.keep and "" or ("sleep 1; rm -rf " .. sh_quote(prefix) .. "; ")) .. "fi"
+      -- its own session (setsid), so that a runner killing the test's
+      -- process group does not take the watchdog with it
+      os.execute("if command -v setsid >/dev/null 2>&1; then setsid nohup sh -c " .. sh_quote(wd) ..
+        " </dev/null >/dev/null 2>&1 & else nohup sh -c " .. sh_quote(wd) .. " </dev/null >/dev/null 2>&1 & fi")
+      return s
+    end
+    local pid = trim(read_file(prefix .. "/nginx.pid") or "")
+    if pid:match("^%d+$") then sh("kill -TERM " .. pid) end
+    last = out .. "\n" .. log
+    if opts.port or not last:match("Address already in use") then break end
+  end
+  if not opts.keep then sh("rm -rf " .. sh_quote(prefix)) end
+  error("nginx failed to start:\n" .. tostring(last), 2)
+end
+
+return M

@@ -1,0 +1,837 @@
+-- The OpenResty transport (lua/dingtalk/recall/transport/openresty.lua):
+-- the client runs inside nginx (Debian's nginx + libnginx-mod-http-lua +
+-- lua-resty-core, started on loopback by spec/helpers/nginx.lua) against
+-- the simulator, and must give the same reports and the same errors as the
+-- curl transport, share the QPS limit and the token across workers, and
+-- never block the worker.  The spec itself runs under any Lua: it drives
+-- nginx with the curl CLI and runs the curl transport in-process.
+local nginx = require "spec.helpers.nginx"
+local sim = require "spec.helpers.sim"
+local json = sim.json
+
+-- The Lua module the test nginx loads (written to <prefix>/lua/ortest.lua).
+local ORTEST = [==[
+local cjson = require "cjson"
+local recall = require "dingtalk.recall"
+local hosts = require "dingtalk.recall.hosts"
+
+local M = {}
+local detected = {}
+
+local function plain_err(e)
+  if type(e) ~= "table" then return { code = "lua", message = tostring(e) } end
+  return { code = e.code, message = e.message, status = e.status, request_id = e.request_id,
+    retryable = e.retryable }
+end
+
+local function plain_report(rep)
+  local errors = {}
+  for k, e in pairs(rep.errors) do errors[k] = plain_err(e) end
+  return { recalled = rep.recalled, failed = rep.failed, errors = errors, ok = rep.ok,
+    requests = rep.requests, retries = rep.retries, throttled = rep.throttled,
+    token_fetches = rep.token_fetches, total = rep.total, elapsed = rep.elapsed }
+end
+
+-- With a.record: the client's transport is the OpenResty one, made here,
+-- with each start's time (core.now: one clock for all workers) logged in
+-- the shared dict list "starts:<a.record>".
+local function recording_transport(a)
+  local T = require("dingtalk.recall.transport.openresty").new { max_connections = a.client.concurrency }
+  local now = require("dingtalk.recall.core").now
+  return setmetatable({
+    start = function(_, built, tag)
+      ngx.shared.ortest:rpush("starts:" .. a.record, now())
+      return T:start(built, tag)
+    end,
+  }, { __index = T })
+end
+
+local function run(a)
+  if a.record then a.client.transport = recording_transport(a) end
+  local client, err = recall.client(a.client)
+  if not client then return { err = plain_err(err) } end
+  local rep, rerr
+  for _ = 1, a.times or 1 do rep, rerr = client:recall(a.cid, a.keys) end
+  local T = client:transport()
+  client:close()
+  return { report = rep and plain_report(rep), err = rerr and plain_err(rerr), transport = T.name,
+    phase = ngx.get_phase(), pid = ngx.worker.pid(), worker = ngx.worker.id() }
+end
+
+local function body_json()
+  ngx.req.read_body()
+  return cjson.decode(ngx.req.get_body_data())
+end
+
+function M.recall()
+  local res = run(body_json())
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(res))
+end
+
+function M.record(phase)
+  ngx.shared.ortest:set("detect:" .. phase, hosts.detect())
+end
+
+-- Runs the job posted to /qps/start once per generation, in every worker.
+local last_gen, busy = nil, false
+function M.tick(premature)
+  if premature or busy then return end
+  local d = ngx.shared.ortest
+  local v = d:get("qps:job")
+  if not v then return end
+  local job = cjson.decode(v)
+  if job.gen == last_gen then return end
+  last_gen = job.gen
+  local a = job.jobs[tostring(ngx.worker.id())]
+  if not a then return end
+  busy = true
+  local ok, res = pcall(run, a)
+  busy = false
+  if not ok then res = { err = { code = "lua", message = tostring(res) } } end
+  d:set("qps:result:" .. job.gen .. ":" .. ngx.worker.id(), cjson.encode(res))
+end
+
+function M.init_worker()
+  detected.init_worker = hosts.detect()
+  local c = recall.client { access_token = "t", robot_code = "r" }
+  detected.init_worker_transport = c:transport().name
+  c:close()
+  ngx.timer.every(0.05, M.tick)
+end
+
+function M.qps_start()
+  ngx.shared.ortest:set("qps:job", cjson.encode(body_json()))
+  ngx.say("{}")
+end
+
+function M.qps_result()
+  local gen, n = ngx.var.arg_gen, tonumber(ngx.var.arg_n)
+  local out = {}
+  for id = 0, n - 1 do
+    local v = ngx.shared.ortest:get("qps:result:" .. gen .. ":" .. id)
+    if not v then return ngx.exit(404) end
+    out[#out + 1] = cjson.decode(v)
+  end
+  ngx.say(cjson.encode(out))
+end
+
+-- The shared limiter driven by a simulated clock: the start times it
+-- allows, 1 ms apart over `seconds`, for rate starts per window.
+function M.limiter_sim()
+  local a = body_json()
+  local T = require("dingtalk.recall.transport.openresty").new { shared_dict = "ortest" }
+  local lims = {}
+  for i = 1, a.clients do lims[i] = T:limiter("sim" .. a.run, a.rate, a.window) end
+  local starts, base = {}, math.floor(ngx.now()) + 0.0005
+  for step = 0, a.seconds * 1000 do
+    local t = base + step / 1000
+    for _, lim in ipairs(lims) do
+      if lim:delay(t) <= 0 then
+        lim:take(t)
+        starts[#starts + 1] = t - base
+      end
+    end
+  end
+  ngx.say(cjson.encode(starts))
+end
+
+function M.fakestat()
+  local d = ngx.shared.ortest
+  ngx.say(cjson.encode { connection_requests = d:get("fake:connection_requests"), host = d:get("fake:host") })
+end
+
+function M.starts()
+  local d, key, out = ngx.shared.ortest, "starts:" .. ngx.var.arg_key, {}
+  for _ = 1, d:llen(key) or 0 do out[#out + 1] = d:lpop(key) end
+  ngx.say(cjson.encode(out))
+end
+
+function M.detect()
+  local d = ngx.shared.ortest
+  d:delete("detect:timer")
+  ngx.timer.at(0, function(premature)
+    if not premature then d:set("detect:timer", hosts.detect()) end
+  end)
+  for _ = 1, 200 do
+    if d:get("detect:timer") then break end
+    ngx.sleep(0.01)
+  end
+  ngx.say(cjson.encode { content = hosts.detect(), timer = d:get("detect:timer"),
+    init_worker = detected.init_worker, init_worker_transport = detected.init_worker_transport,
+    log = d:get("detect:log"), header_filter = d:get("detect:header_filter") })
+end
+
+-- A fake DingTalk that answers recalls (every key recalled) with hand-made
+-- HTTP framings: /fake/<mode>/v1.0/robot/groupMessages/recall.
+function M.fake(mode)
+  local req = body_json()
+  local d = ngx.shared.ortest
+  d:set("fake:connection_requests", tonumber(ngx.var.connection_requests))
+  d:set("fake:host", ngx.var.http_host)
+  local keys = {}
+  for i, k in ipairs(req.processQueryKeys) do keys[i] = cjson.encode(k) end
+  local body = '{"successResult":[' .. table.concat(keys, ",") .. '],"failedResult":{}}'
+  local rid = "x-acs-request-id: fake-" .. mode .. "\r\n"
+  if mode == "json" then
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Content-Length"] = #body
+    ngx.header["x-acs-request-id"] = "fake-json"
+    ngx.print(body)
+    return
+  end
+  local sock = assert(ngx.req.socket(true))
+  local function send(s) sock:send(s) end -- the client may hang up early (too large)
+  local chunked = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" .. rid .. "Transfer-Encoding: chunked\r\n\r\n"
+  if mode == "chunked" then
+    local a, b = body:sub(1, 10), body:sub(11)
+    send(chunked)
+    send(string.format("%x;ext=1\r\n%s\r\n", #a, a))
+    ngx.sleep(0.01)
+    send(string.format("%X\r\n%s\r\n", #b, b))
+    send("0\r\nX-Trailer: yes\r\n\r\n")
+  elseif mode == "close" then
+    send("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n" .. rid .. "\r\n" .. body)
+  elseif mode == "continue" then
+    send("HTTP/1.1 100 Continue\r\nx-acs-request-id: not-this-one\r\n\r\n")
+    send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" .. rid .. "Content-Length: " .. #body ..
+      "\r\nConnection: close\r\n\r\n" .. body)
+  elseif mode == "bigchunked" then
+    send(chunked)
+    for _ = 1, 10 do send("c8\r\n" .. string.rep("x", 200) .. "\r\n") end
+    send("0\r\n\r\n")
+  elseif mode == "bigclose" then
+    send("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n" .. rid .. "\r\n" .. string.rep("y", 5000))
+  elseif mode == "garbage" then
+    send("SSH-2.0-OpenSSH_9.2\r\n\r\n")
+  elseif mode == "truncated" then
+    send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" .. rid .. "Content-Length: 500\r\n\r\n" .. body)
+  end
+  return ngx.exit(444)
+end
+
+return M
+]==]
+
+local SERVER = [[
+    location = /recall { content_by_lua_block { require("ortest").recall() } }
+    location = /ping {
+      content_by_lua_block { ngx.say("pong ", ngx.worker.pid()) }
+      header_filter_by_lua_block { require("ortest").record("header_filter") }
+      log_by_lua_block { require("ortest").record("log") }
+    }
+    location = /detect { content_by_lua_block { require("ortest").detect() } }
+    location = /starts { content_by_lua_block { require("ortest").starts() } }
+    location = /limiter_sim { content_by_lua_block { require("ortest").limiter_sim() } }
+    location = /fakestat { content_by_lua_block { require("ortest").fakestat() } }
+    location = /qps/start { content_by_lua_block { require("ortest").qps_start() } }
+    location = /qps/result { content_by_lua_block { require("ortest").qps_result() } }
+    location ~ ^/fake/(\w+)/ { content_by_lua_block { require("ortest").fake(ngx.var[1]) } }
+]]
+
+local function conf(opts)
+  local o = {
+    workers = 1,
+    shared_dicts = { dingtalk_recall = "1m", ortest = "1m" },
+    modules = { ortest = ORTEST },
+    http = "  client_body_buffer_size 1m;\n  client_max_body_size 8m;",
+    init_worker = '    require("ortest").init_worker()',
+    server = SERVER,
+  }
+  for k, v in pairs(opts) do o[k] = v end
+  return o
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function ids(prefix, n)
+  local t = {}
+  for i = 1, n do t[i] = prefix .. i end
+  return t
+end
+
+-- A report in terms of key positions, so that two runs over different
+-- keys (a key can be recalled once) compare.
+local function shape(rep, keys)
+  local pos = {}
+  for i, k in ipairs(keys) do
+    if pos[k] == nil then pos[k] = i end
+  end
+  local out = { recalled = {}, failed = {}, errors = {} }
+  for _, k in ipairs(rep.recalled) do out.recalled[#out.recalled + 1] = pos[k] end
+  table.sort(out.recalled)
+  for k, r in pairs(rep.failed) do out.failed[pos[k]] = r end
+  for k, e in pairs(rep.errors) do out.errors[pos[k]] = e.code end
+  for _, f in ipairs { "ok", "requests", "retries", "throttled", "token_fetches", "total" } do out[f] = rep[f] end
+  return out
+end
+
+local function first_error(rep)
+  local _, e = next(rep.errors)
+  return e
+end
+
+local available, why = nginx.available()
+
+describe("openresty transport", function()
+  if not available then
+    pending("nginx is missing: " .. tostring(why))
+    return
+  end
+
+  local recall = require "dingtalk.recall"
+  local tokens = require "dingtalk.recall.token"
+  local s, s2, n
+
+  setup(function()
+    s = sim.start { tls = true }
+    s2 = sim.start { tls = true, wrong_host_cert = true }
+    local o = conf {}
+    o.trusted_ca = s.ca_file
+    o.server = SERVER .. "    location = /recall_sim2 {\n      lua_ssl_trusted_certificate " .. nginx.nq(s2.ca_file) ..
+      ";\n      content_by_lua_block { require(\"ortest\").recall() }\n    }\n"
+    n = nginx.start(o)
+  end)
+
+  teardown(function()
+    if n then n:stop() end
+    if s2 then s2:stop() end
+    if s then s:stop() end
+  end)
+
+  before_each(function()
+    s:script { clear = true }
+    s:config { latency = 0, qps = 0 }
+  end)
+
+  local function in_nginx(args, path, server)
+    local status, body = (server or n):request("POST", path or "/recall", { body = json.encode(args), timeout = 60 })
+    assert.are.equal(200, status, body)
+    local res = json.decode(body)
+    assert.is_nil(res.err, body)
+    return res
+  end
+
+  local function in_lua(client_opts, cid, keys)
+    local o = copy(client_opts)
+    o.transport = "curl"
+    o.ca_file = o.ca_file or s.ca_file
+    local c = assert(recall.client(o))
+    local rep, err = c:recall(cid, keys)
+    c:close()
+    assert.is_nil(err)
+    return rep
+  end
+
+  local function base(extra)
+    local o = { endpoint = s.url, robot_code = s.robot, access_token = s.token, max_retries = 0, timeout = 5 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  describe("host detection", function()
+    it("is curl in plain Lua", function()
+      assert.are.equal("curl", require("dingtalk.recall.hosts").detect())
+      assert.is_nil(require("dingtalk.recall.hosts").phase())
+    end)
+
+    it("is openresty where cosockets work, curl where they do not", function()
+      n:request("GET", "/ping")
+      local status, body = n:request("GET", "/detect")
+      assert.are.equal(200, status, body)
+      local d = json.decode(body)
+      assert.are.same({
+        content = "openresty", timer = "openresty",
+        init_worker = "curl", init_worker_transport = "curl",
+        log = "curl", header_filter = "curl",
+      }, d)
+    end)
+
+    it("makes a client without `transport` use cosockets in a handler", function()
+      local keys = s:seed_keys(3, "cidDetect", s.robot)
+      local res = in_nginx { client = base(), cid = "cidDetect", keys = keys }
+      assert.are.equal("openresty", res.transport)
+      assert.are.equal("content", res.phase)
+      assert.is_true(res.report.ok)
+      assert.are.equal(3, #res.report.recalled)
+    end)
+  end)
+
+  describe("same results as the curl transport", function()
+    -- 45 entries: 40 fresh keys, 2 duplicates, an unknown key, an empty
+    -- key (refused before sending) and a key of another conversation.
+    local function keyset(cid)
+      local keys = s:seed_keys(40, cid, s.robot)
+      local other = s:seed_keys(1, "cidOther", s.robot)[1]
+      keys[41] = keys[3]
+      keys[42] = keys[17]
+      keys[43] = "unknownKeyNotSentByAnyone"
+      keys[44] = ""
+      keys[45] = other
+      return keys
+    end
+
+    it("recalls 45 keys with the same report, tokens fetched through the shared dict", function()
+      local opts = base { app_key = s.app_key, app_secret = s.app_secret, max_retries = 3 }
+      opts.access_token = nil
+      -- one system error on the way, each time: one retry in both reports
+      tokens.clear_cache()
+      s:script { recall = { "system_error" } }
+      local keys_a = keyset("cidSameA")
+      local a = in_lua(opts, "cidSameA", keys_a)
+      s:script { recall = { "system_error" } }
+      local keys_b = keyset("cidSameB")
+      local b = in_nginx { client = opts, cid = "cidSameB", keys = keys_b }
+      assert.are.equal("openresty", b.transport)
+      local sa, sb = shape(a, keys_a), shape(b.report, keys_b)
+      assert.are.same(sa, sb)
+      assert.are.equal(40, #sb.recalled)
+      assert.are.equal(43, sb.total)
+      assert.are.same({ [43] = "PROCESS_QUERY_KEY_NOT_EXIST", [45] = "CONVERSATION_OR_ROBOT_MISMATCH" }, sb.failed)
+      assert.are.same({ [44] = "invalidParameter.param.invalid" }, sb.errors)
+      assert.are.equal(4, sb.requests)
+      assert.are.equal(1, sb.retries)
+      assert.are.equal(1, sb.token_fetches)
+      -- the token is now in the shared dict: the next client fetches none
+      local c = in_nginx { client = opts, cid = "cidSameB", keys = { keys_b[1] } }
+      assert.are.equal(0, c.report.token_fetches)
+      assert.are.same({ [keys_b[1]] = "ALREADY_RECALLED" }, c.report.failed)
+    end)
+
+    it("parses chunked, close-delimited and 100-continue answers", function()
+      for _, mode in ipairs { "chunked", "close", "continue", "json" } do
+        local opts = base { endpoint = n.url .. "/fake/" .. mode }
+        local keys = ids("key-" .. mode .. "-", 3)
+        local a = in_lua(opts, "cidFake", keys)
+        local b = in_nginx { client = opts, cid = "cidFake", keys = keys }
+        assert.are.same(keys, b.report.recalled, mode)
+        assert.are.same(shape(a, keys), shape(b.report, keys), mode)
+      end
+    end)
+
+    it("reuses connections (keep-alive) and sends Host", function()
+      local opts = base { endpoint = n.url .. "/fake/json" }
+      local res = in_nginx { client = opts, cid = "cidFake", keys = { "k1" }, times = 3 }
+      assert.is_true(res.report.ok)
+      local _, body = n:request("GET", "/fakestat")
+      local stat = json.decode(body)
+      -- the third recall came on the connection that had served the first
+      -- two (and maybe one of an earlier test)
+      assert.is_true(stat.connection_requests >= 3)
+      assert.are.equal("127.0.0.1:" .. n.port, stat.host)
+    end)
+  end)
+
+  describe("errors", function()
+    -- Runs the same client options in nginx and in plain Lua (curl); both
+    -- must give every key the same error code.
+    local function both(opts, cid, keys, path)
+      local a = in_lua(opts, cid, keys)
+      local b = in_nginx({ client = opts, cid = cid, keys = keys }, path)
+      local ea, eb = first_error(a), first_error(b.report)
+      assert.is_truthy(eb, "no error in nginx")
+      assert.are.equal(ea.code, eb.code)
+      assert.are.equal(ea.status, eb.status)
+      assert.are.equal(#keys, b.report.total)
+      return eb, ea, b.report
+    end
+
+    it("connection refused -> transport.connect", function()
+      local e = both(base { endpoint = "http://127.0.0.1:1" }, "cidErr", { "k1", "k2" })
+      assert.are.equal("transport.connect", e.code)
+      assert.is_true(e.retryable)
+    end)
+
+    -- Every key's error code, counted.
+    local function codes(rep)
+      local c = {}
+      for _, e in pairs(rep.errors) do c[e.code] = (c[e.code] or 0) + 1 end
+      return c
+    end
+
+    -- 10 batches: 10 handshakes, each of which must fail verification
+    -- (Debian 12's ngx_lua reports some failed handshakes as successes).
+    it("a certificate for another host -> transport.tls, every time", function()
+      -- (the curl side trusts the right CA too: ca_file; nginx: the location's)
+      local opts = base { endpoint = s2.url, concurrency = 2, ca_file = s2.ca_file }
+      local keys = ids("k", 200)
+      local b = in_nginx({ client = opts, cid = "cidErr", keys = keys }, "/recall_sim2")
+      assert.are.same({ ["transport.tls"] = 200 }, codes(b.report), first_error(b.report).message)
+      assert.are.equal(10, b.report.requests)
+      local a = in_lua(copy(opts), "cidErr", { "k1" })
+      assert.are.equal("transport.tls", first_error(a).code)
+      assert.matches("host", first_error(b.report).message)
+    end)
+
+    it("a server certificate of an untrusted CA -> transport.tls, every time", function()
+      -- its own nginx: pooled connections are verified once, when opened
+      local o = conf {}
+      o.trusted_ca = s2.ca_file -- the other simulator's CA
+      local other = nginx.start(o)
+      local before = s:stats().requests.recall
+      local ok, err = pcall(function()
+        local args = { client = base { concurrency = 2 }, cid = "cidErr", keys = ids("k", 200) }
+        local b = in_nginx(args, "/recall", other)
+        local e = first_error(b.report)
+        assert.are.same({ ["transport.tls"] = 200 }, codes(b.report), e.message)
+        assert.is_false(e.retryable)
+        assert.matches("verif", e.message)
+      end)
+      other:stop()
+      assert(ok, err)
+      assert.are.equal(before, s:stats().requests.recall) -- nothing reached the server
+    end)
+
+    it("a reset connection -> transport.io", function()
+      s:script { recall = { "reset", "reset" } }
+      local b = in_nginx { client = base(), cid = "cidErr", keys = { "k1" } }
+      assert.are.equal("transport.io", first_error(b.report).code)
+      s:script { clear = true, recall = { "reset", "reset" } }
+      local a = in_lua(base(), "cidErr", { "k1" })
+      assert.are.equal("transport.io", first_error(a).code)
+    end)
+
+    it("a truncated answer or one that is not HTTP -> transport.io", function()
+      for _, mode in ipairs { "truncated", "garbage" } do
+        local b = in_nginx { client = base { endpoint = n.url .. "/fake/" .. mode }, cid = "cidErr", keys = { "k1" } }
+        assert.are.equal("transport.io", first_error(b.report).code, mode)
+      end
+    end)
+
+    it("an answer later than the timeout -> transport.timeout", function()
+      s:config { latency = 1.5 }
+      local t0 = os.time()
+      local e = both(base { timeout = 0.5 }, "cidErr", { "k1" })
+      assert.are.equal("transport.timeout", e.code)
+      assert.is_true(os.time() - t0 < 4)
+    end)
+
+    it("a huge answer -> response.too_large", function()
+      s:script { recall = { "huge" } }
+      local b = in_nginx { client = base(), cid = "cidErr", keys = { "k1" } }
+      local e = first_error(b.report)
+      assert.are.equal("response.too_large", e.code)
+      assert.are.equal(200, e.status)
+      assert.is_false(e.retryable)
+      s:script { recall = { "huge" } }
+      local a = in_lua(base(), "cidErr", { "k1" })
+      assert.are.equal(e.code, first_error(a).code)
+      assert.are.equal(e.status, first_error(a).status)
+    end)
+
+    it("a chunked or close-delimited answer over max_response_bytes -> response.too_large", function()
+      for _, mode in ipairs { "bigchunked", "bigclose" } do
+        local opts = base { endpoint = n.url .. "/fake/" .. mode, max_response_bytes = 1000 }
+        local e, ea = both(opts, "cidErr", { "k1" })
+        assert.are.equal("response.too_large", e.code, mode)
+        assert.are.equal(200, e.status)
+        assert.are.equal("fake-" .. mode, e.request_id)
+        assert.are.equal(ea.request_id, e.request_id)
+      end
+    end)
+
+    it("a redirect -> response.redirect, not followed", function()
+      s:script { recall = { "redirect" } }
+      local b = in_nginx { client = base(), cid = "cidErr", keys = { "k1" } }
+      local e = first_error(b.report)
+      assert.are.equal("response.redirect", e.code)
+      assert.are.equal(302, e.status)
+      s:script { recall = { "redirect" } }
+      local a = in_lua(base(), "cidErr", { "k1" })
+      assert.are.equal(e.code, first_error(a).code)
+      assert.are.equal(0, s:stats().requests.other) -- /_sim/redirected was never asked for
+    end)
+
+    it("refuses plain http to a non-loopback host before sending", function()
+      local status, body = n:request("POST", "/recall", { body = json.encode {
+        client = base { endpoint = "http://example.com" }, cid = "cidErr", keys = { "k1" } } })
+      assert.are.equal(200, status)
+      assert.are.equal("invalid.endpoint", json.decode(body).err.code)
+    end)
+  end)
+
+  it("never blocks the worker: a recall waits 2 s, the same worker answers in < 100 ms", function()
+    local deadline = os.time() + 5
+    while s:stats().in_flight > 0 do -- answers of earlier tests still on their way
+      assert(os.time() <= deadline, "the simulator stays busy")
+      nginx.sh("sleep 0.05")
+    end
+    s:config { latency = 2 }
+    local keys = s:seed_keys(5, "cidSlow", s.robot)
+    local job = n:spawn("POST", "/recall", { body = json.encode {
+      client = base { timeout = 10 }, cid = "cidSlow", keys = keys } })
+    -- wait until the recall is at the simulator
+    deadline = os.time() + 5
+    while s:stats().in_flight < 1 do
+      assert(os.time() <= deadline, "the recall never reached the simulator")
+      nginx.sh("sleep 0.02")
+    end
+    local times = {}
+    for i = 1, 5 do
+      local status, body, _, secs = n:request("GET", "/ping")
+      assert.are.equal(200, status)
+      assert.matches("^pong", body)
+      times[i] = secs
+    end
+    assert.is_false(job.done(), "the recall should still be waiting")
+    local status, body, _, slow = job:wait(30)
+    assert.are.equal(200, status, body)
+    local res = json.decode(body)
+    assert.is_true(res.report.ok)
+    table.sort(times)
+    -- the numbers, for the report
+    print(("\n  non-blocking: recall took %.3f s; /ping during it: min %.4f s, max %.4f s"):format(
+      slow, times[1], times[#times]))
+    assert.is_true(slow >= 1.9)
+    assert.is_true(times[#times] < 0.1, "a /ping took " .. times[#times] .. " s")
+  end)
+
+  describe("examples/openresty", function()
+    local callback = require "dingtalk.recall.callback"
+    local ex
+    local TTL = 2
+
+    -- The example's nginx.conf, with this test's port, paths, CA and a
+    -- loopback resolver; its main-level lines replaced by the helper's.
+    local function example_conf(ctx)
+      local text = assert(nginx.read_file(nginx.root .. "examples/openresty/nginx.conf"))
+      local envs = {}
+      for line in text:gmatch("[^\n]+") do
+        if line:match("^env ") then envs[#envs + 1] = line end
+      end
+      local rest = assert(text:match("\n(events%s*{.*)$"))
+      local dir = nginx.root .. "examples/openresty/"
+      local function sub(pat, repl)
+        local count
+        rest, count = rest:gsub(pat, function() return repl end)
+        assert(count > 0, "examples/openresty/nginx.conf has no " .. pat)
+      end
+      sub("%$prefix/", dir)
+      sub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. ctx.port .. ";")
+      sub("lua_ssl_trusted_certificate [^;]+;", "lua_ssl_trusted_certificate " .. nginx.nq(s.ca_file) .. ";")
+      sub("resolver [^;]+;", "resolver 127.0.0.1 ipv6=off;")
+      sub("http {", "http {\n" .. ctx.temp_paths)
+      return ctx.preamble .. "\n" .. table.concat(envs, "\n") .. "\n" .. rest
+    end
+
+    setup(function()
+      s:reset()
+      ex = nginx.start {
+        workers = 2, log_level = "notice", conf = example_conf,
+        env = {
+          DINGTALK_APP_KEY = s.app_key, DINGTALK_APP_SECRET = s.app_secret, DINGTALK_ROBOT_CODE = s.robot,
+          DINGTALK_ENDPOINT = s.url, BOT_ADMINS = "staff1", BOT_TTL = TTL .. "s", BOT_SWEEP_EVERY = "0.3",
+        },
+      }
+    end)
+    teardown(function() if ex then ex:stop() end end)
+
+    local seq = 0
+    local function post(text, o)
+      o = o or {}
+      seq = seq + 1
+      local msg = {
+        msgtype = "text", text = { content = text }, conversationId = o.cid or "cidExample",
+        conversationType = "2", senderStaffId = o.staff or "staff1", senderNick = "Tester",
+        isAdmin = o.admin or false, robotCode = s.robot, msgId = "msg" .. seq,
+      }
+      local status, body = ex:request("POST", "/dingtalk/callback", { body = json.encode(msg),
+        headers = o.headers or callback.headers(s.app_secret) })
+      return status, json.decode(body)
+    end
+
+    local function reply_of(status, res)
+      assert.are.equal(200, status)
+      assert.are.equal("text", res.msgtype)
+      return res.text.content
+    end
+
+    it("refuses unsigned, badly signed, stale and replayed callbacks", function()
+      local status, res = post("/recall last 1", { headers = { ["content-type"] = "application/json" } })
+      assert.are.equal(401, status)
+      assert.matches("^callback%.", res.error)
+      status, res = post("/recall last 1", { headers = { timestamp = tostring(os.time() * 1000),
+        sign = ("A"):rep(43) .. "=" } })
+      assert.are.same({ 401, "callback.bad_signature" }, { status, res.error })
+      status, res = post("/recall last 1", { headers = callback.headers(s.app_secret, (os.time() - 7200) * 1000) })
+      assert.are.same({ 401, "callback.expired" }, { status, res.error })
+      local h = callback.headers(s.app_secret)
+      status = post("/recall help", { headers = h })
+      assert.are.equal(200, status)
+      for _ = 1, 3 do -- whichever worker takes it: the replay store is shared
+        status, res = post("/recall help", { headers = h })
+        assert.are.same({ 401, "callback.replayed" }, { status, res.error })
+      end
+      assert.are.equal(405, (ex:request("GET", "/dingtalk/callback")))
+      assert.are.equal(0, s:stats().requests.recall)
+    end)
+
+    it("sends with /say and recalls with /recall last N, answering in DingTalk's reply format", function()
+      for _, t in ipairs { "one", "two", "three" } do
+        local status, res = post("/say " .. t, { cid = "cidLast" })
+        assert.are.same({ 200, {} }, { status, res })
+      end
+      assert.are.equal(3, s:stats().sent)
+      assert.are.equal("Recalled 2 messages.", reply_of(post("/recall last 2", { cid = "cidLast" })))
+      assert.are.equal(2, s:stats().recalled)
+      assert.matches("not allowed", reply_of(post("/recall last 1", { cid = "cidLast", staff = "mallory" })))
+      assert.are.equal(2, s:stats().recalled)
+    end)
+
+    it("asks for a confirmation before /recall all, which any worker takes", function()
+      assert.are.same({ 200, {} }, { post("/say four", { cid = "cidAll" }) })
+      local text = reply_of(post("/recall all", { cid = "cidAll", staff = "boss", admin = true }))
+      local code = assert(text:match("/recall all confirm (%w+)"), text)
+      assert.are.equal("Recalled 1 message.",
+        reply_of(post("/recall all confirm " .. code, { cid = "cidAll", staff = "boss", admin = true })))
+    end)
+
+    it("recalls what outlived BOT_TTL from the ngx.timer.every sweep", function()
+      -- "one" (cidLast) is left: the sweep recalls it TTL seconds after it was sent
+      local deadline = os.time() + TTL + 8
+      while s:stats().recalled < 4 do
+        assert(os.time() <= deadline, "the sweep did not recall the last message")
+        nginx.sh("sleep 0.2")
+      end
+      local st = s:stats()
+      assert.are.equal(4, st.sent)
+      assert.are.equal(4, st.recalled)
+      assert.matches('"event":"swept"', ex:error_log())
+      assert.is_nil(ex:error_log():find(s.app_secret, 1, true))
+    end)
+  end)
+
+  it("shared limiter: never more than rate starts in any window, and close to rate", function()
+    for run, c in ipairs { { rate = 5, window = 1, clients = 1 }, { rate = 20, window = 1, clients = 3 },
+      { rate = 3, window = 0.5, clients = 2 } } do
+      c.run, c.seconds = run, 4
+      local status, body = n:request("POST", "/limiter_sim", { body = json.encode(c) })
+      assert.are.equal(200, status, body)
+      local starts = json.decode(body)
+      -- any window of `window` seconds (in fact of 1.1 windows)
+      for i = 1, #starts - c.rate do
+        assert.is_true(starts[i + c.rate] - starts[i] >= c.window * 1.1 - 1e-6,
+          ("run %d: %d starts within %.3f s"):format(run, c.rate + 1, starts[i + c.rate] - starts[i]))
+      end
+      -- and not much fewer than rate per window: rate * (seconds / 1.1 windows), +- a round
+      local want = c.rate * math.floor(c.seconds / (c.window * 1.1) + 1)
+      assert.is_true(#starts >= want - c.rate and #starts <= want + c.rate,
+        ("run %d: %d starts, want about %d"):format(run, #starts, want))
+    end
+  end)
+
+  describe("with 2 workers", function()
+    local n2
+    setup(function()
+      local o = conf { workers = 2 }
+      o.trusted_ca = s.ca_file
+      n2 = nginx.start(o)
+    end)
+    teardown(function() if n2 then n2:stop() end end)
+
+    local gen = 0
+    local function on_both(job_for)
+      gen = gen + 1
+      local status, body = n2:request("POST", "/qps/start", { body = json.encode {
+        gen = gen, jobs = { ["0"] = job_for(0), ["1"] = job_for(1) } } })
+      assert.are.equal(200, status, body)
+      local deadline = os.time() + 60
+      while true do
+        local st, out = n2:request("GET", "/qps/result?gen=" .. gen .. "&n=2")
+        if st == 200 then
+          local res = json.decode(out)
+          for _, r in ipairs(res) do assert.is_nil(r.err, out) end
+          assert.are_not.equal(res[1].pid, res[2].pid)
+          return res
+        end
+        assert(os.time() <= deadline, "the workers did not finish")
+        nginx.sh("sleep 0.1")
+      end
+    end
+
+    it("share one access token", function()
+      local opts = base { app_key = s.app_key, app_secret = s.app_secret }
+      opts.access_token = nil
+      s:reset()
+      local function round()
+        local keys = { s:seed_keys(2, "cidTok0", s.robot), s:seed_keys(2, "cidTok1", s.robot) }
+        local res = on_both(function(id) return { client = opts, cid = "cidTok" .. id, keys = keys[id + 1] } end)
+        for _, r in ipairs(res) do
+          assert.are.equal("timer", r.phase)
+          assert.are.equal("openresty", r.transport)
+          assert.is_true(r.report.ok)
+        end
+        return res
+      end
+      round()
+      -- both workers started cold at the same moment: one fetch, or one each
+      local fetched = s:stats().token_fetches
+      assert.is_true(fetched >= 1 and fetched <= 2)
+      for _, r in ipairs(round()) do assert.are.equal(0, r.report.token_fetches) end
+      assert.are.equal(fetched, s:stats().token_fetches)
+    end)
+
+    it("keep the app's QPS together", function()
+      local qps = 4
+      -- warm up: pooled connections in both workers, so that every measured
+      -- call goes out as soon as it starts (no TLS handshake in between)
+      local warm = base { concurrency = 4, qps = 0 }
+      local wkeys = { s:seed_keys(80, "cidQps0", s.robot), s:seed_keys(80, "cidQps1", s.robot) }
+      on_both(function(id) return { client = warm, cid = "cidQps" .. id, keys = wkeys[id + 1] } end)
+      s:reset()
+      local opts = base { qps = qps, concurrency = 4 }
+      local keys = { s:seed_keys(120, "cidQps0", s.robot), s:seed_keys(120, "cidQps1", s.robot) }
+      local res = on_both(function(id)
+        return { client = opts, cid = "cidQps" .. id, keys = keys[id + 1], record = "qps" }
+      end)
+      local st = s:stats()
+      for _, r in ipairs(res) do
+        assert.is_true(r.report.ok)
+        assert.are.equal(120, #r.report.recalled)
+      end
+      assert.are.equal(12, st.recall_calls)
+      -- the limiter's promise, on the clients' clock: no qps + 1 starts
+      -- (of both workers together) within 1.1 s
+      local _, body = n2:request("GET", "/starts?key=qps")
+      local starts = json.decode(body)
+      table.sort(starts)
+      assert.are.equal(12, #starts)
+      local rel = {}
+      for i, t in ipairs(starts) do rel[i] = ("%.3f"):format(t - starts[1]) end
+      rel = "starts at " .. table.concat(rel, " ")
+      for i = 1, #starts - qps do
+        assert.is_true(starts[i + qps] - starts[i] >= 1.1 - 1e-6,
+          ("%d starts within %.3f s; %s"):format(qps + 1, starts[i + qps] - starts[i], rel))
+      end
+      -- and what the server saw
+      print(("\n  2 workers, qps %d: %d calls, at most %d in any 1 s at the simulator, %.2f s and %.2f s"):format(
+        qps, st.recall_calls, st.max_recall_calls_in_any_1s, res[1].report.elapsed, res[2].report.elapsed))
+      assert.is_true(st.max_recall_calls_in_any_1s <= qps,
+        "max_recall_calls_in_any_1s " .. st.max_recall_calls_in_any_1s .. " > " .. qps .. "; " .. rel)
+      assert.are.equal(0, st.throttled)
+    end)
+
+    it("logged no Lua error in either nginx", function()
+      for _, log in ipairs { n:error_log(), n2:error_log() } do
+        assert.is_nil(log:match("[^\n]*%[error%][^\n]*"))
+        assert.is_nil(log:match("[^\n]*%[alert%][^\n]*"))
+        assert.is_nil(log:match("[^\n]*%[warn%][^\n]*"))
+      end
+    end)
+
+    it("would go over the QPS with per-worker limiters (the control)", function()
+      local qps = 4
+      local opts = base { qps = qps, concurrency = 4, shared_dict = false }
+      s:reset()
+      local keys = { s:seed_keys(100, "cidQps0", s.robot), s:seed_keys(100, "cidQps1", s.robot) }
+      on_both(function(id) return { client = opts, cid = "cidQps" .. id, keys = keys[id + 1] } end)
+      local st = s:stats()
+      assert.are.equal(10, st.recall_calls)
+      assert.is_true(st.max_recall_calls_in_any_1s > qps)
+    end)
+  end)
+end)
