@@ -74,14 +74,11 @@ local function setup()
   if not ledger then return nil, err end
   ledger:attach(client) -- every client:send is recorded, for /recall and the sweep
 
-  local r = rules.new {
-    ledger = ledger, client = client, admins = admins,
-    allow_group_admins = os.getenv("BOT_GROUP_ADMINS") ~= "no",
-  }
   -- "/recall all" asks for a confirmation that may come back to another
   -- worker: keep the pending confirmations in the shared dict.
   local dict = ngx.shared[BOT_DICT]
-  r.pending = setmetatable({}, {
+  local confirm_ttl = 120
+  local pending = setmetatable({}, {
     __index = function(_, k)
       local v = dict:get("pending:" .. k)
       return v and cjson.decode(v) or nil
@@ -90,10 +87,14 @@ local function setup()
       if v == nil then
         dict:delete("pending:" .. k)
       else
-        dict:set("pending:" .. k, cjson.encode(v), r.confirm_ttl + 5)
+        dict:set("pending:" .. k, cjson.encode(v), confirm_ttl + 5)
       end
     end,
   })
+  local r = rules.new {
+    ledger = ledger, client = client, admins = admins, pending = pending, confirm_ttl = confirm_ttl,
+    allow_group_admins = os.getenv("BOT_GROUP_ADMINS") ~= "no",
+  }
   state = { cfg = cfg, secret = secret, client = client, ledger = ledger, rules = r, ttl = ttl }
   return state
 end

@@ -194,7 +194,8 @@ end
 -- (default true); opts.match_robot: recall only what the addressed robot
 -- sent (default true); opts.clock (seconds, default os.time);
 -- opts.confirm_ttl (default 120); opts.replies: override texts
--- (refused, group_only, nothing); opts.random: for confirmation codes.
+-- (refused, group_only, nothing); opts.random: for confirmation codes;
+-- opts.pending: where confirmations wait (default a private table).
 function M.new(opts)
   if type(opts) ~= "table" then error("rules.new expects a table of options", 2) end
   local admins = {}
@@ -221,7 +222,10 @@ function M.new(opts)
     allow_group_admins = opts.allow_group_admins ~= false,
     match_robot = opts.match_robot ~= false,
     clock = opts.clock or os.time, confirm_ttl = opts.confirm_ttl or CONFIRM_TTL,
-    random = opts.random, replies = replies, hooks = {}, pending = {},
+    random = opts.random, replies = replies, hooks = {},
+    -- where "/recall all" confirmations wait: a table, or a table-like
+    -- proxy (OpenResty: onto a shared dict, so any worker can confirm)
+    pending = opts.pending or {},
   }, Rules)
 end
 
