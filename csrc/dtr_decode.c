@@ -72,6 +72,20 @@ static const dtr_code_info dtr_codes[] = {
     {"callback.bad_signature", 0, "The sign does not match: refuse the request, or check the AppSecret."},
     {NULL, 0, NULL}};
 
+/* The number at idx as an int status: 0 unless it is a number within
+ * int's range (a float out of range must not be converted: that is
+ * undefined behaviour, and core.error takes any fields from Lua). */
+static int dtr_status_at(lua_State *L, int idx)
+{
+    lua_Number v;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    v = lua_tonumber(L, idx);
+    if (!(v > -2147483648.0 && v < 2147483648.0))
+        return 0;
+    return (int)v;
+}
+
 static const dtr_code_info *dtr_code_lookup(const char *code)
 {
     const dtr_code_info *c;
@@ -106,7 +120,7 @@ static void dtr_finish_error(lua_State *L, int errmt)
     if (code == NULL)
         code = "unknown";
     lua_getfield(L, -2, "status");
-    status = (int)lua_tonumber(L, -1);
+    status = dtr_status_at(L, -1);
     lua_pop(L, 1);
     c = dtr_code_lookup(code);
     lua_getfield(L, -2, "retryable");
@@ -171,8 +185,8 @@ static int dtr_push_err(lua_State *L, const dtr_err *e)
  * transports written in Lua, so every error has the same shape. */
 static int dtr_l_error(lua_State *L)
 {
-    const char *code = luaL_checkstring(L, 1);
-    size_t mlen;
+    size_t clen, mlen;
+    const char *code = luaL_checklstring(L, 1, &clen);
     const char *msg = luaL_optlstring(L, 2, "", &mlen);
     lua_createtable(L, 0, 7);
     if (lua_type(L, 3) == LUA_TTABLE) {
@@ -185,7 +199,7 @@ static int dtr_l_error(lua_State *L)
     } else if (!lua_isnoneornil(L, 3)) {
         luaL_argerror(L, 3, "table expected");
     }
-    lua_pushstring(L, code);
+    lua_pushlstring(L, code, clen); /* all of it, even past a NUL byte */
     lua_setfield(L, -2, "code");
     lua_pushlstring(L, msg, mlen);
     lua_setfield(L, -2, "message");
@@ -229,10 +243,10 @@ static int dtr_l_error_tostring(lua_State *L)
     /* Read everything before the buffer takes over the stack top. */
     code = lua_tostring(L, 2);
     msg = lua_tostring(L, 3);
-    status = (int)lua_tonumber(L, 4);
+    status = dtr_status_at(L, 4);
     rid = lua_tostring(L, 5);
     luaL_buffinit(L, &b);
-    luaL_addstring(&b, code ? code : "unknown");
+    dtr_add_oneline(&b, code ? code : "unknown"); /* a server's code may hold a newline too */
     if (msg != NULL && *msg != '\0') {
         luaL_addstring(&b, ": ");
         dtr_add_oneline(&b, msg);
@@ -260,31 +274,90 @@ static int dtr_l_error_tostring(lua_State *L)
  * Decoding
  * ------------------------------------------------------------------- */
 
-/* Replaces every occurrence of each secret in the string at the top of
- * the stack by "***".  secrets_idx: a string, an array of strings, or
- * none. */
-static void dtr_redact_top(lua_State *L, int secrets_idx)
+/* Index of the first p[0..m) in s[0..n), or n when there is none. */
+static size_t dtr_find(const char *s, size_t n, const char *p, size_t m)
 {
-    int i, n;
-    if (secrets_idx == 0 || lua_isnoneornil(L, secrets_idx))
+    size_t i = 0;
+    while (m > 0 && n >= m && i <= n - m) {
+        const char *c = (const char *)memchr(s + i, p[0], n - m - i + 1);
+        if (c == NULL)
+            break;
+        i = (size_t)(c - s);
+        if (memcmp(c, p, m) == 0)
+            return i;
+        i++;
+    }
+    return n;
+}
+
+/*
+ * Replaces every occurrence of secret (at least 4 bytes) in the string at
+ * idx by "***", over its whole length (embedded NULs included).  Returns
+ * 1 when it changed the string.  A replacement can join its neighbours
+ * into a new occurrence (secret "ab**" in "abab**": one pass leaves
+ * "ab***"), so the caller repeats until nothing changes; every change
+ * makes the string shorter, so that ends.
+ */
+static int dtr_redact_one(lua_State *L, int idx, const char *secret, size_t slen)
+{
+    size_t n, at, from = 0;
+    const char *s = lua_tolstring(L, idx, &n);
+    luaL_Buffer b;
+    if (s == NULL || (at = dtr_find(s, n, secret, slen)) == n)
+        return 0;
+    luaL_buffinit(L, &b);
+    do {
+        luaL_addlstring(&b, s + from, at - from);
+        luaL_addlstring(&b, "***", 3);
+        from = at + slen;
+        at = from + dtr_find(s + from, n - from, secret, slen);
+    } while (at < n);
+    luaL_addlstring(&b, s + from, n - from);
+    luaL_pushresult(&b);
+    lua_replace(L, idx);
+    return 1;
+}
+
+/* Redacts each secret from the string at idx.  secrets_idx: a string, an
+ * array of strings, or none (0).  Secrets under 4 bytes are left alone. */
+static void dtr_redact_string(lua_State *L, int idx, int secrets_idx)
+{
+    int changed, i, n;
+    if (secrets_idx == 0 || lua_isnoneornil(L, secrets_idx) || lua_type(L, idx) != LUA_TSTRING)
         return;
     n = lua_type(L, secrets_idx) == LUA_TTABLE ? (int)dtr_rawlen(L, secrets_idx) : 1;
-    for (i = 1; i <= n; i++) {
-        const char *secret;
-        size_t slen;
-        if (lua_type(L, secrets_idx) == LUA_TTABLE)
-            lua_rawgeti(L, secrets_idx, i);
-        else
-            lua_pushvalue(L, secrets_idx);
-        secret = lua_tolstring(L, -1, &slen);
-        if (secret != NULL && slen >= 4) {
-            const char *s = lua_tostring(L, -2);
-            if (s != NULL && strstr(s, secret) != NULL) {
-                luaL_gsub(L, s, secret, "***");
-                lua_replace(L, -3);
+    do {
+        changed = 0;
+        for (i = 1; i <= n; i++) {
+            const char *secret;
+            size_t slen;
+            if (lua_type(L, secrets_idx) == LUA_TTABLE)
+                lua_rawgeti(L, secrets_idx, i);
+            else
+                lua_pushvalue(L, secrets_idx);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                secret = lua_tolstring(L, -1, &slen);
+                if (slen >= 4)
+                    changed |= dtr_redact_one(L, idx, secret, slen);
             }
+            lua_pop(L, 1);
         }
-        lua_pop(L, 1);
+    } while (changed);
+}
+
+/* Redacts the secrets from every text field of the error at the top. */
+static void dtr_redact_error(lua_State *L, int secrets_idx)
+{
+    static const char *const fields[] = {"code", "message", "request_id", "hint", NULL};
+    int i, err = lua_gettop(L);
+    for (i = 0; fields[i] != NULL; i++) {
+        lua_getfield(L, err, fields[i]);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            dtr_redact_string(L, lua_gettop(L), secrets_idx);
+            lua_setfield(L, err, fields[i]);
+        } else {
+            lua_pop(L, 1);
+        }
     }
 }
 
@@ -417,11 +490,8 @@ static int dtr_decode_success(lua_State *L, enum dtr_kind kind, int status, int 
     return 1;
 }
 
-/*
- * The whole decoder: (status, headers, body) at 1..3, secrets at
- * `secrets` (0 for none).  Pushes result, or nil + err.
- */
-static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets)
+/* The decoder proper; dtr_decode below adds the redaction. */
+static int dtr_decode_raw(lua_State *L, enum dtr_kind kind, int status, int headers, int body)
 {
     int obj;
     const char *code = NULL;
@@ -467,7 +537,6 @@ static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers,
         lua_pop(L, 1);
         lua_pushliteral(L, "");
     }
-    dtr_redact_top(L, secrets);
     lua_setfield(L, -2, "message");
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
@@ -475,6 +544,54 @@ static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers,
     lua_setfield(L, -2, "request_id");
     dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
     return 2;
+}
+
+/* Redacts the secrets from the texts of the result at the top: the
+ * request id and the per-key reasons (a server may quote the token). */
+static void dtr_redact_result(lua_State *L, int secrets_idx)
+{
+    int result = lua_gettop(L), failed;
+    if (secrets_idx == 0 || lua_isnoneornil(L, secrets_idx))
+        return;
+    lua_getfield(L, result, "request_id");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        dtr_redact_string(L, lua_gettop(L), secrets_idx);
+        lua_setfield(L, result, "request_id");
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, result, "failedResult");
+    failed = lua_gettop(L);
+    if (lua_type(L, failed) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, failed) != 0) {
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                dtr_redact_string(L, lua_gettop(L), secrets_idx);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, failed); /* an existing key: safe during lua_next */
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+    }
+    lua_settop(L, result);
+}
+
+/*
+ * The whole decoder: (status, headers, body) at 1..3, secrets at
+ * `secrets` (0 for none).  Pushes result, or nil + err.  No secret the
+ * caller passed survives in any text of the error: the server may echo
+ * one in the code, the message or the request id (body or header).
+ */
+static int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets)
+{
+    int n = dtr_decode_raw(L, kind, status, headers, body);
+    if (n == 2)
+        dtr_redact_error(L, secrets);
+    else
+        dtr_redact_result(L, secrets);
+    return n;
 }
 
 /* Shared front of core.parse, parse_send and parse_token:

@@ -55,9 +55,15 @@ local rules = require "dingtalk.recall.rules"
 local ledger_mod = require "dingtalk.recall.ledger"
 local config = require "dingtalk.recall.config"
 
+-- One log line per call: control characters from chat text (newlines,
+-- ANSI escapes) are written as \xNN, so nobody can forge or paint a line.
+local function clean(v)
+  return (tostring(v):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
+end
 local function log(...)
-  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), ...)
-  io.stderr:write("\n")
+  local parts = { ... }
+  for i = 1, select("#", ...) do parts[i] = clean(parts[i]) end
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), table.concat(parts), "\n")
   io.stderr:flush()
 end
 

@@ -45,8 +45,13 @@ local BOT_DICT = "dingtalk_bot" -- replay store and pending confirmations, all w
 -- Per worker: settings, client, ledger and rule set (made at first use).
 local state
 
+-- Control characters from chat text are logged as \xNN: one line each.
 local function log(level, ...)
-  ngx.log(level, "dingtalk bot: ", ...)
+  local parts = { ... }
+  for i = 1, select("#", ...) do
+    parts[i] = tostring(parts[i]):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  end
+  ngx.log(level, "dingtalk bot: ", table.concat(parts))
 end
 
 local function setup()

@@ -427,6 +427,12 @@ local function report_status(report)
 end
 M.report_status = report_status
 
+-- Text from the server or the input, made safe for one output line:
+-- control characters (newlines, ANSI escapes) become \xNN.
+local function oneline(v)
+  return (tostring(v):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
+end
+
 function Ctx:print_report(report, what)
   local status = report_status(report)
   if self.opts.json then
@@ -455,17 +461,17 @@ function Ctx:print_report(report, what)
   local already = {}
   for _, k in ipairs(report.already_recalled or {}) do already[k] = true end
   for _, k in ipairs(report.recalled or {}) do
-    self:out("recalled  ", k, already[k] and "  (it already was)" or "", "\n")
+    self:out("recalled  ", oneline(k), already[k] and "  (it already was)" or "", "\n")
   end
   for _, k in ipairs(sorted_keys(report.failed)) do
-    self:out("failed    ", k, "  ", tostring(report.failed[k]), "\n")
+    self:out("failed    ", oneline(k), "  ", oneline(report.failed[k]), "\n")
   end
   for _, k in ipairs(sorted_keys(report.errors)) do
     local e = report.errors[k]
-    self:out("error     ", k, "  ", type(e) == "table" and (tostring(e.code) .. ": " .. tostring(e.message))
-      or tostring(e), "\n")
+    self:out("error     ", oneline(k), "  ", type(e) == "table" and (oneline(e.code) .. ": " .. oneline(e.message))
+      or oneline(e), "\n")
   end
-  for _, k in ipairs(report.expired or {}) do self:out("expired   ", k, "  too old to recall\n") end
+  for _, k in ipairs(report.expired or {}) do self:out("expired   ", oneline(k), "  too old to recall\n") end
   return status
 end
 
@@ -785,7 +791,7 @@ function commands.ledger(ctx)
         { "updated_at", e.updated_at and iso(e.updated_at) or nil },
       }
       for _, r in ipairs(rows) do
-        if r[2] ~= nil and r[2] ~= "" then ctx:out(string.format("%-13s %s\n", r[1], tostring(r[2]))) end
+        if r[2] ~= nil and r[2] ~= "" then ctx:out(string.format("%-13s %s\n", r[1], oneline(r[2]))) end
       end
     end
     return EXIT_OK
