@@ -584,10 +584,10 @@ function commands.recall(ctx)
   if not client then return ctx.code end
   local report, rerr = client:recall(cid, unique, { on_progress = ctx:progress() })
   if not report then return ctx:fail(EXIT_USAGE, "recall refused", rerr) end
-  -- As the ledger does: a key the server says is already recalled is recalled.
-  local lok, ledger = pcall(require, "dingtalk.recall.ledger")
-  local already = lok and ledger.ALREADY_RECALLED or { ALREADY_RECALLED = true }
-  report.already_recalled = {}
+  -- As the ledger does: a key the server says is already recalled is
+  -- recalled (the client already counts those of a retried batch).
+  local already = require("dingtalk.recall.client").ALREADY_RECALLED
+  report.already_recalled = report.already_recalled or {}
   for _, k in ipairs(unique) do
     local reason = report.failed[k]
     if reason ~= nil and already[reason] then

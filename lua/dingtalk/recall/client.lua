@@ -18,6 +18,17 @@ local DEFAULTS = {
   concurrency = 4, qps = 20, max_retries = 3,
   backoff_base = 0.2, backoff_max = 5, qps_window = 1.0,
 }
+-- Failure reasons that mean "this message is already gone".  DingTalk
+-- does not document its text; ALREADY_RECALLED is the simulator's.
+M.ALREADY_RECALLED = { ALREADY_RECALLED = true }
+
+-- Errors after which the server may have done the recall all the same:
+-- the answer, not the request, was lost.
+local AMBIGUOUS = {
+  ["transport.io"] = true, ["transport.timeout"] = true,
+  ["response.invalid"] = true, ["response.too_large"] = true,
+}
+
 local QPS_CODES = {
   ["Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"] = true,
   ["Forbidden.AccessDenied.QpsLimitForApi"] = true,
@@ -163,6 +174,7 @@ function Client:_run(jobs, stats)
 
   local function retry_later(job, err, t)
     if QPS_CODES[err.code] then stats.throttled = stats.throttled + 1 end
+    if AMBIGUOUS[err.code] then job.ambiguous = true end
     if err.code == "InvalidAuthentication" and tm:managed() and job.needs_token and not job.auth_refreshed then
       tm:invalidate(job.token)
       job.auth_refreshed = true
@@ -319,6 +331,11 @@ function RecallJob:finish(result)
       if ok[k] then
         n = n + 1
         recalled[n] = k
+      elseif failed[k] ~= nil and self.ambiguous and M.ALREADY_RECALLED[failed[k]] then
+        -- An earlier attempt whose answer was lost did the recall.
+        n = n + 1
+        recalled[n] = k
+        report.already_recalled[#report.already_recalled + 1] = k
       elseif failed[k] ~= nil then
         report.failed[k] = failed[k]
       else
@@ -344,7 +361,7 @@ function RecallJob:progress()
 end
 
 local function new_report()
-  return { recalled = {}, failed = {}, errors = {}, requests = 0, retries = 0, throttled = 0,
+  return { recalled = {}, failed = {}, errors = {}, already_recalled = {}, requests = 0, retries = 0, throttled = 0,
     token_fetches = 0, total = 0, _done = 0, _nrecalled = 0 }
 end
 
