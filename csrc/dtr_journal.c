@@ -212,34 +212,49 @@ static size_t dtr_j_id(int fd, const struct stat *st, char *out)
     return n;
 }
 
-/* Collects the argument at idx (a string or an array of strings) into one
+/* Raises for bad lines: an argument error of the caller, or (what != NULL)
+ * an error naming what returned them. */
+static int dtr_j_bad_lines(lua_State *L, int idx, const char *what, const char *msg)
+{
+    if (what != NULL)
+        return luaL_error(L, "%s: %s", what, msg);
+    return luaL_argerror(L, idx, msg);
+}
+
+/* Collects the value at idx (a string or an array of strings) into one
  * string of lines, each ended by "\n", pushed on the stack. */
-static void dtr_j_push_lines(lua_State *L, int idx)
+static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
 {
     luaL_Buffer b;
     size_t n;
     const char *s;
-    luaL_buffinit(L, &b);
     if (lua_type(L, idx) == LUA_TSTRING) {
         s = lua_tolstring(L, idx, &n);
         if (memchr(s, '\n', n) != NULL)
-            luaL_argerror(L, idx, "a journal line must not hold a newline");
+            dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
+        luaL_buffinit(L, &b);
         luaL_addlstring(&b, s, n);
         luaL_addchar(&b, '\n');
     } else if (lua_type(L, idx) == LUA_TTABLE) {
         size_t i, len = dtr_rawlen(L, idx);
-        for (i = 1; i <= len; i++) {
+        for (i = 1; i <= len; i++) { /* checked first: no error while the buffer is open */
             lua_rawgeti(L, idx, (int)i);
             if (lua_type(L, -1) != LUA_TSTRING)
-                luaL_argerror(L, idx, "journal lines must be strings");
+                dtr_j_bad_lines(L, idx, what, "journal lines must be strings");
             s = lua_tolstring(L, -1, &n);
             if (memchr(s, '\n', n) != NULL)
-                luaL_argerror(L, idx, "a journal line must not hold a newline");
+                dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
+            lua_pop(L, 1);
+        }
+        luaL_buffinit(L, &b);
+        for (i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, (int)i);
             luaL_addvalue(&b);
             luaL_addchar(&b, '\n');
         }
     } else {
-        luaL_argerror(L, idx, "a string or an array of strings expected");
+        dtr_j_bad_lines(L, idx, what, "a string or an array of strings expected");
+        return;
     }
     luaL_pushresult(&b);
 }
@@ -253,7 +268,7 @@ static int dtr_l_journal_append(lua_State *L)
     dtr_jerr e = {NULL, 0};
     struct stat st;
     int lock, fd, ok = 0;
-    dtr_j_push_lines(L, 2);
+    dtr_j_push_lines(L, 2, NULL);
     data = lua_tolstring(L, -1, &n);
     if (n == 0) {
         lua_pushboolean(L, 1);
@@ -386,7 +401,7 @@ static int dtr_l_journal_read(lua_State *L)
     /* From here on only the heap buffer is ours: hand it to Lua first. */
     lua_pushlstring(L, r.buf != NULL ? r.buf : "", r.len);
     free(r.buf);
-    lua_pushnumber(L, (lua_Number)(r.start + (off_t)r.len));
+    lua_pushinteger(L, (lua_Integer)r.start + (lua_Integer)r.len);
     lua_pushlstring(L, r.id, r.idlen);
     lua_pushboolean(L, r.reset);
     return 4;
@@ -408,7 +423,7 @@ static int dtr_j_compact_call(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    dtr_j_push_lines(L, lua_gettop(L));
+    dtr_j_push_lines(L, lua_gettop(L), "journal_compact: the function's answer");
     return 1;
 }
 
@@ -483,7 +498,7 @@ static int dtr_l_journal_compact(lua_State *L)
             close(fd);
         dtr_j_unlock(lock);
         lua_pushboolean(L, 1);
-        lua_pushnumber(L, (lua_Number)n);
+        lua_pushinteger(L, (lua_Integer)n);
         lua_pushlstring(L, id, idlen);
         return 3;
     }

@@ -1,0 +1,412 @@
+--- dingtalk.recall.ledger: the ledger of sent messages.
+--
+--   local ledger = require "dingtalk.recall.ledger"
+--   local l = assert(ledger.open())                 -- $XDG_DATA_HOME/dingtalk-recall/ledger
+--   l:attach(client)                                -- every client:send is recorded
+--   client:send(cid, "sampleText", { content = "hi" }, { tags = { "deploy" } })
+--   local report = assert(l:recall(client, { tag = "deploy", since = 600 }))
+--
+-- Every entry has a state: sent -> recalling -> recalled | failed (the
+-- server's reason) | error (the error's code) | expired (older than the
+-- 24 h recall window: never sent to the API).  A recall marks each chunk
+-- of keys `recalling` durably before sending it, so a recall killed midway
+-- is finished by the next l:recall: keys still `recalling` are selected
+-- again and the server's ALREADY_RECALLED answer then counts as recalled.
+--
+-- Two stores share this interface: the local journal (ledger/file.lua, the
+-- default, crash-safe and shared by the processes of one host) and Redis
+-- (ledger/redis.lua, shared by several hosts and nginx workers).
+local core = require "dingtalk.recall.core"
+
+local M = {}
+
+--- Seconds after sending when the API no longer recalls a message.
+M.RECALL_WINDOW = 86400
+
+--- Failure reasons meaning "this message is already recalled": a key
+-- answered with one of them ends `recalled` (DingTalk's own wording is not
+-- documented; ALREADY_RECALLED is the simulator's).
+M.ALREADY_RECALLED = { ALREADY_RECALLED = true }
+
+--- Every state an entry can have.
+M.STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
+
+--- States l:recall selects when the filter names none, and states it
+-- never sends (final ones).
+local DEFAULT_RECALL_STATES = { "sent" }
+local FINAL = { recalled = true, expired = true }
+
+local DEFAULT_CHUNK = 200
+
+local FILTER_FIELDS = {
+  conversation = "string", robot = "string", tag = "string", since = "number", last = "number",
+  state = "string", due = "boolean",
+}
+
+local Ledger = {}
+Ledger.__index = Ledger
+
+local function invalid(msg)
+  return nil, core.error("ledger.invalid", msg, { hint = "See docs/ledger.md for the fields of a ledger entry." })
+end
+
+local function default_path()
+  local base = os.getenv("XDG_DATA_HOME")
+  if not base or base:sub(1, 1) ~= "/" then
+    local home = os.getenv("HOME")
+    if not home or home == "" then return nil end
+    base = home .. "/.local/share"
+  end
+  return base .. "/dingtalk-recall/ledger"
+end
+M.default_path = default_path
+
+--- ledger.open([location [, opts]]) -> ledger | nil, err
+-- location: nil (the local journal at $XDG_DATA_HOME/dingtalk-recall/ledger),
+-- a file path, or a URL redis://[user:password@]host[:port][/db].
+-- opts: clock (function returning epoch seconds), chunk (keys marked
+-- `recalling` and sent at once, default 200), retention (seconds an entry
+-- is kept, default 7 days), on_record_error(err, info) (attach's failures),
+-- redis_client (a connected client with :eval, e.g. resty.redis),
+-- prefix (Redis key prefix), timeout (Redis seconds).
+function M.open(location, opts)
+  if location ~= nil and type(location) ~= "string" then
+    error("ledger.open: location must be a string (a path or a redis:// URL) or nil", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then error("ledger.open: opts must be a table", 2) end
+  opts = opts or {}
+  for name, want in pairs { clock = "function", chunk = "number", retention = "number",
+    on_record_error = "function", prefix = "string", timeout = "number" } do
+    if opts[name] ~= nil and type(opts[name]) ~= want then
+      error(("ledger.open: option '%s' must be a %s"):format(name, want), 2)
+    end
+  end
+  local clock = opts.clock or os.time
+  local backend, err
+  if location and location:match("^%a[%w+.-]*://") and not location:match("^file://") then
+    if not location:match("^redis://") then
+      return invalid("unsupported ledger URL scheme in '" .. location:gsub("//[^@/]*@", "//***@") ..
+        "' (redis:// or a file path)")
+    end
+    backend, err = require("dingtalk.recall.ledger.redis").open(location, opts, clock)
+  else
+    local path = location and location:gsub("^file://", "") or default_path()
+    if not path or path == "" then
+      return invalid("no ledger location: neither XDG_DATA_HOME nor HOME is set")
+    end
+    backend, err = require("dingtalk.recall.ledger.file").open(path, opts, clock)
+  end
+  if not backend then return nil, err end
+  local chunk = math.floor(opts.chunk or DEFAULT_CHUNK)
+  if chunk < 1 then return invalid("chunk must be at least 1") end
+  return setmetatable({
+    backend = backend, clock = clock, chunk = chunk, on_record_error = opts.on_record_error,
+    location = backend.location, kind = backend.kind, record_errors = 0,
+  }, Ledger)
+end
+
+local function live(self, method)
+  if not self.backend then error("ledger:" .. method .. ": the ledger is closed", 3) end
+  return self.backend
+end
+
+---------------------------------------------------------------------------
+-- Recording
+---------------------------------------------------------------------------
+
+local function norm_tags(tags)
+  local out, seen = {}, {}
+  local function add(t)
+    t = t:match("^%s*(.-)%s*$")
+    if t ~= "" and not seen[t] then
+      seen[t] = true
+      out[#out + 1] = t
+    end
+  end
+  if tags == nil then return out end
+  if type(tags) == "string" then
+    for t in tags:gmatch("[^,]+") do add(t) end
+  elseif type(tags) == "table" then
+    for _, t in ipairs(tags) do
+      if type(t) ~= "string" then error("ledger:record: every tag must be a string", 4) end
+      add(t)
+    end
+  else
+    error("ledger:record: tags must be a table of strings or a string \"a,b\"", 4)
+  end
+  return out
+end
+
+local function field(e, names, want)
+  for _, n in ipairs(names) do
+    local v = e[n]
+    if v ~= nil then
+      if type(v) ~= want then error(("ledger:record: field '%s' must be a %s"):format(n, want), 4) end
+      return v
+    end
+  end
+end
+
+-- A normalised entry from the on_sent fields (or the entry's own names).
+local function normalize(self, e, now)
+  if type(e) ~= "table" then error("ledger:record expects a table", 3) end
+  local key = field(e, { "processQueryKey", "key" }, "string")
+  local cid = field(e, { "openConversationId", "conversation" }, "string")
+  local robot = field(e, { "robotCode", "robot" }, "string")
+  local sent_at = field(e, { "sent_at" }, "number")
+  local ttl = field(e, { "ttl" }, "number")
+  local msg_key = field(e, { "msgKey", "msg_key" }, "string")
+  local tags = norm_tags(e.tags)
+  if not key or key == "" then return invalid("processQueryKey is missing or empty") end
+  if not cid or cid == "" then return invalid("openConversationId is missing or empty (key " .. key .. ")") end
+  if not robot or robot == "" then return invalid("robotCode is missing or empty (key " .. key .. ")") end
+  if ttl and ttl < 0 then return invalid("ttl must not be negative (key " .. key .. ")") end
+  return {
+    key = key, conversation = cid, robot = robot, sent_at = sent_at or self.clock(), tags = tags,
+    ttl = ttl, msg_key = msg_key, updated_at = now,
+  }
+end
+
+--- l:record{processQueryKey=, openConversationId=, robotCode=, sent_at=,
+-- tags=, ttl=, msgKey=} -> true | nil, err.  Recording a key again updates
+-- its fields and keeps its state.
+function Ledger:record(e)
+  local b = live(self, "record")
+  local entry, err = normalize(self, e, self.clock())
+  if not entry then return nil, err end
+  return b:record({ entry })
+end
+
+--- l:record_many{entry, ...} -> true | nil, err: one durable write for all.
+function Ledger:record_many(list)
+  local b = live(self, "record_many")
+  if type(list) ~= "table" then error("ledger:record_many expects an array of entries", 2) end
+  local now, entries = self.clock(), {}
+  for i, e in ipairs(list) do
+    local entry, err = normalize(self, e, now)
+    if not entry then return nil, err end
+    entries[i] = entry
+  end
+  if #entries == 0 then return true end
+  return b:record(entries)
+end
+
+--- l:attach(client): wraps client.on_sent (keeping a previous hook) so
+-- every client:send is recorded.  A failed record does not fail the send
+-- (the message is out): it calls opts.on_record_error(err, info) and
+-- counts in l.record_errors / l.last_record_error.
+function Ledger:attach(client)
+  live(self, "attach")
+  if type(client) ~= "table" then error("ledger:attach expects a client", 2) end
+  local prev = client.on_sent
+  client.on_sent = function(info)
+    local ok, err = self:record(info)
+    if not ok then
+      self.record_errors = self.record_errors + 1
+      self.last_record_error = err
+      if self.on_record_error then self.on_record_error(err, info) end
+    end
+    if prev then return prev(info) end
+  end
+  return client
+end
+
+---------------------------------------------------------------------------
+-- Queries
+---------------------------------------------------------------------------
+
+local function check_filter(filter, method, extra)
+  if filter == nil then return {} end
+  if type(filter) ~= "table" then error("ledger:" .. method .. ": the filter must be a table", 3) end
+  for k, v in pairs(filter) do
+    local want = FILTER_FIELDS[k] or (extra and extra[k])
+    if not want then error(("ledger:%s: unknown filter field '%s'"):format(method, tostring(k)), 3) end
+    if type(v) ~= want then error(("ledger:%s: filter field '%s' must be a %s"):format(method, k, want), 3) end
+  end
+  if filter.state and not M.STATES[filter.state] then
+    error(("ledger:%s: unknown state '%s'"):format(method, filter.state), 3)
+  end
+  return filter
+end
+
+-- The backends' query: {conversation, robot, tag, states (set), min_t, last, due_at}.
+local function query(filter, now, states)
+  local q = { conversation = filter.conversation, robot = filter.robot, tag = filter.tag }
+  if filter.since then q.min_t = now - filter.since end
+  if filter.last then q.last = math.max(0, math.floor(filter.last)) end
+  if filter.due then q.due_at = now end
+  if states then
+    q.states = {}
+    for _, s in ipairs(states) do q.states[s] = true end
+  end
+  return q
+end
+
+--- l:get(key) -> entry | nil (unknown) | nil, err
+function Ledger:get(key)
+  local b = live(self, "get")
+  if type(key) ~= "string" then error("ledger:get expects a key (string)", 2) end
+  return b:get(key)
+end
+
+--- l:list(filter) -> array of entries, newest first | nil, err
+-- filter: conversation, robot, tag, since (seconds ago), last (N), state,
+-- due (ttl elapsed and still `sent`).
+function Ledger:list(filter)
+  local b = live(self, "list")
+  filter = check_filter(filter, "list")
+  if filter.last and filter.last < 1 then return {} end
+  return b:list(query(filter, self.clock(), filter.state and { filter.state } or nil))
+end
+
+---------------------------------------------------------------------------
+-- Recall
+---------------------------------------------------------------------------
+
+local function add_err_change(changes, key, err)
+  changes[#changes + 1] = { key = key, state = "error", code = tostring(err.code or "unknown"),
+    reason = err.message and tostring(err.message) or nil }
+end
+
+--- l:recall(client, filter [, opts]) -> report | nil, err
+-- Recalls what the filter selects (default state: sent) plus any key left
+-- `recalling` by an earlier, interrupted recall (of the same conversation,
+-- robot and tag when the filter names them).  The report is the client's
+-- (recalled, failed, errors, requests, retries, throttled, token_fetches)
+-- merged over every (conversation, robot) group, plus expired (keys older
+-- than the recall window, never sent) and already_recalled (keys counted
+-- recalled because the server said they already were).  Every selected key
+-- is in exactly one of recalled, failed, errors and expired.
+-- opts.on_progress(done, total) is called as chunks finish.
+function Ledger:recall(client, filter, opts)
+  local b = live(self, "recall")
+  if type(client) ~= "table" or type(client.recall) ~= "function" then
+    error("ledger:recall expects a client (with a recall method)", 2)
+  end
+  filter = check_filter(filter, "recall")
+  if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
+  opts = opts or {}
+  local t0 = core.now()
+  local now = self.clock()
+  local report = { recalled = {}, failed = {}, errors = {}, expired = {}, already_recalled = {},
+    requests = 0, retries = 0, throttled = 0, token_fetches = 0, total = 0 }
+
+  -- What to recall: the filter's selection, then the interrupted keys.
+  local selected = {}
+  if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
+    local list, err = b:list(query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES))
+    if not list then return nil, err end
+    selected = list
+  end
+  local resumed, err = b:list(query({ conversation = filter.conversation, robot = filter.robot,
+    tag = filter.tag }, now, { "recalling" }))
+  if not resumed then return nil, err end
+  local seen, entries = {}, {}
+  for _, list in ipairs { selected, resumed } do
+    for _, e in ipairs(list) do
+      if not seen[e.key] and not FINAL[e.state] then
+        seen[e.key] = true
+        entries[#entries + 1] = e
+      end
+    end
+  end
+  report.total = #entries
+  -- Oldest first: those nearest to the end of the recall window go first.
+  table.sort(entries, function(a, c)
+    if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
+    return a.key < c.key
+  end)
+
+  local done = 0
+  local function progress(n)
+    done = done + n
+    if opts.on_progress then opts.on_progress(done, report.total) end
+  end
+
+  -- Too old: never sent to the API.
+  local expired, groups, order = {}, {}, {}
+  for _, e in ipairs(entries) do
+    if now - e.sent_at > M.RECALL_WINDOW then
+      expired[#expired + 1] = { key = e.key, state = "expired", reason = "RECALL_WINDOW_PASSED" }
+      report.expired[#report.expired + 1] = e.key
+    else
+      local gk = e.conversation .. "\0" .. e.robot
+      local g = groups[gk]
+      if not g then
+        g = { cid = e.conversation, robot = e.robot, keys = {}, was = {} }
+        groups[gk] = g
+        order[#order + 1] = g
+      end
+      g.keys[#g.keys + 1] = e.key
+      g.was[e.key] = e.state
+    end
+  end
+  if #expired > 0 then
+    local ok, uerr = b:update(expired, self.clock())
+    if not ok then return nil, uerr end
+    progress(#expired)
+  end
+
+  for _, g in ipairs(order) do
+    for first = 1, #g.keys, self.chunk do
+      local chunk, marks = {}, {}
+      for i = first, math.min(#g.keys, first + self.chunk - 1) do
+        chunk[#chunk + 1] = g.keys[i]
+        marks[#marks + 1] = { key = g.keys[i], state = "recalling" }
+      end
+      -- Durably `recalling` before anything is sent.
+      local ok, uerr = b:update(marks, self.clock())
+      if not ok then return nil, uerr end
+      local rep, rerr = client:recall(g.cid, chunk, { robot_code = g.robot })
+      local changes = {}
+      if not rep then
+        for _, k in ipairs(chunk) do
+          report.errors[k] = rerr
+          add_err_change(changes, k, rerr)
+        end
+      else
+        for _, n in ipairs { "requests", "retries", "throttled", "token_fetches" } do
+          report[n] = report[n] + (tonumber(rep[n]) or 0)
+        end
+        local ok_keys = {}
+        for _, k in ipairs(rep.recalled or {}) do ok_keys[k] = true end
+        for _, k in ipairs(chunk) do
+          local reason = rep.failed and rep.failed[k]
+          local kerr = rep.errors and rep.errors[k]
+          if ok_keys[k] then
+            report.recalled[#report.recalled + 1] = k
+            changes[#changes + 1] = { key = k, state = "recalled" }
+          elseif reason ~= nil and M.ALREADY_RECALLED[reason] then
+            report.recalled[#report.recalled + 1] = k
+            report.already_recalled[#report.already_recalled + 1] = k
+            changes[#changes + 1] = { key = k, state = "recalled", reason = tostring(reason) }
+          elseif reason ~= nil then
+            report.failed[k] = reason
+            changes[#changes + 1] = { key = k, state = "failed", reason = tostring(reason) }
+          else
+            kerr = kerr or core.error("response.missing_key", "the client reported nothing for this key")
+            report.errors[k] = kerr
+            add_err_change(changes, k, kerr)
+          end
+        end
+      end
+      ok, uerr = b:update(changes, self.clock())
+      if not ok then return nil, uerr end
+      progress(#chunk)
+    end
+  end
+  report.ok = next(report.failed) == nil and next(report.errors) == nil and #report.expired == 0
+  report.elapsed = core.now() - t0
+  return report
+end
+
+--- l:close(): releases the store (the Redis connection).  Safe twice.
+function Ledger:close()
+  if self.backend then
+    self.backend:close()
+    self.backend = nil
+  end
+end
+
+M.Ledger = Ledger
+return M

@@ -1,0 +1,254 @@
+--- dingtalk.recall.ledger.file: the ledger's local store, a journal of
+-- JSON lines kept by the C core (core.journal_*: flock, O_APPEND, fsync).
+--
+-- Each line is one event:
+--   {"e":"r","k":key,"c":cid,"r":robot,"t":sent_at,"g":[tags],"l":ttl,"m":msgKey,"u":at}
+--       a record (with "s", "why", "code" when a compaction wrote it)
+--   {"e":"s","s":state,"u":at,"k":[keys],"why":{key:reason},"code":{key:code}}
+--       a state change of several keys
+--   {"e":"h","id":nonce,"at":time}   the header of a compacted journal
+-- Reading replays the events in file order; every call first reads what
+-- other processes appended since (only the new bytes).  Lines that do not
+-- decode (a torn write) are skipped.  When the journal holds many more
+-- events than entries it is compacted: rewritten as one line per entry,
+-- dropping entries older than the retention.
+local core = require "dingtalk.recall.core"
+local cjson_mod = require "cjson"
+
+local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
+
+local M = {}
+local File = {}
+File.__index = File
+
+local DEFAULT_RETENTION = 7 * 86400
+local COMPACT_MIN = 4096   -- events before a compaction is considered
+
+local function str(v)
+  if type(v) == "string" then return v end
+  return nil
+end
+local tointeger = math.tointeger -- luacheck: ignore 143
+local function num(v)
+  if type(v) ~= "number" then return nil end
+  return tointeger and tointeger(v) or v -- 5.3+: 100, not 100.0, as Redis gives
+end
+
+local function copy(e)
+  local tags = {}
+  for i, t in ipairs(e.tags) do tags[i] = t end
+  return {
+    key = e.key, conversation = e.conversation, robot = e.robot, sent_at = e.sent_at, tags = tags,
+    ttl = e.ttl, msg_key = e.msg_key, state = e.state, reason = e.reason, code = e.code,
+    updated_at = e.updated_at,
+  }
+end
+
+-- Replays one decoded event into st = {entries = {}, count = 0, events = 0, seq = 0}.
+local function apply(st, ev)
+  st.events = st.events + 1
+  local kind = ev.e
+  if kind == "r" then
+    local key = str(ev.k)
+    if not key then return end
+    local e = st.entries[key]
+    if not e then
+      st.seq = st.seq + 1
+      e = { key = key, state = "sent", seq = st.seq }
+      st.entries[key] = e
+      st.count = st.count + 1
+    end
+    e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
+    e.sent_at = num(ev.t) or 0
+    local tags = {}
+    if type(ev.g) == "table" then
+      for _, t in ipairs(ev.g) do
+        if type(t) == "string" then tags[#tags + 1] = t end
+      end
+    end
+    e.tags, e.ttl, e.msg_key = tags, num(ev.l), str(ev.m)
+    e.updated_at = num(ev.u) or e.updated_at
+    if str(ev.s) then
+      e.state, e.reason, e.code = ev.s, str(ev.why), str(ev.code)
+    end
+  elseif kind == "s" then
+    local state = str(ev.s)
+    if not state or type(ev.k) ~= "table" then return end
+    local why = type(ev.why) == "table" and ev.why or {}
+    local code = type(ev.code) == "table" and ev.code or {}
+    for _, key in ipairs(ev.k) do
+      local e = st.entries[key]
+      if e then
+        e.state, e.reason, e.code = state, str(why[key]), str(code[key])
+        e.updated_at = num(ev.u) or e.updated_at
+      end
+    end
+  end
+end
+
+local function replay(st, data)
+  for line in data:gmatch("[^\n]+") do
+    local ok, ev = pcall(cjson.decode, line)
+    if ok and type(ev) == "table" then apply(st, ev) end
+  end
+end
+
+local function new_state()
+  return { entries = {}, count = 0, events = 0, seq = 0 }
+end
+
+local function encode(t)
+  return cjson.encode(t)
+end
+
+-- cjson encodes an empty table as {}: no tags are left out instead.
+local function tags_json(tags)
+  if #tags == 0 then return nil end
+  return tags
+end
+
+--- file.open(path, opts, clock) -> store | nil, err
+function M.open(path, opts, clock)
+  local self = setmetatable({
+    path = path, location = path, kind = "file", clock = clock,
+    retention = opts.retention or DEFAULT_RETENTION,
+    compact_min = opts.compact_min or COMPACT_MIN,
+    st = new_state(), offset = 0, id = nil,
+  }, File)
+  -- The first read creates nothing; the first write creates the journal
+  -- (directories 0700, file 0600).  Reading now reports a bad path early.
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  return self
+end
+
+--- Reads what was appended since the last read (everything after a compaction).
+function File:refresh()
+  local data, off, id, reset = core.journal_read(self.path, self.offset, self.id)
+  if not data then return nil, off end
+  if reset then self.st = new_state() end
+  self.offset, self.id = off, id
+  replay(self.st, data)
+  return true
+end
+
+function File:append(lines)
+  local ok, err = core.journal_append(self.path, lines)
+  if not ok then return nil, err end
+  ok, err = self:refresh()
+  if not ok then return nil, err end
+  local st = self.st
+  if st.events >= self.compact_min and st.events > 4 * st.count then
+    -- A failed compaction loses nothing (the journal stays as it was).
+    self:compact()
+  end
+  return true
+end
+
+--- Rewrites the journal as one line per entry (dropping entries older
+-- than the retention).  Returns true | nil, err.
+function File:compact()
+  local cutoff = self.clock() - self.retention
+  local fresh
+  local ok, off, id = core.journal_compact(self.path, function(data)
+    local st = new_state()
+    replay(st, data)
+    local list = {}
+    for _, e in pairs(st.entries) do
+      if e.sent_at >= cutoff or e.state == "recalling" then list[#list + 1] = e end
+    end
+    table.sort(list, function(a, b) return a.seq < b.seq end)
+    local lines = { encode { e = "h", id = tostring(core.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
+      at = self.clock() } }
+    fresh = new_state()
+    for _, e in ipairs(list) do
+      local ev = { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
+        l = e.ttl, m = e.msg_key, u = e.updated_at, s = e.state, why = e.reason, code = e.code }
+      lines[#lines + 1] = encode(ev)
+    end
+    replay(fresh, table.concat(lines, "\n"))
+    return lines
+  end)
+  if not ok then return nil, off end
+  self.st, self.offset, self.id = fresh, off, id
+  return true
+end
+
+function File:record(entries)
+  local lines = {}
+  for i, e in ipairs(entries) do
+    lines[i] = encode { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
+      l = e.ttl, m = e.msg_key, u = e.updated_at }
+  end
+  return self:append(lines)
+end
+
+--- changes: array of {key, state, reason, code}; one line per state.
+function File:update(changes, now)
+  if #changes == 0 then return true end
+  local by_state, order = {}, {}
+  for _, c in ipairs(changes) do
+    local ev = by_state[c.state]
+    if not ev then
+      ev = { e = "s", s = c.state, u = now, k = {} }
+      by_state[c.state] = ev
+      order[#order + 1] = ev
+    end
+    ev.k[#ev.k + 1] = c.key
+    if c.reason then
+      ev.why = ev.why or {}
+      ev.why[c.key] = c.reason
+    end
+    if c.code then
+      ev.code = ev.code or {}
+      ev.code[c.key] = c.code
+    end
+  end
+  local lines = {}
+  for i, ev in ipairs(order) do lines[i] = encode(ev) end
+  return self:append(lines)
+end
+
+function File:get(key)
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local e = self.st.entries[key]
+  return e and copy(e) or nil
+end
+
+local function has_tag(e, tag)
+  for _, t in ipairs(e.tags) do
+    if t == tag then return true end
+  end
+  return false
+end
+
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at}
+function File:list(q)
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local out = {}
+  for _, e in pairs(self.st.entries) do
+    if (not q.conversation or e.conversation == q.conversation)
+      and (not q.robot or e.robot == q.robot)
+      and (not q.states or q.states[e.state])
+      and (not q.min_t or e.sent_at >= q.min_t)
+      and (not q.tag or has_tag(e, q.tag))
+      and (not q.due_at or (e.state == "sent" and e.ttl and e.sent_at + e.ttl <= q.due_at)) then
+      out[#out + 1] = e
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.sent_at ~= b.sent_at then return a.sent_at > b.sent_at end
+    return a.seq > b.seq
+  end)
+  local n = q.last and math.min(q.last, #out) or #out
+  local res = {}
+  for i = 1, n do res[i] = copy(out[i]) end
+  return res
+end
+
+function File.close() end
+
+M.File = File
+return M

@@ -1,0 +1,715 @@
+-- The ledger of sent messages: one set of cases run against both stores
+-- (the local journal and Redis), plus the cases of each store alone.
+-- Recalls go to the simulator; expiry uses a fake clock.
+local ledger = require "dingtalk.recall.ledger"
+local recall = require "dingtalk.recall"
+local core = require "dingtalk.recall.core"
+local sim = require "spec.helpers.sim"
+local redis_helper = require "spec.helpers.redis"
+local nginx_helper = require "spec.helpers.nginx"
+local cjson = require "cjson"
+
+local sh, sh_quote = sim.sh, sim.sh_quote
+local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
+local CID_A, CID_B = "cidLedgerA", "cidLedgerB"
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+local function keys_of(list)
+  local out = {}
+  for i, e in ipairs(list) do out[i] = e.key end
+  return out
+end
+
+local function set_of(list)
+  local s = {}
+  for _, k in ipairs(list) do s[k] = true end
+  return s
+end
+
+local function urlencode(v)
+  return (tostring(v):gsub("[^%w%-_.~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- The location nginx serves for the OpenResty case: records a key through
+-- the ledger and answers what it saw.
+local NGINX_SERVER = [==[
+location /record {
+  content_by_lua_block {
+    local ledger = require "dingtalk.recall.ledger"
+    local a = ngx.req.get_uri_args()
+    local l, err = ledger.open(a.loc, { prefix = a.prefix ~= "" and a.prefix or nil })
+    if not l then return ngx.say("open: ", tostring(err)) end
+    local ok, rerr = l:record { processQueryKey = a.key, openConversationId = "cidNginx", robotCode = "r",
+      tags = "nginx" }
+    local e = l:get(a.key)
+    local cosocket = l.backend.conn and l.backend.conn.ngx and "cosocket" or "-"
+    l:close()
+    ngx.say(ok and "ok" or tostring(rerr), " ", e and e.state or "none", " ", cosocket, " ", ngx.worker.pid())
+  }
+}
+]==]
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local d = f:read("*a")
+  f:close()
+  return d
+end
+
+-- A client double: records its calls and answers from a table (default:
+-- everything recalled).
+local function fake_client(answer)
+  local c = { calls = {} }
+  function c.recall(_, cid, keys, opts)
+    c.calls[#c.calls + 1] = { cid = cid, keys = keys, robot = opts and opts.robot_code }
+    local rep = { recalled = {}, failed = {}, errors = {}, requests = 1, retries = 0, throttled = 0,
+      token_fetches = 0 }
+    for _, k in ipairs(keys) do
+      local a = answer and answer[k]
+      if a == nil then
+        rep.recalled[#rep.recalled + 1] = k
+      elseif type(a) == "string" then
+        rep.failed[k] = a
+      else
+        rep.errors[k] = a
+      end
+    end
+    return rep
+  end
+  return c
+end
+
+local has_socket = pcall(require, "socket")
+local has_redis = redis_helper.available()
+
+describe("ledger", function()
+  local s, rs, dir
+  local n = 0
+
+  setup(function()
+    s = sim.start { latency = 0 }
+    dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-ledger-spec.XXXXXX"))
+    if has_redis and has_socket then rs = redis_helper.start() end
+  end)
+  teardown(function()
+    if s then s:stop() end
+    if rs then rs:stop() end
+    if dir then sh("rm -rf " .. sh_quote(dir)) end
+  end)
+  before_each(function()
+    s:reset()
+    s:config { qps = 0, latency = 0, faults = "" }
+  end)
+
+  local function client(extra)
+    local cfg = { robot_code = s.robot, endpoint = s.url, access_token = s.token, concurrency = 4, qps = 0,
+      backoff_base = 0.01, backoff_max = 0.05, max_retries = 0 }
+    for k, v in pairs(extra or {}) do cfg[k] = v end
+    return assert(recall.client(cfg))
+  end
+
+  local BACKENDS = {
+    {
+      name = "file",
+      ready = function() return true end,
+      -- A fresh ledger per case; `same` reopens the previous one.
+      location = function(same)
+        if not same then n = n + 1 end
+        return dir .. "/l" .. n .. "/ledger", {}
+      end,
+    },
+    {
+      name = "redis",
+      ready = function()
+        if not has_socket then return false, "luasocket is not installed for " .. _VERSION end
+        if not has_redis then return false, "redis-server is not installed" end
+        return true
+      end,
+      location = function(same)
+        if not same then n = n + 1 end
+        return rs.url, { prefix = "spec" .. n .. ":" }
+      end,
+    },
+  }
+
+  for _, B in ipairs(BACKENDS) do
+    describe("(" .. B.name .. " store)", function()
+      local now
+      local function clock() return now end
+
+      local function open(extra, same)
+        local loc, opts = B.location(same)
+        opts.clock = clock
+        for k, v in pairs(extra or {}) do opts[k] = v end
+        return assert(ledger.open(loc, opts))
+      end
+
+      before_each(function()
+        now = os.time()
+      end)
+
+      local function guard()
+        local ok, why = B.ready()
+        if not ok then
+          pending(why)
+          return false
+        end
+        return true
+      end
+
+      it("records an entry and reads it back", function()
+        if not guard() then return end
+        local l = open()
+        assert.is_true(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "rb1",
+          tags = " deploy, nightly ,deploy", ttl = 600, msgKey = "sampleText" })
+        local e = l:get("k1")
+        assert.are.same({ "deploy", "nightly" }, e.tags)
+        assert.are.equal("k1", e.key)
+        assert.are.equal(CID_A, e.conversation)
+        assert.are.equal("rb1", e.robot)
+        assert.are.equal(now, e.sent_at)
+        assert.are.equal(600, e.ttl)
+        assert.are.equal("sampleText", e.msg_key)
+        assert.are.equal("sent", e.state)
+        assert.are.equal(now, e.updated_at)
+        assert.is_nil(e.reason)
+        assert.is_nil(e.code)
+        assert.is_nil(l:get("unknown"))
+        assert.is_true(l:record { key = "k2", conversation = CID_A, robot = "rb1", sent_at = now - 5,
+          tags = { "x" } })
+        assert.are.equal(now - 5, l:get("k2").sent_at)
+        assert.is_nil(l:get("k2").ttl)
+        l:close()
+      end)
+
+      it("refuses an entry without key, conversation or robot; raises on wrong types", function()
+        if not guard() then return end
+        local l = open()
+        for _, bad in ipairs {
+          { openConversationId = CID_A, robotCode = "r" },
+          { processQueryKey = "", openConversationId = CID_A, robotCode = "r" },
+          { processQueryKey = "k", robotCode = "r" },
+          { processQueryKey = "k", openConversationId = CID_A },
+        } do
+          local ok, err = l:record(bad)
+          assert.is_nil(ok)
+          assert.are.equal("ledger.invalid", err.code)
+          assert.is_true(core.is_error(err))
+        end
+        assert.has_error(function() l:record("k") end)
+        assert.has_error(function()
+          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = 5 }
+        end)
+        assert.has_error(function()
+          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", sent_at = "now" }
+        end)
+        assert.has_error(function() l:list { conversaton = CID_A } end)
+        assert.has_error(function() l:list { since = "600" } end)
+        assert.has_error(function() l:list { state = "gone" } end)
+        assert.has_error(function() l:get(5) end)
+        assert.are.same({}, l:list())
+        l:close()
+        assert.has_error(function() l:list() end)
+      end)
+
+      it("lists by conversation, robot, tag, time window, last N, state and due, newest first", function()
+        if not guard() then return end
+        local l = open()
+        assert(l:record_many {
+          { processQueryKey = "a1", openConversationId = CID_A, robotCode = "r1", sent_at = now - 5000,
+            tags = "deploy" },
+          { processQueryKey = "a2", openConversationId = CID_A, robotCode = "r2", sent_at = now - 400,
+            tags = "deploy,alert", ttl = 300 },
+          { processQueryKey = "b1", openConversationId = CID_B, robotCode = "r1", sent_at = now - 300,
+            ttl = 3600 },
+          { processQueryKey = "b2", openConversationId = CID_B, robotCode = "r1", sent_at = now - 100,
+            tags = { "alert" }, ttl = 50 },
+          { processQueryKey = "a3", openConversationId = CID_A, robotCode = "r1", sent_at = now - 10 },
+        })
+        assert.are.same({ "a3", "b2", "b1", "a2", "a1" }, keys_of(l:list()))
+        assert.are.same({ "a3", "a2", "a1" }, keys_of(l:list { conversation = CID_A }))
+        assert.are.same({ "a3", "b2", "b1", "a1" }, keys_of(l:list { robot = "r1" }))
+        assert.are.same({ "a2", "a1" }, keys_of(l:list { tag = "deploy" }))
+        assert.are.same({ "b2", "a2" }, keys_of(l:list { tag = "alert" }))
+        assert.are.same({ "a3", "b2", "b1" }, keys_of(l:list { since = 300 }))
+        assert.are.same({ "a3", "b2" }, keys_of(l:list { last = 2 }))
+        assert.are.same({ "a2" }, keys_of(l:list { conversation = CID_A, tag = "deploy", since = 600 }))
+        assert.are.same({}, l:list { conversation = CID_B, tag = "deploy" })
+        assert.are.same({ "b2" }, keys_of(l:list { conversation = CID_B, robot = "r1", last = 1 }))
+        assert.are.same({ "a3", "b2" }, keys_of(l:list { robot = "r1", since = 350, last = 2 }))
+        assert.are.same({}, l:list { robot = "r1", tag = "nope" })
+        assert.are.same({ "b2", "a2" }, keys_of(l:list { due = true }))
+        assert.are.same({}, l:list { last = 0 })
+        -- states change through a recall
+        local fc = fake_client { a2 = "SYSTEM_ERROR", b2 = core.error("system.error", "boom") }
+        local rep = assert(l:recall(fc, { due = true }))
+        assert.are.equal(2, rep.total)
+        assert.are.same({ "a2" }, keys_of(l:list { state = "failed" }))
+        assert.are.same({ "b2" }, keys_of(l:list { state = "error" }))
+        assert.are.same({ "a3", "b1", "a1" }, keys_of(l:list { state = "sent" }))
+        assert.are.same({}, l:list { due = true })
+        now = now + 3600
+        assert.are.same({ "b1" }, keys_of(l:list { due = true }))
+        l:close()
+      end)
+
+      it("keeps the state when a key is recorded again", function()
+        if not guard() then return end
+        local l = open()
+        assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r1", tags = "old" })
+        assert(l:recall(fake_client(), {}))
+        assert(l:record { processQueryKey = "k", openConversationId = CID_B, robotCode = "r2", tags = "new" })
+        local e = l:get("k")
+        assert.are.equal("recalled", e.state)
+        assert.are.equal(CID_B, e.conversation)
+        assert.are.same({ "new" }, e.tags)
+        assert.are.same({}, l:list { tag = "old" })
+        assert.are.same({}, l:list { conversation = CID_A })
+        assert.are.same({ "k" }, keys_of(l:list { tag = "new", state = "recalled" }))
+        l:close()
+      end)
+
+      it("is shared: a second ledger on the same location sees the first one's writes", function()
+        if not guard() then return end
+        local l1 = open()
+        local l2 = open(nil, true)
+        assert(l1:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+        assert.are.equal("sent", l2:get("k1").state)
+        assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r", sent_at = now + 1 })
+        assert.are.same({ "k2", "k1" }, keys_of(l1:list()))
+        assert(l2:recall(fake_client(), { last = 1 }))
+        assert.are.equal("recalled", l1:get("k2").state)
+        assert.are.equal("sent", l1:get("k1").state)
+        l1:close()
+        l2:close()
+      end)
+
+      it("attaches to a client: every send is recorded, the previous hook still runs", function()
+        if not guard() then return end
+        local l = open()
+        local seen = {}
+        local c = client { on_sent = function(info) seen[#seen + 1] = info.processQueryKey end }
+        assert.are.equal(c, l:attach(c))
+        local k1 = assert(c:send(CID_A, "sampleText", { content = "one" }, { tags = { "deploy" }, ttl = 60 }))
+        local k2 = assert(c:send(CID_B, "sampleText", { content = "two" }, { tags = "deploy,x" }))
+        local k3 = assert(c:send(CID_A, "sampleText", { content = "three" }))
+        assert.are.same({ k1, k2, k3 }, seen)
+        local e1 = l:get(k1)
+        assert.are.equal(CID_A, e1.conversation)
+        assert.are.equal(s.robot, e1.robot)
+        assert.are.same({ "deploy" }, e1.tags)
+        assert.are.equal(60, e1.ttl)
+        assert.are.equal("sampleText", e1.msg_key)
+        assert.are.same({ "deploy", "x" }, l:get(k2).tags)
+        assert.are.same({}, l:get(k3).tags)
+        assert.are.equal(3, #l:list())
+        assert.are.equal(0, l.record_errors)
+        c:close()
+        l:close()
+      end)
+
+      it("recalls what a filter selects through the simulator and updates states", function()
+        if not guard() then return end
+        local l = open()
+        local c = l:attach(client())
+        local d1 = assert(c:send(CID_A, "sampleText", { content = "1" }, { tags = "deploy" }))
+        local d2 = assert(c:send(CID_A, "sampleText", { content = "2" }, { tags = "deploy" }))
+        local d3 = assert(c:send(CID_B, "sampleText", { content = "3" }, { tags = "deploy" }))
+        local other = assert(c:send(CID_A, "sampleText", { content = "4" }))
+        local rep = assert(l:recall(c, { tag = "deploy" }))
+        assert.are.same(set_of { d1, d2, d3 }, set_of(rep.recalled))
+        assert.are.equal(3, rep.total)
+        assert.is_true(rep.ok)
+        assert.are.same({}, rep.expired)
+        assert.are.equal(2, rep.requests) -- one per conversation
+        for _, k in ipairs { d1, d2, d3 } do
+          assert.are.equal("recalled", l:get(k).state)
+          assert.are.equal("recalled", s:key(k).state)
+        end
+        assert.are.equal("sent", l:get(other).state)
+        assert.are.equal("sent", s:key(other).state)
+        assert.are.equal(3, s:stats().recalled)
+        -- nothing left to recall for that filter: no request at all
+        local calls = s:stats().recall_calls
+        local again = assert(l:recall(c, { tag = "deploy" }))
+        assert.are.equal(0, again.total)
+        assert.is_true(again.ok)
+        assert.are.equal(calls, s:stats().recall_calls)
+        -- state = recalled selects nothing to send either
+        assert.are.equal(0, assert(l:recall(c, { state = "recalled" })).total)
+        c:close()
+        l:close()
+      end)
+
+      it("groups keys by conversation and robot", function()
+        if not guard() then return end
+        local l = open()
+        assert(l:record_many {
+          { processQueryKey = "a", openConversationId = CID_A, robotCode = "r1", sent_at = now - 3 },
+          { processQueryKey = "b", openConversationId = CID_A, robotCode = "r2", sent_at = now - 2 },
+          { processQueryKey = "c", openConversationId = CID_B, robotCode = "r1", sent_at = now - 1 },
+          { processQueryKey = "d", openConversationId = CID_A, robotCode = "r1", sent_at = now },
+        })
+        local fc = fake_client()
+        local rep = assert(l:recall(fc, {}))
+        local groups = {}
+        for _, call in ipairs(fc.calls) do groups[call.cid .. "/" .. call.robot] = call.keys end
+        assert.are.same({ [CID_A .. "/r1"] = { "a", "d" }, [CID_A .. "/r2"] = { "b" }, [CID_B .. "/r1"] = { "c" } },
+          groups)
+        assert.are.equal(3, rep.requests)
+        assert.are.same(set_of { "a", "b", "c", "d" }, set_of(rep.recalled))
+        l:close()
+      end)
+
+      it("marks failed keys with the server's reason and errors with their code; retries them", function()
+        if not guard() then return end
+        local l = open()
+        local c = l:attach(client())
+        local k1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
+        local k2 = assert(c:send(CID_A, "sampleText", { content = "2" }))
+        assert(l:record { processQueryKey = "kbad", openConversationId = CID_A, robotCode = "dingnosuchrobot" })
+        s:config { faults = "failed_key=1" }
+        local rep = assert(l:recall(c, {}))
+        assert.is_false(rep.ok)
+        assert.are.same({ [k1] = "SYSTEM_ERROR", [k2] = "SYSTEM_ERROR" }, rep.failed)
+        assert.are.equal("invalidParameter.robotCode.notExsit", rep.errors.kbad.code)
+        assert.are.equal("failed", l:get(k1).state)
+        assert.are.equal("SYSTEM_ERROR", l:get(k1).reason)
+        local eb = l:get("kbad")
+        assert.are.equal("error", eb.state)
+        assert.are.equal("invalidParameter.robotCode.notExsit", eb.code)
+        assert.is_string(eb.reason)
+        -- the default selection (sent) does not pick them again
+        assert.are.equal(0, assert(l:recall(c, {})).total)
+        s:config { faults = "" }
+        rep = assert(l:recall(c, { state = "failed" }))
+        assert.are.same(set_of { k1, k2 }, set_of(rep.recalled))
+        assert.are.equal("recalled", l:get(k1).state)
+        assert.is_nil(l:get(k1).reason)
+        assert.are.equal(2, s:stats().recalled)
+        c:close()
+        l:close()
+      end)
+
+      it("reports keys older than 24 h as expired and never sends them", function()
+        if not guard() then return end
+        local l = open()
+        local c = l:attach(client())
+        local old1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
+        local old2 = assert(c:send(CID_B, "sampleText", { content = "2" }))
+        now = os.time() + 86400 + 60
+        local fresh = "kfresh"
+        assert(l:record { processQueryKey = fresh, openConversationId = CID_A, robotCode = "r" })
+        local calls = s:stats().recall_calls
+        local rep = assert(l:recall(fake_client(), {}))
+        assert.are.same(set_of { old1, old2 }, set_of(rep.expired))
+        assert.are.same({ fresh }, rep.recalled)
+        assert.are.equal(3, rep.total)
+        assert.is_false(rep.ok)
+        assert.are.equal(calls, s:stats().recall_calls)
+        assert.are.equal("expired", l:get(old1).state)
+        assert.are.equal("sent", s:key(old1).state)
+        assert.are.same(set_of { old1, old2 }, set_of(keys_of(l:list { state = "expired" })))
+        c:close()
+        l:close()
+      end)
+
+      it("resumes a recall interrupted midway: nothing lost, nothing reported twice", function()
+        if not guard() then return end
+        local l = open { chunk = 2 }
+        local c = l:attach(client())
+        local keys = {}
+        for i = 1, 5 do
+          now = now + 1
+          keys[i] = assert(c:send(CID_A, "sampleText", { content = tostring(i) }))
+          -- sent_at orders the chunks: keys[1..2], keys[3..4], keys[5]
+          assert(l:record { processQueryKey = keys[i], openConversationId = CID_A, robotCode = s.robot,
+            sent_at = now })
+        end
+        -- The process "dies" right after the server recalled the second chunk.
+        local dying = { n = 0 }
+        function dying.recall(_, cid, ks, opts)
+          dying.n = dying.n + 1
+          local rep = c:recall(cid, ks, opts)
+          if dying.n == 2 then error("killed") end
+          return rep
+        end
+        assert.has_error(function() l:recall(dying, {}) end, nil)
+        assert.are.equal(4, s:stats().recalled)
+        assert.are.equal("recalled", l:get(keys[1]).state)
+        assert.are.same(set_of { keys[3], keys[4] }, set_of(keys_of(l:list { state = "recalling" })))
+        assert.are.equal("sent", l:get(keys[5]).state)
+        -- the next call, even filtered on state = sent, finishes the job
+        local rep = assert(l:recall(c, { state = "sent" }))
+        assert.are.same(set_of { keys[3], keys[4], keys[5] }, set_of(rep.recalled))
+        assert.are.same(set_of { keys[3], keys[4] }, set_of(rep.already_recalled))
+        assert.are.same({}, rep.failed)
+        assert.is_true(rep.ok)
+        assert.are.equal(5, s:stats().recalled)
+        for _, k in ipairs(keys) do assert.are.equal("recalled", l:get(k).state) end
+        assert.are.equal(5, #l:list { state = "recalled" })
+        c:close()
+        l:close()
+      end)
+
+      it("counts every reason of ledger.ALREADY_RECALLED as recalled", function()
+        if not guard() then return end
+        assert.is_true(ledger.ALREADY_RECALLED.ALREADY_RECALLED)
+        local l = open()
+        assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+        assert(l:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
+        ledger.ALREADY_RECALLED.GONE_ALREADY = true
+        local ok, rep = pcall(l.recall, l, fake_client { k1 = "GONE_ALREADY", k2 = "NOPE" }, {})
+        ledger.ALREADY_RECALLED.GONE_ALREADY = nil
+        assert.is_true(ok)
+        assert.are.same({ "k1" }, rep.recalled)
+        assert.are.same({ k2 = "NOPE" }, rep.failed)
+        assert.are.equal("recalled", l:get("k1").state)
+        assert.are.equal("failed", l:get("k2").state)
+        l:close()
+      end)
+
+      it("calls on_progress and passes a recall that failed whole on to every key", function()
+        if not guard() then return end
+        local l = open { chunk = 2 }
+        for i = 1, 5 do
+          assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
+            sent_at = now + i })
+        end
+        local steps = {}
+        local broken = { recall = function() return nil, core.error("miss.openConversationId", "gone") end }
+        local rep = assert(l:recall(broken, {}, { on_progress = function(d, t) steps[#steps + 1] = d .. "/" .. t end }))
+        assert.are.same({ "2/5", "4/5", "5/5" }, steps)
+        assert.are.equal(5, count(rep.errors))
+        assert.are.equal("miss.openConversationId", l:get("k3").code)
+        l:close()
+      end)
+
+      it("is shared with nginx workers (OpenResty): they record, this process reads", function()
+        if not guard() then return end
+        local ok, why = nginx_helper.available()
+        if not ok then return pending(why) end
+        local loc, opts = B.location()
+        local ng = nginx_helper.start { workers = 2, server = NGINX_SERVER }
+        local good, answers = pcall(function()
+          for i = 1, 20 do
+            local status, body = ng:request("GET", "/record?loc=" .. urlencode(loc) .. "&prefix=" ..
+              urlencode(opts.prefix or "") .. "&key=nk" .. i)
+            assert.are.equal(200, status, body)
+            local res, state, conn = body:match("^(%S+) (%S+) (%S+) %d+")
+            assert.are.equal("ok", res, body)
+            assert.are.equal("sent", state)
+            assert.are.equal(B.name == "redis" and "cosocket" or "-", conn)
+          end
+          return true
+        end)
+        ng:stop()
+        assert(good, answers)
+        local l = open(nil, true)
+        local list = l:list { tag = "nginx" }
+        assert.are.equal(20, #list)
+        assert.are.equal("cidNginx", list[1].conversation)
+        l:close()
+      end)
+
+      it("loses no record when two processes append 1,000 each at once", function()
+        if not guard() then return end
+        local loc, opts = B.location()
+        local go = dir .. "/go" .. n
+        local child = "spec/fixtures/ledger_append_child.lua"
+        local function run(tag)
+          return LUA .. " " .. sh_quote(child) .. " " .. sh_quote(loc) .. " " .. sh_quote(opts.prefix or "") ..
+            " " .. tag .. " 1000 " .. sh_quote(go)
+        end
+        local out, rc = sh(run("a") .. " & p1=$!; " .. run("b") .. " & p2=$!; sleep 0.3; touch " .. sh_quote(go) ..
+          "; wait $p1; r1=$?; wait $p2; r2=$?; exit $((r1 + r2))")
+        assert.are.equal(0, rc, out)
+        local l = assert(ledger.open(loc, opts))
+        local list = l:list()
+        assert.are.equal(2000, #list)
+        local seen = set_of(keys_of(list))
+        for i = 1, 1000 do
+          assert.is_true(seen["a-" .. i], "a-" .. i)
+          assert.is_true(seen["b-" .. i], "b-" .. i)
+        end
+        if B.name == "file" then
+          local lines, switches, last = 0, 0, nil
+          for line in read_file(loc):gmatch("[^\n]+") do
+            lines = lines + 1
+            local ev = cjson.decode(line) -- every line whole
+            local who = ev.k:sub(1, 1)
+            if last and who ~= last then switches = switches + 1 end
+            last = who
+          end
+          assert.are.equal(2000, lines)
+          -- the two writers really ran at the same time
+          assert.is_true(switches >= 2, "the writers did not overlap (" .. switches .. " switches)")
+        end
+        l:close()
+      end)
+    end)
+  end
+
+  describe("(file store alone)", function()
+    it("creates its directory 0700 and its journal 0600", function()
+      local base = dir .. "/perm/a/b"
+      local l = assert(ledger.open(base .. "/ledger"))
+      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
+      local out = sh("stat -c '%a %n' " .. sh_quote(dir .. "/perm") .. " " .. sh_quote(dir .. "/perm/a") .. " " ..
+        sh_quote(base) .. " " .. sh_quote(base .. "/ledger"))
+      assert.are.same({ "700", "700", "700", "600" }, (function()
+        local t = {}
+        for m in out:gmatch("(%d+) ") do t[#t + 1] = m end
+        return t
+      end)())
+      l:close()
+    end)
+
+    it("defaults to $XDG_DATA_HOME/dingtalk-recall/ledger, else ~/.local/share", function()
+      local code = "local l = assert(require('dingtalk.recall.ledger').open()) " ..
+        "assert(l:record{processQueryKey='k',openConversationId='cid',robotCode='r'}) io.write(l.location)"
+      local xdg = dir .. "/xdg"
+      local out, rc = sh("XDG_DATA_HOME=" .. sh_quote(xdg) .. " " .. LUA .. " -e " .. sh_quote(code))
+      assert.are.equal(0, rc, out)
+      assert.are.equal(xdg .. "/dingtalk-recall/ledger", out)
+      assert.truthy(read_file(xdg .. "/dingtalk-recall/ledger"):find('"k":"k"', 1, true))
+      local home = dir .. "/home"
+      out, rc = sh("env -u XDG_DATA_HOME HOME=" .. sh_quote(home) .. " " .. LUA .. " -e " .. sh_quote(code))
+      assert.are.equal(0, rc, out)
+      assert.are.equal(home .. "/.local/share/dingtalk-recall/ledger", out)
+      out = sh("HOME=" .. sh_quote(home) .. " XDG_DATA_HOME= " .. LUA ..
+        " -e \"io.write(require('dingtalk.recall.ledger').default_path())\"")
+      assert.are.equal(home .. "/.local/share/dingtalk-recall/ledger", out)
+    end)
+
+    it("skips a torn line and keeps appending after it", function()
+      local path = dir .. "/torn/ledger"
+      local l = assert(ledger.open(path))
+      assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+      local f = assert(io.open(path, "ab"))
+      f:write('{"e":"r","k":"half') -- a write cut short
+      f:close()
+      local l2 = assert(ledger.open(path))
+      assert.are.equal(1, #l2:list())
+      assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
+      assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(l:list())))
+      assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(assert(ledger.open(path)):list())))
+      local lines = {}
+      for line in read_file(path):gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.are.equal(3, #lines)
+      assert.are.equal('{"e":"r","k":"half', lines[2])
+    end)
+
+    it("compacts a long journal: same entries, fewer lines, old entries dropped", function()
+      local path = dir .. "/compact/ledger"
+      local now = os.time()
+      local l = assert(ledger.open(path, { compact_min = 50, retention = 3600, clock = function() return now end }))
+      local other = assert(ledger.open(path))
+      assert(l:record { processQueryKey = "old", openConversationId = CID_A, robotCode = "r", sent_at = now - 7200 })
+      for i = 1, 10 do
+        assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
+          sent_at = now - i, tags = "t" .. i % 2 })
+      end
+      local fc = fake_client { k3 = "SYSTEM_ERROR" }
+      assert(l:recall(fc, {}))
+      for _ = 1, 30 do assert(l:recall(fc, { state = "failed" })) end
+      local lines = 0
+      for _ in read_file(path):gmatch("[^\n]+") do lines = lines + 1 end
+      assert.is_true(lines < 50, lines .. " lines")
+      assert.is_nil(l:get("old"))
+      assert.is_nil(other:get("old")) -- the other reader follows the new journal
+      assert.are.equal(10, #other:list())
+      assert.are.equal("failed", other:get("k3").state)
+      assert.are.equal("SYSTEM_ERROR", other:get("k3").reason)
+      assert.are.equal("recalled", other:get("k4").state)
+      assert.are.same({ "t1" }, other:get("k1").tags)
+      assert.are.equal(5, #other:list { tag = "t0" })
+      assert.is_nil(read_file(path .. ".tmp"))
+    end)
+
+    it("answers nil, err for a location it cannot use", function()
+      local ok, err = ledger.open("/dev/null/ledger")
+      assert.is_nil(ok)
+      assert.are.equal("ledger.io", err.code)
+      assert.truthy(tostring(err):find("/dev/null/ledger", 1, true))
+      local l = assert(ledger.open(dir .. "/ro/ledger"))
+      sh("mkdir -p " .. sh_quote(dir .. "/ro") .. " && chmod 500 " .. sh_quote(dir .. "/ro"))
+      local _, not_root = sh("test $(id -u) -eq 0")
+      if not_root ~= 0 then -- root writes anyway
+        local rok, rerr = l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" }
+        assert.is_nil(rok)
+        assert.are.equal("ledger.io", rerr.code)
+      end
+      sh("chmod 700 " .. sh_quote(dir .. "/ro"))
+      ok, err = ledger.open("ftp://host/x")
+      assert.is_nil(ok)
+      assert.are.equal("ledger.invalid", err.code)
+      assert.has_error(function() ledger.open(5) end)
+      assert.has_error(function() ledger.open(nil, { clock = 5 }) end)
+    end)
+  end)
+
+  describe("(redis store alone)", function()
+    local redis_store = require "dingtalk.recall.ledger.redis"
+
+    it("parses redis:// URLs", function()
+      local p = redis_store.parse_url
+      assert.are.same({ host = "127.0.0.1", port = 6379, db = 0 }, p("redis://"))
+      assert.are.same({ host = "10.0.0.5", port = 6390, db = 3 }, p("redis://10.0.0.5:6390/3"))
+      assert.are.same({ host = "::1", port = 7000, db = 0 }, p("redis://[::1]:7000"))
+      assert.are.same({ host = "h", port = 6379, db = 0, password = "p@ss" }, p("redis://:p%40ss@h"))
+      assert.are.same({ host = "h", port = 6379, db = 1, user = "u", password = "pw" }, p("redis://u:pw@h/1"))
+      assert.is_nil(p("redis://h/x"))
+      assert.is_nil(p("redis://h:99999"))
+    end)
+
+    it("answers nil, err when the server is unreachable, without the password", function()
+      if not has_socket then return pending("luasocket is not installed for " .. _VERSION) end
+      local ok, err = ledger.open("redis://:s3cret@127.0.0.1:1/0")
+      assert.is_nil(ok)
+      assert.are.equal("ledger.redis", err.code)
+      assert.is_nil(tostring(err):find("s3cret", 1, true))
+      assert.truthy(tostring(err):find("127.0.0.1:1", 1, true))
+    end)
+
+    it("selects the database of the URL, keeps prefixes apart and reconnects", function()
+      if not (has_socket and has_redis) then return pending("redis-server or luasocket missing") end
+      local url2 = rs.url:gsub("/0$", "/2")
+      local l = assert(ledger.open(url2, { prefix = "iso:" }))
+      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
+      assert.are.equal("1", (rs:cli("-n", "2", "EXISTS", "iso:e:k")))
+      assert.are.equal("0", (rs:cli("-n", "0", "EXISTS", "iso:e:k")))
+      local l2 = assert(ledger.open(url2, { prefix = "other:" }))
+      assert.are.same({}, l2:list())
+      -- the server drops every client: the next call reconnects
+      rs:cli("CLIENT", "KILL", "TYPE", "normal")
+      assert.are.equal("sent", l:get("k").state)
+      l:close()
+      l2:close()
+    end)
+
+    it("accepts a connected client of lua-redis as opts.redis_client", function()
+      local okr, lua_redis = pcall(require, "redis")
+      if not okr then return pending("lua-redis is not packaged for " .. _VERSION .. " (Debian: 5.1-5.3)") end
+      if not has_redis then return pending("redis-server missing") end
+      local rc = lua_redis.connect("127.0.0.1", rs.port)
+      local l = assert(ledger.open(rs.url, { redis_client = rc, prefix = "lr:" }))
+      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = "a" })
+      assert.are.same({ "k" }, keys_of(l:list { tag = "a" }))
+      assert(l:recall(fake_client(), {}))
+      assert.are.equal("recalled", l:get("k").state)
+      l:close()
+      assert.is_true(rc:ping()) -- the caller's client is left open
+      rc:quit()
+      assert.has_error(function() ledger.open(rs.url, { redis_client = {} }) end)
+    end)
+  end)
+end)
