@@ -149,13 +149,16 @@ static int dtr_header_ok(const char *name, size_t nn, const char *val, size_t vn
     return 1;
 }
 
+/* A positive number field of a built request, at most 1e9 like the
+ * builder's options (a hand-made table can hold anything; 1e300 or inf
+ * would overflow the conversions to long and size_t below). */
 static double dtr_field_number(lua_State *L, int idx, const char *name, double dflt)
 {
     double v = dflt;
     lua_getfield(L, idx, name);
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0))
-            luaL_error(L, "request field '%s' must be a positive number", name);
+        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0 && lua_tonumber(L, -1) <= 1e9))
+            luaL_error(L, "request field '%s' must be a positive number (at most 1e9)", name);
         v = lua_tonumber(L, -1);
     }
     lua_pop(L, 1);
@@ -526,8 +529,9 @@ static int dtr_l_multi(lua_State *L)
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_getfield(L, 1, "max_connections");
         if (!lua_isnil(L, -1)) {
-            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 1)
-                luaL_error(L, "option 'max_connections' must be a positive number");
+            /* NaN and huge values fail too: (long) of them is undefined. */
+            if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= 1e6))
+                luaL_error(L, "option 'max_connections' must be a number from 1 to 1e6");
             maxconn = (long)lua_tonumber(L, -1);
         }
         lua_pop(L, 1);
@@ -641,7 +645,9 @@ static int dtr_multi_perform(lua_State *L)
     /* curl_multi_poll waits the whole time even with nothing in flight,
      * so this doubles as the caller's sleep until its next timer. */
     if (wait > 0 && dtr_rawlen(L, done) == 0) {
-        curl_multi_poll(m->multi, NULL, 0, (int)(wait * 1000.0 + 0.5), NULL);
+        /* Capped at a day: (int) of a larger product is undefined. */
+        double ms = wait < 86400.0 ? wait * 1000.0 + 0.5 : 86400000.0;
+        curl_multi_poll(m->multi, NULL, 0, (int)ms, NULL);
         curl_multi_perform(m->multi, &still);
         dtr_multi_collect(L, m, done);
     }
@@ -722,8 +728,10 @@ static int dtr_l_sleep(lua_State *L)
 {
     double s = luaL_checknumber(L, 1);
     struct timespec ts;
-    if (s <= 0)
+    if (!(s > 0)) /* NaN too */
         return 0;
+    if (s > 1e9) /* (time_t) of inf or 1e300 is undefined; 31 years is forever */
+        s = 1e9;
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) != 0)

@@ -29,15 +29,18 @@ static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, const char
  * ------------------------------------------------------------------- */
 
 /* Strict UTF-8 with no C0, DEL or C1 control characters.  Returns 0 when
- * clean, 1 for a control character, 2 for invalid UTF-8. */
+ * clean, 1 for a control character, 2 for invalid UTF-8 anywhere (the
+ * whole string is scanned, so 2 wins over an earlier control character:
+ * msgParam, where controls are allowed, relies on that). */
 static int dtr_text_check(const unsigned char *s, size_t n)
 {
     size_t i = 0;
+    int ctrl = 0;
     while (i < n) {
         unsigned c = s[i];
-        if (c < 0x20 || c == 0x7f)
-            return 1;
         if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                ctrl = 1;
             i++;
             continue;
         }
@@ -45,7 +48,7 @@ static int dtr_text_check(const unsigned char *s, size_t n)
             if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80)
                 return 2;
             if (c == 0xc2 && s[i + 1] < 0xa0)
-                return 1; /* U+0080..U+009F, the C1 controls */
+                ctrl = 1; /* U+0080..U+009F, the C1 controls */
             i += 2;
         } else if (c >= 0xe0 && c <= 0xef) {
             unsigned c1;
@@ -68,7 +71,7 @@ static int dtr_text_check(const unsigned char *s, size_t n)
             return 2;
         }
     }
-    return 0;
+    return ctrl;
 }
 
 /* A value that goes into an HTTP header: printable ASCII, no space. */
@@ -168,7 +171,7 @@ static int dtr_ieq(const char *a, size_t n, const char *b)
  */
 static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
 {
-    const char *auth, *host, *end = s + n;
+    const char *auth, *host, *end;
     size_t hlen, schemelen;
     int https;
     const char *p;

@@ -203,11 +203,19 @@ describe("client", function()
       for i = 11, #starts do
         assert.is_true(starts[i] - starts[i - 10] >= 0.999, "11 starts within " .. (starts[i] - starts[i - 10]) .. " s")
       end
-      local st = s:stats()
-      -- The server counts when it gets to a request: a loaded machine can
-      -- delay some and bunch them, so allow a little scheduling jitter there.
-      assert.is_true(st.max_recall_calls_in_any_1s <= 12, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
       assert.is_true(report.elapsed >= 2, "too fast for 10/s: " .. report.elapsed)
+    end)
+
+    -- The server counts requests when it gets to them: on a loaded machine
+    -- (or under valgrind) it may bunch them, so this one is tagged timing.
+    it("keeps the server's count within the limit #timing", function()
+      s:config { qps = 10 }
+      local keys = s:seed_keys(600, CID)
+      local report = assert(client { concurrency = 8, qps = 10 }:recall(CID, keys))
+      assert.is_true(report.ok)
+      local st = s:stats()
+      assert.is_true(st.max_recall_calls_in_any_1s <= 11, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
+      assert.are.equal(0, st.throttled)
     end)
 
     it("waits at least a second after a throttled answer, then succeeds", function()

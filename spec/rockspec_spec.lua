@@ -3,6 +3,7 @@
 describe("dingtalk-recall-scm-1.rockspec", function()
   local spec = {}
   local chunk = assert((loadfile or load)("dingtalk-recall-scm-1.rockspec", "t", spec))
+  local setfenv = rawget(_G, "setfenv") -- Lua 5.1 and LuaJIT
   if setfenv then setfenv(chunk, spec) end
   chunk()
 
