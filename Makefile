@@ -84,7 +84,7 @@ check-c:
 	$(MAKE) --no-print-directory clean
 
 # ---------------------------------------------------------------------
-# Memory safety and static analysis (docs/hardening.md).  Each check has
+# Memory safety and static analysis (README: "Memory safety and static analysis").  Each check has
 # a private build folder under build/, so it never clobbers build/<v>/.
 SAN_CC      ?= clang
 SAN_FLAGS    = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -21,7 +21,7 @@
 -- options: --quick (100,000 pairs, 10,000 recalls), --calls N, --recalls N,
 -- --tls (the simulator over HTTPS), --json (one JSON line at the end too).
 -- Needs the simulator's nginx (docs/simulator.md) for phase 2 (--recalls 0
--- skips it).  Exits 1 when a phase fails.  Figures: docs/soak.md.
+-- skips it).  Exits 1 when a phase fails.  Figures: bench/README.md.
 local core = require "dingtalk.recall.core"
 
 local function rss_kb()

@@ -1,4 +1,4 @@
--- The fault matrix (docs/faults.md): for each fault, what the user of the
+-- The fault matrix (README: "Fault matrix"): for each fault, what the user of the
 -- library gets (error code, retryable, how many requests and retries, what
 -- the report says), with the per-key invariant checked in every row: every
 -- unique key is in exactly one of recalled, failed and errors (and expired

@@ -47,7 +47,8 @@ local Ledger = {}
 Ledger.__index = Ledger
 
 local function invalid(msg)
-  return nil, core.error("ledger.invalid", msg, { hint = "See docs/ledger.md for the fields of a ledger entry." })
+  return nil, core.error("ledger.invalid", msg,
+    { hint = "See README, \"The ledger of sent messages\", for the fields of an entry." })
 end
 
 local function default_path()
