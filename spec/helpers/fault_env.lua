@@ -16,21 +16,12 @@
 -- host even when a test dies.
 local M = {}
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell = require "spec.helpers.shell"
+local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
 M.sh_quote = sh_quote
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  return body or out, tonumber(rc) or -1
-end
 M.sh = sh
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 local function decode(s)
   local ok, cjson = pcall(require, "cjson.safe")

@@ -29,21 +29,12 @@
 -- A watchdog stops nginx when the Lua process that started it is gone.
 local M = {}
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell = require "spec.helpers.shell"
+local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
 M.sh_quote = sh_quote
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  return body or out, tonumber(rc) or -1
-end
 M.sh = sh
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -119,28 +110,7 @@ function M.ensure_core()
   return so
 end
 
--- Random numbers that leave math.random alone.
-local rng
-local function rand_int(lo, hi)
-  if not rng then
-    local f = io.open("/dev/urandom", "rb")
-    local seed = os.time()
-    if f then
-      local b = f:read(4)
-      f:close()
-      seed = b:byte(1) * 16777216 + b:byte(2) * 65536 + b:byte(3) * 256 + b:byte(4)
-    end
-    rng = seed % 2147483646 + 1
-  end
-  rng = (rng * 48271) % 2147483647
-  return lo + rng % (hi - lo + 1)
-end
-
-local own_pid
-local function lua_pid()
-  if not own_pid then own_pid = trim(sh("echo $PPID")) end
-  return own_pid
-end
+local rand_int, lua_pid = shell.rand_int, shell.own_pid
 
 local function nq(s) return '"' .. tostring(s):gsub("\\", "\\\\"):gsub('"', '\\"') .. '"' end
 M.nq = nq

@@ -13,35 +13,16 @@
 -- spec leaks nothing.  Plain Lua 5.1-5.4 and LuaJIT, io/os only.
 local M = {}
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell = require "spec.helpers.shell"
+local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  return body or out, tonumber(rc) or -1
-end
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 -- redis-server and redis-cli are not what a sanitizer run (make asan
 -- preloads its runtime) is about: they run without the preload.
 local ENV = "env -u LD_PRELOAD "
 
-local rng
-local function rand_port()
-  if not rng then
-    local f = io.open("/dev/urandom", "rb")
-    local b = f and f:read(4) or tostring(os.time()):sub(-4)
-    if f then f:close() end
-    rng = (b:byte(1) * 16777216 + b:byte(2) * 65536 + b:byte(3) * 256 + b:byte(4)) % 2147483646 + 1
-  end
-  rng = (rng * 48271) % 2147483647
-  return 20000 + rng % 40000
-end
+local function rand_port() return shell.rand_int(20000, 59999) end
 
 --- Is redis-server (and redis-cli) installed?
 function M.available()
@@ -80,7 +61,7 @@ end
 --- redis.start() -> server (raises when it cannot start one)
 function M.start()
   local dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-redis-spec.XXXXXX"))
-  local lua_pid = trim(sh("echo $PPID"))
+  local lua_pid = shell.own_pid()
   local last
   for _ = 1, 10 do
     local port = rand_port()

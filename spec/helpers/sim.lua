@@ -6,8 +6,7 @@
 --   teardown(function() if s then s:stop() end end)   -- always stop in teardown
 --
 -- Plain Lua (5.1-5.4, LuaJIT); uses only io/os, the curl CLI for admin calls and
--- lua-cjson when it is there (a small pure-Lua JSON codec otherwise). It never
--- loads the project's own code, so it can test it.
+-- lua-cjson. It never loads the project's own code, so it can test it.
 --
 -- Nothing leaks when a test errors out: besides stop() (idempotent), every
 -- started simulator has a watchdog shell that stops nginx and removes the
@@ -16,171 +15,23 @@
 local sim = {}
 
 ---------------------------------------------------------------------------
--- JSON (cjson if available, else a small pure-Lua codec)
+-- JSON
 ---------------------------------------------------------------------------
-local json = {}
-local has_cjson, cjson = pcall(require, "cjson")
-if has_cjson and type(cjson) == "table" and cjson.decode then
-  cjson = cjson.new and cjson.new() or cjson
-  json.null = cjson.null
-  json.decode = function(s) return cjson.decode(s) end
-  json.encode = function(v) return cjson.encode(v) end
-else
-  local null = setmetatable({}, { __tostring = function() return "null" end })
-  json.null = null
-  local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
-    ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-  local function enc_str(s)
-    return '"' .. s:gsub('[%c"\\]', function(c)
-      return escapes[c] or string.format("\\u%04x", c:byte())
-    end) .. '"'
-  end
-  local function is_array(t)
-    local n = 0
-    for _ in pairs(t) do n = n + 1 end
-    return n == #t
-  end
-  local function enc(v)
-    local t = type(v)
-    if v == null or v == nil then return "null" end
-    if t == "string" then return enc_str(v) end
-    if t == "number" then
-      if v ~= v or v == math.huge or v == -math.huge then error("cannot encode " .. tostring(v)) end
-      if v == math.floor(v) and v > -1e15 and v < 1e15 then return string.format("%d", v) end
-      return string.format("%.17g", v)
-    end
-    if t == "boolean" then return tostring(v) end
-    if t == "table" then
-      local out = {}
-      if next(v) ~= nil and is_array(v) then
-        for i = 1, #v do out[i] = enc(v[i]) end
-        return "[" .. table.concat(out, ",") .. "]"
-      end
-      for k, x in pairs(v) do out[#out + 1] = enc_str(tostring(k)) .. ":" .. enc(x) end
-      return "{" .. table.concat(out, ",") .. "}"
-    end
-    error("cannot encode a " .. t)
-  end
-  json.encode = enc
-
-  local function utf8(cp)
-    if cp < 0x80 then return string.char(cp) end
-    if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
-    if cp < 0x10000 then
-      return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-    end
-    return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
-      0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-  end
-  json.decode = function(s)
-    local pos = 1
-    local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-    local function err(m) error("json: " .. m .. " at " .. pos, 0) end
-    local value
-    local function str()
-      pos = pos + 1
-      local out = {}
-      while true do
-        local a, b = s:find('[\\"]', pos)
-        if not a then err("unterminated string") end
-        out[#out + 1] = s:sub(pos, a - 1)
-        if s:sub(a, a) == '"' then
-          pos = a + 1
-          return table.concat(out)
-        end
-        local c = s:sub(a + 1, a + 1)
-        if c == "u" then
-          local cp = tonumber(s:sub(a + 2, a + 5), 16) or err("bad \\u")
-          pos = a + 6
-          if cp >= 0xD800 and cp < 0xDC00 and s:sub(pos, pos + 1) == "\\u" then
-            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
-            if lo and lo >= 0xDC00 and lo < 0xE000 then
-              cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
-              pos = pos + 6
-            end
-          end
-          out[#out + 1] = utf8(cp)
-        else
-          local map = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-          out[#out + 1] = map[c] or c
-          pos = b + 2
-        end
-      end
-    end
-    function value()
-      ws()
-      local c = s:sub(pos, pos)
-      if c == "{" then
-        pos = pos + 1
-        local t = {}
-        ws()
-        if s:sub(pos, pos) == "}" then pos = pos + 1 return t end
-        while true do
-          ws()
-          if s:sub(pos, pos) ~= '"' then err("expected key") end
-          local k = str()
-          ws()
-          if s:sub(pos, pos) ~= ":" then err("expected ':'") end
-          pos = pos + 1
-          t[k] = value()
-          ws()
-          local d = s:sub(pos, pos)
-          pos = pos + 1
-          if d == "}" then return t end
-          if d ~= "," then err("expected ',' or '}'") end
-        end
-      elseif c == "[" then
-        pos = pos + 1
-        local t = {}
-        ws()
-        if s:sub(pos, pos) == "]" then pos = pos + 1 return t end
-        while true do
-          t[#t + 1] = value()
-          ws()
-          local d = s:sub(pos, pos)
-          pos = pos + 1
-          if d == "]" then return t end
-          if d ~= "," then err("expected ',' or ']'") end
-        end
-      elseif c == '"' then
-        return str()
-      elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4 return true
-      elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5 return false
-      elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4 return null
-      else
-        local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-        if not num or num == "" then err("unexpected character") end
-        pos = pos + #num
-        return tonumber(num) or err("bad number")
-      end
-    end
-    local v = value()
-    ws()
-    if pos <= #s then err("trailing garbage") end
-    return v
-  end
-end
+-- JSON through lua-cjson (a dependency of the project, for every runtime).
+local cjson = require("cjson").new()
+local json = { null = cjson.null, decode = cjson.decode, encode = cjson.encode }
 sim.json = json
 
 ---------------------------------------------------------------------------
 -- shell helpers
 ---------------------------------------------------------------------------
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell = require "spec.helpers.shell"
+local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
 sim.sh_quote = sh_quote
 
 -- Run a shell command; returns its stdout+stderr and exit code.
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  return body or out, tonumber(rc) or -1
-end
 sim.sh = sh
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 -- true when the process exists and is not a zombie (PID 1 here may reap late)
 function sim.alive(pid)
@@ -209,28 +60,7 @@ local function interpreter()
   return i ~= "" and i or "lua"
 end
 
--- A random number source that does not touch math.random's state.
-local rng_state
-local function rand_int(lo, hi)
-  if not rng_state then
-    local f = io.open("/dev/urandom", "rb")
-    local seed = os.time()
-    if f then
-      local b = f:read(4)
-      f:close()
-      seed = b:byte(1) * 16777216 + b:byte(2) * 65536 + b:byte(3) * 256 + b:byte(4)
-    end
-    rng_state = seed % 2147483646 + 1
-  end
-  rng_state = (rng_state * 48271) % 2147483647
-  return lo + rng_state % (hi - lo + 1)
-end
-
-local lua_pid
-local function own_pid()
-  if not lua_pid then lua_pid = trim(sh("echo $PPID")) end
-  return lua_pid
-end
+local rand_int, own_pid = shell.rand_int, shell.own_pid
 
 ---------------------------------------------------------------------------
 -- the simulator object
