@@ -827,8 +827,8 @@ function commands.ledger(ctx)
   for _, e in ipairs(entries) do
     local extra = table.concat(e.tags or {}, ",")
     if e.ttl then extra = extra .. (extra ~= "" and " " or "") .. "ttl=" .. num(e.ttl) .. "s" end
-    ctx:out((fmt:format(tostring(e.key), tostring(e.state or "-"), iso(e.sent_at), tostring(e.conversation),
-      tostring(e.robot), extra):gsub("%s+\n$", "\n")))
+    ctx:out((fmt:format(oneline(e.key), oneline(e.state or "-"), iso(e.sent_at), oneline(e.conversation),
+      oneline(e.robot), oneline(extra)):gsub("%s+\n$", "\n")))
   end
   return EXIT_OK
 end

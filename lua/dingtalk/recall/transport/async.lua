@@ -7,27 +7,21 @@
 --   local async = require "dingtalk.recall.async"
 --   local client = assert(recall.client { ..., transport = require("dingtalk.recall.transport.async").new() })
 --   async.run_uv(uv, function() return client:recall(cid, keys) end, function(report, err) ... end)
-local core = require "dingtalk.recall.core"
 local async = require "dingtalk.recall.async"
+local curl = require "dingtalk.recall.transport.curl"
 
-local M = {}
+-- The curl transport's new, now, start, in_flight and close; only poll
+-- differs, plus what a host loop needs to wait on (fds, timeout).
+local M = setmetatable({}, { __index = curl })
 M.__index = M
 
 --- new([{max_connections = n}]) -> transport
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("transport options must be a table", 2) end
-  return setmetatable({
-    multi = core.multi { max_connections = opts.max_connections },
-    name = "async",
-  }, M)
-end
-
-M.now = core.now
-
---- Starts a built request; tag comes back with its completion.
-function M:start(built, tag)
-  return self.multi:add(built, tag)
+  local t = setmetatable(curl.new(opts), M)
+  t.name = "async"
+  return t
 end
 
 --- Completions so far, without blocking the host: drives the transfers
@@ -51,14 +45,6 @@ end
 --- Seconds until curl wants to be driven again (its own timers), or nil.
 function M:timeout()
   return self.multi:timeout()
-end
-
-function M:in_flight()
-  return self.multi:in_flight()
-end
-
-function M:close()
-  self.multi:close()
 end
 
 return M
