@@ -14,22 +14,8 @@ local APP_KEY, APP_SECRET = "dingcliapp", "AppSecret-S3cr3t-5150"
 local STATIC = "StaticTok-9f8e7d6c5b4a"
 local CID = "cidCliSpec"
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-  if mode then sim.sh("chmod " .. mode .. " " .. q(path)) end
-end
+local shell = require "spec.helpers.shell"
+local trim, read, write = shell.trim, shell.read_file, shell.write_file
 
 -- Every output of every run, to look for secrets at the end.
 local all_output = {}

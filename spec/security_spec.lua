@@ -42,22 +42,8 @@ local APP_KEY = "dingsecspecapp"
 local CID = "cidSecuritySpec"
 local WORD = "SENTINEL"
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-  if mode then sim.sh("chmod " .. mode .. " " .. q(path)) end
-end
+local shell = require "spec.helpers.shell"
+local trim, read, write = shell.trim, shell.read_file, shell.write_file
 
 -- Every string in v (tables walked, keys too), plus tostring of tables
 -- with a __tostring (error objects).

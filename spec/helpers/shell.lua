@@ -19,6 +19,23 @@ end
 
 function M.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
+--- The whole file, or "" when it cannot be read.
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- Writes the file, then chmods it to `mode` when given.
+function M.write_file(path, s, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+  if mode then M.sh("chmod " .. mode .. " " .. M.quote(path)) end
+end
+
 -- Random numbers (ports) that leave math.random's state alone.
 local rng
 function M.rand_int(lo, hi)
