@@ -17,6 +17,7 @@
 -- default, crash-safe and shared by the processes of one host) and Redis
 -- (ledger/redis.lua, shared by several hosts and nginx workers).
 local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 
 local M = {}
 
@@ -287,7 +288,7 @@ function Ledger:recall(client, filter, opts)
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
   opts = opts or {}
-  local t0 = core.now()
+  local t0 = curl.now()
   local now = self.clock()
   local report = { recalled = {}, failed = {}, errors = {}, expired = {}, already_recalled = {},
     requests = 0, retries = 0, throttled = 0, token_fetches = 0, total = 0 }
@@ -397,7 +398,7 @@ function Ledger:recall(client, filter, opts)
     end
   end
   report.ok = next(report.failed) == nil and next(report.errors) == nil and #report.expired == 0
-  report.elapsed = core.now() - t0
+  report.elapsed = curl.now() - t0
   return report
 end
 
