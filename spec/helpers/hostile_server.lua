@@ -103,7 +103,8 @@ function M.serve(dir)
         if cfg.api == "auth" then
           respond(conn, 400, '{"code":"InvalidAuthentication","message":"token is invalid","requestid":"h1"}')
         elseif cfg.api == "qps" then
-          respond(conn, 403, '{"code":"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi","message":"slow down","requestid":"h2"}',
+          respond(conn, 403,
+            '{"code":"Forbidden.AccessDenied.QpsLimitForAppkeyAndApi","message":"slow down","requestid":"h2"}',
             { ["Retry-After"] = "99999999", ["x-ratelimit-reset"] = "1e300" })
         elseif #keys == 0 then
           respond(conn, 200, '{"successResult":[],"failedResult":{}}')
