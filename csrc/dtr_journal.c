@@ -23,9 +23,21 @@
  *   core.journal_compact(path, fn) -> true, offset, id | false | nil, err
  *       Under LOCK_EX: fn(data) gets the whole journal and returns the new
  *       lines (string or array), or nil to leave it as it is; they are
- *       written to <path>.tmp, fsynced and renamed over the journal, and
- *       the directory is fsynced.  fn must not use the same journal (the
- *       lock is held).
+ *       written to a new temporary file beside it, fsynced and renamed
+ *       over the journal, and the directory is fsynced.  fn must not use
+ *       the same journal (the lock is held).
+ *
+ * Files on shared machines (every call; error code ledger.unsafe):
+ *   - the journal's directory must not be writable by others, unless it
+ *     is sticky and owned by this user (a group-writable one is trusted);
+ *   - the journal and its lock file are opened with O_NOFOLLOW (a symbolic
+ *     link is refused, never followed) and O_NONBLOCK (a FIFO never
+ *     hangs), then fstat()ed: anything but a regular file owned by this
+ *     user with one link is refused; one with group or other permission
+ *     bits is fixed to 0600 (fchmod);
+ *   - the compaction's temporary file is <path>.tmp.<pid>.<n>, created with
+ *     O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: a file or link planted under
+ *     that name is never opened, the next n is tried (at most 64).
  *
  * Only the Lua stack holds memory across Lua calls that may raise, and
  * the lock is taken and released around plain system calls, so a Lua
@@ -47,18 +59,95 @@
 #define DTR_J_PATH 4096  /* bytes in a journal path, with its suffixes */
 #define DTR_J_HEAD 128   /* bytes of the first line that go into an id */
 #define DTR_J_ID (64 + DTR_J_HEAD)
+#define DTR_J_TMP_TRIES 64
 
-/* The failing operation of a journal call. */
+#ifndef S_ISVTX
+#define S_ISVTX 01000
+#endif
+
+/* The failing operation of a journal call; why: set when the file or its
+ * directory is unsafe to use (code ledger.unsafe) rather than failing. */
 typedef struct dtr_jerr {
     const char *op;
     int errnum;
+    const char *why;
 } dtr_jerr;
 
 static int dtr_j_fail(dtr_jerr *e, const char *op)
 {
     e->op = op;
     e->errnum = errno;
+    e->why = NULL;
     return -1;
+}
+
+static int dtr_j_unsafe(dtr_jerr *e, const char *op, const char *why)
+{
+    e->op = op;
+    e->errnum = EPERM;
+    e->why = why;
+    return -1;
+}
+
+/* Maps a failed open(O_NOFOLLOW) to an unsafe-file error when the path was
+ * a symbolic link or a directory; otherwise a plain failure. */
+static int dtr_j_open_fail(dtr_jerr *e, const char *op)
+{
+    if (errno == ELOOP)
+        return dtr_j_unsafe(e, op, "it is a symbolic link (refused, never followed)");
+    if (errno == EISDIR)
+        return dtr_j_unsafe(e, op, "it is a directory, not a regular file");
+    return dtr_j_fail(e, op);
+}
+
+/* Checks an open journal or lock file: a regular file owned by this user
+ * with one link; group or other permission bits are removed (0600). */
+static int dtr_j_check_file(int fd, struct stat *st, const char *op, dtr_jerr *e)
+{
+    if (fstat(fd, st) != 0)
+        return dtr_j_fail(e, "fstat");
+    if (!S_ISREG(st->st_mode))
+        return dtr_j_unsafe(e, op, "it is not a regular file");
+    if (st->st_uid != geteuid())
+        return dtr_j_unsafe(e, op, "it is owned by another user");
+    if (st->st_nlink > 1)
+        return dtr_j_unsafe(e, op, "it has other hard links");
+    if ((st->st_mode & 077) != 0) {
+        if (fchmod(fd, 0600) != 0)
+            return dtr_j_fail(e, "fchmod 0600");
+        st->st_mode &= ~(mode_t)077;
+    }
+    return 0;
+}
+
+/* Checks the directory holding path: returns 0, -1 (e set) or -2 when it
+ * does not exist. */
+static int dtr_j_check_dir(const char *path, dtr_jerr *e)
+{
+    char dir[DTR_J_PATH];
+    char *p;
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", path);
+    p = strrchr(dir, '/');
+    if (p == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (p == dir)
+        dir[1] = '\0';
+    else
+        *p = '\0';
+    if (stat(dir, &st) != 0) {
+        if (errno == ENOENT)
+            return -2;
+        return dtr_j_fail(e, "stat directory");
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return dtr_j_fail(e, "open directory");
+    }
+    if ((st.st_mode & S_IWOTH) != 0 && !((st.st_mode & S_ISVTX) != 0 && st.st_uid == geteuid()))
+        return dtr_j_unsafe(e, "directory",
+                            "its directory is writable by others (allowed only when sticky and owned by this user)");
+    return 0;
 }
 
 /* Pushes nil, err (code ledger.io); returns 2. */
@@ -66,13 +155,23 @@ static int dtr_j_push_err(lua_State *L, const char *path, const dtr_jerr *e)
 {
     lua_pushnil(L);
     lua_createtable(L, 0, 6);
-    lua_pushliteral(L, "ledger.io");
-    lua_setfield(L, -2, "code");
-    lua_pushfstring(L, "ledger journal %s: %s: %s", path, e->op, strerror(e->errnum));
-    lua_setfield(L, -2, "message");
-    lua_pushliteral(L, "Check that the ledger's directory exists, is writable by this user and "
-                       "that the disk is not full.");
-    lua_setfield(L, -2, "hint");
+    if (e->why != NULL) {
+        lua_pushliteral(L, "ledger.unsafe");
+        lua_setfield(L, -2, "code");
+        lua_pushfstring(L, "ledger journal %s: %s: %s", path, e->op, e->why);
+        lua_setfield(L, -2, "message");
+        lua_pushliteral(L, "The ledger must be a regular file owned by this user (no symbolic link), in a "
+                           "directory only this user can write, or a sticky one this user owns.");
+        lua_setfield(L, -2, "hint");
+    } else {
+        lua_pushliteral(L, "ledger.io");
+        lua_setfield(L, -2, "code");
+        lua_pushfstring(L, "ledger journal %s: %s: %s", path, e->op, strerror(e->errnum));
+        lua_setfield(L, -2, "message");
+        lua_pushliteral(L, "Check that the ledger's directory exists, is writable by this user and "
+                           "that the disk is not full.");
+        lua_setfield(L, -2, "hint");
+    }
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "retryable");
     dtr_finish_error(L, lua_upvalueindex(DTR_UV_ERRMT));
@@ -83,7 +182,7 @@ static const char *dtr_j_path(lua_State *L, int idx)
 {
     size_t n;
     const char *p = luaL_checklstring(L, idx, &n);
-    if (n == 0 || n + 8 >= DTR_J_PATH || memchr(p, '\0', n) != NULL)
+    if (n == 0 || n + 32 >= DTR_J_PATH || memchr(p, '\0', n) != NULL)
         luaL_argerror(L, idx, "a journal path must be a non-empty file name");
     return p;
 }
@@ -173,15 +272,27 @@ static int dtr_j_sync_dir(const char *path, dtr_jerr *e)
 static int dtr_j_lock(const char *path, int exclusive, int create, dtr_jerr *e)
 {
     char lpath[DTR_J_PATH];
-    int fd;
+    struct stat st;
+    int fd, rc;
     snprintf(lpath, sizeof lpath, "%s.lock", path);
     if (create && dtr_j_mkdirs(path, e) != 0)
         return -1;
-    fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    rc = dtr_j_check_dir(path, e);
+    if (rc == -2 && !create)
+        return -2;
+    if (rc == -2)
+        return dtr_j_fail(e, "stat directory");
+    if (rc != 0)
+        return -1;
+    fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         if (!create && errno == ENOENT)
             return -2;
-        return dtr_j_fail(e, "open lock file");
+        return dtr_j_open_fail(e, "open lock file");
+    }
+    if (dtr_j_check_file(fd, &st, "lock file", e) != 0) {
+        close(fd);
+        return -1;
     }
     while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
         if (errno != EINTR) {
@@ -266,7 +377,7 @@ static int dtr_l_journal_append(lua_State *L)
     const char *path = dtr_j_path(L, 1);
     size_t n;
     const char *data;
-    dtr_jerr e = {NULL, 0};
+    dtr_jerr e = {NULL, 0, NULL};
     struct stat st;
     int lock, fd, ok = 0;
     dtr_j_push_lines(L, 2, NULL);
@@ -278,11 +389,11 @@ static int dtr_l_journal_append(lua_State *L)
     lock = dtr_j_lock(path, 1, 1, &e);
     if (lock < 0)
         return dtr_j_push_err(L, path, &e);
-    fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
-        dtr_j_fail(&e, "open");
-    } else if (fstat(fd, &st) != 0) {
-        dtr_j_fail(&e, "fstat");
+        dtr_j_open_fail(&e, "open");
+    } else if (dtr_j_check_file(fd, &st, "open", &e) != 0) {
+        /* e is set */
     } else {
         char last = '\n';
         size_t got = 0;
@@ -326,17 +437,16 @@ static int dtr_j_read_open(const char *path, off_t start, const char *want_id, s
 {
     struct stat st;
     size_t want, got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     memset(r, 0, sizeof *r);
     if (fd < 0) {
         if (errno != ENOENT)
-            return dtr_j_fail(e, "open");
+            return dtr_j_open_fail(e, "open");
         r->missing = 1;
         r->reset = start != 0 || want_len != 0;
         return 0;
     }
-    if (fstat(fd, &st) != 0) {
-        dtr_j_fail(e, "fstat");
+    if (dtr_j_check_file(fd, &st, "open", e) != 0) {
         close(fd);
         return -1;
     }
@@ -378,7 +488,7 @@ static int dtr_l_journal_read(lua_State *L)
     lua_Number off = luaL_optnumber(L, 2, 0);
     size_t want_len = 0;
     const char *want_id = luaL_optlstring(L, 3, NULL, &want_len);
-    dtr_jerr e = {NULL, 0};
+    dtr_jerr e = {NULL, 0, NULL};
     dtr_jread r;
     int lock, rc;
     if (!(off >= 0) || off > 9.0e15)
@@ -433,15 +543,14 @@ static int dtr_l_journal_compact(lua_State *L)
 {
     const char *path = dtr_j_path(L, 1);
     char tmp[DTR_J_PATH];
-    dtr_jerr e = {NULL, 0};
+    dtr_jerr e = {NULL, 0, NULL};
     dtr_jread r;
     size_t n;
     const char *data;
-    int lock, fd, rc, ok = 0;
+    int lock, fd, rc, tries, ok = 0;
     struct stat st;
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     /* Everything that may raise is pushed before the lock is taken, and
      * the callback (which may raise too) runs under a pcall. */
     lua_pushcfunction(L, dtr_j_compact_call);
@@ -466,9 +575,20 @@ static int dtr_l_journal_compact(lua_State *L)
         return 1;
     }
     data = lua_tolstring(L, -1, &n);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* A new file of our own: O_EXCL never opens one planted under the name,
+     * O_NOFOLLOW never follows a planted link; the next name is tried. */
+    fd = -1;
+    errno = EEXIST;
+    for (tries = 0; fd < 0 && errno == EEXIST && tries < DTR_J_TMP_TRIES; tries++) {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%d", path, (long)getpid(), tries);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }
     if (fd < 0) {
-        dtr_j_fail(&e, "open temporary file");
+        dtr_j_open_fail(&e, "create temporary file");
+    } else if (fchmod(fd, 0600) != 0) { /* whatever the umask */
+        dtr_j_fail(&e, "fchmod temporary file");
+        close(fd);
+        unlink(tmp);
     } else {
         if (dtr_j_write_all(fd, data, n) != 0)
             dtr_j_fail(&e, "write temporary file");
@@ -492,7 +612,7 @@ static int dtr_l_journal_compact(lua_State *L)
         /* The id of the new journal, read back through a fresh descriptor. */
         char id[DTR_J_ID];
         size_t idlen = 0;
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd >= 0 && fstat(fd, &st) == 0)
             idlen = dtr_j_id(fd, &st, id);
         if (fd >= 0)

@@ -57,10 +57,9 @@ local function shq(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+-- stdout only; raises when the child crashed (spec/helpers/shell.lua).
 local function run(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
+  local out = require("spec.helpers.shell").sh(cmd .. " 2>/dev/null")
   return (out:gsub("%s+$", ""))
 end
 

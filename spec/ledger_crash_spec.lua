@@ -78,6 +78,9 @@ describe("ledger crash and resume", function()
       end
       sh("kill -9 " .. pid)
       while alive(pid) do curl.sleep(0.02) end
+      -- Killed on purpose: its log must still show no crash of its own.
+      local why = require("spec.helpers.shell").crashed(require("spec.helpers.shell").read_file(log))
+      assert.is_nil(why, "the child crashed before the kill: " .. tostring(why))
       curl.sleep(0.3) -- requests already at the server finish there
       local at_kill = s:stats().recalled
       assert.is_true(at_kill > 0 and at_kill < N, "recalled at kill: " .. at_kill)

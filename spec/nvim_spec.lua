@@ -12,34 +12,8 @@ local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 local ROOT = trim(sim.sh("pwd"))
 local HAS_NVIM = select(2, sim.sh("command -v nvim")) == 0
 
-local function ensure_core51()
-  local f = io.open(ROOT .. "/build/5.1/dingtalk/recall/core.so", "rb")
-  if f then f:close() return end
-  local out, rc = sim.sh("make --no-print-directory -C " .. q(ROOT) .. " LUA_VERSION=5.1 all")
-  assert(rc == 0, "building the 5.1 core failed:\n" .. out)
-end
-
--- Runs spec/nvim/<script>.lua in a headless Neovim with only `env` (and
--- PATH, HOME) in its environment; returns the JSON it wrote and its output.
-local function run_nvim(script, env)
-  local out = os.tmpname()
-  local home = trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-nvim-home.XXXXXX"))
-  local vars = { "PATH=" .. q(os.getenv("PATH")), "HOME=" .. q(home), "DTR_ROOT=" .. q(ROOT), "DTR_OUT=" .. q(out) }
-  for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. q(v) end
-  local cmd = "env -i " .. table.concat(vars, " ") .. " timeout 90 nvim --headless -u NONE -i NONE -n" ..
-    " --cmd " .. q("set rtp^=" .. ROOT) .. " -c " .. q("luafile " .. ROOT .. "/spec/nvim/" .. script .. ".lua") ..
-    " </dev/null"
-  local log, rc = sim.sh(cmd)
-  sim.sh("rm -rf " .. q(home))
-  local f = io.open(out, "rb")
-  local text = f and f:read("*a") or ""
-  if f then f:close() end
-  os.remove(out)
-  assert(text ~= "", "nvim wrote no result (rc " .. tostring(rc) .. "):\n" .. log)
-  local res = json.decode(text)
-  assert(res.error == nil, "the nvim script failed: " .. tostring(res.error) .. "\n" .. log)
-  return res, log
-end
+local nvim = require "spec.helpers.nvim"
+local ensure_core51, run_nvim = nvim.ensure_core51, nvim.run
 
 local function has_line(lines, pattern)
   for _, l in ipairs(lines) do

@@ -8,9 +8,10 @@ describe("dingtalk-recall-scm-1.rockspec", function()
   chunk()
 
   local function lines(cmd)
-    local out, h = {}, assert(io.popen(cmd))
-    for l in h:lines() do out[#out + 1] = l end
-    h:close()
+    local out = {}
+    local text, rc = require("spec.helpers.shell").sh(cmd) -- raises on a crash
+    assert(rc == 0, cmd .. " failed (" .. rc .. "):\n" .. text)
+    for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
     return out
   end
 

@@ -19,13 +19,7 @@ local invariant = require "spec.helpers.invariant"
 local scenario, dir, sim_url, token, robot, keys_file = arg[1], arg[2], arg[3], arg[4], arg[5], arg[6]
 local out = { scenario = scenario }
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
-  local o = p:read("*a")
-  p:close()
-  local body, rc = o:match("^(.*)__rc=(%d+)%s*$")
-  return body or o, tonumber(rc) or -1
-end
+local sh = require("spec.helpers.shell").sh -- raises when a child crashed
 
 local function err_table(e)
   if type(e) ~= "table" then return { message = tostring(e) } end

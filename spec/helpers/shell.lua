@@ -8,13 +8,49 @@ function M.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- The lines a shell prints when a child it waits for dies of a signal
+-- (dash and bash: the signal's description alone on a line, maybe with
+-- "(core dumped)"), and the sanitizers' reports.
+local CRASH_LINES = { "Segmentation fault", "Aborted", "Bus error", "Illegal instruction",
+  "Floating point exception", "Killed", "Trace/breakpoint trap" }
+
+--- Why `out`/`rc` (a child's output and exit status) show a crash, or nil.
+-- An exit status over 128 is a signal (128 + its number); so is a shell's
+-- "Segmentation fault" line, which is printed even when a later command of
+-- the same shell succeeds.
+function M.crashed(out, rc)
+  if rc and rc > 128 and rc < 256 then return "killed by signal " .. (rc - 128) end
+  for line in (out or ""):gmatch("[^\n]+") do
+    local l = line:gsub("%s*%(core dumped%)%s*$", ""):gsub("%s+$", "")
+    for _, c in ipairs(CRASH_LINES) do
+      -- "Segmentation fault", or a shell's "sh: 1: cmd: Segmentation fault"
+      if l == c or l:sub(-(#c + 2)) == ": " .. c then return "\"" .. line .. "\"" end
+    end
+    if line:find("ERROR: AddressSanitizer", 1, true) or line:find("runtime error:", 1, true)
+      or line:find("ERROR: LeakSanitizer", 1, true) then
+      return "\"" .. line .. "\""
+    end
+  end
+  return nil
+end
+
 --- Runs a shell command; returns its stdout+stderr and its exit code.
-function M.sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"", "r"))
+-- The whole shell's stderr is captured, so its own message about a child
+-- that died of a signal is too.  Raises when the command crashed (see
+-- M.crashed) unless opts.signal_ok (a test that kills on purpose).
+-- Lua 5.1's io.popen():close() gives no status: the shell echoes it.
+function M.sh(cmd, opts)
+  local p = assert(io.popen("{ (" .. cmd .. "); echo \"__rc=$?\"; } 2>&1", "r"))
   local out = p:read("*a")
   p:close()
   local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  return body or out, tonumber(rc) or -1
+  body, rc = body or out, tonumber(rc) or -1
+  if rc == -1 and not (opts and opts.signal_ok) then
+    error("the shell running a child gave no exit status (killed?): " .. cmd .. "\n" .. out, 2)
+  end
+  local why = not (opts and opts.signal_ok) and M.crashed(body, rc)
+  if why then error("a child crashed (" .. why .. "): " .. cmd .. "\n" .. body, 2) end
+  return body, rc
 end
 
 function M.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end

@@ -197,7 +197,7 @@ function Client:_run(jobs, stats)
 
   local token_handlers = {
     needs_token = false,
-    build = function() return tm:build(self.options) end,
+    build = function() return tm:build(self.options, now()) end,
     parse = function(_, status, headers, body) return tm:accept(status, headers, body, now()) end,
     finish = function() token_job = nil end,
     fail = function(_, err) token_job = nil; fail_waiting(err) end,

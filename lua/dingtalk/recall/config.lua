@@ -40,10 +40,12 @@ local function cfg_error(code, msg)
   return nil, core.error(code, msg)
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
+-- Whether something is at path.  Opened read-write, which never blocks on
+-- a FIFO (read-only would wait for a writer); only ENOENT means absent.
+local function exists_entry(path)
+  local f, _, code = io.open(path, "r+b")
   if f then f:close() return true end
-  return false
+  return code ~= 2
 end
 
 local function sh_quote(s)
@@ -63,26 +65,54 @@ function M.default_path(getenv)
 end
 
 --- The permission bits of path as {group_read, group_write, other_read,
--- other_write}, or nil, why.  lfs when present, else stat(1).
+-- other_write}, or nil, why; also nil, why for anything but a regular file
+-- (a FIFO, a directory, a device, a socket).  lfs when present, else stat(1).
 local function mode_of(path)
   local ok, lfs = pcall(require, "lfs")
   if ok and type(lfs) == "table" and lfs.attributes then
     local attr = lfs.attributes(path)
     if not attr then return nil, "cannot stat it" end
-    if attr.mode ~= "file" then return nil, "it is not a regular file" end
+    if attr.mode ~= "file" then return nil, "it is not a regular file (" .. tostring(attr.mode) .. ")" end
     local p = attr.permissions
     if type(p) == "string" and #p == 9 then
       return { p:sub(4, 4) == "r", p:sub(5, 5) == "w", p:sub(7, 7) == "r", p:sub(8, 8) == "w" }
     end
   end
-  local pipe = io.popen("stat -L -c %a -- " .. sh_quote(path) .. " 2>/dev/null || stat -L -f %Lp " ..
+  -- GNU stat: "<octal mode> <type>"; BSD stat: "<octal mode> <type letter>"
+  local pipe = io.popen("stat -L -c '%a %F' -- " .. sh_quote(path) .. " 2>/dev/null || stat -L -f '%Lp %HT' " ..
     sh_quote(path) .. " 2>/dev/null")
   local out = pipe and pipe:read("*a") or ""
   if pipe then pipe:close() end
-  local oct = out:match("(%d%d%d%d?)%s*$")
+  local oct, kind = out:match("^(%d%d%d%d?) ([^\n]*)")
   if not oct then return nil, "cannot read its permissions" end
+  if not (kind:match("^regular") or kind:match("^Regular")) then
+    return nil, "it is not a regular file (" .. kind:gsub("%c", "?") .. ")"
+  end
   local g, o = tonumber(oct:sub(-2, -2)), tonumber(oct:sub(-1))
   return { g >= 4, g % 4 >= 2, o >= 4, o % 4 >= 2 }
+end
+
+--- Opens a config file that mode_of said is regular, without ever blocking:
+-- read-write first (Linux never blocks opening a FIFO read-write, should the
+-- file have been replaced by one since), read-only when that is refused (a
+-- 0400 file).  A file that cannot seek (a FIFO, a socket) or holds more than
+-- MAX_CONFIG_BYTES is refused.  Returns the file | nil, why.
+local MAX_CONFIG_BYTES = 65536
+M.MAX_CONFIG_BYTES = MAX_CONFIG_BYTES
+local function open_config(path)
+  local f = io.open(path, "r+b") or io.open(path, "rb")
+  if not f then return nil, "cannot open it" end
+  local size = f:seek("end")
+  if not size then
+    f:close()
+    return nil, "it is not a regular file"
+  end
+  if size > MAX_CONFIG_BYTES then
+    f:close()
+    return nil, "it holds " .. size .. " bytes (at most " .. MAX_CONFIG_BYTES .. ")"
+  end
+  f:seek("set")
+  return f
 end
 
 local function unquote(v)
@@ -146,20 +176,24 @@ end
 -- (codes config.insecure, config.unreadable, config.invalid).
 function M.read_file(path)
   if type(path) ~= "string" then error("config.read_file expects a path", 2) end
-  local f = io.open(path, "rb")
-  if not f then return cfg_error("config.unreadable", "cannot open the config file " .. path) end
+  if not exists_entry(path) then return cfg_error("config.unreadable", "cannot open the config file " .. path) end
+  -- Its type and mode first: opening a FIFO for reading would block.
   local bits, why = mode_of(path)
   if not bits then
-    f:close()
     return cfg_error("config.unreadable", "the config file " .. path .. ": " .. why)
   end
   if bits[1] or bits[2] or bits[3] or bits[4] then
-    f:close()
     return cfg_error("config.insecure", "the config file " .. path ..
       " holds secrets but group or others may read or write it; run: chmod 600 " .. path)
   end
-  local text = f:read("*a") or ""
+  local f, ferr = open_config(path)
+  if not f then return cfg_error("config.unreadable", "the config file " .. path .. ": " .. ferr) end
+  local text = f:read(MAX_CONFIG_BYTES + 1) or ""
   f:close()
+  if #text > MAX_CONFIG_BYTES then
+    return cfg_error("config.unreadable", "the config file " .. path .. " holds more than " ..
+      MAX_CONFIG_BYTES .. " bytes")
+  end
   local out = {}
   local lines = parse_lines(text)
   if lines then
@@ -223,7 +257,7 @@ function M.load(opts)
     file_cfg, file = t, path
   elseif not opts.no_file then
     local p = M.default_path(getenv)
-    if p and exists(p) then
+    if p and exists_entry(p) then
       local t, err = M.read_file(p)
       if not t then return nil, err end
       file_cfg, file = t, p

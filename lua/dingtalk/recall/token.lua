@@ -3,12 +3,31 @@
 -- user's provider function.  Cached per credential until `margin` seconds
 -- before expiry; one fetch at a time is shared by every batch waiting.
 -- The secrets stay inside this object: never in errors or output.
+--
+-- Bounds (a hostile or broken token server cannot make a run loop):
+--   * a lifetime (expireIn, or a provider's second value) must be a finite
+--     number of at least MIN_LIFETIME seconds, else the fetch fails with
+--     `token.lifetime`; one above MAX_LIFETIME is cut to it.  A cached
+--     token is used for max(lifetime - margin, lifetime / 2) >= 30 s.
+--   * at most MAX_FETCHES token requests (provider calls) per manager in any
+--     FETCH_WINDOW seconds; the next one fails with `token.refresh_limit`
+--     (not retryable), so the run ends with every waiting key failed.
 local core = require "dingtalk.recall.core"
 
 local M = {}
 M.__index = M
 
 local REFRESH_MARGIN = 200
+local MIN_LIFETIME = 60      -- seconds; below: token.lifetime
+local MAX_LIFETIME = 7200    -- seconds (DingTalk's tokens live 7200 s); above: cut to it
+local MAX_FETCHES = 6        -- token requests ...
+local FETCH_WINDOW = 60      -- ... per this many seconds, per manager
+M.MIN_LIFETIME, M.MAX_LIFETIME, M.MAX_FETCHES, M.FETCH_WINDOW = MIN_LIFETIME, MAX_LIFETIME, MAX_FETCHES,
+  FETCH_WINDOW
+
+local function finite(x)
+  return type(x) == "number" and x == x and x > -math.huge and x < math.huge
+end
 
 -- Tokens of managed credentials, shared by the clients of one Lua state
 -- (keyed by endpoint and credential, so two clients of one app fetch once).
@@ -31,7 +50,13 @@ end
 
 --- new(config) -> manager | nil, err.  config holds the client's options.
 function M.new(config)
-  local self = setmetatable({ margin = config.token_refresh_margin or REFRESH_MARGIN }, M)
+  local margin = config.token_refresh_margin
+  if margin == nil then margin = REFRESH_MARGIN end
+  if not finite(margin) or margin < 0 or margin >= MAX_LIFETIME then
+    return nil, core.error("invalidParameter.param.invalid",
+      "token_refresh_margin must be a finite number of seconds in [0, " .. MAX_LIFETIME .. ")")
+  end
+  local self = setmetatable({ margin = margin, fetches = {} }, M)
   local ways = 0
   if config.access_token ~= nil then ways = ways + 1 end
   if config.app_key ~= nil or config.app_secret ~= nil then ways = ways + 1 end
@@ -79,7 +104,12 @@ end
 function M:current(now)
   if self.fixed then return self.fixed end
   local entry = self.store:get(self.key)
-  if entry and now < entry.expires_at then return entry.token end
+  -- A shared store (another process, Redis) may hold anything: only a
+  -- well-formed entry counts.
+  if type(entry) == "table" and type(entry.token) == "string" and entry.token ~= ""
+    and finite(entry.expires_at) and now < entry.expires_at then
+    return entry.token
+  end
   return nil
 end
 
@@ -95,24 +125,64 @@ function M:use_store(store)
   if type(self.key) == "string" then self.store = store end
 end
 
-local function store(self, token, expires_in, now)
-  local ttl = math.max(expires_in - self.margin, expires_in / 2)
+-- Checks a lifetime; returns the seconds to keep the token | nil, err.
+local function lifetime(self, expires_in, who)
+  if not finite(expires_in) or expires_in < MIN_LIFETIME then
+    local shown = type(expires_in) == "number" and string.format("%.6g", expires_in) or type(expires_in)
+    return nil, core.error("token.lifetime", who .. " gave a token that lives " .. shown ..
+      " s; at least " .. MIN_LIFETIME .. " s is needed", { retryable = false,
+      hint = "A token that expires at once would be fetched again and again; check the token " ..
+        "endpoint (DingTalk's tokens live 7200 s) or the token provider." })
+  end
+  expires_in = math.min(expires_in, MAX_LIFETIME)
+  return math.max(expires_in - self.margin, expires_in / 2)
+end
+
+local function store(self, token, ttl, now)
   self.store:set(self.key, { token = token, expires_at = now + ttl }, ttl)
+end
+
+-- Counts one token request at `now`; nil, err when over the budget.
+local function take_fetch(self, now)
+  if not finite(now) then now = os.time() end
+  local kept = {}
+  for _, t in ipairs(self.fetches) do
+    if t > now - FETCH_WINDOW and t <= now then kept[#kept + 1] = t end
+  end
+  self.fetches = kept
+  if #kept >= MAX_FETCHES then
+    local wait = math.max(1, math.ceil(kept[1] + FETCH_WINDOW - now))
+    return nil, core.error("token.refresh_limit", MAX_FETCHES .. " tokens were requested in the last " ..
+      FETCH_WINDOW .. " s; not asking again for " .. wait .. " s", { retryable = false,
+      hint = "The token endpoint keeps giving tokens that do not work (or do not last): check the " ..
+        "credentials and the endpoint.", retry_after = wait })
+  end
+  kept[#kept + 1] = now
+  return true
 end
 
 --- For a provider: calls it now.  Its token is kept in this manager only.  Returns token | nil, err.
 function M:call_provider(now)
+  local can, ferr = take_fetch(self, now)
+  if not can then return nil, ferr end
   local ok, token, expires_in = pcall(self.provider)
   if not ok or type(token) ~= "string" or token == "" then
     return nil, core.error("token.provider", "the token provider failed" ..
       (ok and " to return a token" or ": " .. tostring(token)), { retryable = false })
   end
-  store(self, token, tonumber(expires_in) or 7200, now)
+  if expires_in == nil then expires_in = MAX_LIFETIME end
+  local ttl, err = lifetime(self, tonumber(expires_in) or expires_in, "the token provider")
+  if not ttl then return nil, err end
+  store(self, token, ttl, now)
   return token
 end
 
 --- The built request that fetches a token (managed credentials only).
-function M:build(options)
+-- Each call is one token request: over the budget it fails (see above).
+-- `now`: the engine's clock (os.time() when not given).
+function M:build(options, now)
+  local can, err = take_fetch(self, now or os.time())
+  if not can then return nil, err end
   return core.build_token(self.creds, options)
 end
 
@@ -120,7 +190,9 @@ end
 function M:accept(status, headers, body, now)
   local res, err = core.parse_token(status, headers, body, self.secrets)
   if not res then return nil, err end
-  store(self, res.accessToken, res.expireIn, now)
+  local ttl, lerr = lifetime(self, res.expireIn, "the token endpoint")
+  if not ttl then return nil, lerr end
+  store(self, res.accessToken, ttl, now)
   return res.accessToken
 end
 

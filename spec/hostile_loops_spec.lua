@@ -1,0 +1,317 @@
+-- Issue 10, class 1: a server cannot make a run loop.  A hostile token
+-- endpoint (expireIn of 1e-9, 0, -5, NaN, 1e300, a string; an answer that
+-- trickles) and a hostile API (InvalidAuthentication forever, QpsLimit
+-- forever with huge Retry-After headers) are served by
+-- spec/helpers/hostile_server.lua on 127.0.0.1.  Each case bounds the run in
+-- time, counts the requests the server saw, and checks that every key is
+-- accounted for, through the client API and through the CLI.
+local recall = require "dingtalk.recall"
+local tokens = require "dingtalk.recall.token"
+local hostile = require "spec.helpers.hostile_server"
+local invariant = require "spec.helpers.invariant"
+local shell = require "spec.helpers.shell"
+
+local q = shell.quote
+local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
+local CID, ROBOT = "cidHostileLoops", "robotHostile"
+
+-- Wall-clock seconds (the core's clock when there is one).
+local function clock()
+  local core = require "dingtalk.recall.core"
+  if core.now then return core.now() end
+  return (require "dingtalk.recall.curl").now()
+end
+
+-- Runs fn with a hard time limit: a count hook raises once `seconds` have
+-- passed, so a run that loops fails the test instead of hanging the suite
+-- (LuaJIT: compiled code skips hooks, so the JIT is off meanwhile).
+local function bounded(seconds, fn)
+  local jit = rawget(_G, "jit")
+  if jit then jit.off() end
+  local deadline = clock() + seconds
+  debug.sethook(function()
+    if clock() > deadline then
+      debug.sethook()
+      error("the run did not end within " .. seconds .. " s", 2)
+    end
+  end, "", 1000)
+  local ok, err = pcall(fn)
+  debug.sethook()
+  if jit then jit.on() end
+  if not ok then error(err, 0) end
+end
+
+local function keys_of(n, tag)
+  local keys = {}
+  for i = 1, n do keys[i] = ("hk%s%03d"):format(tag, i) end
+  return keys
+end
+
+local function client(h, extra)
+  local opts = { robot_code = ROBOT, endpoint = h.url, app_key = "hostileKey", app_secret = "hostileSecret",
+    timeout = 2, connect_timeout = 2, max_retries = 2, backoff_base = 0.05, backoff_max = 0.2, qps = 0 }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return assert(recall.client(opts))
+end
+
+-- Every key in exactly one list; none recalled (the server never recalled).
+local function accounted(rep, keys)
+  invariant.assert(rep, keys)
+  assert.are.equal(#keys, rep.total)
+end
+
+describe("hostile servers cannot make a run loop (class 1)", function()
+  before_each(function() tokens.clear_cache() end)
+
+  local EXPIRES = {
+    { "1e-9", "token.lifetime" }, { "0", "response.invalid" }, { "-5", "response.invalid" },
+    { "NaN", nil }, { "59.5", "token.lifetime" }, { '"7200"', "response.invalid" },
+  }
+  for _, c in ipairs(EXPIRES) do
+    local raw, code = c[1], c[2]
+    it("client: expireIn " .. raw .. " ends the run with every key failed, after a few token requests", function()
+      local h = hostile.start { expire = raw, api = "ok" }
+      local ok, err = pcall(bounded, 30, function()
+        local cl = client(h)
+        local keys = keys_of(45, "e")
+        local t0 = clock()
+        local rep = assert(cl:recall(CID, keys))
+        local took = clock() - t0
+        cl:close()
+        local n = h:counts()
+        accounted(rep, keys)
+        assert.are.equal(0, #rep.recalled)
+        assert.are.equal(0, n.api, "no batch may be sent without a usable token")
+        assert.is_true(n.token >= 1 and n.token <= 3, "token requests: " .. n.token) -- 1 + max_retries
+        assert.is_true(took < 10, "took " .. took .. " s")
+        for _, e in pairs(rep.errors) do
+          assert.is_false(e.code == "InvalidAuthentication")
+          if code then assert.are.equal(code, e.code) end
+        end
+      end)
+      h:stop()
+      assert(ok, err)
+    end)
+  end
+
+  it("client: expireIn 1e300 is cut to 7200 s; one token serves every batch and later runs", function()
+    local h = hostile.start { expire = "1e300", api = "ok" }
+    local ok, err = pcall(bounded, 30, function()
+      local cl = client(h)
+      local keys = keys_of(60, "b")
+      local rep = assert(cl:recall(CID, keys))
+      accounted(rep, keys)
+      assert.are.equal(60, #rep.recalled)
+      local rep2 = assert(cl:recall(CID, keys_of(5, "c")))
+      assert.are.equal(5, #rep2.recalled)
+      cl:close()
+      local n = h:counts()
+      assert.are.equal(1, n.token)
+      assert.are.equal(4, n.api)
+    end)
+    h:stop()
+    assert(ok, err)
+  end)
+
+  it("client: a token provider's lifetime is checked the same way", function()
+    bounded(30, function()
+    for _, life in ipairs { 1e-9, 0, -5, 0 / 0, 1 / 0, "soon" } do
+      local calls = 0
+      local cl = assert(recall.client { robot_code = ROBOT, endpoint = "http://127.0.0.1:9",
+        token_provider = function() calls = calls + 1; return "prov-tok", life end })
+      local rep = assert(cl:recall(CID, keys_of(3, "p")))
+      cl:close()
+      accounted(rep, keys_of(3, "p"))
+      assert.are.equal(3, invariant.counts(rep).errors, tostring(life))
+      assert.is_true(calls >= 1 and calls <= tokens.MAX_FETCHES, tostring(life) .. ": " .. calls)
+    end
+    end)
+  end)
+
+  it("client: InvalidAuthentication forever ends after at most " .. tokens.MAX_FETCHES .. " token requests",
+    function()
+    local h = hostile.start { api = "auth" }
+    local ok, err = pcall(bounded, 30, function()
+      local cl = client(h, { concurrency = 2 })
+      local keys = keys_of(400, "a") -- 20 batches
+      local t0 = clock()
+      local rep = assert(cl:recall(CID, keys))
+      local took = clock() - t0
+      -- a second run in the same minute asks for no token at all
+      local rep2 = assert(cl:recall(CID, keys_of(20, "z")))
+      cl:close()
+      local n = h:counts()
+      accounted(rep, keys)
+      accounted(rep2, keys_of(20, "z"))
+      assert.are.equal(0, #rep.recalled)
+      assert.is_true(n.token <= tokens.MAX_FETCHES, "token requests: " .. n.token)
+      -- each batch is sent at most twice (once more with a fresh token), and
+      -- none once the token budget is spent
+      assert.is_true(n.api <= 2 * 20, "API requests: " .. n.api)
+      assert.is_true(took < 15, "took " .. took .. " s")
+      local codes = {}
+      for _, e in pairs(rep2.errors) do codes[e.code] = true end
+      assert.is_true(codes["token.refresh_limit"], "the second run was not refused")
+    end)
+    h:stop()
+    assert(ok, err)
+  end)
+
+  it("client: QpsLimit forever with Retry-After 99999999 ends after max_retries per batch", function()
+    local h = hostile.start { api = "qps" }
+    local ok, err = pcall(bounded, 30, function()
+      local cl = client(h, { concurrency = 2, max_retries = 2 })
+      local keys = keys_of(60, "q") -- 3 batches
+      local t0 = clock()
+      local rep = assert(cl:recall(CID, keys))
+      local took = clock() - t0
+      cl:close()
+      local n = h:counts()
+      accounted(rep, keys)
+      assert.are.equal(0, #rep.recalled)
+      assert.are.equal(3 * 3, n.api) -- each batch: 1 + max_retries
+      assert.are.equal(1, n.token)
+      assert.is_true(took < 20, "took " .. took .. " s: the header was obeyed")
+    end)
+    h:stop()
+    assert(ok, err)
+  end)
+
+  it("client: a token answer that trickles ends within the timeout, retries bounded", function()
+    local h = hostile.start { token = "trickle", trickle = 0.3 }
+    local ok, err = pcall(bounded, 30, function()
+      local cl = client(h, { timeout = 1, max_retries = 1 })
+      local keys = keys_of(25, "t")
+      local t0 = clock()
+      local rep = assert(cl:recall(CID, keys))
+      local took = clock() - t0
+      cl:close()
+      accounted(rep, keys)
+      assert.are.equal(0, #rep.recalled)
+      local n = h:counts()
+      assert.are.equal(0, n.api)
+      assert.is_true(n.token <= 2, "token requests: " .. n.token)
+      assert.is_true(took < 10, "took " .. took .. " s")
+    end)
+    h:stop()
+    assert(ok, err)
+  end)
+
+  it("client: token() with a 1e-9 lifetime fails after a bounded number of requests", function()
+    local h = hostile.start { expire = "1e-9" }
+    local ok, err = pcall(bounded, 30, function()
+      local cl = client(h)
+      local tok, terr = cl:token()
+      cl:close()
+      assert.is_nil(tok)
+      assert.are.equal("token.lifetime", terr.code)
+      assert.is_true(h:counts().token <= 3)
+    end)
+    h:stop()
+    assert(ok, err)
+  end)
+
+  describe("the CLI", function()
+    local dir
+    setup(function() dir = shell.trim(shell.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-hloops.XXXXXX")) end)
+    teardown(function() if dir and dir:match("dtr%-hloops") then shell.sh("rm -rf " .. q(dir)) end end)
+
+    -- Runs bin/dingtalk-recall under `timeout 60`; returns rc, stdout, seconds.
+    local function cli(h, args)
+      local qa = {}
+      for i, a in ipairs(args) do qa[i] = q(a) end
+      local cmd = "env -u DINGTALK_ACCESS_TOKEN -u DINGTALK_CA_FILE -u DINGTALK_RECALL_CONFIG" ..
+        " DINGTALK_ENDPOINT=" .. q(h.url) .. " DINGTALK_APP_KEY=hostileKey DINGTALK_APP_SECRET=hostileSecret" ..
+        " DINGTALK_RECALL_LEDGER=" .. q(dir .. "/ledger") .. " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") ..
+        " timeout 60 " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") .. " --timeout 2 --quiet" ..
+        " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err") .. " </dev/null"
+      local t0 = clock()
+      local _, rc = shell.sh(cmd)
+      return rc, shell.read_file(dir .. "/out"), clock() - t0, shell.read_file(dir .. "/err")
+    end
+
+    for _, raw in ipairs { "1e-9", "0", "-5", "NaN", '"x"' } do
+      it("`token` with expireIn " .. raw .. " exits 3 at once, a few token requests", function()
+        local h = hostile.start { expire = raw }
+        local ok, err = pcall(function()
+          local rc, _, took, se = cli(h, { "token" })
+          assert.are.equal(3, rc, se)
+          assert.is_true(took < 15, "took " .. took)
+          local n = h:counts().token
+          assert.is_true(n >= 1 and n <= 4, "token requests: " .. n)
+        end)
+        h:stop()
+        assert(ok, err)
+      end)
+    end
+
+    it("`recall` with expireIn 1e-9 ends, every key reported as an error", function()
+      local h = hostile.start { expire = "1e-9" }
+      local ok, err = pcall(function()
+        local keys = keys_of(30, "k")
+        local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
+        for _, k in ipairs(keys) do args[#args + 1] = k end
+        local rc, so, took, se = cli(h, args)
+        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+        assert.is_true(took < 15, "took " .. took)
+        local n = h:counts()
+        assert.is_true(n.token <= 4, "token requests: " .. n.token)
+        assert.are.equal(0, n.api)
+        local doc = require("cjson").decode(so)
+        local seen = 0
+        for _ in pairs(doc.errors or {}) do seen = seen + 1 end
+        assert.are.equal(#keys, seen, so)
+      end)
+      h:stop()
+      assert(ok, err)
+    end)
+
+    it("`recall` against InvalidAuthentication forever ends with a bounded number of requests", function()
+      local h = hostile.start { api = "auth" }
+      local ok, err = pcall(function()
+        local keys = keys_of(200, "i")
+        local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
+        for _, k in ipairs(keys) do args[#args + 1] = k end
+        local rc, so, took, se = cli(h, args)
+        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+        assert.is_true(took < 30, "took " .. took)
+        local n = h:counts()
+        assert.is_true(n.token <= tokens.MAX_FETCHES, "token requests: " .. n.token)
+        assert.is_true(n.api <= 2 * 10, "API requests: " .. n.api) -- 10 batches, each at most twice
+        local doc = require("cjson").decode(so)
+        local seen = 0
+        for _ in pairs(doc.errors or {}) do seen = seen + 1 end
+        for _ in pairs(doc.failed or {}) do seen = seen + 1 end
+        assert.are.equal(#keys, seen)
+      end)
+      h:stop()
+      assert(ok, err)
+    end)
+
+    it("`recall` against QpsLimit forever with huge Retry-After ends in bounded time", function()
+      local h = hostile.start { api = "qps" }
+      local ok, err = pcall(function()
+        local rc, so, took, se = cli(h, { "recall", "--conversation", CID, "--robot", ROBOT, "--json", "qk1", "qk2" })
+        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+        assert.is_true(took < 30, "took " .. took)
+        local n = h:counts()
+        assert.is_true(n.api >= 1 and n.api <= 4, "API requests: " .. n.api) -- 1 + default max_retries (3)
+        assert.matches("QpsLimit", so)
+      end)
+      h:stop()
+      assert(ok, err)
+    end)
+
+    it("`token` against a trickling token endpoint ends after the timeout and bounded retries", function()
+      local h = hostile.start { token = "trickle", trickle = 0.3 }
+      local ok, err = pcall(function()
+        local rc, _, took, se = cli(h, { "token" })
+        assert.are.equal(3, rc, se)
+        assert.is_true(took < 25, "took " .. took)
+        assert.is_true(h:counts().token <= 4)
+      end)
+      h:stop()
+      assert(ok, err)
+    end)
+  end)
+end)
