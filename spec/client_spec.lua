@@ -81,13 +81,24 @@ describe("client", function()
 
     it("puts keys the API would refuse in errors without sending them", function()
       local keys = s:seed_keys(2, CID)
-      local input = { keys[1], "bad\nkey", 42, keys[2] }
+      local input = { keys[1], "bad\nkey", keys[2] }
       local report = assert(client():recall(CID, input))
       assert.are.equal(2, #report.recalled)
       assert.are.equal("invalidParameter.param.invalid", report.errors["bad\nkey"].code)
-      assert.are.equal("invalidParameter.param.invalid", report.errors[42].code)
       assert.are.equal(1, s:stats().recall_calls)
       assert_invariant(report, input)
+    end)
+
+    -- Issue 10 class 4: a non-string or a hole used to be dropped or put in
+    -- errors one by one; the whole array is refused before anything is sent.
+    it("refuses a key array holding a non-string or a hole before sending anything", function()
+      local keys = s:seed_keys(2, CID)
+      for _, input in ipairs { { keys[1], 42, keys[2] }, { [1] = keys[1], [3] = keys[2] }, { keys[1], 0 / 0 } } do
+        local report, err = client():recall(CID, input)
+        assert.is_nil(report)
+        assert.are.equal("invalidParameter.param.invalid", err.code)
+      end
+      assert.are.equal(0, s:stats().requests.recall)
     end)
 
     it("calls on_progress up to the total", function()
