@@ -350,6 +350,67 @@ describe("engine", function()
     end)
   end)
 
+  describe("the ledger through the engine", function()
+    local ledger = require "dingtalk.recall.ledger"
+    local dir
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+    end)
+    teardown(function()
+      os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("reaches the configured concurrency with 8 conversations, fair across them", function()
+      local l = assert(ledger.open(dir .. "/peak/ledger"))
+      local now = os.time()
+      local entries = {}
+      for c = 1, 8 do
+        for k = 1, 100 do
+          entries[#entries + 1] = { key = "c" .. c .. "k" .. k, conversation = "cidPeak" .. c, robot = "dingRobot",
+            sent_at = now - 1000 + c }
+        end
+      end
+      assert(l:record_many(entries))
+      local T = fake.new { latency = 0.2 }
+      local starts, dones = 0, 0
+      local rep = assert(l:recall(client(T, { concurrency = 6 }), {}, { on_progress = function(d, t)
+        dones = dones + 1
+        assert.are.equal(800, t)
+        assert.is_true(d <= t)
+      end }))
+      assert.is_true(rep.ok)
+      assert.are.equal(800, #rep.recalled)
+      assert.are.equal(6, T.peak)
+      assert.are.equal(40, dones)
+      -- the first 8 requests go to 8 different conversations
+      local first = {}
+      for i = 1, 8 do first[fake.recalls(T)[i].cid] = true end
+      for c = 1, 8 do assert.is_true(first["cidPeak" .. c], "conversation " .. c .. " not among the first 8") end
+      for _, e in ipairs(entries) do assert.are.equal("recalled", l:get(e.key).state) end
+      starts = #T.sent
+      assert.are.equal(40, starts)
+      l:close()
+    end)
+
+    it("marks a plan's keys recalling before its first batch is sent", function()
+      local l = assert(ledger.open(dir .. "/mark/ledger", { chunk = 30 }))
+      local entries = {}
+      for k = 1, 45 do entries[k] = { key = "m" .. k, conversation = "cidMark", robot = "dingRobot" } end
+      assert(l:record_many(entries))
+      local seen = {}
+      local T = fake.new { answer = function(req)
+        for _, k in ipairs(req.keys) do seen[#seen + 1] = l:get(k).state end
+        return fake.ok(req)
+      end }
+      assert(l:recall(client(T, { concurrency = 1 }), {}))
+      assert.are.equal(45, #seen)
+      for _, st in ipairs(seen) do assert.are.equal("recalling", st) end
+      assert.are.equal("recalled", l:get("m45").state)
+      l:close()
+    end)
+  end)
+
   describe("engine.new", function()
     it("raises on wrong settings from the programmer", function()
       local T = fake.new()

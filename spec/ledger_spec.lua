@@ -490,8 +490,8 @@ describe("ledger", function()
             sent_at = now + i })
         end
         local steps = {}
-        local broken = fake_client { k1 = { status = 400, code = "miss.openConversationId" },
-          k3 = { status = 400, code = "miss.openConversationId" }, k5 = { status = 400, code = "miss.openConversationId" } }
+        local gone = { status = 400, code = "miss.openConversationId" }
+        local broken = fake_client { k1 = gone, k3 = gone, k5 = gone }
         local rep = assert(l:recall(broken, {}, { on_progress = function(d, t) steps[#steps + 1] = d .. "/" .. t end }))
         assert.are.same({ "2/5", "4/5", "5/5" }, steps)
         assert.are.equal(5, count(rep.errors))

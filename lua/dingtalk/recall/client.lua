@@ -17,6 +17,15 @@ local limiter = require "dingtalk.recall.limiter"
 local tokens = require "dingtalk.recall.token"
 
 local M = {}
+
+--- Read-only view of the reasons meaning "already recalled" (kept for
+-- callers of the old table; the one list is core.reasons, read through
+-- dingtalk.recall.report).
+M.ALREADY_RECALLED = setmetatable({}, {
+  __index = function(_, reason) return require("dingtalk.recall.report").already_recalled(reason) or nil end,
+  __newindex = function() error("client.ALREADY_RECALLED is read-only: the reasons are core.reasons", 2) end,
+})
+
 local Client = {}
 Client.__index = Client
 
@@ -38,7 +47,7 @@ local OPTIONS = {
   suite_ticket = { "string" }, shared_dict = { "string" },
   timeout = { "number", NUM, 0.001, 600 },
   connect_timeout = { "number", NUM, 0.001, 600 },
-  max_response_bytes = { "number", INT, 1024, 1073741824 },
+  max_response_bytes = { "number", INT, 1024, 67108864 },
   concurrency = { "number", INT, engine.LIMITS.concurrency[1], engine.LIMITS.concurrency[2] },
   qps = { "number", INT, 0, limiter.MAX_RATE },
   qps_window = { "number", NUM, 0.1, 60 },
@@ -279,7 +288,7 @@ local function without_seen(keys, seen)
   local n = #keys
   for i = 1, n do
     local k = keys[i]
-    if k == nil then return keys end
+    if type(k) ~= "string" then return keys end -- core.plan says why
     if seen[k] then
       if out == keys then
         out = {}
