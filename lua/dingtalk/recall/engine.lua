@@ -64,6 +64,8 @@ M.THROTTLE_WAIT = 1.0
 M.TOKEN_REUSE = 60
 --- Longest single wait in poll while requests are in flight.
 local MAX_POLL = 1.0
+--- Longest wait taken from one limiter answer before asking it again.
+local MAX_LIMIT_WAIT = 60
 
 local NOFLAGS = {}
 
@@ -388,7 +390,13 @@ function Run:loop()
         break
       end
       local d = 0
-      if lim and job.limited then d = lim:acquire(t) end
+      if lim and job.limited then
+        d = lim:acquire(t)
+        if type(d) ~= "number" or d ~= d or d < 0 then
+          error("engine: limiter:acquire(now) must return 0 or the seconds to wait, not " .. tostring(d))
+        end
+        if d > MAX_LIMIT_WAIT then d = MAX_LIMIT_WAIT end -- asked again then
+      end
       if d > 0 then
         wake = t + d
         break
