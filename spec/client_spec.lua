@@ -81,13 +81,24 @@ describe("client", function()
 
     it("puts keys the API would refuse in errors without sending them", function()
       local keys = s:seed_keys(2, CID)
-      local input = { keys[1], "bad\nkey", 42, keys[2] }
+      local input = { keys[1], "bad\nkey", keys[2] }
       local report = assert(client():recall(CID, input))
       assert.are.equal(2, #report.recalled)
       assert.are.equal("invalidParameter.param.invalid", report.errors["bad\nkey"].code)
-      assert.are.equal("invalidParameter.param.invalid", report.errors[42].code)
       assert.are.equal(1, s:stats().recall_calls)
       assert_invariant(report, input)
+    end)
+
+    -- Issue 10 class 4: a non-string or a hole used to be dropped or put in
+    -- errors one by one; the whole array is refused before anything is sent.
+    it("refuses a key array holding a non-string or a hole before sending anything", function()
+      local keys = s:seed_keys(2, CID)
+      for _, input in ipairs { { keys[1], 42, keys[2] }, { [1] = keys[1], [3] = keys[2] }, { keys[1], 0 / 0 } } do
+        local report, err = client():recall(CID, input)
+        assert.is_nil(report)
+        assert.are.equal("invalidParameter.param.invalid", err.code)
+      end
+      assert.are.equal(0, s:stats().requests.recall)
     end)
 
     it("calls on_progress up to the total", function()
@@ -240,17 +251,25 @@ describe("client", function()
       assert.is_false(report.errors[keys[1]].retryable)
     end)
 
-    it("retries an HTML 502 but not a redirect", function()
-      local keys = s:seed_keys(40, CID)
-      s:script { recall = { "html", "redirect" } }
+    it("retries an HTML 502", function()
+      local keys = s:seed_keys(20, CID)
+      s:script { recall = { "html", "ok" } }
       local report = assert(client { concurrency = 1 }:recall(CID, keys))
-      assert.are.equal(20, #report.recalled)
-      local redirected = 0
-      for _, e in pairs(report.errors) do
-        assert.are.equal("response.redirect", e.code)
-        redirected = redirected + 1
-      end
-      assert.are.equal(20, redirected)
+      assert.is_true(report.ok)
+      assert.are.equal(1, report.retries)
+      assert.are.equal(2, report.requests)
+    end)
+
+    -- core.codes calls a redirect fatal (the endpoint is wrong: no later
+    -- request can succeed), so it stops the run: nothing more is sent and
+    -- every key not recalled carries the redirect.
+    it("stops the run on a redirect, every key accounted for", function()
+      local keys = s:seed_keys(60, CID)
+      s:script { recall = { "redirect" } }
+      local report = assert(client { concurrency = 1 }:recall(CID, keys))
+      assert.are.equal(1, s:stats().requests.recall)
+      assert.are.equal("response.redirect", report.stopped.code)
+      for _, k in ipairs(keys) do assert.are.equal("response.redirect", report.errors[k].code) end
       assert_invariant(report, keys)
     end)
   end)

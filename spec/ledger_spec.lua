@@ -64,26 +64,26 @@ local function read_file(path)
   return d
 end
 
--- A client double: records its calls and answers from a table (default:
--- everything recalled).
+-- A client over a fake transport (no server): records the recall calls
+-- and answers from a table (default: everything recalled; a string is the
+-- key's failure reason, an error object fails the key's whole batch).
+local fake = require "spec.helpers.fake_transport"
 local function fake_client(answer)
-  local c = { calls = {} }
-  function c.recall(_, cid, keys, opts)
-    c.calls[#c.calls + 1] = { cid = cid, keys = keys, robot = opts and opts.robot_code }
-    local rep = { recalled = {}, failed = {}, errors = {}, requests = 1, retries = 0, throttled = 0,
-      token_fetches = 0 }
-    for _, k in ipairs(keys) do
+  local calls = {}
+  local T = fake.new { answer = function(req)
+    if req.kind ~= "recall" then return fake.code(500, "system.error") end
+    calls[#calls + 1] = { cid = req.cid, keys = req.keys, robot = req.robot }
+    local failed = {}
+    for _, k in ipairs(req.keys) do
       local a = answer and answer[k]
-      if a == nil then
-        rep.recalled[#rep.recalled + 1] = k
-      elseif type(a) == "string" then
-        rep.failed[k] = a
-      else
-        rep.errors[k] = a
-      end
+      if type(a) == "string" then failed[k] = a end
+      if type(a) == "table" then return fake.code(a.status or 500, a.code) end
     end
-    return rep
-  end
+    return fake.ok(req, failed)
+  end }
+  local c = assert(recall.client { robot_code = "dingFake", access_token = "fake-token", transport = T, qps = 0,
+    max_retries = 0, concurrency = 4 })
+  c.calls = calls
   return c
 end
 
@@ -434,14 +434,19 @@ describe("ledger", function()
           assert(l:record { processQueryKey = keys[i], openConversationId = CID_A, robotCode = s.robot,
             sent_at = now })
         end
-        -- The process "dies" right after the server recalled the second chunk.
-        local dying = { n = 0 }
-        function dying.recall(_, cid, ks, opts)
-          dying.n = dying.n + 1
-          local rep = c:recall(cid, ks, opts)
-          if dying.n == 2 then error("killed") end
-          return rep
-        end
+        -- The process "dies" right after the server recalled the second
+        -- chunk: its transport raises when the second answer comes back.
+        local curl = require("dingtalk.recall.transport.curl").new()
+        local answers = 0
+        local dying_transport = setmetatable({
+          poll = function(_, wait)
+            local done = curl:poll(wait)
+            answers = answers + #done
+            if answers >= 2 then error("killed") end
+            return done
+          end,
+        }, { __index = curl })
+        local dying = client { concurrency = 1, transport = dying_transport }
         assert.has_error(function() l:recall(dying, {}) end, nil)
         assert.are.equal(4, s:stats().recalled)
         assert.are.equal("recalled", l:get(keys[1]).state)
@@ -460,17 +465,17 @@ describe("ledger", function()
         l:close()
       end)
 
-      it("counts every reason of ledger.ALREADY_RECALLED as recalled", function()
+      it("counts a reason core.reasons calls already recalled as recalled", function()
         if not guard() then return end
         assert.is_true(ledger.ALREADY_RECALLED.ALREADY_RECALLED)
+        assert.is_true(core.reasons.ALREADY_RECALLED.already_recalled)
+        assert.has_error(function() ledger.ALREADY_RECALLED.GONE_ALREADY = true end)
         local l = open()
         assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
         assert(l:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
-        ledger.ALREADY_RECALLED.GONE_ALREADY = true
-        local ok, rep = pcall(l.recall, l, fake_client { k1 = "GONE_ALREADY", k2 = "NOPE" }, {})
-        ledger.ALREADY_RECALLED.GONE_ALREADY = nil
-        assert.is_true(ok)
+        local rep = assert(l:recall(fake_client { k1 = "ALREADY_RECALLED", k2 = "NOPE" }, {}))
         assert.are.same({ "k1" }, rep.recalled)
+        assert.are.same({ "k1" }, rep.already_recalled)
         assert.are.same({ k2 = "NOPE" }, rep.failed)
         assert.are.equal("recalled", l:get("k1").state)
         assert.are.equal("failed", l:get("k2").state)
@@ -485,7 +490,8 @@ describe("ledger", function()
             sent_at = now + i })
         end
         local steps = {}
-        local broken = { recall = function() return nil, core.error("miss.openConversationId", "gone") end }
+        local gone = { status = 400, code = "miss.openConversationId" }
+        local broken = fake_client { k1 = gone, k3 = gone, k5 = gone }
         local rep = assert(l:recall(broken, {}, { on_progress = function(d, t) steps[#steps + 1] = d .. "/" .. t end }))
         assert.are.same({ "2/5", "4/5", "5/5" }, steps)
         assert.are.equal(5, count(rep.errors))

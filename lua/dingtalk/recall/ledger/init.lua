@@ -11,23 +11,27 @@
 -- 24 h recall window: never sent to the API).  A recall marks each chunk
 -- of keys `recalling` durably before sending it, so a recall killed midway
 -- is finished by the next l:recall: keys still `recalling` are selected
--- again and the server's ALREADY_RECALLED answer then counts as recalled.
+-- again and the server's "already recalled" answer counts as recalled.
+-- The ledger selects and persists; the engine (through the client) sends,
+-- and the report module decides each key's outcome.
 --
 -- Two stores share this interface: the local journal (ledger/file.lua, the
 -- default, crash-safe and shared by the processes of one host) and Redis
 -- (ledger/redis.lua, shared by several hosts and nginx workers).
 local core = require "dingtalk.recall.core"
-local curl = require "dingtalk.recall.curl"
+local report = require "dingtalk.recall.report"
 
 local M = {}
 
 --- Seconds after sending when the API no longer recalls a message.
 M.RECALL_WINDOW = 86400
 
---- Failure reasons meaning "this message is already recalled": a key
--- answered with one of them ends `recalled` (DingTalk's own wording is not
--- documented; ALREADY_RECALLED is the simulator's).
-M.ALREADY_RECALLED = { ALREADY_RECALLED = true }
+--- Read-only view of the reasons meaning "this message is already
+-- recalled" (the one list is core.reasons; see dingtalk.recall.report).
+M.ALREADY_RECALLED = setmetatable({}, {
+  __index = function(_, reason) return report.already_recalled(reason) or nil end,
+  __newindex = function() error("ledger.ALREADY_RECALLED is read-only: the reasons are core.reasons", 2) end,
+})
 
 --- Every state an entry can have.
 M.STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
@@ -99,8 +103,11 @@ function M.open(location, opts)
     backend, err = require("dingtalk.recall.ledger.file").open(path, opts, clock)
   end
   if not backend then return nil, err end
-  local chunk = math.floor(opts.chunk or DEFAULT_CHUNK)
-  if chunk < 1 then return invalid("chunk must be at least 1") end
+  local chunk = opts.chunk or DEFAULT_CHUNK
+  if not (chunk >= 1 and chunk <= 100000) or chunk % 1 ~= 0 then
+    if backend.close then backend:close() end
+    return invalid("chunk must be a whole number in 1..100000")
+  end
   return setmetatable({
     backend = backend, clock = clock, chunk = chunk, on_record_error = opts.on_record_error,
     location = backend.location, kind = backend.kind, record_errors = 0,
@@ -265,33 +272,45 @@ end
 -- Recall
 ---------------------------------------------------------------------------
 
-local function add_err_change(changes, key, err)
-  changes[#changes + 1] = { key = key, state = "error", code = tostring(err.code or "unknown"),
+-- The change an outcome makes to an entry (the report holds the details).
+local function change_of(r, key, outcome)
+  if outcome == "recalled" then return { key = key, state = "recalled" } end
+  if outcome == "already_recalled" then
+    return { key = key, state = "recalled", reason = "ALREADY_RECALLED" }
+  end
+  if outcome == "failed" then return { key = key, state = "failed", reason = tostring(r.failed[key]) } end
+  local err = r.errors[key] or {}
+  return { key = key, state = "error", code = tostring(err.code or "unknown"),
     reason = err.message and tostring(err.message) or nil }
 end
 
 --- l:recall(client, filter [, opts]) -> report | nil, err
 -- Recalls what the filter selects (default state: sent) plus any key left
 -- `recalling` by an earlier, interrupted recall (of the same conversation,
--- robot and tag when the filter names them).  The report is the client's
--- (recalled, failed, errors, requests, retries, throttled, token_fetches)
--- merged over every (conversation, robot) group, plus expired (keys older
--- than the recall window, never sent) and already_recalled (keys counted
--- recalled because the server said they already were).  Every selected key
--- is in exactly one of recalled, failed, errors and expired.
--- opts.on_progress(done, total) is called as chunks finish.
+-- robot and tag when the filter names them).
+--
+-- The ledger selects and persists; the client's engine sends and the
+-- report module decides each key's outcome.  Every (conversation, robot)
+-- group is cut into plans of `chunk` keys, and all plans run in one engine
+-- run (one pool, fair across conversations).  A plan's keys are marked
+-- `recalling` durably before its first batch is sent, and their outcomes
+-- are written when its last batch is done.  A key the server calls already
+-- recalled ends `recalled` (the message is gone, whoever recalled it).
+--
+-- The report is the engine's (recalled, already_recalled, failed, errors,
+-- requests, retries, throttled, token_fetches, total) plus expired (keys
+-- older than the recall window, never sent).  Every selected key is in
+-- exactly one of recalled, failed, errors and expired.
+-- opts.on_progress(done, total) is called as batches finish.
 function Ledger:recall(client, filter, opts)
   local b = live(self, "recall")
-  if type(client) ~= "table" or type(client.recall) ~= "function" then
-    error("ledger:recall expects a client (with a recall method)", 2)
+  if type(client) ~= "table" or type(client.run) ~= "function" then
+    error("ledger:recall expects a client (with a run method)", 2)
   end
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
   opts = opts or {}
-  local t0 = curl.now()
   local now = self.clock()
-  local report = { recalled = {}, failed = {}, errors = {}, expired = {}, already_recalled = {},
-    requests = 0, retries = 0, throttled = 0, token_fetches = 0, total = 0 }
 
   -- What to recall: the filter's selection, then the interrupted keys.
   local selected = {}
@@ -312,94 +331,111 @@ function Ledger:recall(client, filter, opts)
       end
     end
   end
-  report.total = #entries
   -- Oldest first: those nearest to the end of the recall window go first.
   table.sort(entries, function(a, c)
     if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
     return a.key < c.key
   end)
 
-  local done = 0
-  local function progress(n)
-    done = done + n
-    if opts.on_progress then opts.on_progress(done, report.total) end
-  end
-
   -- Too old: never sent to the API.
   local expired, groups, order = {}, {}, {}
+  local expired_keys = {}
   for _, e in ipairs(entries) do
     if now - e.sent_at > M.RECALL_WINDOW then
       expired[#expired + 1] = { key = e.key, state = "expired", reason = "RECALL_WINDOW_PASSED" }
-      report.expired[#report.expired + 1] = e.key
+      expired_keys[#expired_keys + 1] = e.key
     else
       local gk = e.conversation .. "\0" .. e.robot
       local g = groups[gk]
       if not g then
-        g = { cid = e.conversation, robot = e.robot, keys = {}, was = {} }
+        g = { cid = e.conversation, robot = e.robot, keys = {} }
         groups[gk] = g
         order[#order + 1] = g
       end
       g.keys[#g.keys + 1] = e.key
-      g.was[e.key] = e.state
     end
   end
+  local total = #entries
   if #expired > 0 then
     local ok, uerr = b:update(expired, self.clock())
     if not ok then return nil, uerr end
-    progress(#expired)
+    if opts.on_progress then opts.on_progress(#expired, total) end
   end
 
+  -- The plans: one per group and chunk.  A group the core refuses whole
+  -- (a conversation or robot the API cannot take) ends in errors unsent.
+  local refused = report.new()
+  local plans, refused_changes = {}, {}
   for _, g in ipairs(order) do
     for first = 1, #g.keys, self.chunk do
-      local chunk, marks = {}, {}
-      for i = first, math.min(#g.keys, first + self.chunk - 1) do
-        chunk[#chunk + 1] = g.keys[i]
-        marks[#marks + 1] = { key = g.keys[i], state = "recalling" }
-      end
-      -- Durably `recalling` before anything is sent.
-      local ok, uerr = b:update(marks, self.clock())
-      if not ok then return nil, uerr end
-      local rep, rerr = client:recall(g.cid, chunk, { robot_code = g.robot })
-      local changes = {}
-      if not rep then
-        for _, k in ipairs(chunk) do
-          report.errors[k] = rerr
-          add_err_change(changes, k, rerr)
-        end
+      local chunk = {}
+      for i = first, math.min(#g.keys, first + self.chunk - 1) do chunk[#chunk + 1] = g.keys[i] end
+      local plan, perr = core.plan(g.cid, g.robot, chunk)
+      if plan then
+        plans[#plans + 1] = plan
       else
-        for _, n in ipairs { "requests", "retries", "throttled", "token_fetches" } do
-          report[n] = report[n] + (tonumber(rep[n]) or 0)
-        end
-        local ok_keys = {}
-        for _, k in ipairs(rep.recalled or {}) do ok_keys[k] = true end
-        for _, k in ipairs(chunk) do
-          local reason = rep.failed and rep.failed[k]
-          local kerr = rep.errors and rep.errors[k]
-          if ok_keys[k] then
-            report.recalled[#report.recalled + 1] = k
-            changes[#changes + 1] = { key = k, state = "recalled" }
-          elseif reason ~= nil and M.ALREADY_RECALLED[reason] then
-            report.recalled[#report.recalled + 1] = k
-            report.already_recalled[#report.already_recalled + 1] = k
-            changes[#changes + 1] = { key = k, state = "recalled", reason = tostring(reason) }
-          elseif reason ~= nil then
-            report.failed[k] = reason
-            changes[#changes + 1] = { key = k, state = "failed", reason = tostring(reason) }
-          else
-            kerr = kerr or core.error("response.missing_key", "the client reported nothing for this key")
-            report.errors[k] = kerr
-            add_err_change(changes, k, kerr)
-          end
-        end
+        local outcomes = report.fail(refused, chunk, perr)
+        for _, k in ipairs(chunk) do refused_changes[#refused_changes + 1] = change_of(refused, k, outcomes[k]) end
       end
-      ok, uerr = b:update(changes, self.clock())
-      if not ok then return nil, uerr end
-      progress(#chunk)
     end
   end
-  report.ok = next(report.failed) == nil and next(report.errors) == nil and #report.expired == 0
-  report.elapsed = curl.now() - t0
-  return report
+  refused.total = #refused_changes
+  if #refused_changes > 0 then
+    local ok, uerr = b:update(refused_changes, self.clock())
+    if not ok then return nil, uerr end
+  end
+
+  local rep = report.new()
+  local store_err
+  if #plans > 0 then
+    local state = {}  -- plan -> {left = batches to finish, changes = {...}}
+    local function save(changes)
+      if #changes == 0 or store_err then return end
+      local ok, uerr = b:update(changes, self.clock())
+      if not ok then store_err = uerr end
+    end
+    local offset = #expired + #refused_changes
+    local hooks = {
+      on_batch_start = function(plan)
+        if store_err then return false, store_err end
+        local st = state[plan]
+        if not st then
+          -- Durably `recalling` before anything of this plan is sent.
+          st = { left = plan.nbatches, changes = {} }
+          state[plan] = st
+          local marks = {}
+          for i = 1, plan.nbatches do
+            for _, k in ipairs(plan[i]) do marks[#marks + 1] = { key = k, state = "recalling" } end
+          end
+          save(marks)
+          if store_err then return false, store_err end
+        end
+      end,
+      on_batch_done = function(plan, i, keys, outcomes, r)
+        local st = state[plan]
+        if not st then
+          st = { left = plan.nbatches, changes = {} }
+          state[plan] = st
+        end
+        local changes = st.changes
+        for _, k in ipairs(keys) do changes[#changes + 1] = change_of(r, k, outcomes[k]) end
+        if i > 0 then st.left = st.left - 1 end
+        if st.left <= 0 or i == 0 then
+          st.changes = {}
+          save(changes)
+        end
+      end,
+      on_progress = opts.on_progress and function(done)
+        opts.on_progress(offset + done, total)
+      end,
+    }
+    rep = client:run(plans, hooks, { ambiguous = true })
+  end
+  if store_err then return nil, store_err end
+  report.merge(rep, refused)
+  rep.expired = expired_keys
+  rep.total = total
+  return report.finish(rep, rep.elapsed or 0)
 end
 
 --- l:close(): releases the store (the Redis connection).  Safe twice.

@@ -1,0 +1,148 @@
+--- Issue 9's ledger row: 8 conversations of 2,500 keys each recalled
+-- through Ledger:recall (the file journal) and through client:recall_groups
+-- on the same client settings, against the simulator, interleaved runs.
+-- Reports each run's wall time and the peak number of requests in flight
+-- (counted by a wrapper around the transport), medians and the ratio
+-- ledger / recall_groups (target: peak = concurrency, ratio <= 1.2).
+--
+--   LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/?.lua;;" \
+--   LUA_CPATH="$PWD/build/5.4/?.so;;" lua5.4 bench/ledger.lua [--runs N] [--keys N] [--groups N]
+--     [--concurrency N] [--tls]
+--
+-- Needs the simulator's nginx (docs/simulator.md).  Exits 1 when a run
+-- did not recall every key or missed the concurrency.
+local core = require "dingtalk.recall.core"
+local curl_now = core.now
+
+local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false }
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a == "--tls" then
+      opts.tls = true
+    elseif opts[a:sub(3)] ~= nil then
+      i = i + 1
+      opts[a:sub(3)] = assert(tonumber(arg[i]), a .. " N")
+    else
+      error("unknown option " .. a)
+    end
+    i = i + 1
+  end
+end
+
+local sim = require "spec.helpers.sim"
+local recall = require "dingtalk.recall"
+local ledger = require "dingtalk.recall.ledger"
+
+-- A transport that counts requests in flight.
+local function counting(T)
+  local c = { in_flight = 0, peak = 0 }
+  return setmetatable({
+    start = function(_, built, tag)
+      local ok, err = T:start(built, tag)
+      if ok then
+        c.in_flight = c.in_flight + 1
+        if c.in_flight > c.peak then c.peak = c.in_flight end
+      end
+      return ok, err
+    end,
+    poll = function(_, wait)
+      local done = T:poll(wait)
+      c.in_flight = c.in_flight - #done
+      return done
+    end,
+    counter = c,
+  }, { __index = T })
+end
+
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+local s = sim.start { tls = opts.tls, latency = 0, workers = 2 }
+local dir = os.tmpname()
+os.remove(dir)
+local results = { ledger = {}, groups = {} }
+local ok, err = pcall(function()
+  s:config { qps = 0, latency = 0, faults = "" }
+  local function client(T)
+    return assert(recall.client { robot_code = s.robot, endpoint = s.url, ca_file = s.ca_file,
+      access_token = s.token, concurrency = opts.concurrency, qps = 0, transport = T })
+  end
+  local function seed()
+    s:reset()
+    local groups, total = {}, 0
+    for g = 1, opts.groups do
+      local cid = "cidBench" .. g
+      local keys = s:seed_keys(opts.keys, cid)
+      groups[g] = { conversation = cid, keys = keys }
+      total = total + #keys
+    end
+    return groups, total
+  end
+  for run = 1, opts.runs do
+    for _, which in ipairs(run % 2 == 1 and { "ledger", "groups" } or { "groups", "ledger" }) do
+      local groups, total = seed()
+      local T = counting(require("dingtalk.recall.transport.curl").new { max_connections = opts.concurrency })
+      local c = client(T)
+      local rep, t0, t1
+      if which == "ledger" then
+        local l = assert(ledger.open(dir .. "/run" .. run .. "/ledger"))
+        local entries = {}
+        for _, g in ipairs(groups) do
+          for _, k in ipairs(g.keys) do
+            entries[#entries + 1] = { key = k, conversation = g.conversation, robot = s.robot }
+          end
+        end
+        assert(l:record_many(entries))
+        t0 = curl_now()
+        rep = assert(l:recall(c, {}))
+        t1 = curl_now()
+        l:close()
+      else
+        t0 = curl_now()
+        rep = assert(c:recall_groups(groups))
+        t1 = curl_now()
+      end
+      c:close()
+      local recalled = s:stats().recalled
+      if #rep.recalled ~= total or recalled ~= total then
+        error(("%s run %d: %d of %d keys recalled (server: %d)"):format(which, run, #rep.recalled, total, recalled))
+      end
+      local r = { wall = t1 - t0, peak = T.counter.peak }
+      results[which][#results[which] + 1] = r
+      io.write(("%-7s run %d: %.3f s, peak in flight %d, %d requests\n"):format(which, run, r.wall, r.peak,
+        rep.requests))
+    end
+  end
+end)
+s:stop()
+os.execute("rm -rf '" .. dir .. "'")
+if not ok then
+  io.stderr:write("bench/ledger.lua: ", tostring(err), "\n")
+  os.exit(1)
+end
+
+local function col(list, f)
+  local t = {}
+  for i, r in ipairs(list) do t[i] = r[f] end
+  return t
+end
+local lw, gw = median(col(results.ledger, "wall")), median(col(results.groups, "wall"))
+local lp, gp = median(col(results.ledger, "peak")), median(col(results.groups, "peak"))
+print(("\n== %d conversations x %d keys, concurrency %d, %s, %s (medians of %d)"):format(opts.groups, opts.keys,
+  opts.concurrency, opts.tls and "https" or "http", rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION,
+  opts.runs))
+print("| path | wall s | peak in flight |")
+print("|---|---:|---:|")
+print(("| Ledger:recall (file journal) | %.3f | %d |"):format(lw, lp))
+print(("| client:recall_groups | %.3f | %d |"):format(gw, gp))
+print(("ratio ledger / recall_groups: %.2fx (target <= 1.2x); ledger peak %d of %d (target: = concurrency)")
+  :format(lw / gw, lp, opts.concurrency))
+os.exit((lp == opts.concurrency) and 0 or 1)

@@ -1,0 +1,490 @@
+--- dingtalk.recall.engine: the one scheduler every front-end recalls through.
+--
+--   local engine = require "dingtalk.recall.engine"
+--   local e = engine.new { transport = T, target = core.target(opts), tokens = tm, limiter = lim,
+--                          concurrency = 4, max_retries = 3, backoff_base = 0.2, backoff_max = 5,
+--                          random = math.random, log = function(level, msg) end }
+--   local report = e:run(plans, hooks [, opts])
+--
+-- plans: core.plan results (one per conversation and robot).  They run
+-- under one pool (`concurrency` requests in flight), one QPS budget (the
+-- limiter: lim:acquire(now) -> 0 or seconds to wait) and one token store.
+-- Fair across plans: batches start round-robin over the plans, so the first
+-- batch of every plan starts before the second batch of any plan (retries
+-- that are due go first).
+--
+-- hooks (all optional):
+--   on_batch_start(plan, i, keys) -> nothing, or false, err to keep the
+--     batch from being sent (its keys then end in errors with err);
+--     called once per batch, before its first attempt;
+--   on_batch_done(plan, i, keys, outcomes): once per batch, when its keys'
+--     outcomes are final; outcomes[key] is "recalled" | "already_recalled" |
+--     "failed" | "error" | "missing".  Keys the plan refused (plan.invalid)
+--     come first, as batch 0.  A fifth argument is the report being
+--     built (for the reasons and errors behind the outcomes);
+--   on_progress(done, total): keys finished so far, after each batch.
+-- opts.ambiguous = true: every batch may have been recalled before (the
+-- ledger's `recalling` keys), so "already recalled" answers count recalled.
+--
+-- Retries are bounded (max_retries per batch, one token refetch per batch
+-- after InvalidAuthentication), back off exponentially with jitter, honour
+-- a server's retry_after up to retry_after_max, and wait at least a second
+-- after a QPS-limit answer.  The flags of core.codes decide: retryable,
+-- ambiguous (the server may have done the work), throttle, auth, fatal (no
+-- later request can succeed: the run stops and every key not yet sent ends
+-- in errors with that error).  Every key ends in exactly one of recalled,
+-- failed and errors.
+--
+-- The engine only calls transport.now(), transport:start(built, tag) and
+-- transport:poll(wait) (which waits up to `wait` seconds when nothing is in
+-- flight); with a fake transport and clock every path runs in milliseconds.
+local core = require "dingtalk.recall.core"
+local report = require "dingtalk.recall.report"
+
+local M = {}
+
+local Engine = {}
+Engine.__index = Engine
+
+--- Bounds and defaults of the engine's settings (the client checks the
+-- caller's options against these).
+M.LIMITS = {
+  concurrency = { 1, 64 }, max_retries = { 0, 10 }, backoff_base = { 0, 60 }, backoff_max = { 0, 600 },
+  retry_after_max = { 0, 600 },
+}
+M.DEFAULTS = {
+  concurrency = 4, max_retries = 3, backoff_base = 0.2, backoff_max = 5, retry_after_max = 30,
+}
+--- Seconds to wait at least after a QPS-limit answer.
+M.THROTTLE_WAIT = 1.0
+--- Seconds a fetched token is used within one run even if the store calls
+-- it expired (a server answering expireIn = 1e-9 cannot make the run fetch
+-- tokens in a loop: at most one fetch per TOKEN_REUSE seconds, plus one per
+-- batch after InvalidAuthentication).
+M.TOKEN_REUSE = 60
+--- Longest single wait in poll while requests are in flight.
+local MAX_POLL = 1.0
+--- Longest wait taken from one limiter answer before asking it again.
+local MAX_LIMIT_WAIT = 60
+
+local NOFLAGS = {}
+
+--- engine.new(opts) -> engine.  Wrong types raise: the client checks a
+-- caller's values before; the engine trusts what it is given.
+function M.new(o)
+  if type(o) ~= "table" then error("engine.new expects a table", 2) end
+  if type(o.transport) ~= "table" then error("engine.new: transport must be an object", 2) end
+  if type(o.tokens) ~= "table" then error("engine.new: tokens must be a token manager", 2) end
+  if o.limiter ~= nil and type(o.limiter) ~= "table" then error("engine.new: limiter must be an object", 2) end
+  local self = setmetatable({
+    transport = o.transport, target = o.target, tokens = o.tokens, limiter = o.limiter,
+    random = o.random or math.random, log = o.log,
+  }, Engine)
+  for name, lim in pairs(M.LIMITS) do
+    local v = o[name]
+    if v == nil then v = M.DEFAULTS[name] end
+    if type(v) ~= "number" or not (v >= lim[1] and v <= lim[2]) then
+      error(("engine.new: %s must be a number in %s..%s"):format(name, lim[1], lim[2]), 2)
+    end
+    self[name] = v
+  end
+  self.concurrency = math.floor(self.concurrency)
+  self.max_retries = math.floor(self.max_retries)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- One run
+---------------------------------------------------------------------------
+
+local Run = {}
+Run.__index = Run
+
+local function new_run(e, stats)
+  return setmetatable({
+    e = e, T = e.transport, tm = e.tokens, stats = stats,
+    waiting = {},        -- jobs due for another attempt (each with ready_at)
+    in_flight = 0,
+    token = nil, token_at = nil, token_job = nil,
+    plans = {}, active = {}, nexti = {}, rr = 1,   -- fresh batches, round robin
+    calls = {},          -- single requests (send, token) not started yet
+    done = 0, total = 0,
+  }, Run)
+end
+
+function Run:log(level, msg)
+  local log = self.e.log
+  if log then pcall(log, level, msg) end
+end
+
+-- Whether any job still waits for a start (not counting those in flight).
+function Run:pending()
+  return #self.active > 0 or #self.waiting > 0 or #self.calls > 0
+end
+
+-- Batch jobs: {kind = "batch", plan, i, p (plan index), keys, attempts, ...}
+local function batch_job(plan, p, i)
+  return { kind = "batch", plan = plan, p = p, i = i, keys = plan[i], attempts = 0, needs_token = true,
+    limited = true }
+end
+
+-- The next fresh batch in round-robin order, without taking it.
+function Run:peek_fresh()
+  local active = self.active
+  if #active == 0 then return nil end
+  if self.rr > #active then self.rr = 1 end
+  local p = active[self.rr]
+  local job = self.peeked
+  if not job or job.p ~= p or job.i ~= self.nexti[p] then
+    job = batch_job(self.plans[p], p, self.nexti[p])
+    self.peeked = job
+  end
+  return job
+end
+
+-- Takes the batch peek_fresh returned.
+function Run:take_fresh()
+  local active, p = self.active, self.active[self.rr]
+  local plan, i = self.plans[p], self.nexti[p]
+  self.peeked = nil
+  if i >= plan.nbatches then
+    table.remove(active, self.rr) -- the next plan moves into this slot
+  else
+    self.nexti[p] = i + 1
+    self.rr = self.rr + 1
+  end
+end
+
+-- The job to start now, or nil and the time to look again.  Due retries
+-- first, then single calls, then fresh batches round robin.
+function Run:pick(t, token)
+  local wake = math.huge
+  for idx, j in ipairs(self.waiting) do
+    if j.ready_at <= t then
+      if token or not j.needs_token then return j, nil, idx end
+    elseif j.ready_at < wake then
+      wake = j.ready_at
+    end
+  end
+  if not token then return nil, wake end
+  if #self.calls > 0 then return self.calls[1], nil, "call" end
+  local j = self:peek_fresh()
+  if j then return j, nil, "fresh" end
+  return nil, wake
+end
+
+function Run:take(where)
+  if where == "fresh" then
+    self:take_fresh()
+  elseif where == "call" then
+    table.remove(self.calls, 1)
+  else
+    table.remove(self.waiting, where)
+  end
+end
+
+-- Finishes a batch: reports its outcomes through the hooks.
+function Run:batch_done(job, outcomes)
+  local hooks = self.hooks
+  if hooks.on_batch_done then hooks.on_batch_done(job.plan, job.i, job.keys, outcomes, self.stats) end
+  self.done = self.done + #job.keys
+  if hooks.on_progress then hooks.on_progress(self.done, self.total) end
+end
+
+function Run:fail(job, err)
+  if job.kind == "batch" then
+    self:batch_done(job, report.fail(self.stats, job.keys, err))
+  elseif job.kind == "token" then
+    self.token_job = nil
+    self:fail_token_waiters(err)
+  else
+    job.err = err
+  end
+end
+
+-- Every job that needs a token and has not started fails with err (a
+-- token that cannot be had).
+function Run:fail_token_waiters(err)
+  local waiting = self.waiting
+  for i = #waiting, 1, -1 do
+    local j = waiting[i]
+    if j.needs_token then
+      table.remove(waiting, i)
+      self:fail(j, err)
+    end
+  end
+  self:fail_fresh(err)
+end
+
+-- Fails every batch and call not started yet.
+function Run:fail_fresh(err)
+  local calls = self.calls
+  self.calls = {}
+  for _, j in ipairs(calls) do self:fail(j, err) end
+  while #self.active > 0 do
+    local j = self:peek_fresh()
+    self:take_fresh()
+    self:fail(j, err)
+  end
+end
+
+-- A fatal error: nothing more is sent; what is in flight still finishes.
+function Run:stop(err)
+  if self.stopped then return end
+  self.stopped = err
+  self.stats.stopped = err
+  self:log("error", "run stopped: " .. tostring(err.code))
+  local waiting = self.waiting
+  self.waiting = {}
+  for _, j in ipairs(waiting) do
+    if j.kind == "token" then self.token_job = nil end
+    self:fail(j, err)
+  end
+  self:fail_fresh(err)
+end
+
+function Run:backoff(attempt)
+  local e = self.e
+  local base = math.min(e.backoff_max, e.backoff_base * 2 ^ (attempt - 1))
+  local r = tonumber(e.random()) or 0.5
+  if not (r >= 0 and r <= 1) then r = 0.5 end
+  return base / 2 + r * base / 2
+end
+
+-- After a failed attempt: queues the job again (true) or not (false).
+function Run:retry(job, err, t)
+  local flags = core.codes[err.code] or NOFLAGS
+  local stats, e = self.stats, self.e
+  if flags.throttle then stats.throttled = stats.throttled + 1 end
+  if flags.ambiguous then job.ambiguous = true end
+  if flags.fatal or self.stopped then return false end
+  if flags.auth and job.needs_token and self.tm:managed() and not job.auth_refreshed then
+    job.auth_refreshed = true
+    if job.token == self.token then
+      self.tm:invalidate(job.token)
+      self.token = nil
+    end
+    job.ready_at = t
+  else
+    local retryable = flags.retryable
+    retryable = retryable == true or err.retryable == true
+    if not retryable or job.attempts >= e.max_retries then return false end
+    job.attempts = job.attempts + 1
+    local delay = self:backoff(job.attempts)
+    if flags.throttle and delay < M.THROTTLE_WAIT then delay = M.THROTTLE_WAIT end
+    local ra = tonumber(err.retry_after)
+    if ra and ra > delay then delay = math.min(ra, e.retry_after_max) end
+    job.ready_at = t + delay
+  end
+  if job.kind ~= "token" then stats.retries = stats.retries + 1 end
+  self:log("info", ("retrying after %s (attempt %d)"):format(tostring(err.code), job.attempts))
+  self.waiting[#self.waiting + 1] = job
+  return true
+end
+
+function Run:start(job, token, t)
+  local built, err
+  local e = self.e
+  if job.kind == "batch" then
+    if not job.started then
+      job.started = true
+      local hook = self.hooks.on_batch_start
+      if hook then
+        local ok, herr = hook(job.plan, job.i, job.keys)
+        if ok == false then
+          self:fail(job, herr or core.error("invalidParameter.param.invalid", "the batch was refused by its hook"))
+          return
+        end
+      end
+    end
+    built, err = core.build_batch(job.plan, job.i, e.target, token)
+  elseif job.kind == "token" then
+    built, err = self.tm:build(e.target, t)
+  elseif job.kind == "probe" then
+    job.result = token
+    return
+  else
+    built, err = job.build(token)
+  end
+  if not built then return self:fail(job, err) end
+  job.token = token
+  local ok, serr = self.T:start(built, job)
+  if not ok then
+    if not self:retry(job, serr, t) then self:complete_failed(job, serr) end
+    return
+  end
+  self.in_flight = self.in_flight + 1
+  if job.kind ~= "token" then self.stats.requests = self.stats.requests + 1 end
+end
+
+function Run:complete_failed(job, err)
+  self:fail(job, err)
+  if (core.codes[err.code] or NOFLAGS).fatal then self:stop(err) end
+end
+
+-- One finished exchange.
+function Run:complete(c, t)
+  local job = c.tag
+  self.in_flight = self.in_flight - 1
+  local result, err = nil, c.error
+  if not err then
+    if job.kind == "batch" then
+      result, err = core.parse(c.status, c.headers, c.body, job.token)
+    elseif job.kind == "token" then
+      result, err = self.tm:accept(c.status, c.headers, c.body, t)
+    else
+      result, err = job.parse(c.status, c.headers, c.body, job.token)
+    end
+  end
+  if result then
+    if job.kind == "batch" then
+      self:batch_done(job, report.classify(self.stats, job.keys, result, job.ambiguous or self.ambiguous))
+    elseif job.kind == "token" then
+      self.token_job, self.token, self.token_at = nil, result, t
+    else
+      job.result = result
+    end
+  elseif not self:retry(job, err, t) then
+    self:complete_failed(job, err)
+  end
+end
+
+-- The token to send with now, starting a fetch when none is usable.
+function Run:token_now(t)
+  local tm = self.tm
+  local tok = tm:current(t)
+  if tok then
+    if tok ~= self.token then self.token, self.token_at = tok, t end
+    return tok
+  end
+  if self.token and t - self.token_at < M.TOKEN_REUSE then return self.token end
+  self.token = nil
+  if self.token_job or not tm:managed() or not self:pending() then return nil end
+  self.stats.token_fetches = self.stats.token_fetches + 1
+  if tm.provider then
+    local err
+    tok, err = tm:call_provider(t)
+    if not tok then
+      self:fail_token_waiters(err)
+      if (core.codes[err.code] or NOFLAGS).fatal then self:stop(err) end
+      return nil
+    end
+    self.token, self.token_at = tok, t
+    return tok
+  end
+  self.token_job = { kind = "token", attempts = 0, ready_at = t, needs_token = false }
+  table.insert(self.waiting, 1, self.token_job)
+  return nil
+end
+
+function Run:loop()
+  local T, e, lim = self.T, self.e, self.e.limiter
+  while self:pending() or self.in_flight > 0 do
+    local t = T.now()
+    local token = self:token_now(t)
+    local wake = math.huge
+    while self.in_flight < e.concurrency and not self.stopped do
+      local job, w, where = self:pick(t, token)
+      if not job then
+        wake = w
+        break
+      end
+      local d = 0
+      if lim and job.limited then
+        d = lim:acquire(t)
+        if type(d) ~= "number" or d ~= d or d < 0 then
+          error("engine: limiter:acquire(now) must return 0 or the seconds to wait, not " .. tostring(d))
+        end
+        if d > MAX_LIMIT_WAIT then d = MAX_LIMIT_WAIT end -- asked again then
+      end
+      if d > 0 then
+        wake = t + d
+        break
+      end
+      self:take(where)
+      self:start(job, token, t)
+      -- A start may have fetched or dropped nothing: the token stays.
+    end
+    if not self:pending() and self.in_flight == 0 then break end
+    local wait = wake - t
+    if self.in_flight > 0 then
+      if wait > MAX_POLL then wait = MAX_POLL end
+    elseif wait == math.huge then
+      error("engine: work is pending but nothing is in flight or due (a bug)")
+    end
+    local done = T:poll(wait > 0 and wait or 0)
+    if done and #done > 0 then
+      local t2 = T.now()
+      for i = 1, #done do self:complete(done[i], t2) end
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- Entry points
+---------------------------------------------------------------------------
+
+--- e:run(plans, hooks [, opts]) -> report.  plans: an array of core plans;
+-- keys must be unique across plans (core.plan dedupes within one).
+function Engine:run(plans, hooks, opts)
+  if type(plans) ~= "table" then error("engine:run expects an array of plans", 2) end
+  if hooks ~= nil and type(hooks) ~= "table" then error("engine:run: hooks must be a table", 2) end
+  hooks = hooks or {}
+  opts = opts or {}
+  local t0 = self.transport.now()
+  local r = report.new()
+  local run = new_run(self, r)
+  run.hooks, run.ambiguous = hooks, opts.ambiguous == true
+  for p, plan in ipairs(plans) do
+    run.plans[p] = plan
+    r.total = r.total + plan.total + plan.ninvalid
+    if plan.nbatches > 0 then
+      run.active[#run.active + 1] = p
+      run.nexti[p] = 1
+    end
+  end
+  run.total = r.total
+  for _, plan in ipairs(plans) do
+    if plan.ninvalid > 0 then
+      local keys = {}
+      for k in pairs(plan.invalid) do keys[#keys + 1] = k end
+      table.sort(keys)
+      local outcomes = report.fail_map(r, plan.invalid)
+      if hooks.on_batch_done then hooks.on_batch_done(plan, 0, keys, outcomes, r) end
+      run.done = run.done + #keys
+    end
+  end
+  if run.done > 0 and hooks.on_progress then hooks.on_progress(run.done, run.total) end
+  run:loop()
+  return report.finish(r, self.transport.now() - t0)
+end
+
+--- e:call(job) -> result | nil, err: one request (send) through the same
+-- pool, limiter, tokens and retries.  job.build(token) -> built | nil, err;
+-- job.parse(status, headers, body, token) -> result | nil, err.
+function Engine:call(job, stats)
+  stats = stats or report.new()
+  local run = new_run(self, stats)
+  run.hooks = {}
+  local j = { kind = "call", build = job.build, parse = job.parse, attempts = 0, needs_token = true,
+    limited = true }
+  run.calls[1] = j
+  run:loop()
+  if j.result ~= nil then return j.result end
+  return nil, j.err
+end
+
+--- e:token() -> token | nil, err: the token the engine would send with,
+-- fetched (once, shared) when none is cached.
+function Engine:token()
+  local run = new_run(self, report.new())
+  run.hooks = {}
+  local j = { kind = "probe", attempts = 0, needs_token = true }
+  run.calls[1] = j
+  run:loop()
+  if j.result ~= nil then return j.result end
+  return nil, j.err
+end
+
+M.Engine = Engine
+return M
