@@ -48,7 +48,11 @@ build = {
     -- BEGIN LUA MODULES (written by `make rockspec`; spec/rockspec_spec.lua checks it)
     ["dingtalk.recall.async"] = "lua/dingtalk/recall/async.lua",
     ["dingtalk.recall.callback"] = "lua/dingtalk/recall/callback.lua",
-    ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli.lua",
+    ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli/init.lua",
+    ["dingtalk.recall.cli.commands"] = "lua/dingtalk/recall/cli/commands.lua",
+    ["dingtalk.recall.cli.usage"] = "lua/dingtalk/recall/cli/usage.lua",
+    ["dingtalk.recall.report.render"] = "lua/dingtalk/recall/report/render.lua",
+    ["dingtalk.recall.selector"] = "lua/dingtalk/recall/selector.lua",
     ["dingtalk.recall.client"] = "lua/dingtalk/recall/client.lua",
     ["dingtalk.recall.config"] = "lua/dingtalk/recall/config.lua",
     ["dingtalk.recall.hosts"] = "lua/dingtalk/recall/hosts.lua",
