@@ -8,6 +8,7 @@
 local core = require "dingtalk.recall.core"
 local limiter = require "dingtalk.recall.limiter"
 local tokens = require "dingtalk.recall.token"
+local render = require "dingtalk.recall.report.render"
 
 local M = {}
 local Client = {}
@@ -163,6 +164,20 @@ function Client:_run(jobs, stats)
   local options = {}
   for k, v in pairs(self.options) do options[k] = v end
 
+  -- The one redaction point of a run: every error a job ends with (from
+  -- the transport, the parser, the builder or the token manager) loses
+  -- every secret of this client, whatever its length, in every field,
+  -- before anyone (report, tostring, CLI, Neovim, logs) sees it.  Codes
+  -- are read for retries before this, so a redacted code cannot mislead.
+  local function secrets(job)
+    local list = { job and job.token, tm.fixed }
+    for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
+    return list
+  end
+  local function fail(job, err)
+    job:fail(render.redact_error(err, secrets(job)))
+  end
+
   local function fail_waiting(err)
     for i = head, nfresh do fresh(i):fail(err) end
     head = nfresh + 1
@@ -200,20 +215,20 @@ function Client:_run(jobs, stats)
     build = function() return tm:build(self.options) end,
     parse = function(_, status, headers, body) return tm:accept(status, headers, body, now()) end,
     finish = function() token_job = nil end,
-    fail = function(_, err) token_job = nil; fail_waiting(err) end,
+    fail = function(_, err) token_job = nil; fail_waiting(render.redact_error(err, secrets())) end,
   }
 
   local function start(job, token, t)
     local built, err = job:build(token, options)
     if not built then
-      job:fail(err)
+      fail(job, err)
       return
     end
     if job.limiter then job.limiter:take(t) end
     job.token = token
     local ok, serr = T:start(built, job)
     if not ok then
-      job:fail(serr)
+      fail(job, serr)
       return
     end
     in_flight = in_flight + 1
@@ -255,7 +270,7 @@ function Client:_run(jobs, stats)
         local err
         token, err = tm:call_provider(t)
         stats.token_fetches = stats.token_fetches + 1
-        if not token then fail_waiting(err) end
+        if not token then fail_waiting(render.redact_error(err, secrets())) end
       else
         token_job = setmetatable({ attempts = 0, ready_at = t }, { __index = token_handlers })
         waiting[#waiting + 1] = token_job
@@ -285,10 +300,13 @@ function Client:_run(jobs, stats)
       local t2 = now()
       local result, err = nil, c.error
       if not err then result, err = job:parse(c.status, c.headers, c.body) end
+      if type(result) == "table" and type(result.request_id) == "string" then
+        result.request_id = render.redact(result.request_id, secrets(job))
+      end
       if result then
         job:finish(result)
       elseif not retry_later(job, err, t2) then
-        job:fail(err)
+        fail(job, err)
       end
     end
   end

@@ -83,7 +83,9 @@ end
 function M.tag(s)
   if type(s) ~= "string" or s == "" then return nil, "a tag must be a non-empty word" end
   if #s > M.MAX_TAG then return nil, "a tag must be at most " .. M.MAX_TAG .. " bytes" end
-  if s:find("[%c%s\127]") then return nil, "a tag must be one word without control characters" end
+  if s:find("[%c%s\127]") or require("dingtalk.recall.report.render").escape(s) ~= s then
+    return nil, "a tag must be one word of valid UTF-8 without control characters"
+  end
   return s
 end
 
