@@ -40,6 +40,7 @@
  * ------------------------------------------------------------------- */
 #if LUA_VERSION_NUM < 502
 #define dtr_rawlen(L, i) lua_objlen((L), (i))
+#define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
 static void dtr_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 {
     luaL_checkstack(L, nup, "too many upvalues");
@@ -51,6 +52,19 @@ static void dtr_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
         lua_setfield(L, -(nup + 2), l->name);
     }
     lua_pop(L, nup);
+}
+/* luaL_testudata arrived in 5.2. */
+static void *luaL_testudata(lua_State *L, int ud, const char *tname)
+{
+    void *p = lua_touserdata(L, ud);
+    if (p != NULL && lua_getmetatable(L, ud)) {
+        lua_getfield(L, LUA_REGISTRYINDEX, tname);
+        if (!lua_rawequal(L, -1, -2))
+            p = NULL;
+        lua_pop(L, 2);
+        return p;
+    }
+    return NULL;
 }
 #else
 #define dtr_rawlen(L, i) lua_rawlen((L), (i))
@@ -96,7 +110,41 @@ typedef struct dtr_opts {
     double connect_timeout;
     double max_response;
     dtr_str ca_file;
+    /* Parts of endpoint, filled by the endpoint parser. */
+    int https;
+    int port;                 /* explicit, or 443 / 80 */
+    size_t host_off, host_len; /* the host as written ([::1] with brackets) */
+    size_t path_off;          /* where the base path starts (== length when none) */
 } dtr_opts;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DTR_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DTR_PRINTF(f, a)
+#endif
+
+/* The one error setter: a code and a printf-style message. */
+static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, ...) DTR_PRINTF(3, 4);
+
+/* The catalogue of codes (dtr_decode.c) and its flags. */
+#define DTR_CODE_RETRY 1u
+#define DTR_CODE_AMBIG 2u
+#define DTR_CODE_THROTTLE 4u
+#define DTR_CODE_FATAL 8u
+#define DTR_CODE_AUTH 16u
+
+typedef struct dtr_code_info {
+    const char *code;
+    int status;               /* HTTP status, 0 when no server sends it */
+    unsigned flags;           /* DTR_CODE_* */
+    const char *hint;
+} dtr_code_info;
+
+typedef struct dtr_reason_info {
+    const char *reason;
+    int already_recalled;
+    const char *hint;
+} dtr_reason_info;
 
 /* Response kinds the decoder knows. */
 enum dtr_kind { DTR_KIND_RECALL, DTR_KIND_SEND, DTR_KIND_TOKEN };

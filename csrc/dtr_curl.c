@@ -206,9 +206,8 @@ static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
         val = lua_tolstring(L, -1, &vn);
         if (!dtr_header_ok(name, nn, val, vn) || nn + vn > 8192) {
             lua_pop(L, 3);
-            e->code = "invalidParameter.param.invalid";
-            e->status = 0;
-            strcpy(e->message, "a request header has a bad name or a control character in its value");
+            dtr_seterr(e, "invalidParameter.param.invalid",
+                       "a request header has a bad name or a control character in its value");
             return 0;
         }
         lua_pop(L, 1);

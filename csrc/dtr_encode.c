@@ -8,20 +8,23 @@
  * is written in two passes (measure, then fill) into one Lua string, so a
  * Lua error can never leak a C buffer.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <ctype.h>
 
 #include "dtr.h"
 
-static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, const char *a, int i)
+/* The one error setter: a code and a printf-style message (cut at
+ * DTR_MSG_SIZE). */
+static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, ...)
 {
+    va_list ap;
     e->code = code;
     e->status = 0;
-    if (i >= 0)
-        snprintf(e->message, sizeof e->message, fmt, a, i);
-    else
-        snprintf(e->message, sizeof e->message, fmt, a);
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
 }
 
 /* ---------------------------------------------------------------------
@@ -86,41 +89,47 @@ static int dtr_header_safe(const char *s, size_t n)
     return 1;
 }
 
+/* Checks a required text value (an id, a key, a secret): at most 1024
+ * bytes, UTF-8, no control characters.  `what` names it in messages. */
+static int dtr_text_ok(const dtr_str *v, const char *what, dtr_err *e)
+{
+    int bad;
+    if (v->n > DTR_MAX_FIELD) {
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s is longer than %d bytes", what, DTR_MAX_FIELD);
+        return 0;
+    }
+    bad = dtr_text_check((const unsigned char *)v->s, v->n);
+    if (bad) {
+        dtr_seterr(e, "invalidParameter.param.invalid",
+                   bad == 1 ? "%s contains a control character" : "%s is not valid UTF-8", what);
+        return 0;
+    }
+    return 1;
+}
+
 /*
  * Reads field `name` of the table at `idx` as a required text field.
  * Returns 1 and fills *out when valid; else fills e and returns 0.
- * `missing` is the code for an absent or empty field.
+ * `missing` is the code for an absent or empty field.  The value is LEFT
+ * ON THE STACK (one slot, in every case): the table may answer through
+ * __index, so only the stack keeps out->s alive.
  */
 static int dtr_text_field(lua_State *L, int idx, const char *name, const char *missing,
                           dtr_str *out, dtr_err *e)
 {
-    int t, bad;
+    int t;
     lua_getfield(L, idx, name);
     t = lua_type(L, -1);
     if (t == LUA_TNIL || (t == LUA_TSTRING && dtr_rawlen(L, -1) == 0)) {
-        lua_pop(L, 1);
-        dtr_seterr(e, missing, "%s is missing or empty", name, -1);
+        dtr_seterr(e, missing, "%s is missing or empty", name);
         return 0;
     }
     if (t != LUA_TSTRING) {
-        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be a string", name, -1);
-        lua_pop(L, 1);
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be a string", name);
         return 0;
     }
-    /* The table keeps the string alive, so the pointer stays valid. */
     out->s = lua_tolstring(L, -1, &out->n);
-    lua_pop(L, 1);
-    if (out->n > DTR_MAX_FIELD) {
-        dtr_seterr(e, "invalidParameter.param.invalid", "%s is longer than 1024 bytes", name, -1);
-        return 0;
-    }
-    bad = dtr_text_check((const unsigned char *)out->s, out->n);
-    if (bad) {
-        dtr_seterr(e, "invalidParameter.param.invalid",
-                   bad == 1 ? "%s contains a control character" : "%s is not valid UTF-8", name, -1);
-        return 0;
-    }
-    return 1;
+    return dtr_text_ok(out, name, e);
 }
 
 /* ---------------------------------------------------------------------
@@ -188,7 +197,7 @@ static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
         https = 0;
         schemelen = 7;
     } else {
-        dtr_seterr(e, "invalid.endpoint", "endpoint must start with https:// (%s)", "or http:// to loopback", -1);
+        dtr_seterr(e, "invalid.endpoint", "endpoint must start with https:// (%s)", "or http:// to loopback");
         return 0;
     }
     auth = s + schemelen;
@@ -209,6 +218,7 @@ static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
     if (hlen == 0)
         goto bad;
     p = host + hlen;
+    o->port = https ? 443 : 80;
     if (p < end && *p == ':') {
         long port = 0;
         const char *d = ++p;
@@ -217,22 +227,27 @@ static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
                 goto bad;
         if (p == d || port == 0)
             goto bad;
+        o->port = (int)port;
     }
     if (p < end && *p != '/')
         goto bad;
+    o->https = https;
+    o->host_off = (size_t)(host - s);
+    o->host_len = hlen;
+    o->path_off = (size_t)(p - s);
     o->loopback = dtr_ieq(host, hlen, "localhost") || dtr_ieq(host, hlen, "[::1]") ||
                   dtr_is_ipv4_loopback(host, hlen);
     if (!https && !o->loopback) {
         dtr_seterr(e, "invalid.endpoint",
                    "plain http is only allowed to loopback addresses; use https:// (%s)",
-                   "TLS is always verified", -1);
+                   "TLS is always verified");
         return 0;
     }
     memcpy(o->endpoint, s, n);
     o->endpoint[n] = '\0';
     return 1;
 bad:
-    dtr_seterr(e, "invalid.endpoint", "endpoint is not a valid %s URL", "https://host[:port][/path]", -1);
+    dtr_seterr(e, "invalid.endpoint", "endpoint is not a valid %s URL", "https://host[:port][/path]");
     return 0;
 }
 
@@ -240,8 +255,18 @@ bad:
  * Options
  * ------------------------------------------------------------------- */
 
-/* A positive number option; a wrong type is the programmer's error. */
-static double dtr_opt_number(lua_State *L, int idx, const char *name, double dflt)
+/* Ranges of the number options (finite, checked once). */
+#define DTR_MAX_TIMEOUT 86400.0         /* a day */
+#define DTR_MAX_RESPONSE_CAP 1e9
+
+/*
+ * A number option in (0, max].  A wrong type raises (the programmer's
+ * error).  A bad value (NaN, inf, <= 0, too large) raises too when
+ * `strict` is 0 (core.build, as before); with strict it fills e and
+ * returns -1 (core.target: nil, err).
+ */
+static double dtr_opt_number(lua_State *L, int idx, const char *name, double dflt, double max, int strict,
+                             dtr_err *e)
 {
     double v;
     lua_getfield(L, idx, name);
@@ -253,16 +278,24 @@ static double dtr_opt_number(lua_State *L, int idx, const char *name, double dfl
         luaL_error(L, "option '%s' must be a number", name);
     v = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    if (!(v > 0) || v > 1e9)
-        luaL_error(L, "option '%s' must be a positive number", name);
+    if (!(v > 0) || !(v <= max)) { /* NaN fails both */
+        if (!strict)
+            luaL_error(L, "option '%s' must be a positive number", name);
+        dtr_seterr(e, "invalidParameter.param.invalid", "option %s must be a number above 0 and at most %.0f",
+                   name, max);
+        return -1;
+    }
     return v;
 }
 
 /*
- * Reads the transport options table at idx (or defaults when absent).
- * need_token: the call carries an access token header.
+ * Reads the transport settings (endpoint, ca_file, timeouts, cap) of the
+ * options table at idx, or defaults when absent.  Always leaves exactly
+ * two values on the stack (ca_file and endpoint, or nils) so their
+ * strings stay alive while o points at them.  Returns 0 with e filled
+ * for a bad value (see dtr_opt_number for `strict`).
  */
-static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e)
+static int dtr_read_transport(lua_State *L, int idx, int strict, dtr_opts *o, dtr_err *e)
 {
     const char *ep = DTR_DEFAULT_ENDPOINT;
     size_t epn = sizeof(DTR_DEFAULT_ENDPOINT) - 1;
@@ -271,55 +304,96 @@ static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr
     o->connect_timeout = DTR_DEFAULT_CONNECT_TIMEOUT;
     o->max_response = DTR_DEFAULT_MAX_RESPONSE;
     if (lua_isnoneornil(L, idx)) {
-        if (need_token) {
-            dtr_seterr(e, "AuthenticationFailed.MissingParameter", "%s is missing", "access_token", -1);
-            return 0;
-        }
+        lua_pushnil(L);
+        lua_pushnil(L);
         return dtr_parse_endpoint(ep, epn, o, e);
     }
     luaL_checktype(L, idx, LUA_TTABLE);
-    o->timeout = dtr_opt_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT);
-    o->connect_timeout = dtr_opt_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT);
-    o->max_response = dtr_opt_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE);
-
     lua_getfield(L, idx, "ca_file");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "option 'ca_file' must be a string");
         o->ca_file.s = lua_tolstring(L, -1, &o->ca_file.n);
-        if (memchr(o->ca_file.s, '\0', o->ca_file.n) != NULL)
-            luaL_error(L, "option 'ca_file' contains a NUL byte");
+        if (memchr(o->ca_file.s, '\0', o->ca_file.n) != NULL) {
+            if (!strict)
+                luaL_error(L, "option 'ca_file' contains a NUL byte");
+            lua_pushnil(L);
+            dtr_seterr(e, "invalidParameter.param.invalid", "option ca_file contains a NUL byte");
+            return 0;
+        }
     }
-    lua_pop(L, 1);
-
     lua_getfield(L, idx, "endpoint");
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "option 'endpoint' must be a string");
         ep = lua_tolstring(L, -1, &epn);
     }
-    lua_pop(L, 1);
-
-    if (need_token) {
-        lua_getfield(L, idx, "access_token");
-        if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && dtr_rawlen(L, -1) == 0)) {
-            lua_pop(L, 1);
-            dtr_seterr(e, "AuthenticationFailed.MissingParameter",
-                       "%s is missing: fetch one with the app's credentials", "access_token", -1);
-            return 0;
-        }
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "option 'access_token' must be a string");
-        o->token.s = lua_tolstring(L, -1, &o->token.n);
-        lua_pop(L, 1);
-        if (o->token.n > DTR_MAX_FIELD || !dtr_header_safe(o->token.s, o->token.n)) {
-            /* Never echo the token itself. */
-            dtr_seterr(e, "invalidParameter.param.invalid",
-                       "%s contains spaces, control characters or non-ASCII bytes", "access_token", -1);
-            return 0;
-        }
-    }
+    if ((o->timeout = dtr_opt_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT, DTR_MAX_TIMEOUT, strict, e)) < 0 ||
+        (o->connect_timeout = dtr_opt_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT,
+                                             DTR_MAX_TIMEOUT, strict, e)) < 0 ||
+        (o->max_response = dtr_opt_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE,
+                                          DTR_MAX_RESPONSE_CAP, strict, e)) < 0)
+        return 0;
     return dtr_parse_endpoint(ep, epn, o, e);
+}
+
+/* Checks the access token at idx (a string): it becomes a header.  The
+ * value is never echoed. */
+static int dtr_token_ok(const dtr_str *t, dtr_err *e)
+{
+    if (t->n == 0) {
+        dtr_seterr(e, "AuthenticationFailed.MissingParameter",
+                   "%s is missing: fetch one with the app's credentials", "access_token");
+        return 0;
+    }
+    if (t->n > DTR_MAX_FIELD || !dtr_header_safe(t->s, t->n)) {
+        dtr_seterr(e, "invalidParameter.param.invalid",
+                   "%s contains spaces, control characters or non-ASCII bytes", "access_token");
+        return 0;
+    }
+    return 1;
+}
+
+/* The target userdata (core.target), see dtr_plan.c. */
+static const dtr_opts *dtr_test_target(lua_State *L, int idx);
+
+/*
+ * Reads the transport options at idx (a table, a target or none).
+ * need_token: the call carries an access token header.  Always leaves
+ * exactly three values on the stack (anchors of the strings o points
+ * at).  Returns 0 with e filled for a bad value.
+ */
+static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e)
+{
+    const dtr_opts *t = dtr_test_target(L, idx);
+    idx = lua_absindex(L, idx);
+    if (t != NULL) {
+        *o = *t; /* ca_file points into the target, which the caller holds */
+        lua_pushnil(L);
+        lua_pushnil(L);
+    } else if (!dtr_read_transport(L, idx, 0, o, e)) {
+        lua_pushnil(L);
+        return 0;
+    }
+    if (!need_token) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (lua_isnoneornil(L, idx)) {
+        lua_pushnil(L);
+        dtr_seterr(e, "AuthenticationFailed.MissingParameter", "%s is missing", "access_token");
+        return 0;
+    }
+    lua_getfield(L, idx, "access_token");
+    if (lua_isnil(L, -1)) {
+        dtr_seterr(e, "AuthenticationFailed.MissingParameter",
+                   "%s is missing: fetch one with the app's credentials", "access_token");
+        return 0;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "option 'access_token' must be a string");
+    o->token.s = lua_tolstring(L, -1, &o->token.n);
+    return dtr_token_ok(&o->token, e);
 }
 
 /* ---------------------------------------------------------------------
@@ -413,87 +487,78 @@ typedef struct dtr_recall_req {
     int nkeys;
 } dtr_recall_req;
 
-/* Checks the recall request table at idx. */
+/* Checks the recall request table at idx.  Leaves its values on the
+ * stack (anchors, see dtr_text_field): the caller returns the top. */
 static int dtr_check_recall(lua_State *L, int idx, dtr_recall_req *r, dtr_err *e)
 {
     size_t n, i;
-    int t;
+    int t, keys;
     luaL_checktype(L, idx, LUA_TTABLE);
+    luaL_checkstack(L, DTR_MAX_KEYS + 16, "dingtalk.recall.core");
     if (!dtr_text_field(L, idx, "openConversationId", "miss.openConversationId", &r->cid, e))
         return 0;
     if (!dtr_text_field(L, idx, "robotCode", "miss.chatbotId", &r->robot, e))
         return 0;
     lua_getfield(L, idx, "processQueryKeys");
-    t = lua_type(L, -1);
+    keys = lua_gettop(L);
+    t = lua_type(L, keys);
     if (t == LUA_TNIL) {
-        lua_pop(L, 1);
-        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is missing", "processQueryKeys", -1);
+        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is missing", "processQueryKeys");
         return 0;
     }
     if (t != LUA_TTABLE) {
-        lua_pop(L, 1);
-        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array of strings",
-                   "processQueryKeys", -1);
+        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array of strings", "processQueryKeys");
         return 0;
     }
     /* A sequence: keys 1..n and nothing else. */
-    n = dtr_rawlen(L, -1);
+    n = dtr_rawlen(L, keys);
     {
         size_t count = 0;
         lua_pushnil(L);
-        while (lua_next(L, -2) != 0) {
+        while (lua_next(L, keys) != 0) {
             lua_Number k;
             lua_pop(L, 1);
             count++;
             if (lua_type(L, -1) != LUA_TNUMBER || (k = lua_tonumber(L, -1)) < 1 || k > (lua_Number)n ||
                 k != (lua_Number)(size_t)k) {
-                lua_pop(L, 2);
-                dtr_seterr(e, "invalidParameter.param.invalid",
-                           "%s must be an array (a sequence), not a map", "processQueryKeys", -1);
+                lua_pop(L, 1);
+                dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array (a sequence), not a map",
+                           "processQueryKeys");
                 return 0;
             }
         }
         if (count != n) {
-            lua_pop(L, 1);
             dtr_seterr(e, "invalidParameter.param.invalid", "%s must be an array without holes",
-                       "processQueryKeys", -1);
+                       "processQueryKeys");
             return 0;
         }
     }
     if (n == 0) {
-        lua_pop(L, 1);
-        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is empty", "processQueryKeys", -1);
+        dtr_seterr(e, "invalidParameter.processQueryKey.missing", "%s is empty", "processQueryKeys");
         return 0;
     }
     if (n > DTR_MAX_KEYS) {
-        lua_pop(L, 1);
-        e->code = "invalidParameter.processQueryKeys.overMax";
-        e->status = 0;
-        snprintf(e->message, sizeof e->message,
-                 "processQueryKeys has %lu keys; at most %d are allowed per call", (unsigned long)n,
-                 DTR_MAX_KEYS);
+        dtr_seterr(e, "invalidParameter.processQueryKeys.overMax",
+                   "processQueryKeys has %lu keys; at most %d are allowed per call", (unsigned long)n,
+                   DTR_MAX_KEYS);
         return 0;
     }
     for (i = 0; i < n; i++) {
         int bad;
         dtr_str *k = &r->keys[i];
-        lua_rawgeti(L, -1, (int)i + 1);
+        lua_rawgeti(L, keys, (int)i + 1); /* stays on the stack: an anchor */
         if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 2);
             dtr_seterr(e, "invalidParameter.param.invalid", "%s[%d] must be a string", "processQueryKeys",
                        (int)i + 1);
             return 0;
         }
         k->s = lua_tolstring(L, -1, &k->n);
-        lua_pop(L, 1);
         if (k->n == 0) {
-            lua_pop(L, 1);
             dtr_seterr(e, "invalidParameter.param.invalid", "%s[%d] is empty", "processQueryKeys", (int)i + 1);
             return 0;
         }
         bad = k->n > DTR_MAX_FIELD ? 3 : dtr_text_check((const unsigned char *)k->s, k->n);
         if (bad) {
-            lua_pop(L, 1);
             dtr_seterr(e, "invalidParameter.param.invalid",
                        bad == 1   ? "%s[%d] contains a control character"
                        : bad == 2 ? "%s[%d] is not valid UTF-8"
@@ -503,20 +568,28 @@ static int dtr_check_recall(lua_State *L, int idx, dtr_recall_req *r, dtr_err *e
         }
     }
     r->nkeys = (int)n;
-    lua_pop(L, 1);
     return 1;
 }
 
-/* Pushes the built request {method, url, headers, body, ...}. */
-static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path, int body_idx)
+/* Pushes the built request {method, url, path, headers, body, ...}; the
+ * body is the string at the top, which it replaces. */
+static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path)
 {
-    lua_createtable(L, 0, 9);
+    size_t eplen = strlen(o->endpoint);
+    lua_createtable(L, 0, 11);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "body");
     lua_pushliteral(L, "POST");
     lua_setfield(L, -2, "method");
-    lua_pushstring(L, o->endpoint);
+    lua_pushlstring(L, o->endpoint, eplen);
     lua_pushstring(L, path);
     lua_concat(L, 2);
     lua_setfield(L, -2, "url");
+    /* The request target: the endpoint's base path and the API path. */
+    lua_pushlstring(L, o->endpoint + o->path_off, eplen - o->path_off);
+    lua_pushstring(L, path);
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
 
     lua_createtable(L, 0, 5);
     lua_pushliteral(L, "application/json; charset=utf-8");
@@ -531,8 +604,6 @@ static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path, in
     }
     lua_setfield(L, -2, "headers");
 
-    lua_pushvalue(L, body_idx);
-    lua_setfield(L, -2, "body");
     lua_pushnumber(L, o->timeout);
     lua_setfield(L, -2, "timeout");
     lua_pushnumber(L, o->connect_timeout);
@@ -552,26 +623,34 @@ static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path, in
 
 static int dtr_push_err(lua_State *L, const dtr_err *e); /* dtr_decode.c */
 
+#define DTR_PATH_RECALL "/v1.0/robot/groupMessages/recall"
+
+/* Pushes the recall body and the built request for checked values. */
+static void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys,
+                            int nkeys, const dtr_opts *o)
+{
+    dtr_field f[3];
+    /* The official SDK's field order. */
+    f[0].name = "openConversationId"; f[0].vals = cid; f[0].count = -1;
+    f[1].name = "processQueryKeys"; f[1].vals = keys; f[1].count = nkeys;
+    f[2].name = "robotCode"; f[2].vals = robot; f[2].count = -1;
+    dtr_push_json_object(L, f, 3);
+    dtr_push_built(L, o, DTR_PATH_RECALL);
+}
+
 /*
  * Builds the recall request.  On success pushes the built table and
  * returns 1; on failure pushes nil, err and returns 2 (ready to return).
+ * Either way the results are at the top, above the anchors.
  */
 static int dtr_build_recall_at(lua_State *L, int req, int opt)
 {
     dtr_recall_req r;
     dtr_opts o;
     dtr_err e;
-    dtr_field f[3];
-    int base = lua_gettop(L);
     if (!dtr_check_recall(L, req, &r, &e) || !dtr_read_opts(L, opt, 1, &o, &e))
         return dtr_push_err(L, &e);
-    /* The official SDK's field order. */
-    f[0].name = "openConversationId"; f[0].vals = &r.cid; f[0].count = -1;
-    f[1].name = "processQueryKeys"; f[1].vals = r.keys; f[1].count = r.nkeys;
-    f[2].name = "robotCode"; f[2].vals = &r.robot; f[2].count = -1;
-    dtr_push_json_object(L, f, 3);
-    dtr_push_built(L, &o, "/v1.0/robot/groupMessages/recall", base + 1);
-    lua_remove(L, base + 1);
+    dtr_push_recall(L, &r.cid, &r.robot, r.keys, r.nkeys, &o);
     return 1;
 }
 
@@ -582,9 +661,10 @@ static int dtr_l_validate(lua_State *L)
     dtr_opts o;
     dtr_err e;
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
     if (!dtr_check_recall(L, 1, &r, &e))
         return dtr_push_err(L, &e);
-    if (!lua_isnoneornil(L, 2) && !dtr_read_opts(L, 2, 1, &o, &e))
+    if (!lua_isnil(L, 2) && !dtr_read_opts(L, 2, 1, &o, &e))
         return dtr_push_err(L, &e);
     lua_pushboolean(L, 1);
     return 1;
@@ -594,6 +674,7 @@ static int dtr_l_validate(lua_State *L)
 static int dtr_l_build(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
     return dtr_build_recall_at(L, 1, 2);
 }
 
@@ -606,10 +687,8 @@ static int dtr_l_build_send(lua_State *L)
     dtr_opts o;
     dtr_err e;
     dtr_field f[4];
-    int base;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    base = lua_gettop(L);
     if (!dtr_text_field(L, 1, "openConversationId", "miss.openConversationId", &cid, &e) ||
         !dtr_text_field(L, 1, "robotCode", "miss.chatbotId", &robot, &e) ||
         !dtr_text_field(L, 1, "msgKey", "invalidParameter.param.invalid", &key, &e))
@@ -619,18 +698,17 @@ static int dtr_l_build_send(lua_State *L)
         lua_pushvalue(L, lua_upvalueindex(DTR_UV_ENCODE));
         lua_insert(L, -2);
         if (lua_pcall(L, 1, 1, 0) != 0) {
-            lua_pop(L, 1);
-            dtr_seterr(&e, "invalidParameter.param.invalid", "%s cannot be encoded as JSON", "msgParam", -1);
+            dtr_seterr(&e, "invalidParameter.param.invalid", "%s cannot be encoded as JSON", "msgParam");
             return dtr_push_err(L, &e);
         }
     }
     if (lua_type(L, -1) != LUA_TSTRING) {
-        dtr_seterr(&e, "invalidParameter.param.invalid", "%s must be a table or a JSON string", "msgParam", -1);
+        dtr_seterr(&e, "invalidParameter.param.invalid", "%s must be a table or a JSON string", "msgParam");
         return dtr_push_err(L, &e);
     }
-    param.s = lua_tolstring(L, -1, &param.n);  /* stays at base + 1 */
+    param.s = lua_tolstring(L, -1, &param.n); /* stays on the stack */
     if (dtr_text_check((const unsigned char *)param.s, param.n) == 2) {
-        dtr_seterr(&e, "invalidParameter.param.invalid", "%s is not valid UTF-8", "msgParam", -1);
+        dtr_seterr(&e, "invalidParameter.param.invalid", "%s is not valid UTF-8", "msgParam");
         return dtr_push_err(L, &e);
     }
     if (!dtr_read_opts(L, 2, 1, &o, &e))
@@ -640,7 +718,7 @@ static int dtr_l_build_send(lua_State *L)
     f[2].name = "openConversationId"; f[2].vals = &cid; f[2].count = -1;
     f[3].name = "robotCode"; f[3].vals = &robot; f[3].count = -1;
     dtr_push_json_object(L, f, 4);
-    dtr_push_built(L, &o, "/v1.0/robot/groupMessages/send", base + 2);
+    dtr_push_built(L, &o, "/v1.0/robot/groupMessages/send");
     return 1;
 }
 
@@ -656,11 +734,10 @@ static int dtr_l_build_token(lua_State *L)
     dtr_field f[4];
     dtr_opts o;
     dtr_err e;
-    int n, i, base;
+    int n, i;
     const char *path;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    base = lua_gettop(L);
     lua_getfield(L, 1, "suiteKey");
     if (lua_isnil(L, -1)) {
         names = internal; n = 2; path = "/v1.0/oauth2/accessToken";
@@ -676,7 +753,7 @@ static int dtr_l_build_token(lua_State *L)
     if (!dtr_read_opts(L, 2, 0, &o, &e))
         return dtr_push_err(L, &e);
     dtr_push_json_object(L, f, n);
-    dtr_push_built(L, &o, path, base + 1);
+    dtr_push_built(L, &o, path);
     return 1;
 }
 

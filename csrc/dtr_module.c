@@ -11,11 +11,15 @@
 
 #include "dtr_encode.c"
 #include "dtr_decode.c"
+#include "dtr_plan.c"
 #include "dtr_curl.c"
 #include "dtr_sign.c"
 #include "dtr_journal.c"
 
 static const luaL_Reg dtr_functions[] = {
+    {"plan", dtr_l_plan},
+    {"target", dtr_l_target},
+    {"build_batch", dtr_l_build_batch},
     {"validate", dtr_l_validate},
     {"build", dtr_l_build},
     {"parse", dtr_l_parse},
@@ -79,6 +83,7 @@ int luaopen_dingtalk_recall_core(lua_State *L)
     lua_pushcfunction(L, dtr_l_request_tostring);
     lua_setfield(L, -2, "__tostring");
 
+    dtr_plan_register(L);
     dtr_curl_register(L);
     dtr_push_session(L);
 
@@ -92,6 +97,10 @@ int luaopen_dingtalk_recall_core(lua_State *L)
 
     dtr_setfuncs(L, dtr_functions, DTR_NUPVALUES);
 
+    dtr_push_codes(L);
+    lua_setfield(L, -2, "codes");
+    dtr_push_reasons(L);
+    lua_setfield(L, -2, "reasons");
     lua_pushliteral(L, DTR_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushinteger(L, DTR_MAX_KEYS);

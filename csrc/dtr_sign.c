@@ -41,13 +41,6 @@ typedef struct dtr_sign_ts {
     long long ms;
 } dtr_sign_ts;
 
-static void dtr_sign_seterr(dtr_err *e, const char *code, const char *msg)
-{
-    e->code = code;
-    e->status = 0;
-    snprintf(e->message, sizeof e->message, "%s", msg);
-}
-
 /* A Lua number that is an integer in [0, LLONG_MAX]: 1 and *out, else 0. */
 static int dtr_sign_number(lua_State *L, int idx, long long *out)
 {
@@ -80,12 +73,12 @@ static int dtr_sign_timestamp(lua_State *L, int idx, dtr_sign_ts *ts, dtr_err *e
     int t = lua_type(L, idx);
     static const char bad[] = "the timestamp is not a decimal integer of milliseconds";
     if (t == LUA_TNIL || t == LUA_TNONE) {
-        dtr_sign_seterr(e, "callback.bad_timestamp", "the timestamp is missing");
+        dtr_seterr(e, "callback.bad_timestamp", "the timestamp is missing");
         return 0;
     }
     if (t == LUA_TNUMBER) {
         if (!dtr_sign_number(L, idx, &ts->ms)) {
-            dtr_sign_seterr(e, "callback.bad_timestamp", bad);
+            dtr_seterr(e, "callback.bad_timestamp", "%s", bad);
             return 0;
         }
         snprintf(ts->text, sizeof ts->text, "%lld", ts->ms);
@@ -97,18 +90,18 @@ static int dtr_sign_timestamp(lua_State *L, int idx, dtr_sign_ts *ts, dtr_err *e
         const char *s = lua_tolstring(L, idx, &n);
         long long v = 0;
         if (n == 0 || n > DTR_SIGN_TS_MAX) {
-            dtr_sign_seterr(e, "callback.bad_timestamp",
+            dtr_seterr(e, "callback.bad_timestamp",
                             n == 0 ? "the timestamp is empty" : "the timestamp is out of range");
             return 0;
         }
         for (i = 0; i < n; i++) {
             int d = s[i] - '0';
             if (s[i] < '0' || s[i] > '9') {
-                dtr_sign_seterr(e, "callback.bad_timestamp", bad);
+                dtr_seterr(e, "callback.bad_timestamp", "%s", bad);
                 return 0;
             }
             if (v > (LLONG_MAX - d) / 10) {
-                dtr_sign_seterr(e, "callback.bad_timestamp", "the timestamp is out of range");
+                dtr_seterr(e, "callback.bad_timestamp", "the timestamp is out of range");
                 return 0;
             }
             v = v * 10 + d;
@@ -139,7 +132,7 @@ static int dtr_sign_secret(lua_State *L, int idx, dtr_str *out, dtr_err *e)
     if (t == LUA_TSTRING)
         out->s = lua_tolstring(L, idx, &out->n);
     if (t != LUA_TSTRING || out->n == 0) {
-        dtr_sign_seterr(e, "callback.no_secret", "no app secret was given");
+        dtr_seterr(e, "callback.no_secret", "no app secret was given");
         return 0;
     }
     if (out->n > (size_t)INT_MAX - DTR_SIGN_TS_MAX - 2)
@@ -222,20 +215,18 @@ static int dtr_l_verify_callback(lua_State *L)
     /* Both are in [0, LLONG_MAX], so the difference cannot overflow. */
     d = now >= ts.ms ? now - ts.ms : ts.ms - now;
     if (d > DTR_SIGN_WINDOW_MS) {
-        e.code = "callback.expired";
-        e.status = 0;
-        snprintf(e.message, sizeof e.message,
+        dtr_seterr(&e, "callback.expired",
                  "the timestamp is %lld ms %s now; at most %lld ms are accepted", d,
                  now >= ts.ms ? "before" : "after", DTR_SIGN_WINDOW_MS);
         return dtr_push_err(L, &e);
     }
 
     if (sign == NULL || slen == 0) {
-        dtr_sign_seterr(&e, "callback.bad_signature", "the sign is missing");
+        dtr_seterr(&e, "callback.bad_signature", "the sign is missing");
         return dtr_push_err(L, &e);
     }
     if (slen != DTR_SIGN_B64_LEN) {
-        dtr_sign_seterr(&e, "callback.bad_signature",
+        dtr_seterr(&e, "callback.bad_signature",
                         "the sign is not the base64 of an HMAC-SHA256 (44 characters)");
         return dtr_push_err(L, &e);
     }
@@ -243,7 +234,7 @@ static int dtr_l_verify_callback(lua_State *L)
         if (!dtr_sign_b64char((unsigned char)sign[i]))
             break;
     if (i + 1 < DTR_SIGN_B64_LEN || sign[DTR_SIGN_B64_LEN - 1] != '=') {
-        dtr_sign_seterr(&e, "callback.bad_signature", "the sign is not valid base64");
+        dtr_seterr(&e, "callback.bad_signature", "the sign is not valid base64");
         return dtr_push_err(L, &e);
     }
 
@@ -251,7 +242,7 @@ static int dtr_l_verify_callback(lua_State *L)
     match = CRYPTO_memcmp(want, sign, DTR_SIGN_B64_LEN) == 0;
     OPENSSL_cleanse(want, sizeof want);
     if (!match) {
-        dtr_sign_seterr(&e, "callback.bad_signature", "the sign does not match");
+        dtr_seterr(&e, "callback.bad_signature", "the sign does not match");
         return dtr_push_err(L, &e);
     }
     lua_pushboolean(L, 1);
