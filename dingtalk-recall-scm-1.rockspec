@@ -69,6 +69,8 @@ build = {
     ["dingtalk.recall.transport.async"] = "lua/dingtalk/recall/transport/async.lua",
     ["dingtalk.recall.transport.curl"] = "lua/dingtalk/recall/transport/curl.lua",
     ["dingtalk.recall.transport.openresty"] = "lua/dingtalk/recall/transport/openresty.lua",
+    ["dingtalk.recall.transport.http1"] = "lua/dingtalk/recall/transport/http1.lua",
+    ["dingtalk.recall.transport.ngx_shared"] = "lua/dingtalk/recall/transport/ngx_shared.lua",
     ["dingtalk_recall.health"] = "lua/dingtalk_recall/health.lua",
     ["dingtalk_recall"] = "lua/dingtalk_recall/init.lua",
     -- END LUA MODULES
