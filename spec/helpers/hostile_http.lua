@@ -8,7 +8,9 @@
 --   -- srv.url, srv:requests(), srv:stop()
 --
 -- Answer kinds (every text may hold "%TOKEN%": the access token the request
--- carried, echoed back; "%KEY%": the first key of the request):
+-- carried, echoed back; "%SECRET%": the app secret a token request
+-- carried; "%KEY%": the first key of the request).  Every path gets the
+-- same answer (the token endpoint too):
 --   error      HTTP status (default 400), JSON {code, message, requestid},
 --              x-acs-request-id = request_id
 --   failed     200, every key failed with `reason`; requestid = request_id
@@ -86,9 +88,11 @@ function M.serve(dir)
         if not dok or type(doc) ~= "table" then doc = {} end
         local keys = type(doc.processQueryKeys) == "table" and doc.processQueryKeys or {}
         local token = req.headers["x-acs-dingtalk-access-token"] or ""
+        local secret = tostring(doc.appSecret or doc.suiteSecret or "")
         local function fill(s)
           if type(s) ~= "string" then return s end
           s = s:gsub("%%TOKEN%%", function() return token end)
+          s = s:gsub("%%SECRET%%", function() return secret end)
           return (s:gsub("%%KEY%%", function() return tostring(keys[1] or "") end))
         end
         if a.kind == "failed" then
