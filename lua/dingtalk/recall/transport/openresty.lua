@@ -47,15 +47,15 @@ end
 -- target and cached; per start only the bytes are put together.
 ---------------------------------------------------------------------------
 
--- Per-target setup, keyed by url and the three numbers: the core checks
--- the URL (scheme, host, port, loopback-only http) and the numbers once.
+-- Per-target setup, keyed by url, then by the three numbers: the core
+-- checks the URL (scheme, host, port, loopback-only http) and the numbers
+-- once per target, not per start.
 local targets, ntargets, MAX_TARGETS = {}, 0, 64
 
 local function target_for(built)
   local url, t1, t2, mx = built.url, built.timeout, built.connect_timeout, built.max_response_bytes
-  local key = url .. "\0" .. tostring(t1) .. "\0" .. tostring(t2) .. "\0" .. tostring(mx)
-  local t = targets[key]
-  if t then return t end
+  local t = targets[url]
+  if t and t.t1 == t1 and t.t2 == t2 and t.mx == mx then return t end
   local target, err = core.target { endpoint = url, timeout = t1, connect_timeout = t2, max_response_bytes = mx }
   if not target then return nil, err end
   local host, https, port = target.host, target.https, target.port
@@ -66,14 +66,17 @@ local function target_for(built)
   local path = target.path
   if path == "" then path = "/" end
   t = {
+    t1 = t1, t2 = t2, mx = mx,
     https = https, host = host, addr = addr, port = port, sni = host, authority = target.authority,
     timeout = target.timeout, connect_timeout = target.connect_timeout, max = floor(target.max_response_bytes),
     pool = (https and "dingtalk-recall:https:" or "dingtalk-recall:http:") .. host .. ":" .. port,
     head = "POST " .. path .. " HTTP/1.1\r\nHost: " .. target.authority .. "\r\nContent-Length: ",
   }
-  if ntargets >= MAX_TARGETS then targets, ntargets = {}, 0 end
-  targets[key] = t
-  ntargets = ntargets + 1
+  if not targets[url] then
+    if ntargets >= MAX_TARGETS then targets, ntargets = {}, 0 end
+    ntargets = ntargets + 1
+  end
+  targets[url] = t
   return t
 end
 
@@ -278,18 +281,23 @@ local function session(self)
   local co = coroutine.running() or MAIN
   local s = self.sessions[co]
   if not s then
-    s = { done = {}, in_flight = 0, threads = {}, waiting = false }
+    s = { done = {}, queued = {}, in_flight = 0, threads = {}, waiting = false }
     self.sessions[co] = s
   end
   return s
 end
 
-local function run(self, s, req, payload, tag, x)
+local function exchange_result(self, req, payload, tag)
   local ok, res = pcall(exchange, self, req, payload)
   if not ok then
     res = { error = core.error("transport.io", "the exchange failed: " .. tostring(res), { retryable = false }) }
   end
   res.tag = tag
+  return res
+end
+
+local function run(self, s, p, x)
+  local res = exchange_result(self, p[1], p[2], p[3])
   s.done[#s.done + 1] = res
   s.in_flight = s.in_flight - 1
   x.done = true
@@ -300,8 +308,8 @@ local function run(self, s, req, payload, tag, x)
   end
 end
 
---- Starts a built request in a light thread; tag comes back with its
--- completion from poll().  Returns true | nil, err.
+--- Queues a built request; tag comes back with its completion from
+-- poll(), which starts what is queued.  Returns true | nil, err.
 function M:start(built, tag)
   local req, payload = prepare(built)
   if not req then return nil, payload end
@@ -311,25 +319,50 @@ function M:start(built, tag)
       " phase; recall from a content/access/rewrite handler or an ngx.timer", { retryable = false })
   end
   local s = session(self)
+  s.in_flight = s.in_flight + 1
+  s.queued[#s.queued + 1] = { req, payload, tag }
+  return true
+end
+
+-- Starts the queued exchanges, each in a light thread.
+local function spawn_queued(self, s)
+  local queued = s.queued
+  s.queued = {}
   if not s.sema then
     local semaphore = require "ngx.semaphore"
     s.sema = semaphore.new(0)
   end
-  s.in_flight = s.in_flight + 1
-  local x = { done = false }
-  local th, serr = ngx.thread.spawn(run, self, s, req, payload, tag, x)
-  if not th then
-    s.in_flight = s.in_flight - 1
-    return nil, core.error("transport.io", "cannot start a light thread: " .. tostring(serr), { retryable = false })
+  for _, p in ipairs(queued) do
+    local x = { done = false }
+    local th, serr = ngx.thread.spawn(run, self, s, p, x)
+    if not th then
+      s.in_flight = s.in_flight - 1
+      s.done[#s.done + 1] = { tag = p[3], error = core.error("transport.io",
+        "cannot start a light thread: " .. tostring(serr), { retryable = false }) }
+    elseif not x.done then
+      s.threads[x] = th -- it may have finished already
+    end
   end
-  if not x.done then s.threads[x] = th end -- it may have finished already
-  return true
 end
+
+-- A caller that waits this long has nothing else due: one queued exchange
+-- with nothing else in flight then runs in the caller's own coroutine
+-- (cosocket I/O still yields to nginx), without a light thread.
+local INLINE_WAIT = 1.0
 
 --- Waits up to `wait` seconds for completions (without blocking the
 -- worker); returns an array of {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
   local s = session(self)
+  local nq = #s.queued
+  if nq == 1 and s.in_flight == 1 and #s.done == 0 and (wait or 0) >= INLINE_WAIT then
+    local p = s.queued[1]
+    s.queued = {}
+    local res = exchange_result(self, p[1], p[2], p[3])
+    s.in_flight = 0
+    return { res }
+  end
+  if nq > 0 then spawn_queued(self, s) end
   if #s.done == 0 then
     if s.in_flight > 0 then
       -- at least 1 ms: the light threads only run while this one waits
