@@ -213,15 +213,17 @@ C.recall = {
     if not mok then return ctx:fail(EXIT_FATAL, "cannot write the ledger", merr) end
     local client = ctx:client(robot)
     if not client then return ctx.code end
-    local report, rerr = client:recall(cid, unique, { on_progress = ctx:progress() })
+    -- ambiguous: these keys may have been recalled before (by a bot, an
+    -- earlier run): the server's "already recalled" then counts recalled.
+    local report, rerr = client:recall(cid, unique, { on_progress = ctx:progress(), ambiguous = true })
     if not report then
       local back = {}
       for i, k in ipairs(known) do back[i] = { key = k, state = "sent" } end
       mark(back)
       return ctx:fail(EXIT_USAGE, "recall refused", rerr)
     end
-    -- Until the engine's report module counts them: a key the server says
-    -- is already recalled is recalled (the ledger does the same).
+    -- Until the engine's report module (which reads `ambiguous`) is there:
+    -- a key the server says is already recalled is recalled, as the ledger does.
     local has_report = pcall(require, "dingtalk.recall.report")
     if not has_report then
       local already = require("dingtalk.recall.ledger").ALREADY_RECALLED or {}
