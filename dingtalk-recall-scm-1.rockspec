@@ -62,7 +62,11 @@ build = {
     -- BEGIN LUA MODULES (written by `make rockspec`; spec/rockspec_spec.lua checks it)
     ["dingtalk.recall.async"] = "lua/dingtalk/recall/async.lua",
     ["dingtalk.recall.callback"] = "lua/dingtalk/recall/callback.lua",
-    ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli.lua",
+    ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli/init.lua",
+    ["dingtalk.recall.cli.commands"] = "lua/dingtalk/recall/cli/commands.lua",
+    ["dingtalk.recall.cli.usage"] = "lua/dingtalk/recall/cli/usage.lua",
+    ["dingtalk.recall.report.render"] = "lua/dingtalk/recall/report/render.lua",
+    ["dingtalk.recall.selector"] = "lua/dingtalk/recall/selector.lua",
     ["dingtalk.recall.client"] = "lua/dingtalk/recall/client.lua",
     ["dingtalk.recall.config"] = "lua/dingtalk/recall/config.lua",
     ["dingtalk.recall.engine"] = "lua/dingtalk/recall/engine.lua",
@@ -81,6 +85,8 @@ build = {
     ["dingtalk.recall.transport.async"] = "lua/dingtalk/recall/transport/async.lua",
     ["dingtalk.recall.transport.curl"] = "lua/dingtalk/recall/transport/curl.lua",
     ["dingtalk.recall.transport.openresty"] = "lua/dingtalk/recall/transport/openresty.lua",
+    ["dingtalk.recall.transport.http1"] = "lua/dingtalk/recall/transport/http1.lua",
+    ["dingtalk.recall.transport.ngx_shared"] = "lua/dingtalk/recall/transport/ngx_shared.lua",
     ["dingtalk_recall.health"] = "lua/dingtalk_recall/health.lua",
     ["dingtalk_recall"] = "lua/dingtalk_recall/init.lua",
     -- END LUA MODULES

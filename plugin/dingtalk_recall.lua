@@ -14,6 +14,6 @@ vim.api.nvim_create_user_command("DingtalkRecall", function(o) mod().command_rec
 
 vim.api.nvim_create_user_command("DingtalkUndo", function(o) mod().command_undo(o) end, {
   nargs = "*",
-  desc = "Recall what the ledger recorded: [last N | since 10m | tag T] [conversation=CID]",
+  desc = "Recall what the ledger recorded: [last N | since 1h30m | tag T | all] [conversation=CID]",
   complete = function(lead, line, pos) return mod().complete_undo(lead, line, pos) end,
 })

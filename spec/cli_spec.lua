@@ -150,6 +150,54 @@ describe("dingtalk-recall CLI", function()
   end)
 
   describe("recall", function()
+    it("recall KEY marks the ledger's entry, so a later undo does not send it again", function()
+      local k1 = send("first")
+      local k2 = send("second")
+      local k3 = send("third")
+      local rc, _, err = run { "recall", "--conversation", CID, "--robot", s.robot, k1, "NotInTheLedger" }
+      assert.is_true(rc == 0 or rc == 1, err)
+      local out
+      rc, out = run { "ledger", "show", k1, "--json" }
+      assert.are.equal(0, rc)
+      assert.are.equal("recalled", json.decode(out).state)
+      local _, shown = run { "ledger", "show", k2, "--json" }
+      assert.are.equal("sent", json.decode(shown).state)
+      local before = s:stats().requests.recall
+      rc, out = run { "undo", "--conversation", CID, "--last", "3", "--json" }
+      assert.are.equal(0, rc, out)
+      local doc = json.decode(out)
+      table.sort(doc.recalled)
+      local want = { k2, k3 }
+      table.sort(want)
+      assert.are.same(want, doc.recalled) -- k1 is not sent again
+      assert.are.equal(before + 1, s:stats().requests.recall)
+      -- a key the server fails ends `failed` in the ledger (recalled twice: the server says so)
+      run { "recall", "--conversation", CID, "--robot", s.robot, k2 }
+      rc, out = run { "ledger", "show", k2, "--json" }
+      assert.are.equal(0, rc)
+      local st = json.decode(out).state
+      assert.is_true(st == "recalled" or st == "failed", st)
+    end)
+
+    it("checks numeric options as the client does: exit 2, nothing sent, --json too", function()
+      local before = api_calls()
+      for _, opt in ipairs {
+        { "--concurrency", "0" }, { "--concurrency", "1.5" }, { "--concurrency", "nan" }, { "--concurrency", "-1" },
+        { "--concurrency", "100000" }, { "--qps", "inf" }, { "--qps", "-1" }, { "--qps", "1e9" }, { "--qps", "0x10" },
+        { "--timeout", "0" }, { "--timeout", "1e999" }, { "--timeout", "NaN" }, { "--timeout", "99999" },
+      } do
+        local args = { "recall", "--conversation", CID, "--robot", s.robot, opt[1], opt[2], "k1" }
+        local rc, _, err = run(args)
+        assert.are.equal(2, rc, table.concat(opt, " ") .. ": " .. err)
+        args[#args + 1] = "--json"
+        local out
+        rc, out = run(args)
+        assert.are.equal(2, rc)
+        assert.are.equal(2, json.decode(out).exit_code)
+      end
+      assert.are.equal(before, api_calls())
+    end)
+
     it("recalls keys given as arguments: exit 0, all recalled in the simulator", function()
       local keys = s:seed_keys(3, CID, s.robot)
       local rc, out = run { "recall", "--conversation", CID, "--robot", s.robot, keys[1], keys[2], keys[3] }

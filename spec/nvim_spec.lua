@@ -97,7 +97,7 @@ describe_nvim("Neovim plugin (nvim --headless)", function()
     -- keys 4, 5 and 6 from the words of two lines
     assert.matches("3 recalled, 0 failed, 0 errors %(of 3 keys%)", res.range.summaries[1])
     for i = 4, 6 do assert.are.equal("recalled", s:key(keys[i]).state) end
-    assert.matches("unknown argument 'sometime'", res.undo_bad_args.summaries[1])
+    assert.matches("unknown selector 'sometime'", res.undo_bad_args.summaries[1])
     assert.is_true(res.undo_bad_args.raised)
     -- No ledger configured: the CLI's default one, empty here.
     assert.matches("DingTalk undo: 0 recalled, 0 failed, 0 errors %(of 0 keys%)", res.undo_empty_ledger.summaries[1])

@@ -21,7 +21,7 @@ local detected = {}
 local function plain_err(e)
   if type(e) ~= "table" then return { code = "lua", message = tostring(e) } end
   return { code = e.code, message = e.message, status = e.status, request_id = e.request_id,
-    retryable = e.retryable }
+    retryable = e.retryable, text = tostring(e), hint = e.hint }
 end
 
 local function plain_report(rep)
@@ -162,6 +162,23 @@ function M.detect()
     log = d:get("detect:log"), header_filter = d:get("detect:header_filter") })
 end
 
+-- The verdict on each endpoint of the core (core.target) and of the
+-- transport (start() of a request to it): true, or the error code.
+function M.verdicts()
+  local core = require "dingtalk.recall.core"
+  local T = require("dingtalk.recall.transport.openresty").new { shared_dict = false }
+  local out = {}
+  for i, e in ipairs(body_json().endpoints) do
+    local t, terr = core.target { endpoint = e }
+    local ok, serr = T:start({ method = "POST", url = e .. "/v1.0/robot/groupMessages/recall", body = "{}",
+      headers = { ["content-type"] = "application/json" }, timeout = 1, connect_timeout = 0.2 }, i)
+    out[i] = { endpoint = e, core = t and true or terr.code, transport = ok and true or serr.code }
+  end
+  while T:in_flight() > 0 do T:poll(0.05) end
+  T:close()
+  ngx.say(cjson.encode(out))
+end
+
 -- A fake DingTalk that answers recalls (every key recalled) with hand-made
 -- HTTP framings: /fake/<mode>/v1.0/robot/groupMessages/recall.
 function M.fake(mode)
@@ -221,6 +238,7 @@ local SERVER = [[
       log_by_lua_block { require("ortest").record("log") }
     }
     location = /detect { content_by_lua_block { require("ortest").detect() } }
+    location = /verdicts { content_by_lua_block { require("ortest").verdicts() } }
     location = /starts { content_by_lua_block { require("ortest").starts() } }
     location = /limiter_sim { content_by_lua_block { require("ortest").limiter_sim() } }
     location = /fakestat { content_by_lua_block { require("ortest").fakestat() } }
@@ -423,6 +441,44 @@ describe("openresty transport", function()
       -- two (and maybe one of an earlier test)
       assert.is_true(stat.connection_requests >= 3)
       assert.are.equal("127.0.0.1:" .. n.port, stat.host)
+    end)
+  end)
+
+  describe("drift with the core", function()
+    it("core.target and the transport give every endpoint the same verdict", function()
+      local endpoints = { "http://0127.0.0.1", "http://127.0.0.01", "http://127.0.0.1:1", "http://localhost:1",
+        "http://[::1]:1", "http://10.0.0.1:1", "http://127.1:1", "http://2130706433:1", "http://127.0.0.1:99999",
+        "http://127.0.0.1:0", "ftp://127.0.0.1:1", "https://user@127.0.0.1:1", "http://127.0.0.1:1#frag",
+        "http://127.0.0.1:1 x", "http://127.0.0.1:1\r\nX: y", "https://127.0.0.1:1", "http://[::ffff:7f00:1]:1",
+        "HTTP://127.0.0.1:1", "http://127.0.0.1.:1", "http://0x7f.0.0.1:1", "http://", "https://:1" }
+      local status, body = n:request("POST", "/verdicts",
+        { body = json.encode { endpoints = endpoints }, timeout = 30 })
+      assert.are.equal(200, status, body)
+      local res = json.decode(body)
+      assert.are.equal(#endpoints, #res)
+      for _, r in ipairs(res) do
+        assert.are.equal(r.core, r.transport, r.endpoint)
+      end
+      assert.are.equal("invalid.endpoint", res[1].transport) -- http://0127.0.0.1: not loopback for the core
+      assert.are.equal("invalid.endpoint", res[2].transport) -- http://127.0.0.01
+      assert.is_true(res[3].transport)
+    end)
+
+    it("a token echoed as the request id of an oversized answer is redacted from the error", function()
+      local hh = require "spec.helpers.hostile_http"
+      local srv = hh.start()
+      finally(function() srv:stop() end)
+      for _, tok in ipairs { "TokOr-7e6d5c4b3a29", "Q", "Qz9Kx" } do
+        srv:answer { kind = "too_large", request_id = "[[%TOKEN%]]" }
+        local res = in_nginx { client = { endpoint = srv.url, robot_code = "r", access_token = tok, max_retries = 0,
+          timeout = 5 }, cid = "cidOr", keys = { "k1" } }
+        local e = res.report.errors.k1
+        assert.are.equal("response.too_large", e.code)
+        for _, f in ipairs { "message", "request_id", "text", "hint" } do
+          assert.is_nil(tostring(e[f] or ""):find("[[" .. tok .. "]]", 1, true), f .. ": " .. tostring(e[f]))
+        end
+        assert.matches("[[***]]", e.request_id, 1, true)
+      end
     end)
   end)
 

@@ -7,7 +7,7 @@
 --     app_key_env = "DINGTALK_APP_KEY", app_secret_env = "DINGTALK_APP_SECRET",
 --   }
 --   :DingtalkRecall [conversation=CID] [robot=CODE] key1 key2 ...   (or a range of lines holding keys)
---   :DingtalkUndo [last N | since 10m | tag T] [conversation=CID]
+--   :DingtalkUndo [last N | since 1h30m | tag T | all] [conversation=CID]
 --
 -- Recalls run on the editor's libuv loop (vim.uv or vim.loop) through
 -- dingtalk.recall.async: curl's sockets are watched with uv poll handles
@@ -316,50 +316,35 @@ end
 -- Showing results
 ---------------------------------------------------------------------------
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
+-- The secrets known now (the environment's, the client's token and app
+-- secret): the renderer redacts them from every line shown.
+local function secrets()
+  local list = { os.getenv(opt("access_token_env")), os.getenv(opt("app_secret_env")) }
+  local tm = cached and cached.client and cached.client.tokens
+  if type(tm) == "table" then
+    list[#list + 1] = tm.fixed
+    for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
+    local ok, tok = pcall(tm.current, tm, os.time())
+    if ok and type(tok) == "string" then list[#list + 1] = tok end
+  end
+  return list
 end
 
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t or {}) do ks[#ks + 1] = k end
-  table.sort(ks)
-  return ks
-end
-
---- report_lines(title, report | nil, err) -> lines, summary, level
+--- report_lines(title, report | nil, err) -> lines, summary, level.
+-- Rendered by dingtalk.recall.report.render: every line escaped (no
+-- newline, no control character: the buffer shows whatever the server
+-- sent) and redacted.
 function M.report_lines(title, report, err)
+  local render = require "dingtalk.recall.report.render"
   local levels = vim.log.levels
   if not report then
-    local line = title .. ": " .. tostring(err)
+    local line = render.safe(title, secrets()) .. ": " .. render.error(err, "chat", { secrets = secrets() })
     return { line }, line, levels.ERROR
   end
-  local recalled, failed, errors = report.recalled or {}, report.failed or {}, report.errors or {}
-  local expired = report.expired or {} -- the ledger's: too old to recall, never sent
-  local nf, ne, nx = count(failed), count(errors), #expired
-  local total = report.total or (#recalled + nf + ne + nx)
-  local summary = ("%s: %d recalled, %d failed, %d errors%s (of %d keys)"):format(title, #recalled, nf, ne,
-    nx > 0 and (", " .. nx .. " expired") or "", total)
-  if report.elapsed then summary = summary .. (" in %.2f s"):format(report.elapsed) end
-  local lines = { summary }
-  if report.requests then
-    lines[#lines + 1] = ("requests %d, retries %d, throttled %d, token fetches %d"):format(report.requests,
-      report.retries or 0, report.throttled or 0, report.token_fetches or 0)
-  end
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = ("Recalled (%d)"):format(#recalled)
-  for _, k in ipairs(recalled) do lines[#lines + 1] = "  " .. k end
-  lines[#lines + 1] = ("Failed (%d)"):format(nf)
-  for _, k in ipairs(sorted_keys(failed)) do lines[#lines + 1] = "  " .. k .. "  " .. tostring(failed[k]) end
-  lines[#lines + 1] = ("Errors (%d)"):format(ne)
-  for _, k in ipairs(sorted_keys(errors)) do lines[#lines + 1] = "  " .. k .. "  " .. tostring(errors[k]) end
-  if nx > 0 then
-    lines[#lines + 1] = ("Expired (%d): past the recall window, not sent"):format(nx)
-    for _, k in ipairs(expired) do lines[#lines + 1] = "  " .. k end
-  end
-  local level = (nf + ne + nx == 0) and levels.INFO or (#recalled > 0 and levels.WARN or levels.ERROR)
+  local lines, summary = render.render(report, "lines", { title = title, secrets = secrets() })
+  local ok = #(report.recalled or {}) > 0
+  local bad = next(report.failed or {}) ~= nil or next(report.errors or {}) ~= nil or #(report.expired or {}) > 0
+  local level = not bad and levels.INFO or (ok and levels.WARN or levels.ERROR)
   return lines, summary, level
 end
 
@@ -445,46 +430,37 @@ function M.command_recall(o)
   return job, err
 end
 
-local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
-
---- "90", "90s", "10m", "2h", "1d" -> seconds | nil
+--- "90", "90s", "10m", "1h30m", "2d" -> seconds | nil, message (the
+-- selector module's durations, as /recall and the CLI read them).
 function M.parse_duration(s)
-  local n, u = tostring(s):match("^(%d+%.?%d*)([smhd]?)$")
-  if not n then return nil end
-  return tonumber(n) * (UNITS[u] or 1)
+  return require("dingtalk.recall.selector").duration(s)
 end
 
 --- Parses the arguments of :DingtalkUndo -> filter | nil, message.
+-- The selector words (last N | since D | tag T | all) are the selector
+-- module's; no words: the last message.
 function M.parse_undo(fargs)
+  local selector = require "dingtalk.recall.selector"
   local named, rest = split_args(fargs or {})
-  local filter = { conversation = named.conversation }
-  local what, arg = rest[1], rest[2]
-  if #rest > 2 then return nil, "too many arguments" end
-  if what == nil then
-    filter.last = 1
-  elseif what == "last" then
-    local n = tonumber(arg or "1")
-    if not n or n < 1 or n % 1 ~= 0 then return nil, "last wants a count, such as: last 5" end
-    filter.last = n
-  elseif what == "since" then
-    local d = arg and M.parse_duration(arg)
-    if not d then return nil, "since wants a duration, such as: since 10m (s, m, h, d)" end
-    filter.since = d
-  elseif what == "tag" then
-    if not arg then return nil, "tag wants a tag name" end
-    filter.tag = arg
-  else
-    return nil, "unknown argument '" .. what .. "' (last N | since 10m | tag T)"
+  local filter = { last = 1 }
+  if #rest > 0 then
+    local sel, why = selector.parse(rest)
+    if not sel then return nil, why end
+    filter = selector.filter(sel)
   end
+  filter.conversation = named.conversation
   return filter
 end
 
---- :DingtalkUndo [last N | since 10m | tag T] [conversation=CID]
+--- :DingtalkUndo [last N | since 1h30m | tag T | all] [conversation=CID]
 function M.command_undo(o)
   local filter, msg = M.parse_undo(o.fargs)
   local title = "DingTalk undo"
   if not filter then return present(title, nil, msg, true) end
   if not filter.conversation then filter.conversation = options.conversation end
+  if not (filter.last or filter.since or filter.tag) and not filter.conversation then
+    return present(title, nil, "all needs a conversation: conversation=CID or setup{ conversation = ... }", true)
+  end
   return M.undo(filter, function(report, err) present(title, report, err) end)
 end
 
@@ -535,7 +511,7 @@ function M.complete_undo(lead, line)
     for _, t in ipairs(options.tags or {}) do tags[#tags + 1] = t end
     return complete_from(tags, lead)
   end
-  local items = { "last", "since", "tag" }
+  local items = { "last", "since", "tag", "all" }
   for _, c in ipairs(conversation_items()) do items[#items + 1] = c end
   return complete_from(items, lead)
 end

@@ -40,6 +40,7 @@
 -- flight); with a fake transport and clock every path runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
+local render = require "dingtalk.recall.report.render"
 
 local M = {}
 
@@ -191,7 +192,22 @@ function Run:batch_done(job, outcomes)
   if hooks.on_progress then hooks.on_progress(self.done, self.total) end
 end
 
+-- The secrets of this run: the token a job was sent with, the current
+-- token, a fixed token and the app or suite secret.
+function Run:secrets(job)
+  local tm = self.tm
+  local list = { job and job.token, self.token, tm.fixed }
+  for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
+  return list
+end
+
+-- The one redaction point of a run: every error a job ends with (from
+-- the transport, the parser, the builder, a hook or the token manager)
+-- loses every secret of this client, whatever its length, in every field,
+-- before anyone (report, tostring, CLI, Neovim, logs) sees it.  Codes are
+-- read for retries and fatality before this, so redaction cannot mislead.
 function Run:fail(job, err)
+  err = render.redact_error(err, self:secrets(job))
   if job.kind == "batch" then
     self:batch_done(job, report.fail(self.stats, job.keys, err))
   elseif job.kind == "token" then
@@ -318,8 +334,9 @@ function Run:start(job, token, t)
 end
 
 function Run:complete_failed(job, err)
+  local fatal = (core.codes[err.code] or NOFLAGS).fatal
   self:fail(job, err)
-  if (core.codes[err.code] or NOFLAGS).fatal then self:stop(err) end
+  if fatal then self:stop(err) end
 end
 
 -- One finished exchange.
@@ -335,6 +352,9 @@ function Run:complete(c, t)
     else
       result, err = job.parse(c.status, c.headers, c.body, job.token)
     end
+  end
+  if result and type(result) == "table" and type(result.request_id) == "string" then
+    result.request_id = render.redact(result.request_id, self:secrets(job))
   end
   if result then
     if job.kind == "batch" then
@@ -365,8 +385,9 @@ function Run:token_now(t)
     local err
     tok, err = tm:call_provider(t)
     if not tok then
+      local fatal = (core.codes[err.code] or NOFLAGS).fatal
       self:fail_token_waiters(err)
-      if (core.codes[err.code] or NOFLAGS).fatal then self:stop(err) end
+      if fatal then self:stop(err) end
       return nil
     end
     self.token, self.token_at = tok, t

@@ -26,10 +26,12 @@
 -- not run: ev.report, ev.err), "swept" (rules.sweep ran).  Handlers get
 -- one event table; an error in a handler is caught and listed in
 -- result.hook_errors, it never stops the command.
+local selector = require "dingtalk.recall.selector"
+local render = require "dingtalk.recall.report.render"
+
 local M = {}
 
 local CONFIRM_TTL = 120
-local MAX_LAST = 500
 local DEFAULT_REPLIES = {
   refused = "Sorry, you are not allowed to recall messages here.",
   group_only = "Recall works in group chats only.",
@@ -96,30 +98,9 @@ end
 ---------------------------------------------------------------------------
 -- parsing
 ---------------------------------------------------------------------------
-local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
-
---- rules.parse_duration("1h30m") -> seconds | nil, message.  A bare
--- number is seconds.
-function M.parse_duration(s)
-  if type(s) == "number" then
-    if s >= 0 then return s end
-    return nil, "a duration must not be negative"
-  end
-  if type(s) ~= "string" then return nil, "a duration must be a string such as 10m" end
-  s = s:lower():gsub("^%s+", ""):gsub("%s+$", "")
-  if s:match("^%d+$") then return tonumber(s) end
-  if s == "" or not s:match("^[%d%.smhd]+$") then
-    return nil, "'" .. s .. "' is not a duration (use s, m, h or d, e.g. 10m or 1h30m)"
-  end
-  local total, rest = 0, s
-  while rest ~= "" do
-    local num, unit, tail = rest:match("^(%d+%.?%d*)([smhd])(.*)$")
-    if not num then return nil, "'" .. s .. "' is not a duration (use s, m, h or d, e.g. 10m or 1h30m)" end
-    total = total + tonumber(num) * UNITS[unit]
-    rest = tail
-  end
-  return total
-end
+--- rules.parse_duration("1h30m") -> seconds | nil, message: the
+-- selector module's (dingtalk.recall.selector.duration).
+M.parse_duration = selector.duration
 
 local function words(text)
   local t = {}
@@ -140,31 +121,24 @@ function M.parse(text)
   if not w[1] or w[1]:lower() ~= "/recall" then return nil end
   local sub = w[2] and w[2]:lower()
   if sub == nil or sub == "help" then return { action = "help" } end
-  if sub == "last" then
-    if #w > 3 then return nil, "usage: /recall last [N]" end
-    local n = 1
-    if w[3] then
-      n = tonumber(w[3])
-      if not n or n ~= math.floor(n) or n < 1 or n > MAX_LAST or not w[3]:match("^%d+$") then
-        return nil, "usage: /recall last [N], with N a whole number from 1 to " .. MAX_LAST
-      end
-    end
-    return { action = "last", n = n }
-  elseif sub == "since" then
-    if #w ~= 3 then return nil, "usage: /recall since 10m (s, m, h or d)" end
-    local secs, why = M.parse_duration(w[3])
-    if not secs then return nil, why end
-    if secs <= 0 then return nil, "usage: /recall since 10m: the duration must be positive" end
-    return { action = "since", seconds = secs }
-  elseif sub == "tag" then
-    if #w ~= 3 then return nil, "usage: /recall tag <tag>" end
-    return { action = "tag", tag = w[3] }
-  elseif sub == "all" then
-    if #w == 2 then return { action = "all" } end
-    if #w == 4 and w[3]:lower() == "confirm" then return { action = "confirm", code = w[4]:upper() } end
-    return nil, "usage: /recall all, then /recall all confirm <code>"
+  if sub == "all" and #w == 4 and w[3]:lower() == "confirm" then
+    return { action = "confirm", code = w[4]:upper() }
   end
-  return nil, "unknown command '/recall " .. w[2] .. "'"
+  -- last / since / tag / all: the selector module's words and answers.
+  if selector.KINDS[sub] then
+    local rest = {}
+    for i = 2, #w do rest[#rest + 1] = w[i] end
+    local sel, why = selector.parse(rest)
+    if not sel then
+      if sub == "all" then return nil, "usage: /recall all, then /recall all confirm <code>" end
+      return nil, "usage: /recall " .. why
+    end
+    if sel.kind == "last" then return { action = "last", n = sel.n } end
+    if sel.kind == "since" then return { action = "since", seconds = sel.seconds } end
+    if sel.kind == "tag" then return { action = "tag", tag = sel.tag } end
+    return { action = "all" }
+  end
+  return nil, "unknown command '/recall " .. render.escape(w[2]) .. "'"
 end
 
 ---------------------------------------------------------------------------
@@ -241,43 +215,20 @@ function Rules:authorized(msg)
   return false
 end
 
-local function plural(n, word)
-  return n .. " " .. word .. (n == 1 and "" or "s")
+--- A short text for a recall report (the report renderer's chat reply).
+function M.summary(report, secrets)
+  return render.render(report, "chat", { secrets = secrets })
 end
 
-local function count_map(t)
-  local n = 0
-  for _ in pairs(t or {}) do n = n + 1 end
-  return n
-end
-
---- A short text for a recall report.
-function M.summary(report)
-  local ok = #(report.recalled or {})
-  local failed, errors = count_map(report.failed), count_map(report.errors)
-  local expired = #(report.expired or {})
-  local total = ok + failed + errors
-  local parts = {}
-  if failed + errors == 0 then
-    parts[1] = "Recalled " .. plural(ok, "message") .. "."
-  else
-    parts[1] = "Recalled " .. ok .. " of " .. plural(total, "message") .. "; " .. (failed + errors) ..
-      " could not be recalled"
-    local reason
-    local _, r = next(report.failed or {})
-    if r ~= nil then
-      reason = tostring(r)
-    else
-      local _, e = next(report.errors or {})
-      if e ~= nil then reason = type(e) == "table" and e.code or tostring(e) end
-    end
-    parts[1] = parts[1] .. (reason and (" (" .. reason .. ")") or "") .. "."
-  end
-  if expired > 0 then
-    parts[#parts + 1] = plural(expired, "message") .. " " .. (expired == 1 and "was" or "were") ..
-      " too old to recall."
-  end
-  return table.concat(parts, " ")
+-- The secrets of a client (its token and app secret), for redaction.
+local function client_secrets(client)
+  local tm = type(client) == "table" and rawget(client, "tokens")
+  if type(tm) ~= "table" then return {} end
+  local list = { tm.fixed }
+  for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
+  local ok, tok = pcall(tm.current, tm, os.time())
+  if ok and type(tok) == "string" then list[#list + 1] = tok end
+  return list
 end
 
 local function event_base(msg, cmd)
@@ -298,7 +249,7 @@ function Rules:_recall(msg, cmd, filter, result)
   local report, err = self.ledger:recall(self.client, filter)
   if not report then
     result.err = err
-    result.reply = "Recall failed: " .. (type(err) == "table" and err.message or tostring(err))
+    result.reply = "Recall failed: " .. render.error(err, "chat", { secrets = client_secrets(self.client) })
     ev.err = err
     emit(self.hooks, "failed", ev, result.hook_errors)
     return result
@@ -308,7 +259,7 @@ function Rules:_recall(msg, cmd, filter, result)
     result.reply = self.replies.nothing
     return result
   end
-  result.reply = M.summary(report)
+  result.reply = M.summary(report, client_secrets(self.client))
   ev.report = report
   emit(self.hooks, "recalled", ev, result.hook_errors)
   if next(report.failed or {}) ~= nil or next(report.errors or {}) ~= nil then

@@ -1,0 +1,210 @@
+--- dingtalk.recall.transport.http1: reads one HTTP/1.x answer from a
+-- cosocket (anything with settimeouts and receiveany), within a deadline
+-- and a size cap, and maps failures to the curl transport's error codes.
+-- The OpenResty transport's I/O half; it decides nothing about the answer.
+local core = require "dingtalk.recall.core"
+
+local M = {}
+
+local floor, min, max = math.floor, math.min, math.max
+local concat = table.concat
+local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
+local now = core.now
+
+local function ms(seconds)
+  return max(1, floor(seconds * 1000 + 0.5))
+end
+M.ms = ms
+
+
+local MAX_HEADER_BYTES = 100 * 1024 -- as libcurl's CURL_MAX_HTTP_HEADER
+local READ_CHUNK = 16384
+
+local Reader = {}
+Reader.__index = Reader
+
+function M.new_reader(sock, deadline)
+  return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1, received = 0 }, Reader)
+end
+
+-- Reads whatever arrives next, within the exchange's deadline.
+function Reader:fill()
+  local left = self.deadline - now()
+  if left <= 0 then return nil, "timeout" end
+  self.sock:settimeouts(ms(left), ms(left), ms(left))
+  local data, err = self.sock:receiveany(READ_CHUNK)
+  if not data then return nil, err end
+  if self.pos > 1 then
+    self.buf = str_sub(self.buf, self.pos) .. data
+    self.pos = 1
+  else
+    self.buf = self.buf .. data
+  end
+  self.received = self.received + #data
+  return true
+end
+
+-- One line without its CRLF; at most `limit` bytes.
+function Reader:line(limit)
+  while true do
+    local i = str_find(self.buf, "\n", self.pos, true)
+    if i then
+      local line = str_sub(self.buf, self.pos, i - 1)
+      self.pos = i + 1
+      if str_sub(line, -1) == "\r" then line = str_sub(line, 1, -2) end
+      return line
+    end
+    if #self.buf - self.pos + 1 > limit then return nil, "header line too long" end
+    local ok, err = self:fill()
+    if not ok then return nil, err end
+  end
+end
+
+-- Exactly n bytes, appended to `parts`.
+function Reader:bytes(n, parts)
+  while n > 0 do
+    local have = #self.buf - self.pos + 1
+    if have > 0 then
+      local take = min(have, n)
+      parts[#parts + 1] = str_sub(self.buf, self.pos, self.pos + take - 1)
+      self.pos = self.pos + take
+      n = n - take
+    else
+      self.buf, self.pos = "", 1
+      local ok, err = self:fill()
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+-- Everything until the peer closes, at most `cap` bytes (then nil, "too large").
+function Reader:rest(parts, cap)
+  local total = 0
+  while true do
+    local have = #self.buf - self.pos + 1
+    if have > 0 then
+      total = total + have
+      if total > cap then return nil, "too large" end
+      parts[#parts + 1] = str_sub(self.buf, self.pos)
+    end
+    self.buf, self.pos = "", 1
+    local ok, err = self:fill()
+    if not ok then
+      if err == "closed" then return true end
+      return nil, err
+    end
+  end
+end
+
+local function transport_error(code, msg, fields)
+  return { error = core.error(code, msg, fields) }
+end
+M.transport_error = transport_error
+
+-- Maps a cosocket error to the curl transport's codes.
+function M.io_failure(req, what, err)
+  if err == "timeout" then
+    return transport_error("transport.timeout",
+      str_format("the exchange timed out after %d ms (%s)", ms(req.timeout), what))
+  end
+  return transport_error("transport.io", what .. " failed: " .. tostring(err))
+end
+
+local io_failure = M.io_failure
+local function too_large(req, status, request_id)
+  return transport_error("response.too_large",
+    str_format("the answer is larger than max_response_bytes (%d)", req.max),
+    { status = status, request_id = request_id })
+end
+
+-- Reads one response.  Returns result, reusable (boolean).  A result has
+-- status, headers, body, or error (and `nothing` when no byte came).
+function M.read_response(req, r)
+  local status, version, headers, length, chunked, conn
+  repeat
+    local line, err = r:line(MAX_HEADER_BYTES)
+    if not line then
+      local res = io_failure(req, "reading the status line", err)
+      res.nothing = r.received == 0
+      return res
+    end
+    version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
+    if not status then
+      return transport_error("transport.io", "the server's reply is not HTTP/1.x")
+    end
+    status = tonumber(status)
+    headers, length, chunked, conn = {}, nil, false, nil
+    local bytes = 0
+    while true do
+      local h
+      h, err = r:line(MAX_HEADER_BYTES)
+      if not h then return io_failure(req, "reading the headers", err) end
+      if h == "" then break end
+      bytes = bytes + #h
+      if bytes > MAX_HEADER_BYTES then return transport_error("transport.io", "the answer's headers are too large") end
+      local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
+      if name then
+        name = str_lower(name)
+        if name == "x-acs-request-id" or name == "content-type" then
+          headers[name] = value
+        elseif name == "content-length" then
+          local n = value:match("^%d+$") and tonumber(value)
+          if not n or (length and length ~= n) then
+            return transport_error("transport.io", "the answer has a bad Content-Length")
+          end
+          length = n
+        elseif name == "transfer-encoding" then
+          chunked = str_lower(value):match("chunked%s*$") ~= nil
+        elseif name == "connection" then
+          conn = str_lower(value)
+        end
+      end
+    end
+  until status >= 200 or status == 101
+
+  local reusable = (version == "1.1" and not (conn and conn:find("close", 1, true)))
+    or (version == "1.0" and conn ~= nil and conn:find("keep-alive", 1, true) ~= nil)
+  local parts = {}
+  local rid = headers["x-acs-request-id"]
+  if status == 204 or status == 304 then
+    parts[1] = "" -- no body
+  elseif chunked then
+    local total = 0
+    while true do
+      local line, err = r:line(4096)
+      if not line then return io_failure(req, "reading the body", err) end
+      local size = line:match("^%s*(%x+)")
+      if not size then return transport_error("transport.io", "the answer has a bad chunk size") end
+      size = tonumber(size, 16)
+      if size == 0 then
+        repeat -- trailers
+          line, err = r:line(MAX_HEADER_BYTES)
+          if not line then return io_failure(req, "reading the body", err) end
+        until line == ""
+        break
+      end
+      total = total + size
+      if total > req.max then return too_large(req, status, rid) end
+      local ok, berr = r:bytes(size, parts)
+      if not ok then return io_failure(req, "reading the body", berr) end
+      line, err = r:line(2)
+      if line ~= "" then return io_failure(req, "reading the body", err or "a chunk does not end in CRLF") end
+    end
+  elseif length then
+    if length > req.max then return too_large(req, status, rid) end
+    local ok, err = r:bytes(length, parts)
+    if not ok then return io_failure(req, "reading the body", err) end
+  else
+    reusable = false
+    local ok, err = r:rest(parts, req.max)
+    if not ok then
+      if err == "too large" then return too_large(req, status, rid) end
+      return io_failure(req, "reading the body", err)
+    end
+  end
+  if r.pos <= #r.buf then reusable = false end -- bytes beyond the answer: do not trust the connection
+  return { status = status, headers = headers, body = concat(parts) }, reusable
+end
+
+return M
