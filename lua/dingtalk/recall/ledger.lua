@@ -69,7 +69,9 @@ M.default_path = default_path
 -- `recalling` and sent at once, default 200), retention (seconds an entry
 -- is kept, default 7 days), on_record_error(err, info) (attach's failures),
 -- redis_client (a connected client with :eval, e.g. resty.redis),
--- prefix (Redis key prefix), timeout (Redis seconds).
+-- prefix (Redis key prefix), timeout (Redis seconds), lease (Redis:
+-- seconds a host's claim on keys it recalls holds before another host may
+-- take them over, default 60), owner (Redis: this host's name in claims).
 function M.open(location, opts)
   if location ~= nil and type(location) ~= "string" then
     error("ledger.open: location must be a string (a path or a redis:// URL) or nil", 2)
@@ -77,7 +79,7 @@ function M.open(location, opts)
   if opts ~= nil and type(opts) ~= "table" then error("ledger.open: opts must be a table", 2) end
   opts = opts or {}
   for name, want in pairs { clock = "function", chunk = "number", retention = "number",
-    on_record_error = "function", prefix = "string", timeout = "number" } do
+    on_record_error = "function", prefix = "string", timeout = "number", lease = "number", owner = "string" } do
     if opts[name] ~= nil and type(opts[name]) ~= want then
       error(("ledger.open: option '%s' must be a %s"):format(name, want), 2)
     end
@@ -277,7 +279,9 @@ end
 -- merged over every (conversation, robot) group, plus expired (keys older
 -- than the recall window, never sent) and already_recalled (keys counted
 -- recalled because the server said they already were).  Every selected key
--- is in exactly one of recalled, failed, errors and expired.
+-- is in exactly one of recalled, failed, errors and expired, or, on a
+-- store shared by several hosts (Redis), in elsewhere: keys another host
+-- claimed first (they are not counted in total).
 -- opts.on_progress(done, total) is called as chunks finish.
 function Ledger:recall(client, filter, opts)
   local b = live(self, "recall")
@@ -290,7 +294,7 @@ function Ledger:recall(client, filter, opts)
   local t0 = core.now()
   local now = self.clock()
   local report = { recalled = {}, failed = {}, errors = {}, expired = {}, already_recalled = {},
-    requests = 0, retries = 0, throttled = 0, token_fetches = 0, total = 0 }
+    elsewhere = {}, requests = 0, retries = 0, throttled = 0, token_fetches = 0, total = 0 }
 
   -- What to recall: the filter's selection, then the interrupted keys.
   local selected = {}
@@ -353,12 +357,35 @@ function Ledger:recall(client, filter, opts)
       local chunk, marks = {}, {}
       for i = first, math.min(#g.keys, first + self.chunk - 1) do
         chunk[#chunk + 1] = g.keys[i]
-        marks[#marks + 1] = { key = g.keys[i], state = "recalling" }
+        marks[#marks + 1] = { key = g.keys[i], state = "recalling", was = g.was[g.keys[i]] }
       end
-      -- Durably `recalling` before anything is sent.
-      local ok, uerr = b:update(marks, self.clock())
-      if not ok then return nil, uerr end
-      local rep, rerr = client:recall(g.cid, chunk, { robot_code = g.robot })
+      -- Durably `recalling` before anything is sent.  A store shared by
+      -- several hosts (Redis) claims the keys with a lease instead: keys
+      -- another host claimed first are its to recall, not in this report.
+      local ok, uerr
+      if b.claim then
+        ok, uerr = b:claim(marks)
+        if not ok then return nil, uerr end
+        local mine = {}
+        for _, k in ipairs(chunk) do
+          if ok[k] then
+            mine[#mine + 1] = k
+          else
+            report.total = report.total - 1
+            report.elsewhere[#report.elsewhere + 1] = k
+          end
+        end
+        chunk = mine
+      else
+        ok, uerr = b:update(marks, self.clock())
+        if not ok then return nil, uerr end
+      end
+      local rep, rerr
+      if #chunk > 0 then
+        rep, rerr = client:recall(g.cid, chunk, { robot_code = g.robot })
+      else
+        rep = { recalled = {} }
+      end
       local changes = {}
       if not rep then
         for _, k in ipairs(chunk) do

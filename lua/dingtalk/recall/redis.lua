@@ -261,6 +261,7 @@ local function connect(self)
     sock:setoption("tcp-nodelay", true)
   end
   self.connects = self.connects + 1
+  self.ngx = ngx ~= nil -- the last connection was a cosocket
   if ngx and (sock:getreusedtimes() or 0) > 0 then return sock, true end
   local function setup(args)
     local parts = {}
