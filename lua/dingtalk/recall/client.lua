@@ -109,6 +109,15 @@ function M.new(config)
     recall = limiter.new(self.qps, config.qps_window or DEFAULTS.qps_window),
     send = limiter.new(self.qps, config.qps_window or DEFAULTS.qps_window),
   }
+  -- Shared by every host of the app through Redis (options `redis` or
+  -- `limiter = {redis = ...}`): the QPS budget and the token; see
+  -- dingtalk.recall.shared and docs/scale-out.md.
+  if config.redis ~= nil or config.limiter ~= nil then
+    ok, err = require("dingtalk.recall.shared").apply(self, config, self.qps,
+      config.qps_window or DEFAULTS.qps_window)
+    if not ok then return nil, err end
+    self.shared_state = self.redis ~= nil
+  end
   self.on_sent = config.on_sent
   self.random = config.random or math.random
   return self
@@ -122,12 +131,12 @@ function Client:transport()
   if not t then
     t = make_transport(self.transport_spec, self.transport_config)
     self._transport = t
-    if t.limiter then
+    if t.limiter and not self.shared_state then
       for api, lim in pairs(self.limiters) do
         self.limiters[api] = t:limiter(api, lim.rate, lim.window)
       end
     end
-    if t.token_store then self.tokens:use_store(t:token_store()) end
+    if t.token_store and not self.shared_state then self.tokens:use_store(t:token_store()) end
   end
   return t
 end
