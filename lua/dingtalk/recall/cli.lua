@@ -93,6 +93,7 @@ common options:
   --endpoint URL     API endpoint (env DINGTALK_ENDPOINT; default https://api.dingtalk.io)
   --ca-file FILE     CA bundle for a private CA (env DINGTALK_CA_FILE)
   --ledger PATH|URL  the ledger: a file, or redis://host:port/db (env DINGTALK_RECALL_LEDGER)
+                     env DINGTALK_RECALL_REDIS=redis://...: QPS budget, token (and ledger) shared by hosts
   --config FILE      config file (default $XDG_CONFIG_HOME/dingtalk-recall/config.lua)
   --json             print one JSON document on stdout
   --dry-run          validate and show what would be done; send nothing
@@ -377,7 +378,7 @@ function Ctx:open_ledger(opts)
   local cfg = assert(self.cfg)
   local ok, ledger = pcall(require, "dingtalk.recall.ledger")
   if not ok then return nil, self:fail(EXIT_FATAL, "the ledger module is not available: " .. tostring(ledger)) end
-  local l, err = ledger.open(cfg.ledger, opts)
+  local l, err = ledger.open(cfg.ledger or cfg.redis, opts) -- one Redis for the fleet
   if not l then return nil, self:fail(EXIT_FATAL, "cannot open the ledger", err) end
   self.ledger = l
   return l

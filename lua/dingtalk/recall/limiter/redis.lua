@@ -17,7 +17,11 @@
 -- goes on with a local limiter at fallback_share of the rate (so that a
 -- fleet of 1/fallback_share hosts stays within the budget), tries Redis
 -- again at most every probe_interval seconds, says when it is back, and
--- then first tells Redis the starts it made alone in the last window.
+-- then first tells Redis the starts it made alone in the last window.  At
+-- both edges it is careful: the first start alone waits one window (the
+-- fleet may have used the budget just before), and for probe_interval +
+-- window after its return a host keeps to its share as well (the others
+-- may still be alone until their next probe).
 local core = require "dingtalk.recall.core"
 local resp = require "dingtalk.recall.redis"
 
@@ -108,13 +112,23 @@ function M.new(opts)
   return self
 end
 
--- The local limiter of the fallback: at most local_rate starts in any window.
-local function local_acquire(self, now)
-  local n = self.local_rate
-  local oldest = self.ring[(self.pos % n) + 1]
+-- The local limiter of the fallback: at most local_rate starts in any
+-- window.  local_wait(now) -> seconds before a local start is allowed.
+local function local_wait(self, now)
+  local oldest = self.ring[(self.pos % self.local_rate) + 1]
   if oldest ~= nil and oldest + self.window > now then return oldest + self.window - now end
-  self.pos = self.pos % n + 1
+  return 0
+end
+
+local function local_take(self, now)
+  self.pos = self.pos % self.local_rate + 1
   self.ring[self.pos] = now
+end
+
+local function local_acquire(self, now)
+  local w = local_wait(self, now)
+  if w > 0 then return w end
+  local_take(self, now)
   self.stats.fallback = self.stats.fallback + 1
   return 0
 end
@@ -123,6 +137,10 @@ local function fall_back(self, now, err)
   if not self.down then
     self.down = true
     self.stats.outages = self.stats.outages + 1
+    -- The fleet may have used the whole budget in the last window: the
+    -- first start alone waits one window (the ring is full of "now").
+    for i = 1, self.local_rate do self.ring[i] = now end
+    self.pos = 0
     self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
       "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
       self.local_rate, self.window))
@@ -137,6 +155,13 @@ end
 function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
+  -- Just back from an outage: the other hosts may still be alone (until
+  -- their next probe), so this one also keeps to its local share a while.
+  local grace = not self.down and self.grace_until and now < self.grace_until
+  if grace then
+    local w = local_wait(self, now)
+    if w > 0 then return w end
+  end
   local args = { self.rate, math.floor(self.window * 1e6 + 0.5) }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
@@ -149,11 +174,13 @@ function Limiter:acquire(now)
   if type(res) ~= "number" then return fall_back(self, now, err or "unexpected reply") end
   if self.down then
     self.down = false
-    self.ring, self.pos = {}, 0
+    grace = true
+    self.grace_until = now + self.probe_interval + self.window
     self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
   end
   if res <= 0 then
     self.stats.redis = self.stats.redis + 1
+    if grace then local_take(self, now) end
     return 0
   end
   return res / 1e6
