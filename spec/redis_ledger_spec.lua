@@ -169,6 +169,29 @@ describe("ledger order and claims", function()
       assert.is_nil(tostring(err):find("le/dg", 1, true))
       assert.is_nil(tostring(err):find("r?pw", 1, true))
       assert.truthy(tostring(err):find("127.0.0.1:1", 1, true))
+      l, err = ledger.open("rediss://:" .. pw .. "@127.0.0.1:1/0")
+      assert.is_nil(l)
+      assert.are.equal("ledger.invalid", err.code)
+      assert.is_nil(tostring(err):find("le/dg", 1, true))
+      assert.is_nil(tostring(err):find("r?pw", 1, true))
+    end)
+
+    it("keeps the password out of the CLI's text and JSON output", function()
+      local pw = "cl/i@pw?z:9"
+      local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
+      for _, url in ipairs { "redis://:" .. pw .. "@127.0.0.1:1/0", "redis://bob:" .. pw .. "@127.0.0.1:1/0",
+        "rediss://:" .. pw .. "@127.0.0.1:1/0" } do
+        for _, json in ipairs { "", " --json" } do
+          local out, rc = shell.sh("env DINGTALK_RECALL_LEDGER=" .. shell.quote(url) .. " XDG_CONFIG_HOME=" ..
+            shell.quote(dir .. "/xdg") .. " DINGTALK_ACCESS_TOKEN=t " .. LUA .. " bin/dingtalk-recall ledger list" ..
+            json .. " 2>&1")
+          assert.are_not.equal(0, rc, out)
+          assert.truthy(out:find("127.0.0.1", 1, true), out)
+          for _, part in ipairs { "cl/i", "pw?z", "z:9", "cl%2Fi" } do
+            assert.is_nil(out:find(part, 1, true), "'" .. part .. "' in: " .. out)
+          end
+        end
+      end
     end)
   end)
 end)

@@ -88,7 +88,7 @@ function M.open(location, opts)
   local backend, err
   if location and location:match("^%a[%w+.-]*://") and not location:match("^file://") then
     if not location:match("^redis://") then
-      return invalid("unsupported ledger URL scheme in '" .. location:gsub("//[^@/]*@", "//***@") ..
+      return invalid("unsupported ledger URL scheme in '" .. require("dingtalk.recall.redis").redact(location) ..
         "' (redis:// or a file path)")
     end
     backend, err = require("dingtalk.recall.ledger.redis").open(location, opts, clock)
