@@ -19,69 +19,8 @@ local nginx = require "spec.helpers.nginx"
 
 local CID = "cidFleet"
 
--- Two nginx workers of the fleet: a timer in each worker takes the job
--- POSTed to /fleet/start and recalls its own file of keys over cosockets.
-local FLEETNG = [==[
-local cjson = require("cjson").new()
-local M = {}
-
-local function run(job, id)
-  local recall = require "dingtalk.recall"
-  local keys = {}
-  for line in io.lines(job.files[id + 1]) do keys[#keys + 1] = line end
-  local c, err = recall.client { endpoint = job.endpoint, app_key = job.app_key, app_secret = job.app_secret,
-    robot_code = job.robot, qps = 20, concurrency = 4, redis = job.redis,
-    limiter = { fallback_share = job.share, probe_interval = 1 } }
-  if not c then return { error = tostring(err) } end
-  local rep, rerr = c:recall(job.cid, keys)
-  if not rep then return { error = tostring(rerr) } end
-  local nerr, nfail = 0, 0
-  for _ in pairs(rep.errors) do nerr = nerr + 1 end
-  for _ in pairs(rep.failed) do nfail = nfail + 1 end
-  local lim = c.limiters.recall
-  return { recalled = #rep.recalled, errors = nerr, failed = nfail, token_fetches = rep.token_fetches,
-    outages = lim.stats and lim.stats.outages or -1, fallback = lim.stats and lim.stats.fallback or -1 }
-end
-
-function M.init_worker()
-  local id = ngx.worker.id()
-  ngx.timer.every(0.05, function(premature)
-    if premature then return end
-    local d = ngx.shared.fleet
-    local gen = d:get("gen")
-    if not gen or d:get("taken:" .. gen .. ":" .. id) then return end
-    d:set("taken:" .. gen .. ":" .. id, true)
-    local job = cjson.decode(d:get("job:" .. gen))
-    local ok, res = pcall(run, job, id)
-    if not ok then res = { error = tostring(res) } end
-    res.worker = id
-    d:set("result:" .. gen .. ":" .. id, cjson.encode(res))
-  end)
-end
-
-function M.start()
-  ngx.req.read_body()
-  local d = ngx.shared.fleet
-  local gen = (d:get("gen") or 0) + 1
-  d:set("job:" .. gen, ngx.req.get_body_data())
-  d:set("gen", gen)
-  ngx.say(gen)
-end
-
-function M.result()
-  local d = ngx.shared.fleet
-  local gen, n = ngx.var.arg_gen, tonumber(ngx.var.arg_n)
-  local out = {}
-  for id = 0, n - 1 do
-    local v = d:get("result:" .. gen .. ":" .. id)
-    if not v then return ngx.exit(404) end
-    out[#out + 1] = cjson.decode(v)
-  end
-  ngx.say(cjson.encode(out))
-end
-
-return M
-]==]
+-- Two nginx workers of the fleet (spec/fixtures/fleet_nginx.lua).
+local FLEETNG = assert(shell.read_file("spec/fixtures/fleet_nginx.lua"))
 
 describe("a fleet on one Redis #timing", function()
   local rs, s, dir, ng

@@ -155,6 +155,9 @@ end
 function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
+  -- Redis said when the oldest start leaves the window: no slot frees up
+  -- before that (slots free by time only), so do not ask again before.
+  if not self.down and self.not_before and now < self.not_before then return self.not_before - now end
   -- Just back from an outage: the other hosts may still be alone (until
   -- their next probe), so this one also keeps to its local share a while.
   local grace = not self.down and self.grace_until and now < self.grace_until
@@ -183,6 +186,7 @@ function Limiter:acquire(now)
     if grace then local_take(self, now) end
     return 0
   end
+  self.not_before = now + res / 1e6
   return res / 1e6
 end
 
