@@ -26,6 +26,9 @@
 --   DINGTALK_ENDPOINT                       the API (default https://api.dingtalk.com... see the client)
 --   DINGTALK_RECALL_LEDGER                  the ledger: a file path (default: ledger in the nginx
 --                                           prefix) or redis://host:port/db (shared by several hosts)
+--   DINGTALK_RECALL_REDIS                   redis://[user:password@]host:port/db: the QPS budget, the
+--                                           token (and the ledger, unless set above) shared by every
+--                                           host of the app (docs/scale-out.md)
 --   BOT_ADMINS        staff ids allowed to recall (comma separated); group admins are allowed too
 --   BOT_GROUP_ADMINS  "no" to allow only BOT_ADMINS
 --   BOT_TTL           a ttl for /say messages (e.g. 10m)
@@ -75,7 +78,7 @@ local function setup()
   client, err = recall.client(config.client_options(cfg))
   if not client then return nil, err end
   local ledger
-  ledger, err = ledger_mod.open(cfg.ledger or (ngx.config.prefix() .. "ledger"))
+  ledger, err = ledger_mod.open(cfg.ledger or cfg.redis or (ngx.config.prefix() .. "ledger"))
   if not ledger then return nil, err end
   ledger:attach(client) -- every client:send is recorded, for /recall and the sweep
 

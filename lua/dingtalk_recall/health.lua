@@ -100,6 +100,8 @@ function M.check()
   end
   local okl, ledger = pcall(require, "dingtalk.recall.ledger")
   local ledger_at = s.ledger or (okl and ledger.default_path and ledger.default_path()) or "?"
+  local okr, resp = pcall(require, "dingtalk.recall.redis")
+  ledger_at = okr and resp.redact(ledger_at) or ledger_at:gsub("://.*@", "://***@") -- a Redis password
   if not okl then
     r.warn("ledger: the module dingtalk.recall.ledger cannot be loaded: :DingtalkUndo will not work",
       { tostring(ledger):match("^[^\n]*") })

@@ -6,6 +6,9 @@
 --     ...  r:cli("DBSIZE")  r:flush()
 --     r:stop()                         -- always, in teardown
 --   end
+--   redis.start { args = { "--requirepass", "pw" }, auth = { "-a", "pw" } }
+--     extra server arguments, and the redis-cli arguments that authenticate
+--   r:kill()  r:restart()              -- down (SIGKILL) and up again on the same port
 --
 -- The server keeps nothing on disk (--save "" --appendonly no) and lives
 -- in a temporary directory; a watchdog shell stops it and removes the
@@ -37,7 +40,11 @@ Server.__index = Server
 function Server:cli(...)
   local args = {}
   for i, a in ipairs { ... } do args[i] = sh_quote(a) end
-  local out, rc = sh(ENV .. "redis-cli -h 127.0.0.1 -p " .. self.port .. " " .. table.concat(args, " "))
+  local auth = {}
+  for i, a in ipairs(self.auth or {}) do auth[i] = sh_quote(a) end
+  if #auth > 0 then auth[#auth + 1] = "--no-auth-warning" end
+  local out, rc = sh(ENV .. "redis-cli -h 127.0.0.1 -p " .. self.port .. " " .. table.concat(auth, " ") .. " " ..
+    table.concat(args, " "))
   return trim(out), rc
 end
 
@@ -58,22 +65,63 @@ function Server:stop()
   sh("rm -rf " .. sh_quote(self.dir))
 end
 
---- redis.start() -> server (raises when it cannot start one)
-function M.start()
+local function launch(dir, port, extra)
+  return sh(ENV .. "redis-server --port " .. port .. " --bind 127.0.0.1 --save '' --appendonly no" ..
+    " --daemonize yes --pidfile " .. sh_quote(dir .. "/redis.pid") .. " --dir " .. sh_quote(dir) ..
+    " --logfile " .. sh_quote(dir .. "/redis.log") .. extra)
+end
+
+local function read_pid(dir)
+  local f = io.open(dir .. "/redis.pid", "r")
+  local pid = f and f:read("*l")
+  if f then f:close() end
+  return pid and pid:match("^%d+$") and pid or nil
+end
+
+--- Kills the server (SIGKILL) and waits until it is gone; the directory stays.
+function Server:kill()
+  local pid = read_pid(self.dir)
+  if pid then
+    sh("kill -9 " .. pid .. "; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 " .. pid ..
+      " 2>/dev/null || break; sleep 0.1; done; true")
+  end
+end
+
+--- Starts the server again on the same port (after kill); raises when it cannot.
+function Server:restart()
+  for _ = 1, 30 do
+    sh("rm -f " .. sh_quote(self.dir .. "/redis.pid"))
+    local _, rc = launch(self.dir, self.port, self.extra)
+    if rc == 0 then
+      for _ = 1, 50 do
+        local pong = self:cli("PING")
+        if pong == "PONG" then return true end
+        sh("sleep 0.1")
+      end
+    end
+    sh("sleep 0.2")
+  end
+  error("redis-server did not start again on port " .. self.port, 2)
+end
+
+--- redis.start([opts]) -> server (raises when it cannot start one)
+function M.start(opts)
+  opts = opts or {}
+  local extra = ""
+  for _, a in ipairs(opts.args or {}) do extra = extra .. " " .. sh_quote(a) end
   local dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-redis-spec.XXXXXX"))
   local lua_pid = shell.own_pid()
   local last
   for _ = 1, 10 do
     local port = rand_port()
     sh("rm -f " .. sh_quote(dir .. "/redis.pid"))
-    local out, rc = sh(ENV .. "redis-server --port " .. port .. " --bind 127.0.0.1 --save '' --appendonly no" ..
-      " --daemonize yes --pidfile " .. sh_quote(dir .. "/redis.pid") .. " --dir " .. sh_quote(dir) ..
-      " --logfile " .. sh_quote(dir .. "/redis.log"))
+    local out, rc = launch(dir, port, extra)
     if rc == 0 then
+      local s = setmetatable({ port = port, dir = dir, url = "redis://127.0.0.1:" .. port .. "/0", extra = extra,
+        auth = opts.auth }, Server)
       for _ = 1, 50 do
-        local pong = trim(sh(ENV .. "redis-cli -h 127.0.0.1 -p " .. port .. " PING"))
+        local pong = s:cli("PING")
         if pong == "PONG" then
-          local s = setmetatable({ port = port, dir = dir, url = "redis://127.0.0.1:" .. port .. "/0" }, Server)
           local pidfile = sh_quote(dir .. "/redis.pid")
           local wd = "while kill -0 " .. lua_pid .. " 2>/dev/null && [ -f " .. pidfile .. " ]; do sleep 1; done; " ..
             "if [ -f " .. pidfile .. " ]; then kill $(cat " .. pidfile .. ") 2>/dev/null; sleep 0.5; rm -rf " ..

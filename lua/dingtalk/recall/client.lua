@@ -57,7 +57,7 @@ local OPTIONS = {
   retry_after_max = { "number", NUM, engine.LIMITS.retry_after_max[1], engine.LIMITS.retry_after_max[2] },
   token_refresh_margin = { "number", NUM, 0, 7200 },
   on_sent = { "function" }, random = { "function" }, token_provider = { "function" }, log = { "function" },
-  transport = { "string|table" }, limiter = { "table" }, token_store = { "table" },
+  transport = { "string|table" }, limiter = { "table" }, token_store = { "table" }, redis = { "string" },
 }
 M.OPTIONS = OPTIONS
 
@@ -128,8 +128,10 @@ local function check_options(config)
   if config.backoff_base and config.backoff_max and config.backoff_base > config.backoff_max then
     return param_error("backoff_base must not exceed backoff_max")
   end
-  if config.limiter ~= nil and type(config.limiter.acquire) ~= "function" then
-    error("client option 'limiter' must have an acquire(now) method", 4)
+  -- limiter: a limiter object (acquire(now)), or Redis settings
+  -- ({redis = url, key = ..., ...}: dingtalk.recall.shared checks them).
+  if config.limiter ~= nil and type(config.limiter.acquire) == "function" and config.redis ~= nil then
+    error("client options 'limiter' (an object) and 'redis' exclude each other", 4)
   end
   return true
 end
@@ -185,6 +187,16 @@ function M.new(config)
     send = limiter.new(self.qps, window),
   }
   self.own_limiter = config.limiter == nil
+  -- Shared by every host of the app through Redis (options `redis` or
+  -- `limiter = {redis = ...}`): the QPS budget and the token; see
+  -- dingtalk.recall.shared and docs/scale-out.md.
+  if config.redis ~= nil or (config.limiter ~= nil and type(config.limiter.acquire) ~= "function") then
+    if not self.own_limiter then self.limiters.recall = limiter.new(self.qps, window) end
+    ok, err = require("dingtalk.recall.shared").apply(self, config, self.qps, window)
+    if not ok then return nil, err end
+    self.shared_state = self.redis ~= nil
+    self.own_limiter = not self.shared_state
+  end
   self.on_sent = config.on_sent
   self.random = config.random or math.random
   self.log = config.log
@@ -199,14 +211,14 @@ function Client:transport()
   if not t then
     t = make_transport(self.transport_spec, self.transport_config)
     self._transport = t
-    if t.limiter then
+    if t.limiter and not self.shared_state then
       for api, lim in pairs(self.limiters) do
         if api ~= "recall" or self.own_limiter then
           self.limiters[api] = limiter.wrap(t:limiter(api, lim.rate, lim.window))
         end
       end
     end
-    if t.token_store and not self.transport_config.token_store then self.tokens:use_store(t:token_store()) end
+    if t.token_store and not self.transport_config.token_store and not self.shared_state then self.tokens:use_store(t:token_store()) end
     self.engines = nil
   end
   return t

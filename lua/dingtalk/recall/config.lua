@@ -22,7 +22,7 @@ local M = {}
 -- Keys a config file may hold, and their types.
 local KEYS = {
   access_token = "string", app_key = "string", app_secret = "string", robot_code = "string",
-  endpoint = "string", ca_file = "string", ledger = "string",
+  endpoint = "string", ca_file = "string", ledger = "string", redis = "string",
   qps = "number", concurrency = "number", timeout = "number", connect_timeout = "number",
   max_retries = "number",
 }
@@ -34,6 +34,7 @@ local ENV = {
   { "DINGTALK_CA_FILE", "ca_file" },
   { "DINGTALK_ROBOT_CODE", "robot_code" },
   { "DINGTALK_RECALL_LEDGER", "ledger" },
+  { "DINGTALK_RECALL_REDIS", "redis" },  -- the QPS budget and token shared by every host (docs/scale-out.md)
 }
 
 local function cfg_error(code, msg)
@@ -311,7 +312,7 @@ function M.client_options(cfg, extra)
     access_token = cfg.access_token, app_key = cfg.app_key, app_secret = cfg.app_secret,
     robot_code = cfg.robot_code, endpoint = cfg.endpoint, ca_file = cfg.ca_file,
     qps = cfg.qps, concurrency = cfg.concurrency, timeout = cfg.timeout,
-    connect_timeout = cfg.connect_timeout, max_retries = cfg.max_retries,
+    connect_timeout = cfg.connect_timeout, max_retries = cfg.max_retries, redis = cfg.redis,
   }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o

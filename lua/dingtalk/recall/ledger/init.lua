@@ -74,7 +74,9 @@ M.default_path = default_path
 -- `recalling` and sent at once, default 200), retention (seconds an entry
 -- is kept, default 7 days), on_record_error(err, info) (attach's failures),
 -- redis_client (a connected client with :eval, e.g. resty.redis),
--- prefix (Redis key prefix), timeout (Redis seconds).
+-- prefix (Redis key prefix), timeout (Redis seconds), lease (Redis:
+-- seconds a host's claim on keys it recalls holds before another host may
+-- take them over, default 60), owner (Redis: this host's name in claims).
 function M.open(location, opts)
   if location ~= nil and type(location) ~= "string" then
     error("ledger.open: location must be a string (a path or a redis:// URL) or nil", 2)
@@ -82,7 +84,7 @@ function M.open(location, opts)
   if opts ~= nil and type(opts) ~= "table" then error("ledger.open: opts must be a table", 2) end
   opts = opts or {}
   for name, want in pairs { clock = "function", chunk = "number", retention = "number",
-    on_record_error = "function", prefix = "string", timeout = "number" } do
+    on_record_error = "function", prefix = "string", timeout = "number", lease = "number", owner = "string" } do
     if opts[name] ~= nil and type(opts[name]) ~= want then
       error(("ledger.open: option '%s' must be a %s"):format(name, want), 2)
     end
@@ -91,7 +93,7 @@ function M.open(location, opts)
   local backend, err
   if location and location:match("^%a[%w+.-]*://") and not location:match("^file://") then
     if not location:match("^redis://") then
-      return invalid("unsupported ledger URL scheme in '" .. location:gsub("//[^@/]*@", "//***@") ..
+      return invalid("unsupported ledger URL scheme in '" .. require("dingtalk.recall.redis").redact(location) ..
         "' (redis:// or a file path)")
     end
     backend, err = require("dingtalk.recall.ledger.redis").open(location, opts, clock)
@@ -300,7 +302,9 @@ end
 -- The report is the engine's (recalled, already_recalled, failed, errors,
 -- requests, retries, throttled, token_fetches, total) plus expired (keys
 -- older than the recall window, never sent).  Every selected key is in
--- exactly one of recalled, failed, errors and expired.
+-- exactly one of recalled, failed, errors and expired, or, on a store
+-- shared by several hosts (Redis), in elsewhere: keys another host claimed
+-- first (they are not counted in total).
 -- opts.on_progress(done, total) is called as batches finish.
 function Ledger:recall(client, filter, opts)
   local b = live(self, "recall")
@@ -348,11 +352,12 @@ function Ledger:recall(client, filter, opts)
       local gk = e.conversation .. "\0" .. e.robot
       local g = groups[gk]
       if not g then
-        g = { cid = e.conversation, robot = e.robot, keys = {} }
+        g = { cid = e.conversation, robot = e.robot, keys = {}, was = {} }
         groups[gk] = g
         order[#order + 1] = g
       end
       g.keys[#g.keys + 1] = e.key
+      g.was[e.key] = e.state
     end
   end
   local total = #entries
@@ -364,14 +369,31 @@ function Ledger:recall(client, filter, opts)
 
   -- The plans: one per group and chunk.  A group the core refuses whole
   -- (a conversation or robot the API cannot take) ends in errors unsent.
+  -- On a store shared by several hosts (Redis) each chunk's keys are
+  -- claimed with a lease first (durably `recalling`, owned by this host):
+  -- keys another host claimed first are its to recall, not in this report.
   local refused = report.new()
-  local plans, refused_changes = {}, {}
+  local plans, refused_changes, elsewhere = {}, {}, {}
   for _, g in ipairs(order) do
     for first = 1, #g.keys, self.chunk do
       local chunk = {}
       for i = first, math.min(#g.keys, first + self.chunk - 1) do chunk[#chunk + 1] = g.keys[i] end
-      local plan, perr = core.plan(g.cid, g.robot, chunk)
-      if plan then
+      if b.claim and #chunk > 0 then
+        local marks = {}
+        for i, k in ipairs(chunk) do marks[i] = { key = k, state = "recalling", was = g.was[k] } end
+        local mine, cerr = b:claim(marks)
+        if not mine then return nil, cerr end
+        local kept = {}
+        for _, k in ipairs(chunk) do
+          if mine[k] then kept[#kept + 1] = k else elsewhere[#elsewhere + 1] = k end
+        end
+        chunk = kept
+      end
+      local plan, perr
+      if #chunk > 0 then plan, perr = core.plan(g.cid, g.robot, chunk) end
+      if #chunk == 0 then -- luacheck: ignore 542
+        -- every key of the chunk is another host's
+      elseif plan then
         plans[#plans + 1] = plan
       else
         local outcomes = report.fail(refused, chunk, perr)
@@ -395,9 +417,26 @@ function Ledger:recall(client, filter, opts)
       if not ok then store_err = uerr end
     end
     local offset = #expired + #refused_changes
+    local lost = {}   -- keys whose claim another host took over (Redis)
     local hooks = {
-      on_batch_start = function(plan)
+      on_batch_start = function(plan, _, keys)
         if store_err then return false, store_err end
+        if b.claim then
+          -- Renew this batch's claims right before it is sent; a key whose
+          -- lease ran out and that another host took is not sent again.
+          local marks = {}
+          for i, k in ipairs(keys) do marks[i] = { key = k, state = "recalling", was = "recalling" } end
+          local mine, cerr = b:claim(marks)
+          if not mine then store_err = cerr; return false, cerr end
+          for _, k in ipairs(keys) do
+            if not mine[k] then
+              for _, k2 in ipairs(keys) do lost[k2] = lost[k2] or not mine[k2] end
+              return false, core.error("ledger.claim_lost",
+                "another host took over this batch's keys after their lease ended")
+            end
+          end
+          return
+        end
         local st = state[plan]
         if not st then
           -- Durably `recalling` before anything of this plan is sent.
@@ -418,7 +457,9 @@ function Ledger:recall(client, filter, opts)
           state[plan] = st
         end
         local changes = st.changes
-        for _, k in ipairs(keys) do changes[#changes + 1] = change_of(r, k, outcomes[k]) end
+        for _, k in ipairs(keys) do
+          if not lost[k] then changes[#changes + 1] = change_of(r, k, outcomes[k]) end
+        end
         if i > 0 then st.left = st.left - 1 end
         if st.left <= 0 or i == 0 then
           st.changes = {}
@@ -434,7 +475,8 @@ function Ledger:recall(client, filter, opts)
   if store_err then return nil, store_err end
   report.merge(rep, refused)
   rep.expired = expired_keys
-  rep.total = total
+  rep.elsewhere = elsewhere
+  rep.total = total - #elsewhere
   return report.finish(rep, rep.elapsed or 0)
 end
 

@@ -5,6 +5,9 @@
 --   P e:<key>          hash: c (conversation), r (robot), t (sent_at), g (tags, JSON),
 --                      l (ttl), m (msgKey), s (state), why (reason), code, u (updated_at)
 --   P all              sorted set of every key by sent_at
+--   P seq              the send sequence: each new key gets the next (field q),
+--                      which orders entries sent within the same second
+--   fields o (owner) and x (lease end, ms on Redis's clock) while `recalling`
 --   P c:<cid>, P r:<robot>, P t:<tag>, P s:<state>
 --                      sorted sets by sent_at per conversation, robot, tag and state
 --                      (P s:recalling is the set of keys an interrupted recall left)
@@ -12,9 +15,11 @@
 -- round trip.  A record also drops up to 100 entries past the retention.
 --
 -- The connection: opts.redis_client (anything connected with an
--- :eval(script, numkeys, ...) method: resty.redis, lua-redis), or a small
--- RESP client of our own over ngx.socket.tcp (OpenResty) or luasocket.
+-- :eval(script, numkeys, ...) method: resty.redis, lua-redis), or the
+-- project's RESP client (dingtalk.recall.redis: cosockets or LuaSocket,
+-- scripts by EVALSHA).
 local core = require "dingtalk.recall.core"
+local resp = require "dingtalk.recall.redis"
 local cjson_mod = require "cjson"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
@@ -27,6 +32,7 @@ Redis.__index = Redis
 local DEFAULT_PREFIX = "dingtalk-recall:"
 local DEFAULT_RETENTION = 7 * 86400
 local DEFAULT_TIMEOUT = 5
+local DEFAULT_LEASE = 60
 local BATCH = 500 -- entries or changes in one EVAL
 
 local function rerr(msg, fields)
@@ -68,6 +74,7 @@ for i = 4, #ARGV do
   local k = e.k
   local h = drop(P, k)
   local state = h[4] or 'sent'
+  if not h[1] then redis.call('HSET', P .. 'e:' .. k, 'q', redis.call('INCR', P .. 'seq')) end
   redis.call('HSET', P .. 'e:' .. k, 'c', e.c, 'r', e.r, 't', e.t, 'g', e.g, 'l', e.l, 'm', e.m,
     's', state, 'u', now)
   redis.call('ZADD', P .. 'all', e.t, k)
@@ -90,6 +97,7 @@ for i = 3, #ARGV do
     redis.call('ZREM', P .. 's:' .. h[1], c.k)
     redis.call('ZADD', P .. 's:' .. c.s, h[2], c.k)
     redis.call('HSET', hk, 's', c.s, 'u', now)
+    if c.s ~= 'recalling' then redis.call('HDEL', hk, 'o', 'x') end
     if type(c.why) == 'string' then redis.call('HSET', hk, 'why', c.why) else redis.call('HDEL', hk, 'why') end
     if type(c.code) == 'string' then redis.call('HSET', hk, 'code', c.code) else redis.call('HDEL', hk, 'code') end
     n = n + 1
@@ -98,13 +106,39 @@ end
 return n
 ]=]
 
-local FIELDS = "'c', 'r', 't', 'g', 'l', 'm', 's', 'why', 'code', 'u'"
+local CLAIM = [=[
+local P, owner, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local got = {}
+for i = 4, #ARGV, 2 do
+  local k, was = ARGV[i], ARGV[i + 1]
+  local hk = P .. 'e:' .. k
+  local h = redis.call('HMGET', hk, 's', 'o', 'x', 't')
+  local ok = false
+  if h[1] == 'recalling' then
+    ok = was == 'recalling' and (h[2] == owner or not h[3] or tonumber(h[3]) <= now)
+  elseif h[1] then
+    ok = h[1] == was
+  end
+  if ok then
+    redis.call('ZREM', P .. 's:' .. h[1], k)
+    redis.call('ZADD', P .. 's:recalling', h[4], k)
+    redis.call('HSET', hk, 's', 'recalling', 'o', owner, 'x', now + lease)
+    got[#got + 1] = k
+  end
+end
+return got
+]=]
+
+local FIELDS = "'c', 'r', 't', 'g', 'l', 'm', 's', 'why', 'code', 'u', 'q'"
+local NF = 11 -- fields per entry; a row is the key and its NF fields
 
 local GET = [=[
 local h = redis.call('HMGET', ARGV[1] .. 'e:' .. ARGV[2], ]=] .. FIELDS .. [=[)
 if not h[1] then return {} end
 local out = { ARGV[2] }
-for j = 1, 10 do out[j + 1] = h[j] or '' end
+for j = 1, 11 do out[j + 1] = h[j] or '' end
 return out
 ]=]
 
@@ -116,12 +150,16 @@ if states ~= '' then
   want = {}
   for s in string.gmatch(states, '[^,]+') do want[s] = true end
 end
-local out, found, off = {}, 0, 0
+-- With last N: the entries of the N-th one's second all go back (the
+-- caller orders them by their send sequence and keeps N).
+local out, found, off, stop = {}, 0, 0, nil
 while true do
-  local ks = redis.call('ZREVRANGEBYSCORE', idx, '+inf', min, 'LIMIT', off, 500)
+  local ks = redis.call('ZREVRANGEBYSCORE', idx, '+inf', min, 'WITHSCORES', 'LIMIT', off, 500)
   if #ks == 0 then break end
-  off = off + #ks
-  for _, k in ipairs(ks) do
+  off = off + #ks / 2
+  for i = 1, #ks, 2 do
+    local k, score = ks[i], ks[i + 1]
+    if stop and score ~= stop then return out end
     local h = redis.call('HMGET', P .. 'e:' .. k, ]=] .. FIELDS .. [=[)
     local ok = h[1] and (conv == '' or h[1] == conv) and (robot == '' or h[2] == robot)
       and (want == nil or want[h[7]])
@@ -132,179 +170,25 @@ while true do
     if ok then
       local n = #out
       out[n + 1] = k
-      for j = 1, 10 do out[n + 1 + j] = h[j] or '' end
+      for j = 1, 11 do out[n + 1 + j] = h[j] or '' end
       found = found + 1
-      if last > 0 and found >= last then return out end
+      if last > 0 and found >= last then stop = score end
     end
   end
 end
 return out
 ]=]
 
----------------------------------------------------------------------------
--- A small RESP client (ngx.socket.tcp in OpenResty, luasocket elsewhere)
----------------------------------------------------------------------------
-
-local Conn = {}
-Conn.__index = Conn
-
-local function read_reply(sock)
-  local line, err = sock:receive("*l")
-  if not line then return nil, "read: " .. tostring(err), true end
-  local kind, rest = line:sub(1, 1), line:sub(2)
-  if kind == "+" then return rest end
-  if kind == "-" then return nil, rest, false end
-  if kind == ":" then return tonumber(rest) end
-  if kind == "$" then
-    local n = tonumber(rest)
-    if not n then return nil, "bad reply: " .. line, true end
-    if n < 0 then return false end
-    local data, derr = sock:receive(n + 2)
-    if not data then return nil, "read: " .. tostring(derr), true end
-    return data:sub(1, n)
-  end
-  if kind == "*" then
-    local n = tonumber(rest)
-    if not n then return nil, "bad reply: " .. line, true end
-    if n < 0 then return false end
-    local arr = {}
-    for i = 1, n do
-      local v, verr, broken = read_reply(sock)
-      if v == nil then
-        if broken then return nil, verr, true end
-        v = false -- an error inside an array: not ours to see
-      end
-      arr[i] = v
-    end
-    return arr
-  end
-  return nil, "bad reply: " .. line, true
-end
-
-function Conn:call(...)
-  local args = { ... }
-  local parts = { "*" .. #args .. "\r\n" }
-  for i = 1, #args do
-    local a = tostring(args[i])
-    parts[#parts + 1] = "$" .. #a .. "\r\n"
-    parts[#parts + 1] = a
-    parts[#parts + 1] = "\r\n"
-  end
-  local ok, err = self.sock:send(table.concat(parts))
-  if not ok then return nil, "send: " .. tostring(err), true end
-  return read_reply(self.sock)
-end
-
-function Conn:eval(script, ...)
-  return self:call("EVAL", script, 0, ...)
-end
-
-function Conn:close()
-  if not self.sock then return end
-  if self.ngx then
-    self.sock:setkeepalive(10000, 64)
-  else
-    self.sock:close()
-  end
-  self.sock = nil
-end
-
-local function connect(cfg)
-  local ngx = rawget(_G, "ngx")
-  local sock, in_ngx
-  if type(ngx) == "table" and type(ngx.socket) == "table" and ngx.socket.tcp then
-    local ok, s = pcall(ngx.socket.tcp)
-    if not ok then return nil, "no cosocket in this nginx phase (" .. tostring(s) .. ")" end
-    sock, in_ngx = s, true
-    sock:settimeout(cfg.timeout * 1000)
-  else
-    local ok, socket = pcall(require, "socket")
-    if not ok then
-      return nil, "the Redis ledger needs luasocket outside OpenResty (Debian: lua-socket), " ..
-        "or opts.redis_client"
-    end
-    sock = socket.tcp()
-    sock:settimeout(cfg.timeout)
-  end
-  local ok, err
-  if in_ngx then
-    -- pooled connections are told apart by what AUTH and SELECT made of them
-    ok, err = sock:connect(cfg.host, cfg.port, { pool = ("dingtalk-recall-ledger:%s:%d:%d:%s"):format(
-      cfg.host, cfg.port, cfg.db, cfg.user or (cfg.password and "default" or "")) })
-  else
-    ok, err = sock:connect(cfg.host, cfg.port)
-  end
-  if not ok then return nil, ("connect %s:%d: %s"):format(cfg.host, cfg.port, tostring(err)) end
-  local c = setmetatable({ sock = sock, ngx = in_ngx }, Conn)
-  if in_ngx and sock.getreusedtimes and (sock:getreusedtimes() or 0) > 0 then return c end
-  if cfg.password then
-    local res, aerr
-    if cfg.user then
-      res, aerr = c:call("AUTH", cfg.user, cfg.password)
-    else
-      res, aerr = c:call("AUTH", cfg.password)
-    end
-    if not res then
-      c:close()
-      return nil, "AUTH: " .. tostring(aerr)
-    end
-  end
-  if cfg.db ~= 0 then
-    local res, serr = c:call("SELECT", cfg.db)
-    if not res then
-      c:close()
-      return nil, "SELECT " .. cfg.db .. ": " .. tostring(serr)
-    end
-  end
-  return c
-end
-
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
---- redis://[user[:password]@]host[:port][/db] -> cfg | nil, msg
-local function parse_url(url)
-  local rest = url:match("^redis://(.*)$")
-  if not rest then return nil, "not a redis:// URL" end
-  rest = rest:gsub("[?#].*$", "")
-  local cfg = { port = 6379, db = 0 }
-  local auth, hostpart = rest:match("^(.*)@([^@]*)$")
-  if auth then
-    local user, pass = auth:match("^([^:]*):(.*)$")
-    if user then
-      cfg.user = user ~= "" and unescape(user) or nil
-      cfg.password = unescape(pass)
-    else
-      cfg.password = unescape(auth)
-    end
-    if cfg.password == "" then cfg.password = nil end
-  else
-    hostpart = rest
-  end
-  local hostport, db = hostpart:match("^([^/]*)/?(.*)$")
-  if db ~= "" then
-    cfg.db = tonumber(db)
-    if not cfg.db or cfg.db < 0 or cfg.db % 1 ~= 0 then return nil, "the database must be a number: /" .. db end
-  end
-  local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
-  if not host then return nil, "bad host:port '" .. hostport .. "'" end
-  cfg.host = host ~= "" and host or "127.0.0.1"
-  if port ~= "" then cfg.port = tonumber(port) end
-  if cfg.port < 1 or cfg.port > 65535 then return nil, "bad port " .. port end
-  return cfg
-end
-M.parse_url = parse_url
+M.parse_url = resp.parse_url
 
 local function wrap_client(client)
   local ngx = rawget(_G, "ngx")
   local null = type(ngx) == "table" and ngx.null or nil
   return {
-    eval = function(_, script, ...)
-      local ok, res, err = pcall(client.eval, client, script, 0, ...)
-      if not ok then return nil, tostring(res), false end
-      if res == nil or (null ~= nil and res == null) then return nil, tostring(err or "no reply"), false end
+    eval = function(_, script, _, args)
+      local ok, res, err = pcall(client.eval, client, script.source, 0, unpack(args))
+      if not ok then return nil, tostring(res) end
+      if res == nil or (null ~= nil and res == null) then return nil, tostring(err or "no reply") end
       return res
     end,
     close = function() end,
@@ -316,14 +200,25 @@ end
 ---------------------------------------------------------------------------
 
 --- redis.open(url, opts, clock) -> store | nil, err
+-- opts: timeout, prefix, retention, redis_client, lease (seconds a claim
+-- of keys to recall holds before another host may take them over,
+-- default 60), owner (this ledger's name in claims, default random).
 function M.open(url, opts, clock)
-  local cfg, perr = parse_url(url)
+  local cfg, perr = resp.parse_url(url)
   if not cfg then return nil, core.error("ledger.invalid", "ledger URL: " .. perr) end
-  cfg.timeout = opts.timeout or DEFAULT_TIMEOUT
+  local lease = opts.lease or DEFAULT_LEASE
+  if type(lease) ~= "number" or lease ~= lease or lease < 0.1 or lease > 86400 then
+    error("ledger.open: option 'lease' must be a number of seconds in [0.1, 86400]", 3)
+  end
+  if opts.owner ~= nil and type(opts.owner) ~= "string" then
+    error("ledger.open: option 'owner' must be a string", 3)
+  end
   local self = setmetatable({
-    cfg = cfg, kind = "redis", clock = clock, prefix = opts.prefix or DEFAULT_PREFIX,
-    retention = opts.retention or DEFAULT_RETENTION,
-    location = url:gsub("//[^@/]*@", "//***@"),
+    kind = "redis", clock = clock, prefix = opts.prefix or DEFAULT_PREFIX,
+    retention = opts.retention or DEFAULT_RETENTION, lease = lease,
+    owner = opts.owner or ("%x-%x-%s"):format(os.time(), math.floor(core.now() * 1e6) % 0x7fffffff,
+      tostring({}):match("0x(%x+)") or tostring(math.random(1e9))),
+    location = resp.redact(url),
   }, Redis)
   if opts.redis_client ~= nil then
     local c = opts.redis_client
@@ -332,34 +227,33 @@ function M.open(url, opts, clock)
     end
     self.conn, self.injected = wrap_client(c), true
   else
-    local c, err = connect(cfg)
-    if not c then return nil, rerr("ledger " .. self.location .. ": " .. err) end
+    local c, err = resp.new(url, { timeout = opts.timeout or DEFAULT_TIMEOUT })
+    if not c then return nil, core.error("ledger.invalid", "ledger URL: " .. err.message) end
     self.conn = c
+    self.location = c.url
+    -- Reachable now, or say so now.
+    local ok, perr2 = c:call("PING")
+    if not ok then return nil, rerr("ledger " .. tostring(perr2.message), { retryable = perr2.retryable }) end
   end
   return self
 end
 
-function Redis:eval(script, ...)
-  for attempt = 1, 2 do
-    if not self.conn then
-      local c, cerr = connect(self.cfg)
-      if not c then return nil, rerr("ledger " .. self.location .. ": " .. cerr) end
-      self.conn = c
-    end
-    local res, err, broken = self.conn:eval(script, ...)
-    if res ~= nil and res ~= false then return res end
-    if not broken or self.injected or attempt == 2 then
-      if broken then
-        self.conn:close()
-        self.conn = nil
-      end
-      return nil, rerr("ledger " .. self.location .. ": " .. tostring(err), { retryable = broken and true or false })
-    end
-    -- The connection broke (a restarted server, an idle timeout): once more
-    -- on a new one.  Every script may safely run twice.
-    self.conn:close()
-    self.conn = nil
+local scripts = setmetatable({}, { __mode = "k" })
+local function script_of(src)
+  local s = scripts[src]
+  if not s then
+    s = resp.script(src)
+    scripts[src] = s
   end
+  return s
+end
+
+function Redis:eval(src, ...)
+  local res, err = self.conn:eval(script_of(src), {}, { ... })
+  if res ~= nil then return res end
+  local msg = type(err) == "table" and err.message or tostring(err)
+  if self.injected then msg = "ledger " .. self.location .. ": " .. msg else msg = "ledger " .. msg end
+  return nil, rerr(msg, { retryable = type(err) == "table" and err.retryable or false })
 end
 
 local function numstr(n)
@@ -407,17 +301,18 @@ local function entry(row, i)
     key = row[i], conversation = row[i + 1], robot = row[i + 2], sent_at = tonumber(row[i + 3]) or 0,
     tags = tags, ttl = tonumber(opt(row[i + 5]) or ""), msg_key = opt(row[i + 6]), state = row[i + 7],
     reason = opt(row[i + 8]), code = opt(row[i + 9]), updated_at = tonumber(row[i + 10]),
-  }
+  }, tonumber(row[i + 11]) or 0
 end
 
 function Redis:get(key)
   local row, err = self:eval(GET, self.prefix, key)
   if not row then return nil, err end
-  if type(row) ~= "table" or #row < 11 then return nil end
-  return entry(row, 1)
+  if type(row) ~= "table" or #row < NF + 1 then return nil end
+  return (entry(row, 1))
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}
+-- Newest first: by send time, then by send sequence (several in one second).
 function Redis:list(q)
   local idx
   local states = {}
@@ -432,10 +327,45 @@ function Redis:list(q)
   local row, err = self:eval(LIST, self.prefix, idx, q.min_t and numstr(q.min_t) or "-inf", q.last or 0,
     q.conversation or "", q.robot or "", q.tag or "", table.concat(states, ","), q.due_at and numstr(q.due_at) or "")
   if not row then return nil, err end
-  local out = {}
+  local out, seq = {}, {}
   if type(row) ~= "table" then return out end
-  for i = 1, #row, 11 do out[#out + 1] = entry(row, i) end
+  for i = 1, #row, NF + 1 do
+    local e, q_ = entry(row, i)
+    out[#out + 1] = e
+    seq[e] = q_
+  end
+  table.sort(out, function(a, b)
+    if a.sent_at ~= b.sent_at then return a.sent_at > b.sent_at end
+    if seq[a] ~= seq[b] then return seq[a] > seq[b] end
+    return a.key > b.key
+  end)
+  if q.last and q.last > 0 then
+    for i = #out, q.last + 1, -1 do out[i] = nil end
+  end
   return out
+end
+
+--- claims: array of {key, was} (was: the state the key was listed in).
+-- Marks each key `recalling`, owned by this ledger until now + lease (on
+-- Redis's clock), when it is still in state `was` or, for `recalling`,
+-- when its lease has ended or it is this ledger's own.  One atomic script:
+-- of several hosts sweeping at once, exactly one gets each key.  Returns
+-- the set of keys claimed | nil, err.
+function Redis:claim(claims)
+  local got = {}
+  for first = 1, #claims, BATCH do
+    local args = { self.prefix, self.owner, numstr(math.floor(self.lease * 1000)) }
+    for i = first, math.min(#claims, first + BATCH - 1) do
+      args[#args + 1] = claims[i].key
+      args[#args + 1] = claims[i].was
+    end
+    local res, err = self:eval(CLAIM, unpack(args))
+    if not res then return nil, err end
+    if type(res) == "table" then
+      for _, k in ipairs(res) do got[k] = true end
+    end
+  end
+  return got
 end
 
 function Redis:close()

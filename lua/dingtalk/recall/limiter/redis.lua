@@ -1,0 +1,212 @@
+--- dingtalk.recall.limiter.redis: one QPS budget for every host of an
+-- app, kept in Redis.
+--
+--   local rl = require "dingtalk.recall.limiter.redis"
+--   local lim = assert(rl.new { redis = "redis://10.0.0.7:6379/0", key = "dingabc", rate = 20 })
+--   local wait = lim:acquire(now)       -- 0: a start was taken now; else seconds to wait
+--
+-- Each start is one EVALSHA of an atomic script that keeps the start times
+-- of the last window in a sorted set and answers "start now" (the start is
+-- counted) or "wait N µs": at most `rate` starts in any `window` seconds,
+-- on Redis's own clock (TIME inside the script), so clocks that differ
+-- between hosts cannot break the budget.  The keys of one app share the
+-- hash tag {dingtalk-recall:<key>}, so a proxy or a cluster keeps them on
+-- one node.
+--
+-- When Redis cannot be reached the limiter says so once through opts.log,
+-- goes on with a local limiter at fallback_share of the rate (so that a
+-- fleet of 1/fallback_share hosts stays within the budget), tries Redis
+-- again at most every probe_interval seconds, says when it is back, and
+-- then first tells Redis the starts it made alone in the last window.  At
+-- both edges it is careful: the first start alone waits one window (the
+-- fleet may have used the budget just before), and for probe_interval +
+-- window after its return a host keeps to its share as well (the others
+-- may still be alone until their next probe).
+local core = require "dingtalk.recall.core"
+local resp = require "dingtalk.recall.redis"
+
+local M = {}
+local Limiter = {}
+Limiter.__index = Limiter
+
+local DEFAULTS = { window = 1.05, fallback_share = 0.2, probe_interval = 3, timeout = 1 }
+
+local SCRIPT = resp.script [=[
+local rate, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- starts made without Redis (their age in µs), told once on return
+for i = 3, #ARGV do
+  local at = now - tonumber(ARGV[i])
+  if at > now - window then redis.call('ZADD', KEYS[1], at, 'l' .. redis.call('INCR', KEYS[2])) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n < rate then
+  redis.call('ZADD', KEYS[1], now, redis.call('INCR', KEYS[2]))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
+local wait = tonumber(oldest[2]) + window - now
+if wait < 1 then wait = 1 end
+return wait
+]=]
+
+local function default_log(level, msg)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log then
+    ngx.log(level == "warn" and ngx.WARN or ngx.NOTICE, "dingtalk-recall: ", msg)
+  else
+    io.stderr:write("dingtalk-recall: ", level, ": ", msg, "\n")
+  end
+end
+
+local function check_number(opts, name, lo, hi)
+  local v = opts[name]
+  if v == nil then return DEFAULTS[name] end
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
+    error(("redis limiter: option '%s' must be a number in [%s, %s]"):format(name, lo, hi), 3)
+  end
+  return v
+end
+
+--- new(opts) -> limiter | nil, err
+-- opts: redis (a redis:// URL or a dingtalk.recall.redis client), key (the
+-- app's name in the keys, default "default"), api ("recall"), rate
+-- (starts per window, 0 = no limit), window (seconds, 1.05), fallback_share
+-- (0.2), probe_interval (seconds, 3), timeout (seconds, 1), log(level, msg).
+function M.new(opts)
+  if type(opts) ~= "table" then error("redis limiter: new expects a table of options", 2) end
+  local rate = opts.rate or 20
+  if type(rate) ~= "number" or rate ~= rate or rate < 0 or rate > 1e6 or rate % 1 ~= 0 then
+    error("redis limiter: rate must be a whole number in [0, 1e6]", 2)
+  end
+  local window = check_number(opts, "window", 0.001, 3600)
+  local share = check_number(opts, "fallback_share", 0, 1)
+  local probe = check_number(opts, "probe_interval", 0.05, 3600)
+  local timeout = check_number(opts, "timeout", 0.01, 60)
+  local key = opts.key or "default"
+  local api = opts.api or "recall"
+  if type(key) ~= "string" or key == "" or key:find("[{}%c]") then
+    error("redis limiter: key must be a non-empty string without braces or control characters", 2)
+  end
+  if type(api) ~= "string" or api:find("[{}%c]") then error("redis limiter: api must be a string", 2) end
+  if opts.log ~= nil and type(opts.log) ~= "function" then error("redis limiter: log must be a function", 2) end
+  local client, err = opts.redis
+  if type(client) == "string" then
+    client, err = resp.new(client, { timeout = timeout })
+    if not client then return nil, err end
+  elseif type(client) ~= "table" or type(client.eval) ~= "function" then
+    error("redis limiter: redis must be a redis:// URL or a dingtalk.recall.redis client", 2)
+  end
+  local tag = "{dingtalk-recall:" .. key .. "}"
+  local self = setmetatable({
+    redis = client, rate = rate, window = window, share = share, probe_interval = probe,
+    keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api },
+    log = opts.log or default_log,
+    local_rate = math.max(1, math.floor(rate * share)), ring = {}, pos = 0,
+    down = false, next_probe = 0, held = nil,
+    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0 },
+  }, Limiter)
+  return self
+end
+
+-- The local limiter of the fallback: at most local_rate starts in any
+-- window.  local_wait(now) -> seconds before a local start is allowed.
+local function local_wait(self, now)
+  local oldest = self.ring[(self.pos % self.local_rate) + 1]
+  if oldest ~= nil and oldest + self.window > now then return oldest + self.window - now end
+  return 0
+end
+
+local function local_take(self, now)
+  self.pos = self.pos % self.local_rate + 1
+  self.ring[self.pos] = now
+end
+
+local function local_acquire(self, now)
+  local w = local_wait(self, now)
+  if w > 0 then return w end
+  local_take(self, now)
+  self.stats.fallback = self.stats.fallback + 1
+  return 0
+end
+
+local function fall_back(self, now, err)
+  if not self.down then
+    self.down = true
+    self.stats.outages = self.stats.outages + 1
+    -- The fleet may have used the whole budget in the last window: the
+    -- first start alone waits one window (the ring is full of "now").
+    for i = 1, self.local_rate do self.ring[i] = now end
+    self.pos = 0
+    self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
+      "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
+      self.local_rate, self.window))
+  end
+  self.next_probe = now + self.probe_interval
+  return local_acquire(self, now)
+end
+
+--- lim:acquire(now) -> 0 when a start was taken and counted now, else the
+-- seconds to wait before asking again (> 0).  now: this host's clock (used
+-- only by the fallback and the probe interval).
+function Limiter:acquire(now)
+  if self.rate <= 0 then return 0 end
+  if self.down and now < self.next_probe then return local_acquire(self, now) end
+  -- Redis said when the oldest start leaves the window: no slot frees up
+  -- before that (slots free by time only), so do not ask again before.
+  if not self.down and self.not_before and now < self.not_before then return self.not_before - now end
+  -- Just back from an outage: the other hosts may still be alone (until
+  -- their next probe), so this one also keeps to its local share a while.
+  local grace = not self.down and self.grace_until and now < self.grace_until
+  if grace then
+    local w = local_wait(self, now)
+    if w > 0 then return w end
+  end
+  local args = { self.rate, math.floor(self.window * 1e6 + 0.5) }
+  if self.down then
+    -- Back to Redis: first the starts made alone in the last window.
+    for _, at in pairs(self.ring) do
+      if at + self.window > now then args[#args + 1] = math.floor((now - at) * 1e6) end
+    end
+  end
+  self.stats.round_trips = self.stats.round_trips + 1
+  local res, err = self.redis:eval(SCRIPT, self.keys, args)
+  if type(res) ~= "number" then return fall_back(self, now, err or "unexpected reply") end
+  if self.down then
+    self.down = false
+    grace = true
+    self.grace_until = now + self.probe_interval + self.window
+    self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
+  end
+  if res <= 0 then
+    self.stats.redis = self.stats.redis + 1
+    if grace then local_take(self, now) end
+    return 0
+  end
+  self.not_before = now + res / 1e6
+  return res / 1e6
+end
+
+--- The engine of before acquire: delay(now) asks for a start and holds it
+-- (0) for the take(now) that follows, or answers the wait.
+function Limiter:delay(now)
+  if self.held then return 0 end
+  local wait = self:acquire(now)
+  if wait <= 0 then self.held = true end
+  return wait
+end
+
+function Limiter:take(now)
+  if self.held then
+    self.held = nil
+    return
+  end
+  self:acquire(now)
+end
+
+M.Limiter = Limiter
+M.now = core.now
+return M
