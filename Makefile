@@ -1,9 +1,12 @@
 # dingtalk-recall: build, test and check.
-#   make                       build the C core for LUA_VERSION (default 5.1)
-#   make test                  the whole suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
+#   make                       build the C core for LUA_VERSION (default 5.1; `jit` for LuaJIT)
 #   make demo                  a bulk recall against the bundled simulator
+#   make test                  the whole suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by
+#                              side, then the real-time checks (`make test-timing`)
+#   make check                 everyday: Lua 5.4 only, without the real-time checks (< 90 s)
+#   make test-timing           the real-time checks (#timing), one runtime after another
 #   make install PREFIX=/usr/local [DESTDIR=]
-#   make asan | valgrind | lint
+#   make asan | valgrind | lint | fuzz-smoke | rock-check
 
 LUA_VERSION ?= 5.1
 PREFIX      ?= /usr/local
@@ -15,7 +18,10 @@ LUA_INC_5.1 = /usr/include/lua5.1
 LUA_INC_5.2 = /usr/include/lua5.2
 LUA_INC_5.3 = /usr/include/lua5.3
 LUA_INC_5.4 = /usr/include/lua5.4
+LUA_INC_jit = /usr/include/luajit-2.1
 LUA_INC    ?= $(LUA_INC_$(LUA_VERSION))
+# LuaJIT has its own build folder (build/jit) but installs as Lua 5.1.
+LUA_ABI     = $(if $(filter jit,$(LUA_VERSION)),5.1,$(LUA_VERSION))
 
 CURL_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
@@ -31,13 +37,13 @@ BUILD     = build/$(LUA_VERSION)
 CORE_SO   = $(BUILD)/dingtalk/recall/core.so
 CSRC      = $(wildcard csrc/*.c) $(wildcard csrc/*.h)
 
-LMOD_DIR  = $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)
-CMOD_DIR  = $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)
+LMOD_DIR  = $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)
+CMOD_DIR  = $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)
 BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
 
 LUAS      = 5.1 5.2 5.3 5.4 jit
 
-.PHONY: rockspec rock-check all deps test test-% demo install clean asan valgrind lint check-c
+.PHONY: rockspec rock-check all deps cores test test-suite test-% test-timing check demo install clean asan valgrind lint check-c
 
 all: $(CORE_SO)
 
@@ -49,18 +55,72 @@ $(CORE_SO): $(CSRC)
 deps:
 	@sh .ci/deps
 
-# The whole suite under every supported Lua, each with its own build.
+# The suite.  `make test`: the five runtimes side by side, each with its own
+# build folder (build/<v>/, build/jit/) and log (build/test-logs/<lua>.log),
+# TEST_JOBS spec files at a time within each; then the real-time checks,
+# which need a quiet machine, serially (test-timing).  A line per runtime
+# ("<lua>: N passed, N failed") and a total; fails if anything fails.
+TEST_JOBS ?= 2
+TEST_LOGS  = build/test-logs
+# The tests that count arrivals in real time: kept apart (test-timing).
+TIMING_TAGS = timing
+lua_of = $(if $(filter jit,$(1)),luajit,lua$(1))
+
+# Every runtime's core, built one after another before any run starts (the
+# nginx specs load build/5.1 from LuaJIT inside nginx).
+cores:
+	@set -e; for v in 5.1 $(filter-out 5.1,$(LUAS)); do $(MAKE) --no-print-directory LUA_VERSION=$$v all; done
+
 test: deps
-	@set -e; for v in $(LUAS); do $(MAKE) --no-print-directory test-$$v; done; \
-	  echo "all runtimes passed: $(LUAS)"
+	@$(MAKE) --no-print-directory test-suite
+	@$(MAKE) --no-print-directory test-timing
 
-test-jit:
-	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
-	LUA=luajit LUA_CPATH_DIR=build/5.1 sh spec/run.sh
+test-suite: cores
+	@mkdir -p $(TEST_LOGS); start=$$(date +%s); \
+	for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  LUA=$$lua LUA_CPATH_DIR=build/$$v JOBS=$(TEST_JOBS) \
+	    sh spec/run.sh --exclude-tags=$(TIMING_TAGS) >$(TEST_LOGS)/$$lua.log 2>&1 & \
+	done; wait; \
+	passed=0; failed=0; rc=0; \
+	for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  line=$$(tail -n 1 $(TEST_LOGS)/$$lua.log); \
+	  case $$line in "$$lua: "*" passed, "*" failed") ;; *) line="$$lua: 0 passed, 1 failed (no summary)";; esac; \
+	  p=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\1/'); \
+	  f=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\2/'); \
+	  passed=$$((passed + p)); failed=$$((failed + f)); \
+	  if [ "$$f" != 0 ]; then rc=1; sed -n '/^==== /,$$p' $(TEST_LOGS)/$$lua.log | head -n 400; fi; \
+	done; \
+	for v in $(LUAS); do lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  echo "$$(tail -n 1 $(TEST_LOGS)/$$lua.log)   (log: $(TEST_LOGS)/$$lua.log)"; done; \
+	echo "$$passed passed, $$failed failed ($(words $(LUAS)) runtimes side by side in $$(( $$(date +%s) - start )) s)"; \
+	exit $$rc
 
-test-%:
-	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
-	$(MAKE) --no-print-directory LUA_VERSION=$* all
+# The real-time checks, one runtime after another (they count requests per
+# second at a server: a loaded machine can make them flake).
+test-timing: cores
+	@passed=0; failed=0; rc=0; for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  out=$$(LUA=$$lua LUA_CPATH_DIR=build/$$v sh spec/run.sh --tags=$(TIMING_TAGS) 2>&1); r=$$?; \
+	  line=$$(echo "$$out" | tail -n 1); [ $$r = 0 ] || { rc=1; echo "$$out"; }; echo "$$line (#$(TIMING_TAGS))"; \
+	  p=$$(echo "$$line" | sed -nE 's/^[^:]*: ([0-9]+) passed.*/\1/p'); f=$$(echo "$$line" | sed -nE 's/.* ([0-9]+) failed.*/\1/p'); \
+	  passed=$$((passed + $${p:-0})); failed=$$((failed + $${f:-1})); \
+	done; echo "timing: $$passed passed, $$failed failed"; exit $$rc
+
+# Everyday: the suite under Lua 5.4 only, without the real-time checks,
+# CHECK_JOBS spec files side by side.
+CHECK_JOBS ?= 4
+check:
+	@$(MAKE) --no-print-directory LUA_VERSION=5.1 all
+	@$(MAKE) --no-print-directory LUA_VERSION=5.4 all
+	@LUA=lua5.4 LUA_CPATH_DIR=build/5.4 JOBS=$(CHECK_JOBS) sh spec/run.sh --exclude-tags=$(TIMING_TAGS)
+
+# One runtime, the whole suite (timing included), one file after another.
+test-jit: cores
+	LUA=luajit LUA_CPATH_DIR=build/jit sh spec/run.sh
+
+test-%: cores
 	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
 
 demo: deps all

@@ -19,7 +19,7 @@ describe("dingtalk-recall-scm-1.rockspec", function()
     for name, src in pairs(spec.build.modules) do
       if type(src) == "string" then listed[src] = name end
     end
-    for _, file in ipairs(lines("cd lua && find dingtalk dingtalk_recall -name '*.lua' 2>/dev/null | sort")) do
+    for _, file in ipairs(lines("cd lua && find dingtalk dingtalk_recall dingtalk_sim -name '*.lua' 2>/dev/null | sort")) do
       local mod = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
       assert.are.equal(mod, listed["lua/" .. file], "not in the rockspec: lua/" .. file)
     end
