@@ -43,7 +43,7 @@ BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
 
 LUAS      = 5.1 5.2 5.3 5.4 jit
 
-.PHONY: rockspec rock-check all deps cores test test-suite test-% test-timing check demo install clean asan valgrind lint check-c
+.PHONY: rockspec rock rock-install rock-check all deps cores test test-suite test-% test-timing check demo install clean asan valgrind lint check-c
 
 all: $(CORE_SO)
 
@@ -127,11 +127,50 @@ demo: deps all
 	LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
 	  DEMO_LUA=lua$(LUA_VERSION) lua$(LUA_VERSION) examples/demo.lua
 
+# Installs the modules, the C core, the commands and the Neovim plugin under
+# PREFIX (DESTDIR for staging).  The commands are bound to the Lua they were
+# built for: `#!/usr/bin/lua5.4` (the interpreter's real path), with this
+# prefix's folders first on package.path/cpath.  LUA_VERSION=jit installs
+# for LuaJIT (Lua 5.1 folders, `#!/usr/bin/luajit`).  The Neovim files go to
+# NVIM_DIR, a package Neovim loads at start (a "site" folder on 'packpath').
+LUA_BIN     ?= $(shell command -v $(call lua_of,$(LUA_VERSION)) 2>/dev/null || echo /usr/bin/$(call lua_of,$(LUA_VERSION)))
+NVIM_DIR    ?= $(PREFIX)/share/nvim/site/pack/dingtalk-recall/start/dingtalk-recall
+LUA_MODULES  = dingtalk dingtalk_sim dingtalk_recall
+
 install: all
-	install -d $(LMOD_DIR)/dingtalk/recall $(CMOD_DIR)/dingtalk/recall $(BIN_DIR)
-	cp -R lua/dingtalk/. $(LMOD_DIR)/dingtalk/
-	install -m 0755 $(CORE_SO) $(CMOD_DIR)/dingtalk/recall/core.so
-	for f in bin/*; do install -m 0755 $$f $(BIN_DIR)/; done
+	install -d $(LMOD_DIR) $(CMOD_DIR) $(BIN_DIR)
+	set -e; for m in $(LUA_MODULES); do \
+	  (cd lua && find $$m -name '*.lua') | while read -r f; do \
+	    install -D -m 0644 lua/$$f $(LMOD_DIR)/$$f; done; done
+	set -e; (cd $(BUILD) && find . -name '*.so') | while read -r f; do \
+	  install -D -m 0755 $(BUILD)/$$f $(CMOD_DIR)/$$f; done
+	set -e; for f in bin/*; do \
+	  { echo "#!$(LUA_BIN)"; \
+	    echo "package.path = '$(PREFIX)/share/lua/$(LUA_ABI)/?.lua;$(PREFIX)/share/lua/$(LUA_ABI)/?/init.lua;' .. package.path"; \
+	    echo "package.cpath = '$(PREFIX)/lib/lua/$(LUA_ABI)/?.so;' .. package.cpath"; \
+	    sed 1d $$f; } >$(BIN_DIR)/$$(basename $$f).tmp; \
+	  chmod 0755 $(BIN_DIR)/$$(basename $$f).tmp; mv $(BIN_DIR)/$$(basename $$f).tmp $(BIN_DIR)/$$(basename $$f); done
+	install -d $(DESTDIR)$(NVIM_DIR)/plugin $(DESTDIR)$(NVIM_DIR)/doc
+	install -m 0644 plugin/*.lua $(DESTDIR)$(NVIM_DIR)/plugin/
+	install -m 0644 doc/*.txt $(DESTDIR)$(NVIM_DIR)/doc/
+	set -e; (cd lua && find dingtalk_recall -name '*.lua') | while read -r f; do \
+	  install -D -m 0644 lua/$$f $(DESTDIR)$(NVIM_DIR)/lua/$$f; done
+	@echo "installed for $(LUA_BIN) under $(DESTDIR)$(PREFIX); Neovim plugin in $(DESTDIR)$(NVIM_DIR)"
+
+# LuaRocks (the rockspec's build.type = "make"): `luarocks make` runs
+# `make rock` with its variables, then `make rock-install`.  The objects go
+# to build/rock/, never to the checkout's root (where a stray
+# ./dingtalk/recall/core.so would shadow the real one for any Lua started
+# there).  The Lua modules and commands are installed by LuaRocks itself.
+ROCK_BUILD = build/rock
+rock:
+	rm -rf $(ROCK_BUILD)
+	$(MAKE) --no-print-directory BUILD=$(ROCK_BUILD) LUA_INC="$(LUA_INCDIR)" CFLAGS="$(CFLAGS)" all
+
+rock-install:
+	@test -n "$(INST_LIBDIR)" || { echo "rock-install: INST_LIBDIR is not set (luarocks sets it)"; exit 1; }
+	set -e; (cd $(ROCK_BUILD) && find . -name '*.so') | while read -r f; do \
+	  install -D -m 0755 $(ROCK_BUILD)/$$f $(INST_LIBDIR)/$$f; done
 
 clean:
 	rm -rf build

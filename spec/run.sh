@@ -42,20 +42,20 @@ counts() { # log -> "passed failed", or nothing without a summary
     awk '{print $1, $2 + $3}'
 }
 
+# options (kept word for word, e.g. --filter="a b") and paths
 opts=""
 paths=""
 for a in "$@"; do
   case $a in
-    -*) opts="$opts $a" ;;
+    -*) opts="$opts '$(printf '%s' "$a" | sed "s/'/'\\\\''/g")'" ;;
     *) paths="$paths $a" ;;
   esac
 done
-[ -n "$paths" ] || paths=spec
+[ -n "$paths" ] || { paths=spec; set -- "$@" spec; }
 
 if [ "$JOBS" -le 1 ]; then
-  # shellcheck disable=SC2086
   # judged by busted's summary, not by the pipeline's status
-  $LUA "$BUSTED" --output=utfTerminal $opts $paths 2>&1 | tee "$TMP/all.log"
+  $LUA "$BUSTED" --output=utfTerminal "$@" 2>&1 | tee "$TMP/all.log"
   c=$(counts "$TMP/all.log")
   [ -z "${TEST_LOG:-}" ] || cp "$TMP/all.log" "$TEST_LOG"
   if [ -z "$c" ]; then
@@ -78,8 +78,10 @@ export LUA BUSTED TMP opts
 # shellcheck disable=SC2016
 xargs -P "$JOBS" -L 1 sh -c '
   start=$(date +%s)
-  $LUA "$BUSTED" --output=utfTerminal $opts "$2" >"$TMP/$1.log" 2>&1
-  echo $(( $(date +%s) - start )) >"$TMP/$1.secs"
+  i=$1 f=$2
+  eval "set -- $opts"
+  $LUA "$BUSTED" --output=utfTerminal "$@" "$f" >"$TMP/$i.log" 2>&1
+  echo $(( $(date +%s) - start )) >"$TMP/$i.secs"
 ' sh <"$TMP/list"
 
 passed=0

@@ -3,6 +3,7 @@
 local sim = require "spec.helpers.sim"
 local json = sim.json
 local sh, q = sim.sh, sim.sh_quote
+local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 
 local RECALL = "/v1.0/robot/groupMessages/recall"
 local SEND = "/v1.0/robot/groupMessages/send"
@@ -602,6 +603,30 @@ describe("dingtalk-sim launcher and helper", function()
     out, rc = sh("lua bin/dingtalk-sim --help")
     assert.are.equal(0, rc)
     assert.matches("%-%-port", out)
+  end)
+
+  it("is a module: dingtalk_sim.main's main(argv) returns the exit status", function()
+    local main = require("dingtalk_sim.main").main
+    assert.are.equal(2, main { "--port", "20001", "--host", "0.0.0.0" })
+    assert.are.equal(2, main { "--bogus" })
+    assert.are.equal(2, main {})
+    assert.matches("%-%-port N", require("dingtalk_sim.main").USAGE)
+  end)
+
+  -- After `eval "$(luarocks --lua-version 5.4 path)"` nginx's LuaJIT used to
+  -- load 5.4 modules through `;;` (undefined symbol: lua_newuserdatauv).
+  it("starts nginx with a clean Lua environment whatever the caller's (--port 0: a port from the kernel)", function()
+    local dir = sim.sh("mktemp -d"):gsub("%s+$", "")
+    local env = "LUA_PATH=" .. q("/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;;") ..
+      " LUA_CPATH=" .. q("/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/local/lib/lua/5.4/?.so;;")
+    local out, rc = sh(env .. " " .. LUA .. " bin/dingtalk-sim --port 0 --state-dir " .. q(dir))
+    local port = tonumber(out:match("listening on http://127%.0%.0%.1:(%d+) "))
+    local ping
+    if port then ping = sh("curl -s -m 5 http://127.0.0.1:" .. port .. "/_sim/ping") end
+    sh(LUA .. " bin/dingtalk-sim --stop --state-dir " .. q(dir) .. "; rm -rf " .. q(dir))
+    assert.are.equal(0, rc, out)
+    assert.is_true(port > 0 and port < 65536, out)
+    assert.matches('"ok":true', ping)
   end)
 
   it("fails cleanly on a bad fault spec", function()
