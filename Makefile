@@ -123,9 +123,13 @@ test-jit: cores
 test-%: cores
 	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
 
+# The demo under LUA_VERSION's Lua (jit: LuaJIT), in a clean Lua environment
+# (no LUA_PATH/LUA_INIT of the caller's, e.g. another Lua's `luarocks path`).
+CLEAN_LUA_ENV = env -u LUA_INIT -u LUA_INIT_5_2 -u LUA_INIT_5_3 -u LUA_INIT_5_4 \
+  -u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4 -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4
 demo: deps all
-	LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
-	  DEMO_LUA=lua$(LUA_VERSION) lua$(LUA_VERSION) examples/demo.lua
+	@$(CLEAN_LUA_ENV) LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
+	  DEMO_LUA=$(call lua_of,$(LUA_VERSION)) $(call lua_of,$(LUA_VERSION)) examples/demo.lua
 
 # Installs the modules, the C core, the commands and the Neovim plugin under
 # PREFIX (DESTDIR for staging).  The commands are bound to the Lua they were
