@@ -17,7 +17,8 @@ describe("dingtalk-recall-scm-1.rockspec", function()
   it("lists every module under lua/ with its file", function()
     local listed = {}
     for name, src in pairs(spec.build.install.lua) do listed[src] = name end
-    for _, file in ipairs(lines("cd lua && find dingtalk dingtalk_recall dingtalk_sim -name '*.lua' 2>/dev/null | sort")) do
+    local find = "cd lua && find dingtalk dingtalk_recall dingtalk_sim -name '*.lua' 2>/dev/null | sort"
+    for _, file in ipairs(lines(find)) do
       local mod = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
       assert.are.equal(mod, listed["lua/" .. file], "not in the rockspec: lua/" .. file)
     end
