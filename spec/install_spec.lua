@@ -8,7 +8,6 @@ local shell = require "spec.helpers.shell"
 local sh, q, trim = shell.sh, shell.quote, shell.trim
 
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
-local ROOT = trim(sh("pwd"))
 local VER = LUA:match("luajit") and "jit" or LUA:match("(%d%.%d)$") or "5.1"
 local ABI = VER == "jit" and "5.1" or VER
 -- No Lua search path or init code of the caller's: only what was installed.
@@ -143,8 +142,8 @@ describe("luarocks make (in a copy of the checkout)", function()
       vim.cmd("qa!")
     ]])
     local log2 = sh("cd " .. q(d) .. " && env -i PATH=" .. q(os.getenv("PATH")) .. " HOME=" .. q(d) ..
-      " timeout 60 nvim --headless -i NONE -n -u " .. q(d .. "/init.lua") .. " -c " .. q("luafile " .. d .. "/check.lua") ..
-      " </dev/null")
+      " timeout 60 nvim --headless -i NONE -n -u " .. q(d .. "/init.lua") ..
+      " -c " .. q("luafile " .. d .. "/check.lua") .. " </dev/null")
     local text = shell.read_file(out)
     sh("rm -rf " .. q(d))
     assert.matches("commands=22", text, 1, true, log2)

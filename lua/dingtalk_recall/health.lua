@@ -68,8 +68,7 @@ function M.check()
   r.info("endpoint: " .. s.endpoint_shown .. (s.endpoint and "" or " (the default)"))
   if s.endpoint_shown:match("^http://") then
     -- the core decides what is loopback (plain http reaches nothing else)
-    local core_ok, core = plugin.find_core()
-    local built = core_ok and core.build({ openConversationId = "cidHealth", robotCode = "health",
+    local built = ok and core.build({ openConversationId = "cidHealth", robotCode = "health",
       processQueryKeys = { "health" } }, { endpoint = s.endpoint, access_token = "health" })
     if built then
       r.ok("plain http to a loopback address (a local server such as the simulator): the token stays on this host")
