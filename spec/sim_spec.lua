@@ -317,7 +317,7 @@ describe("dingtalk-sim over http", function()
   end)
 
   describe("throttling", function()
-    it("answers QpsLimitForAppkeyAndApi over the per-app qps", function()
+    it("answers QpsLimitForAppkeyAndApi over the per-app qps #timing", function()
       s:config({ qps = 3 })
       local body = json.encode({ openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = { "k" } })
       -- one curl, ten requests on one keep-alive connection: a few ms, at most two windows
@@ -339,7 +339,7 @@ describe("dingtalk-sim over http", function()
       assert.are.equal(200, recall(s, { "k" }).status)
     end)
 
-    it("counts recall calls in a sliding one-second window", function()
+    it("counts recall calls in a sliding one-second window #timing", function()
       for _ = 1, 4 do recall(s, { "k" }) end
       sh("sleep 1.2")
       recall(s, { "k" })
