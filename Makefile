@@ -341,14 +341,17 @@ rockspec:
 	lua5.1 .ci/rockspec.lua dingtalk-recall-scm-1.rockspec
 
 # `luarocks make` as a user would run it, into a throw-away tree, for 5.4
-# and for 5.1 (whose module LuaJIT loads); then load what it installed.
+# and for 5.1 (whose module LuaJIT loads); then load what it installed, and
+# check that nothing was built at the checkout's root (build/rock only).
 rock-check:
 	@set -e; for v in 5.4 5.1; do \
 	  t=$$(mktemp -d); \
 	  luarocks --lua-version $$v --tree $$t make --deps-mode=none dingtalk-recall-scm-1.rockspec >$$t.log 2>&1 || { cat $$t.log; exit 1; }; \
+	  if ls -d dingtalk *.o csrc/*.o 2>/dev/null; then echo "rock-check: luarocks make left the files above"; exit 1; fi; \
 	  lua=lua$$v; [ $$v = 5.1 ] && lua=luajit; \
-	  LUA_PATH="$$t/share/lua/$$v/?.lua;$$t/share/lua/$$v/?/init.lua;;" LUA_CPATH="$$t/lib/lua/$$v/?.so;;" \
-	    $$lua -e 'local r = require "dingtalk.recall"; assert(r.client); print(_VERSION, "dingtalk-recall " .. r._VERSION .. " installed by luarocks: ok")'; \
+	  $(CLEAN_LUA_ENV) LUA_PATH="$$t/share/lua/$$v/?.lua;$$t/share/lua/$$v/?/init.lua;;" LUA_CPATH="$$t/lib/lua/$$v/?.so;;" \
+	    $$lua -e 'local r = require "dingtalk.recall"; assert(r.client); assert(require("dingtalk_sim.main").main); print(_VERSION, "dingtalk-recall " .. r._VERSION .. " installed by luarocks: ok")'; \
 	  test -x $$t/bin/dingtalk-recall; test -x $$t/bin/dingtalk-sim; \
+	  test -f $$t/lib/luarocks/rocks-$$v/dingtalk-recall/scm-1/doc/dingtalk_recall.txt; \
 	  rm -rf $$t $$t.log; \
 	done
