@@ -5,7 +5,7 @@ codes = true
 exclude_files = { "build/", ".luarocks/", "node_modules/" }
 
 files["spec/"] = { std = "+busted" }
-files["lua/dingtalk/recall/sim/"] = { std = "+ngx_lua" }
+files["lua/dingtalk_sim/"] = { std = "+ngx_lua" }
 files["lua/dingtalk/recall/transport/openresty.lua"] = { std = "+ngx_lua" }
 files["examples/openresty/"] = { std = "+ngx_lua" }
 files["lua/dingtalk/recall/nvim.lua"] = { read_globals = { "vim" } }

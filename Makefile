@@ -1,10 +1,13 @@
 # dingtalk-recall: build, test and check.
-#   make                       build the three C modules for LUA_VERSION (default 5.1):
+#   make                       build the three C modules for LUA_VERSION (default 5.1; `jit` for LuaJIT):
 #                              dingtalk/recall/{core,curl,journal}.so
-#   make test                  the whole suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
 #   make demo                  a bulk recall against the bundled simulator
+#   make test                  the suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by side
+#                              (all but the real-time checks: `make test-timing`)
+#   make check                 everyday: Lua 5.4 only, without the real-time checks (< 90 s)
+#   make test-timing           the real-time checks (#timing), one runtime after another
 #   make install PREFIX=/usr/local [DESTDIR=]
-#   make asan | valgrind | lint
+#   make asan | valgrind | lint | fuzz-smoke | rock-check
 
 LUA_VERSION ?= 5.1
 PREFIX      ?= /usr/local
@@ -16,7 +19,10 @@ LUA_INC_5.1 = /usr/include/lua5.1
 LUA_INC_5.2 = /usr/include/lua5.2
 LUA_INC_5.3 = /usr/include/lua5.3
 LUA_INC_5.4 = /usr/include/lua5.4
+LUA_INC_jit = /usr/include/luajit-2.1
 LUA_INC    ?= $(LUA_INC_$(LUA_VERSION))
+# LuaJIT has its own build folder (build/jit) but installs as Lua 5.1.
+LUA_ABI     = $(if $(filter jit,$(LUA_VERSION)),5.1,$(LUA_VERSION))
 
 CURL_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
@@ -48,13 +54,13 @@ JOURNAL_SO = $(MODDIR)/journal.so
 SOS       = $(CORE_SO) $(CURL_SO) $(JOURNAL_SO)
 objs      = $(addprefix $(OBJ)/,$(addsuffix .o,$(1)))
 
-LMOD_DIR  = $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)
-CMOD_DIR  = $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)
+LMOD_DIR  = $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)
+CMOD_DIR  = $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)
 BIN_DIR   = $(DESTDIR)$(PREFIX)/bin
 
 LUAS      = 5.1 5.2 5.3 5.4 jit
 
-.PHONY: rockspec rock-check all deps test test-% demo install clean asan valgrind lint check-c check-symbols
+.PHONY: rockspec rock rock-install rock-check all deps cores test test-suite test-% test-timing check demo install clean asan valgrind lint check-c check-symbols
 
 all: $(SOS)
 
@@ -88,29 +94,128 @@ check-symbols: all
 deps:
 	@sh .ci/deps
 
-# The whole suite under every supported Lua, each with its own build.
+# The suite.  `make test`: the five runtimes side by side, each with its own
+# build folder (build/<v>/, build/jit/) and log (build/test-logs/<lua>.log),
+# TEST_JOBS spec files at a time within each, all but the real-time checks.
+# A line per runtime ("<lua>: N passed, N failed") and a total; fails if
+# anything fails.  The real-time checks (#timing: arrival counts at a
+# server) need a quiet machine: `make test-timing` runs them one runtime
+# after another; CI runs both.
+TEST_JOBS ?= 2
+TEST_LOGS  = build/test-logs
+# The tests that count arrivals in real time: kept apart (test-timing).
+TIMING_TAGS = timing
+TIMING_SPECS = $(shell grep -l '\#$(TIMING_TAGS)"' spec/*_spec.lua)
+lua_of = $(if $(filter jit,$(1)),luajit,lua$(1))
+
+# Every runtime's core, built one after another before any run starts (the
+# nginx specs load build/5.1 from LuaJIT inside nginx).
+cores:
+	@set -e; for v in 5.1 $(filter-out 5.1,$(LUAS)); do $(MAKE) --no-print-directory LUA_VERSION=$$v all; done
+
 test: deps
-	@set -e; for v in $(LUAS); do $(MAKE) --no-print-directory test-$$v; done; \
-	  echo "all runtimes passed: $(LUAS)"
+	@$(MAKE) --no-print-directory test-suite
 
-test-jit:
-	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
-	LUA=luajit LUA_CPATH_DIR=build/5.1 sh spec/run.sh
+test-suite: cores
+	@mkdir -p $(TEST_LOGS); start=$$(date +%s); \
+	for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  LUA=$$lua LUA_CPATH_DIR=build/$$v JOBS=$(TEST_JOBS) \
+	    sh spec/run.sh --exclude-tags=$(TIMING_TAGS) >$(TEST_LOGS)/$$lua.log 2>&1 & \
+	done; wait; \
+	passed=0; failed=0; rc=0; \
+	for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  line=$$(tail -n 1 $(TEST_LOGS)/$$lua.log); \
+	  case $$line in "$$lua: "*" passed, "*" failed") ;; *) line="$$lua: 0 passed, 1 failed (no summary)";; esac; \
+	  p=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\1/'); \
+	  f=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\2/'); \
+	  passed=$$((passed + p)); failed=$$((failed + f)); \
+	  if [ "$$f" != 0 ]; then rc=1; sed -n '/^==== /,$$p' $(TEST_LOGS)/$$lua.log | head -n 400; fi; \
+	done; \
+	for v in $(LUAS); do lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  echo "$$(tail -n 1 $(TEST_LOGS)/$$lua.log)   (log: $(TEST_LOGS)/$$lua.log)"; done; \
+	echo "$$passed passed, $$failed failed ($(words $(LUAS)) runtimes side by side in $$(( $$(date +%s) - start )) s)"; \
+	exit $$rc
 
-test-%:
-	$(MAKE) --no-print-directory LUA_VERSION=5.1 all
-	$(MAKE) --no-print-directory LUA_VERSION=$* all
+# The real-time checks, one runtime after another (they count requests per
+# second at a server: a loaded machine can make them flake).
+test-timing: cores
+	@passed=0; failed=0; rc=0; for v in $(LUAS); do \
+	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
+	  out=$$(LUA=$$lua LUA_CPATH_DIR=build/$$v sh spec/run.sh --tags=$(TIMING_TAGS) $(TIMING_SPECS) 2>&1); r=$$?; \
+	  line=$$(echo "$$out" | tail -n 1); [ $$r = 0 ] || { rc=1; echo "$$out"; }; echo "$$line (#$(TIMING_TAGS))"; \
+	  p=$$(echo "$$line" | sed -nE 's/^[^:]*: ([0-9]+) passed.*/\1/p'); f=$$(echo "$$line" | sed -nE 's/.* ([0-9]+) failed.*/\1/p'); \
+	  passed=$$((passed + $${p:-0})); failed=$$((failed + $${f:-1})); \
+	done; echo "timing: $$passed passed, $$failed failed"; exit $$rc
+
+# Everyday: the suite under Lua 5.4 only, without the real-time checks,
+# CHECK_JOBS spec files side by side.
+CHECK_JOBS ?= 4
+check:
+	@$(MAKE) --no-print-directory LUA_VERSION=5.1 all
+	@$(MAKE) --no-print-directory LUA_VERSION=5.4 all
+	@LUA=lua5.4 LUA_CPATH_DIR=build/5.4 JOBS=$(CHECK_JOBS) sh spec/run.sh --exclude-tags=$(TIMING_TAGS)
+
+# One runtime, the whole suite (timing included), one file after another.
+test-jit: cores
+	LUA=luajit LUA_CPATH_DIR=build/jit sh spec/run.sh
+
+test-%: cores
 	LUA=lua$* LUA_CPATH_DIR=build/$* sh spec/run.sh
 
+# The demo under LUA_VERSION's Lua (jit: LuaJIT), in a clean Lua environment
+# (no LUA_PATH/LUA_INIT of the caller's, e.g. another Lua's `luarocks path`).
+CLEAN_LUA_ENV = env -u LUA_INIT -u LUA_INIT_5_2 -u LUA_INIT_5_3 -u LUA_INIT_5_4 \
+  -u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4 -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4
 demo: deps all
-	LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
-	  DEMO_LUA=lua$(LUA_VERSION) lua$(LUA_VERSION) examples/demo.lua
+	@$(CLEAN_LUA_ENV) LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" \
+	  DEMO_LUA=$(call lua_of,$(LUA_VERSION)) $(call lua_of,$(LUA_VERSION)) examples/demo.lua
+
+# Installs the modules, the C core, the commands and the Neovim plugin under
+# PREFIX (DESTDIR for staging).  The commands are bound to the Lua they were
+# built for: `#!/usr/bin/lua5.4` (the interpreter's real path), with this
+# prefix's folders first on package.path/cpath.  LUA_VERSION=jit installs
+# for LuaJIT (Lua 5.1 folders, `#!/usr/bin/luajit`).  The Neovim files go to
+# NVIM_DIR, a package Neovim loads at start (a "site" folder on 'packpath').
+LUA_BIN     ?= $(shell command -v $(call lua_of,$(LUA_VERSION)) 2>/dev/null || echo /usr/bin/$(call lua_of,$(LUA_VERSION)))
+NVIM_DIR    ?= $(PREFIX)/share/nvim/site/pack/dingtalk-recall/start/dingtalk-recall
+LUA_MODULES  = dingtalk dingtalk_sim dingtalk_recall
 
 install: all
-	install -d $(LMOD_DIR)/dingtalk/recall $(CMOD_DIR)/dingtalk/recall $(BIN_DIR)
-	cp -R lua/dingtalk/. $(LMOD_DIR)/dingtalk/
-	install -m 0755 $(SOS) $(CMOD_DIR)/dingtalk/recall/
-	for f in bin/*; do install -m 0755 $$f $(BIN_DIR)/; done
+	install -d $(LMOD_DIR) $(CMOD_DIR) $(BIN_DIR)
+	set -e; for m in $(LUA_MODULES); do \
+	  (cd lua && find $$m -name '*.lua') | while read -r f; do \
+	    install -D -m 0644 lua/$$f $(LMOD_DIR)/$$f; done; done
+	set -e; (cd $(BUILD) && find . -name '*.so') | while read -r f; do \
+	  install -D -m 0755 $(BUILD)/$$f $(CMOD_DIR)/$$f; done
+	set -e; for f in bin/*; do \
+	  { echo "#!$(LUA_BIN)"; \
+	    echo "package.path = '$(PREFIX)/share/lua/$(LUA_ABI)/?.lua;$(PREFIX)/share/lua/$(LUA_ABI)/?/init.lua;' .. package.path"; \
+	    echo "package.cpath = '$(PREFIX)/lib/lua/$(LUA_ABI)/?.so;' .. package.cpath"; \
+	    sed 1d $$f; } >$(BIN_DIR)/$$(basename $$f).tmp; \
+	  chmod 0755 $(BIN_DIR)/$$(basename $$f).tmp; mv $(BIN_DIR)/$$(basename $$f).tmp $(BIN_DIR)/$$(basename $$f); done
+	install -d $(DESTDIR)$(NVIM_DIR)/plugin $(DESTDIR)$(NVIM_DIR)/doc
+	install -m 0644 plugin/*.lua $(DESTDIR)$(NVIM_DIR)/plugin/
+	install -m 0644 doc/*.txt $(DESTDIR)$(NVIM_DIR)/doc/
+	set -e; (cd lua && find dingtalk_recall -name '*.lua') | while read -r f; do \
+	  install -D -m 0644 lua/$$f $(DESTDIR)$(NVIM_DIR)/lua/$$f; done
+	@echo "installed for $(LUA_BIN) under $(DESTDIR)$(PREFIX); Neovim plugin in $(DESTDIR)$(NVIM_DIR)"
+
+# LuaRocks (the rockspec's build.type = "make"): `luarocks make` runs
+# `make rock` with its variables, then `make rock-install`.  The objects go
+# to build/rock/, never to the checkout's root (where a stray
+# ./dingtalk/recall/core.so would shadow the real one for any Lua started
+# there).  The Lua modules and commands are installed by LuaRocks itself.
+ROCK_BUILD = build/rock
+rock:
+	rm -rf $(ROCK_BUILD)
+	$(MAKE) --no-print-directory BUILD=$(ROCK_BUILD) LUA_INC="$(LUA_INCDIR)" CFLAGS="$(CFLAGS)" all
+
+rock-install:
+	@test -n "$(INST_LIBDIR)" || { echo "rock-install: INST_LIBDIR is not set (luarocks sets it)"; exit 1; }
+	set -e; (cd $(ROCK_BUILD) && find . -name '*.so') | while read -r f; do \
+	  install -D -m 0755 $(ROCK_BUILD)/$$f $(INST_LIBDIR)/$$f; done
 
 clean:
 	rm -rf build
@@ -283,18 +388,21 @@ rockspec:
 	lua5.1 .ci/rockspec.lua dingtalk-recall-scm-1.rockspec
 
 # `luarocks make` as a user would run it, into a throw-away tree, for 5.4
-# and for 5.1 (whose module LuaJIT loads); then load what it installed.
+# and for 5.1 (whose module LuaJIT loads); then load what it installed, and
+# check that nothing was built at the checkout's root (build/rock only).
 rock-check:
 	@set -e; for v in 5.4 5.1; do \
 	  t=$$(mktemp -d); \
 	  luarocks --lua-version $$v --tree $$t make --deps-mode=none dingtalk-recall-scm-1.rockspec >$$t.log 2>&1 || { cat $$t.log; exit 1; }; \
+	  if ls -d dingtalk *.o csrc/*.o 2>/dev/null; then echo "rock-check: luarocks make left the files above"; exit 1; fi; \
 	  lua=lua$$v; [ $$v = 5.1 ] && lua=luajit; \
-	  LUA_PATH="$$t/share/lua/$$v/?.lua;$$t/share/lua/$$v/?/init.lua;;" LUA_CPATH="$$t/lib/lua/$$v/?.so;;" \
-	    $$lua -e 'local r = require "dingtalk.recall"; assert(r.client); assert(require("dingtalk.recall.curl").multi); assert(require("dingtalk.recall.journal").append); print(_VERSION, "dingtalk-recall " .. r._VERSION .. " installed by luarocks: ok")'; \
+	  $(CLEAN_LUA_ENV) LUA_PATH="$$t/share/lua/$$v/?.lua;$$t/share/lua/$$v/?/init.lua;;" LUA_CPATH="$$t/lib/lua/$$v/?.so;;" \
+	    $$lua -e 'local r = require "dingtalk.recall"; assert(r.client); assert(require("dingtalk.recall.curl").multi); assert(require("dingtalk.recall.journal").append); assert(require("dingtalk_sim.main").main); print(_VERSION, "dingtalk-recall " .. r._VERSION .. " installed by luarocks: ok")'; \
 	  for so in $$t/lib/lua/$$v/dingtalk/recall/*.so; do \
 	    nm -D --defined-only $$so | awk '$$2 == "T" && $$3 !~ /^luaopen_/ { print "exported: " $$3; bad = 1 } END { exit bad }' \
 	      || { echo "$$so exports more than luaopen_*"; exit 1; }; \
 	  done; \
 	  test -x $$t/bin/dingtalk-recall; test -x $$t/bin/dingtalk-sim; \
+	  test -f $$t/lib/luarocks/rocks-$$v/dingtalk-recall/scm-1/doc/dingtalk_recall.txt; \
 	  rm -rf $$t $$t.log; \
 	done

@@ -6,11 +6,11 @@ local s = f:read("*a")
 f:close()
 
 local mods = {}
-for file in io.popen("cd lua && find dingtalk dingtalk_recall -name '*.lua' 2>/dev/null | LC_ALL=C sort"):lines() do
+for file in io.popen("cd lua && find dingtalk dingtalk_recall dingtalk_sim -name '*.lua' 2>/dev/null | LC_ALL=C sort"):lines() do
   local m = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
-  mods[#mods + 1] = ('    ["%s"] = "lua/%s",\n'):format(m, file)
+  mods[#mods + 1] = ('      ["%s"] = "lua/%s",\n'):format(m, file)
 end
-s = s:gsub("(%-%- BEGIN LUA MODULES[^\n]*\n).-(    %-%- END LUA MODULES)", function(a, b)
+s = s:gsub("(%-%- BEGIN LUA MODULES[^\n]*\n).-(      %-%- END LUA MODULES)", function(a, b)
   return a .. table.concat(mods) .. b
 end)
 

@@ -8,40 +8,51 @@ local recall = require "dingtalk.recall"
 local curl = require "dingtalk.recall.curl"
 
 local GROUPS, EXTRA_KEYS = 50, 2000
-local PORT = tonumber(os.getenv("DEMO_PORT") or "") or (41000 + (os.time() % 1000))
 
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs a shell command; its output and exit status, the same on every Lua
+-- (PUC 5.1's io.popen():close() gives no status, so the shell prints it).
 local function sh(cmd)
-  local h = assert(io.popen(cmd .. " 2>&1"))
+  local h = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\""))
   local out = h:read("*a")
-  local ok, _, code = h:close()
-  if type(ok) == "number" then code = ok end -- Lua 5.1
-  return out, (ok == true or code == 0)
+  h:close()
+  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
+  return body or out, tonumber(rc) == 0
 end
 
 local here = (arg and arg[0] or "examples/demo.lua"):match("^(.*)/examples/[^/]*$") or "."
 local lua = os.getenv("DEMO_LUA") or "lua"
-local state = sh("mktemp -d /tmp/dingtalk-demo.XXXXXX"):gsub("%s+$", "")
-local out, ok = sh(("%s %s/bin/dingtalk-sim --port %d --tls --state-dir %s"):format(lua, here, PORT, state))
-if not ok then
+local sim = q(here .. "/bin/dingtalk-sim")
+-- The simulator's state (its config, logs and the test CA, private key
+-- included) lives in one temporary folder, removed however the demo ends.
+local state = sh("mktemp -d \"${TMPDIR:-/tmp}/dingtalk-demo.XXXXXX\""):gsub("%s+$", "")
+local function cleanup() sh(("%s %s --stop --state-dir %s; rm -rf %s"):format(lua, sim, q(state), q(state))) end
+-- --port 0: a free port the kernel gives; the simulator's line names it.
+local out, ok = sh(("%s %s --port %s --tls --state-dir %s"):format(lua, sim, os.getenv("DEMO_PORT") or "0", q(state)))
+local PORT = tonumber(out:match("dingtalk%-sim listening on https://[^ ]-:(%d+) "))
+if not (ok and PORT) then
   io.stderr:write("could not start the simulator:\n", out)
+  cleanup()
   os.exit(1)
 end
-local function stop() sh(("%s %s/bin/dingtalk-sim --stop --state-dir %s"):format(lua, here, state)) end
 io.write(out)
 
 local ok_run, err = pcall(function()
-  local client = assert(recall.client {
+  local client, cerr = recall.client {
     robot_code = "dingsimrobot",
     app_key = "dingsimappkey", app_secret = "sim-app-secret",   -- the simulator's demo app
     endpoint = "https://localhost:" .. PORT, ca_file = state .. "/ca.pem",
     concurrency = 8, qps = 20,
-  })
+  }
+  if not client then error(tostring(cerr), 0) end
 
   -- 1. The bot's mistake: one wrong message to each of fifty groups.
   local sent, t0 = {}, curl.now()
   for i = 1, GROUPS do
     local cid = ("cidDemoGroup%02d"):format(i)
-    local key = assert(client:send(cid, "sampleText", { content = "deploy finished (wrong channel!)" }))
+    local key, serr = client:send(cid, "sampleText", { content = "deploy finished (wrong channel!)" })
+    if not key then error("send: " .. tostring(serr), 0) end
     sent[#sent + 1] = { cid = cid, keys = { key } }
   end
   print(("sent %d messages in %.2f s"):format(#sent, curl.now() - t0))
@@ -59,7 +70,7 @@ local ok_run, err = pcall(function()
   local groups = {}
   for _, g in ipairs(sent) do groups[#groups + 1] = { conversation = g.cid, keys = g.keys } end
   local tenth = -1
-  local report = assert(client:recall_groups(groups, {
+  local report, rerr = client:recall_groups(groups, {
     on_progress = function(done, total)
       local now_tenth = math.floor(done * 10 / total)
       if now_tenth ~= tenth then
@@ -68,8 +79,9 @@ local ok_run, err = pcall(function()
         io.flush()
       end
     end,
-  }))
+  })
   io.write("\n")
+  if not report then error("recall_groups: " .. tostring(rerr), 0) end
   local failed, errors = 0, 0
   for _ in pairs(report.failed) do failed = failed + 1 end
   for _, e in pairs(report.errors) do
@@ -82,12 +94,13 @@ local ok_run, err = pcall(function()
   print("  (paced by qps = 20, DingTalk's standard per-app limit for this API)")
 
   -- 3. A second recall of the same keys: the server says they are gone.
-  local again = assert(client:recall(sent[2].cid, sent[2].keys))
+  local again, aerr = client:recall(sent[2].cid, sent[2].keys)
+  if not again then error("recall: " .. tostring(aerr), 0) end
   for k, reason in pairs(again.failed) do print(("recalling %s again: %s"):format(k, reason)) end
   client:close()
-  assert(recalled == total, "not every key was recalled")
+  if recalled ~= total then error("not every key was recalled", 0) end
 end)
-stop()
+cleanup()
 if not ok_run then
   io.stderr:write("demo failed: ", tostring(err), "\n")
   os.exit(1)

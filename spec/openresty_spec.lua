@@ -831,7 +831,7 @@ describe("openresty transport", function()
       assert.are.equal(fetched, s:stats().token_fetches)
     end)
 
-    it("keep the app's QPS together", function()
+    it("keep the app's QPS together #timing", function()
       local qps = 4
       -- warm up: pooled connections in both workers, so that every measured
       -- call goes out as soon as it starts (no TLS handshake in between)
@@ -879,7 +879,7 @@ describe("openresty transport", function()
       end
     end)
 
-    it("would go over the QPS with per-worker limiters (the control)", function()
+    it("would go over the QPS with per-worker limiters (the control) #timing", function()
       local qps = 4
       local opts = base { qps = qps, concurrency = 4, shared_dict = false }
       s:reset()

@@ -3,6 +3,7 @@
 local sim = require "spec.helpers.sim"
 local json = sim.json
 local sh, q = sim.sh, sim.sh_quote
+local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 
 local RECALL = "/v1.0/robot/groupMessages/recall"
 local SEND = "/v1.0/robot/groupMessages/send"
@@ -316,7 +317,7 @@ describe("dingtalk-sim over http", function()
   end)
 
   describe("throttling", function()
-    it("answers QpsLimitForAppkeyAndApi over the per-app qps", function()
+    it("answers QpsLimitForAppkeyAndApi over the per-app qps #timing", function()
       s:config({ qps = 3 })
       local body = json.encode({ openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = { "k" } })
       -- one curl, ten requests on one keep-alive connection: a few ms, at most two windows
@@ -338,7 +339,7 @@ describe("dingtalk-sim over http", function()
       assert.are.equal(200, recall(s, { "k" }).status)
     end)
 
-    it("counts recall calls in a sliding one-second window", function()
+    it("counts recall calls in a sliding one-second window #timing", function()
       for _ = 1, 4 do recall(s, { "k" }) end
       sh("sleep 1.2")
       recall(s, { "k" })
@@ -602,6 +603,30 @@ describe("dingtalk-sim launcher and helper", function()
     out, rc = sh("lua bin/dingtalk-sim --help")
     assert.are.equal(0, rc)
     assert.matches("%-%-port", out)
+  end)
+
+  it("is a module: dingtalk_sim.main's main(argv) returns the exit status", function()
+    local main = require("dingtalk_sim.main").main
+    assert.are.equal(2, main { "--port", "20001", "--host", "0.0.0.0" })
+    assert.are.equal(2, main { "--bogus" })
+    assert.are.equal(2, main {})
+    assert.matches("%-%-port N", require("dingtalk_sim.main").USAGE)
+  end)
+
+  -- After `eval "$(luarocks --lua-version 5.4 path)"` nginx's LuaJIT used to
+  -- load 5.4 modules through `;;` (undefined symbol: lua_newuserdatauv).
+  it("starts nginx with a clean Lua environment whatever the caller's (--port 0: a port from the kernel)", function()
+    local dir = sim.sh("mktemp -d"):gsub("%s+$", "")
+    local env = "LUA_PATH=" .. q("/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;;") ..
+      " LUA_CPATH=" .. q("/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/local/lib/lua/5.4/?.so;;")
+    local out, rc = sh(env .. " " .. LUA .. " bin/dingtalk-sim --port 0 --state-dir " .. q(dir))
+    local port = tonumber(out:match("listening on http://127%.0%.0%.1:(%d+) "))
+    local ping
+    if port then ping = sh("curl -s -m 5 http://127.0.0.1:" .. port .. "/_sim/ping") end
+    sh(LUA .. " bin/dingtalk-sim --stop --state-dir " .. q(dir) .. "; rm -rf " .. q(dir))
+    assert.are.equal(0, rc, out)
+    assert.is_true(port > 0 and port < 65536, out)
+    assert.matches('"ok":true', ping)
   end)
 
   it("fails cleanly on a bad fault spec", function()

@@ -69,7 +69,14 @@ function M.check()
   if s.config_file then r.info("config file: " .. s.config_file) end
   r.info("endpoint: " .. s.endpoint_shown .. (s.endpoint and "" or " (the default)"))
   if s.endpoint_shown:match("^http://") then
-    r.warn("the endpoint is plain http: the access token would cross the network in the clear")
+    -- the core decides what is loopback (plain http reaches nothing else)
+    local built = ok and core.build({ openConversationId = "cidHealth", robotCode = "health",
+      processQueryKeys = { "health" } }, { endpoint = s.endpoint, access_token = "health" })
+    if built then
+      r.ok("plain http to a loopback address (a local server such as the simulator): the token stays on this host")
+    else
+      r.warn("the endpoint is plain http: the access token would cross the network in the clear")
+    end
   end
   if s.ca_file then
     local f = io.open(s.ca_file, "rb")

@@ -110,7 +110,9 @@ function M.ensure_core()
   return so
 end
 
-local rand_int, lua_pid = shell.rand_int, shell.own_pid
+local lua_pid = shell.own_pid
+local ports = require "spec.helpers.ports"
+local proc = require "dingtalk_sim.proc" -- CLEAN_ENV: nginx without the caller's LUA_PATH/LUA_CPATH
 
 local function nq(s) return '"' .. tostring(s):gsub("\\", "\\\\"):gsub('"', '\\"') .. '"' end
 M.nq = nq
@@ -215,6 +217,7 @@ function Server:stop()
       " 2>/dev/null || exit 0; sleep 0.05; done; kill -KILL " .. pid .. " 2>/dev/null; exit 0")
   end
   if not self.keep then sh("rm -rf " .. sh_quote(self.prefix)) end
+  if self.claimed then ports.release(self.port) end
 end
 
 ---------------------------------------------------------------------------
@@ -313,17 +316,18 @@ function M.start(opts)
   end
   local last
   for _ = 1, 12 do
-    local port = opts.port or rand_int(20000, 60000)
+    local port = opts.port or ports.claim() -- safe beside other suites (spec/helpers/ports.lua)
     local ctx = context(port, prefix, opts)
     local conf = opts.conf and opts.conf(ctx) or generated_conf(ctx, opts)
     write_file(prefix .. "/nginx.conf", conf)
     os.remove(prefix .. "/error.log")
-    local out, rc = sh(env_prefix(opts.env) .. sh_quote(bin) .. " -p " .. sh_quote(prefix .. "/") ..
+    local out, rc = sh(proc.CLEAN_ENV .. env_prefix(opts.env) .. sh_quote(bin) .. " -p " .. sh_quote(prefix .. "/") ..
       " -c " .. sh_quote(prefix .. "/nginx.conf") .. " -e " .. sh_quote(prefix .. "/error.log") .. " </dev/null")
     local log = read_file(prefix .. "/error.log") or ""
     if rc == 0 and wait_port(port) then
       local s = setmetatable({
         port = port, prefix = prefix, url = "http://127.0.0.1:" .. port, keep = opts.keep, conf = conf,
+        claimed = not opts.port,
       }, Server)
       -- watchdog: stop nginx once the Lua process that started it is gone
       local pidfile = prefix .. "/nginx.pid"
@@ -342,6 +346,7 @@ function M.start(opts)
     local pid = trim(read_file(prefix .. "/nginx.pid") or "")
     if pid:match("^%d+$") then sh("kill -TERM " .. pid) end
     last = out .. "\n" .. log
+    if not opts.port then ports.release(port) end
     if opts.port or not last:match("Address already in use") then break end
   end
   if not opts.keep then sh("rm -rf " .. sh_quote(prefix)) end

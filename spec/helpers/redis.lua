@@ -25,7 +25,9 @@ local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
 -- preloads its runtime) is about: they run without the preload.
 local ENV = "env -u LD_PRELOAD "
 
-local function rand_port() return shell.rand_int(20000, 59999) end
+-- a port no other suite running side by side holds (another redis there
+-- would answer our PING): spec/helpers/ports.lua
+local function rand_port() return require("spec.helpers.ports").claim() end
 
 --- Is redis-server (and redis-cli) installed?
 function M.available()

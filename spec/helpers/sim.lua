@@ -60,7 +60,8 @@ local function interpreter()
   return i ~= "" and i or "lua"
 end
 
-local rand_int, own_pid = shell.rand_int, shell.own_pid
+local own_pid = shell.own_pid
+local ports = require "spec.helpers.ports"
 
 ---------------------------------------------------------------------------
 -- the simulator object
@@ -165,6 +166,7 @@ function Sim:stop()
   if self.owns_state and not self.keep_state then
     sh("rm -rf " .. sh_quote(self.state_dir))
   end
+  if self.claimed then ports.release(self.port) end
 end
 
 -- Lua 5.2+ run __gc on tables; 5.1/LuaJIT need a proxy userdata.
@@ -214,12 +216,14 @@ function sim.start(opts)
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = sh_quote(a) end
 
+  -- a port no other suite running side by side holds (spec/helpers/ports.lua)
   local out, rc, port
   for _ = 1, 12 do
-    port = opts.port or rand_int(20000, 60000)
+    port = opts.port or ports.claim()
     out, rc = sh(cmd .. " --port " .. port .. " " .. table.concat(quoted, " "))
     if rc == 0 then break end
-    if rc ~= 3 or opts.port then break end -- 3 = address in use: try another port
+    if not opts.port then ports.release(port) end
+    if rc ~= 3 or opts.port then break end -- 3 = address in use (by someone else): another port
   end
   if rc ~= 0 then
     if owns then sh("rm -rf " .. sh_quote(state_dir)) end
@@ -228,6 +232,7 @@ function sim.start(opts)
   local line = out:match("(dingtalk%-sim listening on [^\n]*)")
   local s = setmetatable({
     port = port,
+    claimed = not opts.port,
     state_dir = state_dir,
     owns_state = owns,
     keep_state = opts.keep_state,

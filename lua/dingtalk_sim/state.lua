@@ -1,4 +1,4 @@
--- dingtalk.recall.sim.state: shared-dict state of the DingTalk simulator.
+-- dingtalk_sim.state: shared-dict state of the DingTalk simulator.
 --
 -- Everything the simulator knows lives in two lua_shared_dicts so that several
 -- nginx workers share it:

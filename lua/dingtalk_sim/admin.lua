@@ -1,7 +1,7 @@
--- dingtalk.recall.sim.admin: the simulator's admin API under /_sim/ (loopback only).
+-- dingtalk_sim.admin: the simulator's admin API under /_sim/ (loopback only).
 -- No side effects at require time.
 local cjson = require "cjson"
-local state = require "dingtalk.recall.sim.state"
+local state = require "dingtalk_sim.state"
 
 local ngx = ngx
 local type, pairs, ipairs, tostring, tonumber, floor = type, pairs, ipairs, tostring, tonumber, math.floor

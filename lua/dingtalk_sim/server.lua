@@ -1,4 +1,4 @@
--- dingtalk.recall.sim.server: a DingTalk OpenAPI simulator for nginx + lua.
+-- dingtalk_sim.server: a DingTalk OpenAPI simulator for nginx + lua.
 --
 -- Speaks DingTalk's wire format and error codes for the access-token, group
 -- message send and group message recall APIs, with fault injection, throttling
@@ -7,16 +7,16 @@
 -- Mount it in your own OpenResty (http block + a location):
 --
 --   lua_shared_dict dingtalk_sim 256m;
---   location / { content_by_lua_block { require("dingtalk.recall.sim.server").handle() } }
+--   location / { content_by_lua_block { require("dingtalk_sim.server").handle() } }
 --
 -- (optionally `lua_shared_dict dingtalk_sim_msgs 256m;` to keep messages in a
--- dict of their own, and `init_by_lua_block { require("dingtalk.recall.sim.server").init{...} }`
+-- dict of their own, and `init_by_lua_block { require("dingtalk_sim.server").init{...} }`
 -- to configure apps/robots/faults at start; without it the defaults are used.)
 --
 -- No side effects at require time.
 local cjson = require "cjson"
-local state = require "dingtalk.recall.sim.state"
-local admin = require "dingtalk.recall.sim.admin"
+local state = require "dingtalk_sim.state"
+local admin = require "dingtalk_sim.admin"
 
 local ngx = ngx
 local type, pairs, tostring, floor, concat = type, pairs, tostring, math.floor, table.concat
