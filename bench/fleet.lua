@@ -22,6 +22,7 @@ local sim = require "spec.helpers.sim"
 local shell = require "spec.helpers.shell"
 local nginx = require "spec.helpers.nginx"
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local cjson = require("cjson").new()
 
 local q, sh, trim = shell.quote, shell.sh, shell.trim
@@ -78,7 +79,7 @@ end
 
 local function wait(pids)
   for _, pid in ipairs(pids) do
-    while sim.alive(pid) do core.sleep(0.05) end
+    while sim.alive(pid) do clock.sleep(0.05) end
   end
 end
 
@@ -121,9 +122,9 @@ local function run(name, fn)
   rs:flush()
   local keys = seed(requests * 20)
   local i0 = info()
-  local t0 = core.now()
+  local t0 = clock.now()
   fn(keys)
-  local took = core.now() - t0
+  local took = clock.now() - t0
   local i1 = info()
   local st = s:stats()
   local r = {
@@ -187,7 +188,7 @@ local ok, err = pcall(function()
       while true do
         local status = ng:request("GET", "/fleet/result?n=2&gen=" .. gen)
         if status == 200 then break end
-        core.sleep(0.05)
+        clock.sleep(0.05)
       end
     end
   end)

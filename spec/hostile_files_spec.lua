@@ -24,8 +24,7 @@ local function kind(path) return trim((sh("stat -c %F " .. q(path)))) end
 local function is_link(path) return select(2, sh("test -L " .. q(path))) == 0 end
 
 local function clock()
-  if core.now then return core.now() end
-  return (require "dingtalk.recall.curl").now()
+  return require("dingtalk.recall.clock").now()
 end
 
 local ENTRY = { processQueryKey = "kFiles1", openConversationId = "cidFiles", robotCode = "rFiles" }

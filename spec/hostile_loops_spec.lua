@@ -17,9 +17,7 @@ local CID, ROBOT = "cidHostileLoops", "robotHostile"
 
 -- Wall-clock seconds (the core's clock when there is one).
 local function clock()
-  local core = require "dingtalk.recall.core"
-  if core.now then return core.now() end
-  return (require "dingtalk.recall.curl").now()
+  return require("dingtalk.recall.clock").now()
 end
 
 -- Runs fn with a hard time limit: a count hook raises once `seconds` have

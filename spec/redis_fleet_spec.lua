@@ -8,6 +8,7 @@ local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 local shell = require "spec.helpers.shell"
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local ledger = require "dingtalk.recall.ledger"
 
 local q, sh, trim = shell.quote, shell.sh, shell.trim
@@ -60,14 +61,14 @@ describe("a fleet on one Redis #timing", function()
   end
 
   local function wait_all(pids, seconds)
-    local deadline = core.now() + seconds
+    local deadline = clock.now() + seconds
     for _, pid in ipairs(pids) do
       while sim.alive(pid) do
-        if core.now() > deadline then
+        if clock.now() > deadline then
           for _, p in ipairs(pids) do sh("kill -9 " .. p .. " 2>/dev/null") end
           error("the fleet did not finish within " .. seconds .. " s")
         end
-        core.sleep(0.1)
+        clock.sleep(0.1)
       end
     end
   end
@@ -117,12 +118,12 @@ describe("a fleet on one Redis #timing", function()
   -- The nginx workers' results (nil without nginx).
   local function nginx_results(gen, seconds)
     if not ng then return nil end
-    local deadline = core.now() + seconds
+    local deadline = clock.now() + seconds
     while true do
       local status, body = ng:request("GET", "/fleet/result?n=2&gen=" .. gen)
       if status == 200 then return cjson.decode(body) end
-      assert.is_true(core.now() < deadline, "the nginx workers did not finish")
-      core.sleep(0.2)
+      assert.is_true(clock.now() < deadline, "the nginx workers did not finish")
+      clock.sleep(0.2)
     end
   end
 
@@ -151,11 +152,11 @@ describe("a fleet on one Redis #timing", function()
     rs:flush()
     local per = 4800 / hosts() -- 240 requests in all, 12 s at 20 a second
     local keys = s:seed_keys(hosts() * per, CID)
-    local t0 = core.now()
+    local t0 = clock.now()
     local pids, outs, gen = start_fleet(keys, per, 1 / hosts())
     wait_all(pids, 90)
     local ngr = nginx_results(gen, 60)
-    local took = core.now() - t0
+    local took = clock.now() - t0
     local st = s:stats()
     assert.is_true(st.max_recall_calls_in_any_1s <= 20, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
     assert.are.equal(0, st.throttled)
@@ -182,9 +183,9 @@ describe("a fleet on one Redis #timing", function()
     local keys = s:seed_keys(hosts() * per, CID)
     -- every host alone at its share of the budget: within 20 a second together
     local pids, outs, gen = start_fleet(keys, per, 1 / hosts())
-    core.sleep(3)
+    clock.sleep(3)
     rs:kill()
-    core.sleep(3)
+    clock.sleep(3)
     rs:restart()
     wait_all(pids, 120)
     local ngr = nginx_results(gen, 60)
@@ -244,19 +245,19 @@ describe("a fleet on one Redis #timing", function()
         " >/dev/null 2>" .. q(dir .. "/sweep-" .. name .. ".log"))
     end
     local a, b = sweep("a", 3), sweep("b", 3)
-    local deadline = core.now() + 30
+    local deadline = clock.now() + 30
     while s:stats().recalled < N / 4 do
-      assert.is_true(core.now() < deadline, "no progress")
-      core.sleep(0.05)
+      assert.is_true(clock.now() < deadline, "no progress")
+      clock.sleep(0.05)
     end
     sh("kill -9 " .. a)
-    local killed_at = core.now()
+    local killed_at = clock.now()
     wait_all({ b }, 60)
     local rb = read_json(dir .. "/sweep-b")
     -- what a had claimed and not finished waits for its lease, then a third sweep takes it over
     local left = #assert(l:list { state = "recalling" })
-    local wait = killed_at + 3.2 - core.now()
-    if wait > 0 then core.sleep(wait) end
+    local wait = killed_at + 3.2 - clock.now()
+    if wait > 0 then clock.sleep(wait) end
     local c = sweep("c", 3)
     wait_all({ c }, 60)
     local rc = read_json(dir .. "/sweep-c")

@@ -4,6 +4,7 @@
 local ledger = require "dingtalk.recall.ledger"
 local recall = require "dingtalk.recall"
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 local shell = require "spec.helpers.shell"
@@ -123,7 +124,7 @@ describe("ledger order and claims", function()
       assert(a.backend:update({ { key = keys[2], state = "recalled" } }, os.time()))
       assert.are.same({}, assert(b.backend:claim(claims({ keys[2] }, "sent"))))
       assert.are.same({}, assert(b.backend:claim(claims({ keys[2] }, "recalling"))))
-      core.sleep(1.1)
+      clock.sleep(1.1)
       local late = assert(b.backend:claim(claims({ keys[1], keys[3] }, "recalling")))
       assert.is_true(late[keys[1]])
       assert.is_true(late[keys[3]])

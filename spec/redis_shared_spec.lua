@@ -5,6 +5,7 @@ local rlimiter = require "dingtalk.recall.limiter.redis"
 local rtokens = require "dingtalk.recall.token.redis"
 local recall = require "dingtalk.recall"
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 
@@ -34,7 +35,7 @@ describe("shared state on Redis", function()
       local a = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 1 })
       local b = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 1 })
       local other = assert(rlimiter.new { redis = rs.url, key = "app2", rate = 5, window = 1 })
-      local t = core.now()
+      local t = clock.now()
       local granted = 0
       for i = 1, 5 do
         local lim = i % 2 == 0 and b or a
@@ -45,8 +46,8 @@ describe("shared state on Redis", function()
       assert.is_true(wait_a > 0 and wait_a <= 1, "wait " .. wait_a)
       assert.is_true(wait_b > 0 and wait_b <= 1, "wait " .. wait_b)
       assert.are.equal(0, other:acquire(t)) -- another app has its own budget
-      core.sleep(wait_a + 0.01)
-      assert.are.equal(0, a:acquire(core.now()))
+      clock.sleep(wait_a + 0.01)
+      assert.are.equal(0, a:acquire(clock.now()))
       local names = (rs:cli("KEYS", "*"))
       local n = 0
       for name in names:gmatch("[^\n]+") do
@@ -60,16 +61,16 @@ describe("shared state on Redis", function()
     it("still answers after SCRIPT FLUSH (NOSCRIPT: loaded again)", function()
       if not rs then return end
       local a = assert(rlimiter.new { redis = rs.url, key = "app", rate = 100 })
-      assert.are.equal(0, a:acquire(core.now()))
+      assert.are.equal(0, a:acquire(clock.now()))
       rs:cli("SCRIPT", "FLUSH")
-      assert.are.equal(0, a:acquire(core.now()))
+      assert.are.equal(0, a:acquire(clock.now()))
       assert.are.equal(0, a.stats.outages)
     end)
 
     it("answers delay/take for the engine of before acquire", function()
       if not rs then return end
       local a = assert(rlimiter.new { redis = rs.url, key = "app", rate = 2, window = 1 })
-      local t = core.now()
+      local t = clock.now()
       assert.are.equal(0, a:delay(t))
       assert.are.equal(0, a:delay(t)) -- held until taken
       a:take(t)
@@ -138,11 +139,11 @@ describe("shared state on Redis", function()
       assert.is_nil(a:get(KEY))           -- still fetching: no second lock, no wait
       b = assert(rtokens.new { redis = rs.url, key = "app", sleep = function()
         -- while b waits, a's fetch ends
-        a:set(KEY, { token = "tok-1", expires_at = core.now() + 100 }, 100)
+        a:set(KEY, { token = "tok-1", expires_at = clock.now() + 100 }, 100)
       end })
       local e = assert(b:get(KEY))
       assert.are.equal("tok-1", e.token)
-      assert.is_true(e.expires_at > core.now() + 90 and e.expires_at <= core.now() + 100)
+      assert.is_true(e.expires_at > clock.now() + 90 and e.expires_at <= clock.now() + 100)
       assert.are.equal(1, b.stats.waits)
       assert.are.equal(0, b.stats.locks)
       assert.are.equal(1, a.stats.locks)
@@ -164,11 +165,11 @@ describe("shared state on Redis", function()
       local b = assert(rtokens.new { redis = rs.url, key = "app" })
       local KEY = "e\0k\0\0\0s"
       assert.is_nil(a:get(KEY))
-      a:set(KEY, { token = "old", expires_at = core.now() + 100 }, 100)
+      a:set(KEY, { token = "old", expires_at = clock.now() + 100 }, 100)
       assert.are.equal("old", b:get(KEY).token)
       a:delete(KEY, "old")                -- a saw InvalidAuthentication
       assert.is_nil(a:get(KEY))           -- a fetches again (lock)
-      a:set(KEY, { token = "new", expires_at = core.now() + 100 }, 100)
+      a:set(KEY, { token = "new", expires_at = clock.now() + 100 }, 100)
       b:delete(KEY, "old")                -- b sees the same failure later
       assert.are.equal("new", b:get(KEY).token)
       assert.are.equal("new", a:get(KEY).token)
@@ -179,15 +180,15 @@ describe("shared state on Redis", function()
       local KEY = "e\0k\0\0\0s"
       local a = assert(rtokens.new { redis = rs.url, key = "app", lock_ttl = 0.3 })
       assert.is_nil(a:get(KEY)) -- a dies with the lock
-      local b = assert(rtokens.new { redis = rs.url, key = "app", sleep = core.sleep })
-      local t0 = core.now()
+      local b = assert(rtokens.new { redis = rs.url, key = "app", sleep = clock.sleep })
+      local t0 = clock.now()
       assert.is_nil(b:get(KEY)) -- b waited for the lock to end, then took it
-      assert.is_true(core.now() - t0 >= 0.2)
+      assert.is_true(clock.now() - t0 >= 0.2)
       assert.are.equal(1, b.stats.locks)
       local lines, log = logger()
       local c = assert(rtokens.new { redis = "redis://127.0.0.1:1/0", key = "app", log = log })
       assert.is_nil(c:get(KEY))
-      c:set(KEY, { token = "mine", expires_at = core.now() + 50 }, 50)
+      c:set(KEY, { token = "mine", expires_at = clock.now() + 50 }, 50)
       assert.are.equal("mine", c:get(KEY).token)
       assert.are.equal(1, #lines)
       assert.truthy(lines[1]:find("^warn: the shared token in Redis is unreachable"))

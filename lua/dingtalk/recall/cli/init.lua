@@ -20,6 +20,7 @@
 -- sent); 3 nothing could be done (credentials, config, ledger, network).
 -- The access token and app secret are never printed.
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local config = require "dingtalk.recall.config"
 local render = require "dingtalk.recall.report.render"
 local commands = require "dingtalk.recall.cli.commands"
@@ -157,7 +158,7 @@ function Ctx:secrets()
     local tm = c.tokens
     list[#list + 1] = tm.fixed
     if tm.secrets then for _, v in ipairs(tm.secrets) do list[#list + 1] = v end end
-    local ok, tok = pcall(tm.current, tm, core.now())
+    local ok, tok = pcall(tm.current, tm, clock.now())
     if ok and type(tok) == "string" then list[#list + 1] = tok end
   end
   return list

@@ -23,6 +23,7 @@
 -- window after its return a host keeps to its share as well (the others
 -- may still be alone until their next probe).
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
 
 local M = {}
@@ -208,5 +209,5 @@ function Limiter:take(now)
 end
 
 M.Limiter = Limiter
-M.now = core.now
+M.now = clock.now
 return M

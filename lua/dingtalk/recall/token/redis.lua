@@ -18,6 +18,7 @@
 -- behaves as a local one (this host fetches its own token) and tries Redis
 -- again at most every probe_interval seconds.
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
 
 local M = {}
@@ -60,7 +61,7 @@ local function default_sleep(s)
     local ok = pcall(ngx.sleep, s)
     if ok then return end
   end
-  core.sleep(s)
+  clock.sleep(s)
 end
 
 local function num(opts, name, lo, hi)
@@ -74,7 +75,7 @@ end
 
 --- new(opts) -> store | nil, err.  opts: redis (URL or client), key (the
 -- app's name, default "default"), clock (this host's clock, default
--- core.now: the one the engine passes as now), lock_ttl (seconds, 5),
+-- clock.now: the one the engine passes as now), lock_ttl (seconds, 5),
 -- max_wait (seconds a host waits for another's fetch, 10), probe_interval
 -- (3), timeout (1), log(level, msg), sleep(seconds).
 function M.new(opts)
@@ -92,11 +93,11 @@ function M.new(opts)
     error("redis token store: redis must be a redis:// URL or a dingtalk.recall.redis client", 2)
   end
   return setmetatable({
-    redis = client, tag = "{dingtalk-recall:" .. key .. "}", clock = opts.clock or core.now,
+    redis = client, tag = "{dingtalk-recall:" .. key .. "}", clock = opts.clock or clock.now,
     lock_ttl = num(opts, "lock_ttl", 0.1, 600), max_wait = num(opts, "max_wait", 0, 600),
     probe_interval = num(opts, "probe_interval", 0.05, 3600),
     log = opts.log or default_log, sleep = opts.sleep or default_sleep,
-    owner = ("%x-%s"):format(math.floor(core.now() * 1e6) % 0x7fffffff, tostring({}):match("0x(%x+)") or "0"),
+    owner = ("%x-%s"):format(math.floor(clock.now() * 1e6) % 0x7fffffff, tostring({}):match("0x(%x+)") or "0"),
     cache = {}, locked = {}, down = false, next_probe = 0,
     stats = { waits = 0, locks = 0, reads = 0 },
   }, Store)

@@ -3,13 +3,14 @@
 -- and a size cap, and maps failures to the curl transport's error codes.
 -- The OpenResty transport's I/O half; it decides nothing about the answer.
 local core = require "dingtalk.recall.core"
+local clock = require "dingtalk.recall.clock"
 
 local M = {}
 
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
-local now = core.now
+local now = clock.now
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
