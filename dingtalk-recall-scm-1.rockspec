@@ -63,6 +63,7 @@ build = {
       ["dingtalk.recall.cli"] = "lua/dingtalk/recall/cli/init.lua",
       ["dingtalk.recall.cli.usage"] = "lua/dingtalk/recall/cli/usage.lua",
       ["dingtalk.recall.client"] = "lua/dingtalk/recall/client.lua",
+      ["dingtalk.recall.clock"] = "lua/dingtalk/recall/clock.lua",
       ["dingtalk.recall.config"] = "lua/dingtalk/recall/config.lua",
       ["dingtalk.recall.engine"] = "lua/dingtalk/recall/engine.lua",
       ["dingtalk.recall.hosts"] = "lua/dingtalk/recall/hosts.lua",
