@@ -21,7 +21,6 @@ local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 local shell = require "spec.helpers.shell"
 local nginx = require "spec.helpers.nginx"
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local cjson = require("cjson").new()
 

@@ -11,7 +11,6 @@
 --
 -- Needs the simulator's nginx (docs/simulator.md).  Exits 1 when a run
 -- did not recall every key or missed the concurrency.
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local curl_now = clock.now
 

@@ -7,7 +7,6 @@ local cjson = require("cjson").new()
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 local shell = require "spec.helpers.shell"
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local ledger = require "dingtalk.recall.ledger"
 

@@ -3,7 +3,6 @@
 -- password.
 local ledger = require "dingtalk.recall.ledger"
 local recall = require "dingtalk.recall"
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"

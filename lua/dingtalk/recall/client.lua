@@ -218,7 +218,9 @@ function Client:transport()
         end
       end
     end
-    if t.token_store and not self.transport_config.token_store and not self.shared_state then self.tokens:use_store(t:token_store()) end
+    if t.token_store and not self.transport_config.token_store and not self.shared_state then
+      self.tokens:use_store(t:token_store())
+    end
     self.engines = nil
   end
   return t

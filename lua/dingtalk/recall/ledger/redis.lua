@@ -19,7 +19,7 @@
 -- project's RESP client (dingtalk.recall.redis: cosockets or LuaSocket,
 -- scripts by EVALSHA).
 local core = require "dingtalk.recall.core"
-local clock = require "dingtalk.recall.clock"
+local hostclock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
 local cjson_mod = require "cjson"
 
@@ -217,7 +217,7 @@ function M.open(url, opts, clock)
   local self = setmetatable({
     kind = "redis", clock = clock, prefix = opts.prefix or DEFAULT_PREFIX,
     retention = opts.retention or DEFAULT_RETENTION, lease = lease,
-    owner = opts.owner or ("%x-%x-%s"):format(os.time(), math.floor(clock.now() * 1e6) % 0x7fffffff,
+    owner = opts.owner or ("%x-%x-%s"):format(os.time(), math.floor(hostclock.now() * 1e6) % 0x7fffffff,
       tostring({}):match("0x(%x+)") or tostring(math.random(1e9))),
     location = resp.redact(url),
   }, Redis)

@@ -22,7 +22,6 @@
 -- fleet may have used the budget just before), and for probe_interval +
 -- window after its return a host keeps to its share as well (the others
 -- may still be alone until their next probe).
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
 

@@ -17,7 +17,6 @@
 -- When Redis cannot be reached: said once through opts.log; the store then
 -- behaves as a local one (this host fetches its own token) and tries Redis
 -- again at most every probe_interval seconds.
-local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
 
