@@ -237,7 +237,6 @@ SAN_CFLAGS   = -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I$(LUA_INC_5.4) $(CUR
 # 5.1 GC, which OpenResty's and Neovim's LuaJIT share in timing terms).
 ASAN_LUA_VERSION ?= 5.4
 ASAN_DIR     = build/asan$(if $(filter 5.4,$(ASAN_LUA_VERSION)),,-$(ASAN_LUA_VERSION))
-ASAN_SOS     = $(addprefix $(ASAN_DIR)/dingtalk/recall/,core.so curl.so journal.so)
 ASAN_LUA     = $(ASAN_DIR)/lua
 ASAN_LOG     = $(CURDIR)/$(ASAN_DIR)/reports
 ASAN_SPECS  ?=
@@ -248,8 +247,9 @@ ASAN_ENV     = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_aft
                LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(ASAN_LOG)/ubsan
 
-# The modules, instrumented, built by the rules above into a private folder.
-$(ASAN_SOS): $(CSRC)
+# The modules, instrumented, built by the rules above into a private folder
+# (a recursive make: incremental, and no second rule for the same files).
+asan-build:
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_DIR) LUA_VERSION=$(ASAN_LUA_VERSION) CC=$(SAN_CC) \
 	  CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" all
 
@@ -264,7 +264,7 @@ $(ASAN_LUA): fuzz/lua_host.c
 # Lua 5.4 (or ASAN_LUA_VERSION=5.1; LuaJIT excluded: its allocator and
 # ASan do not mix; the C is the same code).  ASAN_SPECS="spec/x_spec.lua
 # ..." narrows the run.
-asan: $(ASAN_SOS) $(ASAN_LUA)
+asan: asan-build $(ASAN_LUA)
 	@rm -rf $(ASAN_LOG) && mkdir -p $(ASAN_LOG)
 	@start=$$(date +%s); \
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(ASAN_ENV) \
@@ -284,17 +284,16 @@ asan: $(ASAN_SOS) $(ASAN_LUA)
 # leak counts) fails the target.
 VALGRIND_LUA ?= 5.4
 VG_DIR       = build/valgrind$(if $(filter 5.4,$(VALGRIND_LUA)),,-$(VALGRIND_LUA))
-VG_SOS       = $(addprefix $(VG_DIR)/dingtalk/recall/,core.so curl.so journal.so)
 VG_LOG       = $(CURDIR)/$(VG_DIR)/logs
 VALGRIND_SPECS ?=
 VALGRIND     = valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
                --show-leak-kinds=definite --trace-children=no --child-silent-after-fork=yes --num-callers=30 \
                --suppressions=$(CURDIR)/spec/valgrind.supp --log-file=$(VG_LOG)/vg.%p
 
-$(VG_SOS): $(CSRC)
+valgrind-build:
 	@$(MAKE) --no-print-directory BUILD=$(VG_DIR) LUA_VERSION=$(VALGRIND_LUA) CFLAGS="-O0 -g" all
 
-valgrind: $(VG_SOS)
+valgrind: valgrind-build
 	@rm -rf $(VG_LOG) && mkdir -p $(VG_LOG)
 	@start=$$(date +%s); \
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL LUA="$(VALGRIND) lua$(VALGRIND_LUA)" LUA_CPATH_DIR=$(VG_DIR) \
@@ -354,7 +353,7 @@ fuzz-coverage:
 	        printf "  %-14s lines %7s of %4d   branches %7s\n", p[n], $$10, $$8, $$13 }'; \
 	done
 
-.PHONY: fuzz fuzz-smoke fuzz-build fuzz-coverage
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-coverage asan-build valgrind-build
 
 # luacheck; cppcheck and clang-tidy over every compilation unit of
 # csrc/, for the Lua 5.4 and the 5.1 headers (the compat shims differ).

@@ -171,9 +171,20 @@ static int dtr_decode_success(lua_State *L, enum dtr_kind kind, int status, int 
                                                             : "the token answer has no accessToken");
         lua_setfield(L, result, field);
         if (kind == DTR_KIND_TOKEN) {
+            /* A number from the network: finite and in a sane range, or a
+             * token would be refetched in a loop (1e-9, NaN) or never
+             * (1e300).  DingTalk answers 7200. */
+            lua_Number ttl;
             lua_getfield(L, obj, "expireIn");
-            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) <= 0)
-                return dtr_push_invalid(L, status, headers, "the token answer has no positive expireIn");
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                return dtr_push_invalid(L, status, headers, "the token answer has no expireIn number");
+            ttl = lua_tonumber(L, -1);
+            if (!(ttl >= DTR_TOKEN_MIN_TTL && ttl <= DTR_TOKEN_MAX_TTL)) { /* NaN fails too */
+                char why[96];
+                snprintf(why, sizeof why, "the token answer's expireIn (%.6g) is outside %d..%d seconds", ttl,
+                         DTR_TOKEN_MIN_TTL, DTR_TOKEN_MAX_TTL);
+                return dtr_push_invalid(L, status, headers, why);
+            }
             lua_setfield(L, result, "expireIn");
         }
     } else {

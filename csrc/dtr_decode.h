@@ -8,6 +8,11 @@
 
 DTR_HIDDEN_BEGIN
 
+/* The range parse_token accepts for expireIn, in seconds (DingTalk
+ * answers 7200): anything else, NaN and inf included, is response.invalid. */
+#define DTR_TOKEN_MIN_TTL 60
+#define DTR_TOKEN_MAX_TTL 86400
+
 /* Response kinds the decoder knows. */
 enum dtr_kind { DTR_KIND_RECALL, DTR_KIND_SEND, DTR_KIND_TOKEN };
 

@@ -21,7 +21,7 @@ void dtr_seterr(dtr_err *e, const char *code, const char *fmt, ...)
     e->code = code;
     e->status = 0;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    vsnprintf(e->message, sizeof e->message, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
     va_end(ap);
 }
 

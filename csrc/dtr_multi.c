@@ -276,7 +276,10 @@ static void dtr_multi_drive(dtr_multi *m, double wait_ms)
                                     ((m->socks[i].what & CURL_POLL_OUT) ? POLLOUT : 0));
         m->pfds[i].revents = 0;
     }
-    /* Capped at a day: (int) of a larger value is undefined. */
+    /* Never negative (poll would wait forever), NaN included; capped at
+     * a day: (int) of a larger value is undefined. */
+    if (!(ms > 0))
+        ms = 0;
     if (ms > 86400000.0)
         ms = 86400000.0;
     ready = poll(n > 0 ? m->pfds : NULL, (nfds_t)n, (int)(ms + 0.999));

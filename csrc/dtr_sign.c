@@ -114,7 +114,8 @@ static int dtr_sign_timestamp(lua_State *L, int idx, dtr_sign_ts *ts, dtr_err *e
         ts->ms = v;
         return 1;
     }
-    return luaL_argerror(L, idx, "string or number expected (the timestamp)");
+    luaL_argerror(L, idx, "string or number expected (the timestamp)"); /* raises */
+    return 0;
 }
 
 /* Raises unless the value at idx is nil, none or one of the two types. */
@@ -137,8 +138,10 @@ static int dtr_sign_secret(lua_State *L, int idx, dtr_str *out, dtr_err *e)
         dtr_seterr(e, "callback.no_secret", "no app secret was given");
         return 0;
     }
-    if (out->n > (size_t)INT_MAX - DTR_SIGN_TS_MAX - 2)
-        return luaL_argerror(L, idx, "the app secret is too long");
+    if (out->n > (size_t)INT_MAX - DTR_SIGN_TS_MAX - 2) {
+        luaL_argerror(L, idx, "the app secret is too long"); /* raises */
+        return 0;
+    }
     return 1;
 }
 

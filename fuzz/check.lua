@@ -118,4 +118,19 @@ function M.check_body(body, want)
   return t
 end
 
+-- A table that answers through __index with a fresh copy of each string
+-- field (a long string is then held by nothing but the core's stack),
+-- after a full collection: what an options table backed by the
+-- environment or a proxy does.  The core must keep every value anchored
+-- until its last use; ASan reports a use after free otherwise.
+function M.gc_proxy(t)
+  if type(t) ~= "table" then return t end
+  return setmetatable({}, { __index = function(_, k)
+    collectgarbage()
+    local v = t[k]
+    if type(v) == "string" then return (v .. "\0"):sub(1, -2) end
+    return v
+  end })
+end
+
 return M

@@ -16,6 +16,10 @@
 --     input with the default endpoint is always accepted;
 --   * validate(req, opts) agrees with build(req, opts);
 --   * tostring(built) never shows the token.
+-- Flag bit 11 hands the request, the options and the credentials over as
+-- GC proxies (check.lua's gc_proxy): fresh strings through __index after
+-- a full collection, so a pointer the core keeps past a pop is a use
+-- after free under ASan.
 local dir = ...
 local C = dofile(dir .. "/check.lua")
 local core, fail = C.core, C.fail
@@ -88,6 +92,7 @@ local function recall(flags, f, mode, nf)
   if bit(flags, 8) and #keys > 0 then keys[1] = #keys[1] end
   if bit(flags, 10) then keys = nil end
   if bit(flags, 7) then req.processQueryKeys = f[6] else req.processQueryKeys = keys end
+  if bit(flags, 11) then req, opts = C.gc_proxy(req), C.gc_proxy(opts) end
 
   if mode == 0 then
     local v, err = call(flags, core.validate, req, opts)
@@ -141,6 +146,7 @@ local function send(flags, f)
   if not bit(flags, 8) then req.msgKey = f[6] end
   local param = f[7]
   if bit(flags, 6) then req.msgParam = { content = param } elseif not bit(flags, 7) then req.msgParam = param end
+  if bit(flags, 11) then req, opts = C.gc_proxy(req), C.gc_proxy(opts) end
   local built, err = call(flags, core.build_send, req, opts)
   if built == "raised" then return end
   if not C.one_of(built, err, secrets) then return end
@@ -184,7 +190,8 @@ local function token(flags, f)
   end
   local opts = nil
   if not bit(flags, 5) then opts = { endpoint = (not bit(flags, 4)) and f[7] or nil } end
-  local built, err = call(flags, core.build_token, cred, opts)
+  local built, err = call(flags, core.build_token, bit(flags, 11) and C.gc_proxy(cred) or cred,
+    bit(flags, 11) and C.gc_proxy(opts) or opts)
   if not C.one_of(built, err, secrets) then return end
   check_built(built, nil, secrets, corp and "/v1.0/oauth2/corpAccessToken" or "/v1.0/oauth2/accessToken")
   for _, v in pairs(cred) do

@@ -507,8 +507,30 @@ describe("core.parse_token", function()
     { "string expireIn", '{"accessToken":"t","expireIn":"7200"}' },
     { "zero expireIn", '{"accessToken":"t","expireIn":0}' },
     { "negative expireIn", '{"accessToken":"t","expireIn":-5}' },
+    { "tiny expireIn", '{"accessToken":"t","expireIn":1e-9}' },
+    { "expireIn under a minute", '{"accessToken":"t","expireIn":59}' },
+    { "expireIn over a day", '{"accessToken":"t","expireIn":86401}' },
+    { "huge expireIn", '{"accessToken":"t","expireIn":1e300}' },
+    { "overflowing expireIn", '{"accessToken":"t","expireIn":1e999}' },
+    { "NaN expireIn", '{"accessToken":"t","expireIn":NaN}' },
+    { "Infinity expireIn", '{"accessToken":"t","expireIn":Infinity}' },
+    { "-Infinity expireIn", '{"accessToken":"t","expireIn":-Infinity}' },
+    { "hex expireIn", '{"accessToken":"t","expireIn":0x1}' },
     { "not JSON", "<html>oops</html>" },
   }
+
+  it("expireIn from 60 s to a day is accepted, fractions too", function()
+    for _, v in ipairs { "60", "86400", "7199.5", "3600" } do
+      local res = assert(core.parse_token(200, {}, '{"accessToken":"t","expireIn":' .. v .. "}"))
+      assert.are.equal(tonumber(v), res.expireIn)
+    end
+  end)
+
+  it("names the refused expireIn and the range", function()
+    local err = fails(core.parse_token(200, {}, '{"accessToken":"secret-tok","expireIn":1e-9}', { "secret-tok" }))
+    assert.matches("expireIn %(1e%-09%) is outside 60..86400 seconds", err.message)
+    assert.is_true(core.codes[err.code].ambiguous)
+  end)
   for _, case in ipairs(bad) do
     it(case[1] .. " -> response.invalid", function()
       local err = fails(core.parse_token(200, {}, case[2]))

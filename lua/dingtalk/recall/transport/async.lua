@@ -2,7 +2,7 @@
 -- dingtalk.recall.async: when nothing has finished, poll() yields to the
 -- host event loop, which resumes the task once a socket of the multi is
 -- ready or a timer runs out (see async.lua).  Called outside such a task
--- it behaves like the plain curl transport (blocks in curl_multi_poll).
+-- it behaves like the plain curl transport (blocks in poll()).
 --
 --   local async = require "dingtalk.recall.async"
 --   local client = assert(recall.client { ..., transport = require("dingtalk.recall.transport.async").new() })

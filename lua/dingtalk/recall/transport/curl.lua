@@ -1,5 +1,6 @@
 --- The libcurl transport for plain Lua and the CLI: one multi handle,
--- connections reused, transfers driven by curl_multi_poll.  The engine
+-- connections reused, transfers driven by libcurl's socket and timer
+-- callbacks (curl_multi_socket_action, poll()).  The engine
 -- asks it for three things: now(), start(built, tag) and poll(wait).
 local curl = require "dingtalk.recall.curl"
 
