@@ -7,9 +7,11 @@
 --
 -- Each start is one EVALSHA of an atomic script that keeps the start times
 -- of the last window in a sorted set and answers "start now" (the start is
--- counted) or "wait N µs": at most `rate` starts in any `window` seconds,
--- on Redis's own clock (TIME inside the script), so clocks that differ
--- between hosts cannot break the budget.  The keys of one app share the
+-- counted) or "your slot is in N µs" (reserved and counted then, so the
+-- host waits and starts without asking again, and waiting hosts do not
+-- all wake for the same free slot): at most `rate` starts in any `window`
+-- seconds, on Redis's own clock (TIME inside the script), so clocks that
+-- differ between hosts cannot break the budget.  The keys of one app share the
 -- hash tag {dingtalk-recall:<key>}, so a proxy or a cluster keeps them on
 -- one node.
 --
@@ -30,27 +32,42 @@ local Limiter = {}
 Limiter.__index = Limiter
 
 local DEFAULTS = { window = 1.05, fallback_share = 0.2, probe_interval = 3, timeout = 1 }
+-- A reserved slot used later than this (seconds) is not used: the start
+-- would come later than Redis counted it (the window's 50 ms guard covers
+-- this and the spread of arrivals together).
+local LATE = 0.02
+-- Slots are reserved at most this far ahead (seconds).  A host that loses
+-- Redis waits this long more before its first start alone: a slot another
+-- host reserved just before the outage may still be used.
+local AHEAD = 0.25
 
+-- Returns the µs until the caller's start: 0 (start now) or the time of a
+-- slot reserved for it (counted at that time), at most `ahead` away; or,
+-- negative, the µs after which to ask again (no slot that near).  A slot is at or after every
+-- slot already given, and `rate` slots back from it lies at least a window
+-- before it, so at most `rate` starts fall in any window.
 local SCRIPT = resp.script [=[
-local rate, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, window, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- starts made without Redis (their age in µs), told once on return
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local at = now - tonumber(ARGV[i])
   if at > now - window then redis.call('ZADD', KEYS[1], at, 'l' .. redis.call('INCR', KEYS[2])) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
-if n < rate then
-  redis.call('ZADD', KEYS[1], now, redis.call('INCR', KEYS[2]))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return 0
+local at = now
+if n >= rate then
+  local edge = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  at = math.max(now, tonumber(edge[2]) + window, tonumber(last[2]))
 end
-local oldest = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
-local wait = tonumber(oldest[2]) + window - now
-if wait < 1 then wait = 1 end
-return wait
+-- no slot further ahead than `ahead`: ask again when it is that near
+if at - now > ahead then return -(at - now - ahead) end
+redis.call('ZADD', KEYS[1], at, redis.call('INCR', KEYS[2]))
+redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + window) / 1000) + 1000)
+return at - now
 ]=]
 
 local function default_log(level, msg)
@@ -107,7 +124,7 @@ function M.new(opts)
     log = opts.log or default_log,
     local_rate = math.max(1, math.floor(rate * share)), ring = {}, pos = 0,
     down = false, next_probe = 0, held = nil,
-    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0 },
+    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, late = 0 },
   }, Limiter)
   return self
 end
@@ -137,9 +154,10 @@ local function fall_back(self, now, err)
   if not self.down then
     self.down = true
     self.stats.outages = self.stats.outages + 1
-    -- The fleet may have used the whole budget in the last window: the
-    -- first start alone waits one window (the ring is full of "now").
-    for i = 1, self.local_rate do self.ring[i] = now end
+    -- The fleet may have used the whole budget in the last window (and
+    -- hold slots up to AHEAD from now): the first start alone waits for
+    -- both to pass.
+    for i = 1, self.local_rate do self.ring[i] = now + AHEAD end
     self.pos = 0
     self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
       "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
@@ -155,9 +173,18 @@ end
 function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
-  -- Redis said when the oldest start leaves the window: no slot frees up
-  -- before that (slots free by time only), so do not ask again before.
-  if not self.down and self.not_before and now < self.not_before then return self.not_before - now end
+  -- A slot Redis reserved for this host: its time, or a little after.
+  local slot = self.slot
+  if slot then
+    if now < slot then return slot - now end
+    self.slot = nil
+    if now - slot <= LATE then
+      self.stats.redis = self.stats.redis + 1
+      return 0
+    end
+    -- too late to use (the start would come later than it was counted): ask again
+    self.stats.late = self.stats.late + 1
+  end
   -- Just back from an outage: the other hosts may still be alone (until
   -- their next probe), so this one also keeps to its local share a while.
   local grace = not self.down and self.grace_until and now < self.grace_until
@@ -165,7 +192,7 @@ function Limiter:acquire(now)
     local w = local_wait(self, now)
     if w > 0 then return w end
   end
-  local args = { self.rate, math.floor(self.window * 1e6 + 0.5) }
+  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6) }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
     for _, at in pairs(self.ring) do
@@ -181,12 +208,13 @@ function Limiter:acquire(now)
     self.grace_until = now + self.probe_interval + self.window
     self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
   end
-  if res <= 0 then
+  if res < 0 then return -res / 1e6 end -- no slot that near yet
+  if grace then local_take(self, now + res / 1e6) end
+  if res == 0 then
     self.stats.redis = self.stats.redis + 1
-    if grace then local_take(self, now) end
     return 0
   end
-  self.not_before = now + res / 1e6
+  self.slot = now + res / 1e6
   return res / 1e6
 end
 
