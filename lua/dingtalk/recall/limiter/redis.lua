@@ -41,17 +41,20 @@ local LATE = 0.02
 -- host reserved just before the outage may still be used.
 local AHEAD = 0.25
 
--- Returns the µs until the caller's start: 0 (start now) or the time of a
--- slot reserved for it (counted at that time), at most `ahead` away; or,
--- negative, the µs after which to ask again (no slot that near).  A slot is at or after every
+-- Returns {µs until the caller's start, slot id}: 0 (start now) or the
+-- time of a slot reserved for it (counted at that time), at most `ahead`
+-- away; or {negative µs}: ask again after that (no slot that near).  A
+-- slot the caller could not use in time comes back as ARGV[4] and is freed.  A slot is at or after every
 -- slot already given, and `rate` slots back from it lies at least a window
 -- before it, so at most `rate` starts fall in any window.
 local SCRIPT = resp.script [=[
 local rate, window, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- a slot of this caller's that came too late for it: free it
+if ARGV[4] ~= '' then redis.call('ZREM', KEYS[1], ARGV[4]) end
 -- starts made without Redis (their age in µs), told once on return
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local at = now - tonumber(ARGV[i])
   if at > now - window then redis.call('ZADD', KEYS[1], at, 'l' .. redis.call('INCR', KEYS[2])) end
 end
@@ -64,10 +67,11 @@ if n >= rate then
   at = math.max(now, tonumber(edge[2]) + window, tonumber(last[2]))
 end
 -- no slot further ahead than `ahead`: ask again when it is that near
-if at - now > ahead then return -(at - now - ahead) end
-redis.call('ZADD', KEYS[1], at, redis.call('INCR', KEYS[2]))
+if at - now > ahead then return { -(at - now - ahead) } end
+local id = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], at, id)
 redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + window) / 1000) + 1000)
-return at - now
+return { at - now, id }
 ]=]
 
 local function default_log(level, msg)
@@ -174,7 +178,7 @@ function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
   -- A slot Redis reserved for this host: its time, or a little after.
-  local slot = self.slot
+  local slot, drop = self.slot, ""
   if slot then
     if now < slot then return slot - now end
     self.slot = nil
@@ -182,8 +186,10 @@ function Limiter:acquire(now)
       self.stats.redis = self.stats.redis + 1
       return 0
     end
-    -- too late to use (the start would come later than it was counted): ask again
+    -- too late to use (the start would come later than it was counted):
+    -- give it back and ask again
     self.stats.late = self.stats.late + 1
+    drop = self.slot_id
   end
   -- Just back from an outage: the other hosts may still be alone (until
   -- their next probe), so this one also keeps to its local share a while.
@@ -192,7 +198,7 @@ function Limiter:acquire(now)
     local w = local_wait(self, now)
     if w > 0 then return w end
   end
-  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6) }
+  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6), drop }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
     for _, at in pairs(self.ring) do
@@ -200,8 +206,9 @@ function Limiter:acquire(now)
     end
   end
   self.stats.round_trips = self.stats.round_trips + 1
-  local res, err = self.redis:eval(SCRIPT, self.keys, args)
-  if type(res) ~= "number" then return fall_back(self, now, err or "unexpected reply") end
+  local reply, err = self.redis:eval(SCRIPT, self.keys, args)
+  local res = type(reply) == "table" and tonumber(reply[1])
+  if not res then return fall_back(self, now, err or "unexpected reply") end
   if self.down then
     self.down = false
     grace = true
@@ -214,7 +221,7 @@ function Limiter:acquire(now)
     self.stats.redis = self.stats.redis + 1
     return 0
   end
-  self.slot = now + res / 1e6
+  self.slot, self.slot_id = now + res / 1e6, tostring(reply[2])
   return res / 1e6
 end
 
