@@ -35,7 +35,7 @@ local DEFAULTS = { window = 1.05, fallback_share = 0.2, probe_interval = 3, time
 -- A reserved slot used later than this (seconds) is not used: the start
 -- would come later than Redis counted it (the window's 50 ms guard covers
 -- this and the spread of arrivals together).
-local LATE = 0.02
+local LATE = 0.005
 -- Slots are reserved at most this far ahead (seconds).  A host that loses
 -- Redis waits this long more before its first start alone: a slot another
 -- host reserved just before the outage may still be used.
@@ -96,7 +96,8 @@ end
 -- opts: redis (a redis:// URL or a dingtalk.recall.redis client), key (the
 -- app's name in the keys, default "default"), api ("recall"), rate
 -- (starts per window, 0 = no limit), window (seconds, 1.05), fallback_share
--- (0.2), probe_interval (seconds, 3), timeout (seconds, 1), log(level, msg).
+-- (0.2), probe_interval (seconds, 3), timeout (seconds, 1), log(level, msg),
+-- clock (this host's clock, core.now: the one the engine's `now` comes from).
 function M.new(opts)
   if type(opts) ~= "table" then error("redis limiter: new expects a table of options", 2) end
   local rate = opts.rate or 20
@@ -114,6 +115,7 @@ function M.new(opts)
   end
   if type(api) ~= "string" or api:find("[{}%c]") then error("redis limiter: api must be a string", 2) end
   if opts.log ~= nil and type(opts.log) ~= "function" then error("redis limiter: log must be a function", 2) end
+  if opts.clock ~= nil and type(opts.clock) ~= "function" then error("redis limiter: clock must be a function", 2) end
   local client, err = opts.redis
   if type(client) == "string" then
     client, err = resp.new(client, { timeout = timeout })
@@ -127,7 +129,7 @@ function M.new(opts)
     keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api },
     log = opts.log or default_log,
     local_rate = math.max(1, math.floor(rate * share)), ring = {}, pos = 0,
-    down = false, next_probe = 0, held = nil,
+    down = false, next_probe = 0, held = nil, clock = opts.clock or core.now,
     stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, late = 0 },
   }, Limiter)
   return self
@@ -178,11 +180,14 @@ function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
   -- A slot Redis reserved for this host: its time, or a little after.
+  -- Slots are kept on this host's own clock read now: the engine's `now`
+  -- may be some milliseconds old (taken before other starts of its turn).
+  local real = self.clock()
   local slot, drop = self.slot, ""
   if slot then
-    if now < slot then return slot - now end
+    if real < slot then return math.max(slot - now, slot - real) end
     self.slot = nil
-    if now - slot <= LATE then
+    if real - slot <= LATE then
       self.stats.redis = self.stats.redis + 1
       return 0
     end
@@ -221,8 +226,8 @@ function Limiter:acquire(now)
     self.stats.redis = self.stats.redis + 1
     return 0
   end
-  self.slot, self.slot_id = now + res / 1e6, tostring(reply[2])
-  return res / 1e6
+  self.slot, self.slot_id = self.clock() + res / 1e6, tostring(reply[2])
+  return math.max(self.slot - now, res / 1e6)
 end
 
 --- The engine of before acquire: delay(now) asks for a start and holds it
