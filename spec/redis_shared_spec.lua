@@ -4,7 +4,7 @@ local redis = require "dingtalk.recall.redis"
 local rlimiter = require "dingtalk.recall.limiter.redis"
 local rtokens = require "dingtalk.recall.token.redis"
 local recall = require "dingtalk.recall"
-local clock = require "dingtalk.recall.clock"
+local hostclock = require "dingtalk.recall.clock"
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 
@@ -31,10 +31,14 @@ describe("shared state on Redis", function()
   describe("limiter", function()
     it("gives at most rate starts per window to all hosts together, keys under one hash tag", function()
       if not rs then return end
-      local a = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 1 })
-      local b = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 1 })
-      local other = assert(rlimiter.new { redis = rs.url, key = "app2", rate = 5, window = 1 })
-      local t = clock.now()
+      -- a window of 0.2 s: the next free slots are near enough to be reserved
+      -- (the hosts' clock is t: it moves when the test says)
+      local t = hostclock.now()
+      local function clock() return t end
+      local a = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 0.2, clock = clock })
+      local b = assert(rlimiter.new { redis = rs.url, key = "app1", rate = 5, window = 0.2, clock = clock })
+      local other = assert(rlimiter.new { redis = rs.url, key = "app2", rate = 5, window = 0.2, clock = clock })
+      local t0 = t
       local granted = 0
       for i = 1, 5 do
         local lim = i % 2 == 0 and b or a
@@ -42,11 +46,18 @@ describe("shared state on Redis", function()
         granted = granted + 1
       end
       local wait_a, wait_b = a:acquire(t), b:acquire(t)
-      assert.is_true(wait_a > 0 and wait_a <= 1, "wait " .. wait_a)
-      assert.is_true(wait_b > 0 and wait_b <= 1, "wait " .. wait_b)
+      assert.is_true(wait_a > 0 and wait_a <= 0.2, "wait " .. wait_a)
+      assert.is_true(wait_b > 0 and wait_b <= 0.2, "wait " .. wait_b)
       assert.are.equal(0, other:acquire(t)) -- another app has its own budget
-      clock.sleep(wait_a + 0.01)
-      assert.are.equal(0, a:acquire(clock.now()))
+      -- a's slot was reserved with its answer: at its time a starts without asking again
+      t = t0 + wait_a / 2
+      assert.is_true(a:acquire(t) > 0)
+      t = t0 + wait_a
+      assert.are.equal(0, a:acquire(t))
+      -- a slot used too late is not used (it was counted at its time): b gives it back, asks again
+      t = t0 + wait_b + 0.5
+      assert.is_true(b:acquire(t) >= 0)
+      assert.are.equal(1, b.stats.late)
       local names = (rs:cli("KEYS", "*"))
       local n = 0
       for name in names:gmatch("[^\n]+") do
@@ -54,22 +65,30 @@ describe("shared state on Redis", function()
         n = n + 1
       end
       assert.are.equal(4, n) -- a start log and a counter per app
-      assert.are.equal(5, a.stats.round_trips)
+      assert.are.equal(4, a.stats.round_trips)
+      -- a free slot further than 0.25 s away is not reserved: ask again then
+      local c = assert(rlimiter.new { redis = rs.url, key = "app3", rate = 2, window = 1 })
+      assert.are.equal(0, c:acquire(hostclock.now()))
+      assert.are.equal(0, c:acquire(hostclock.now()))
+      local w = c:acquire(hostclock.now())
+      assert.is_true(w > 0.7 and w <= 0.75, "wait " .. w)
+      assert.is_nil(c.slot)
+      assert.are.equal("2", rs:cli("ZCARD", "{dingtalk-recall:app3}:lim:recall"))
     end)
 
     it("still answers after SCRIPT FLUSH (NOSCRIPT: loaded again)", function()
       if not rs then return end
       local a = assert(rlimiter.new { redis = rs.url, key = "app", rate = 100 })
-      assert.are.equal(0, a:acquire(clock.now()))
+      assert.are.equal(0, a:acquire(hostclock.now()))
       rs:cli("SCRIPT", "FLUSH")
-      assert.are.equal(0, a:acquire(clock.now()))
+      assert.are.equal(0, a:acquire(hostclock.now()))
       assert.are.equal(0, a.stats.outages)
     end)
 
     it("answers delay/take for the engine of before acquire", function()
       if not rs then return end
       local a = assert(rlimiter.new { redis = rs.url, key = "app", rate = 2, window = 1 })
-      local t = clock.now()
+      local t = hostclock.now()
       assert.are.equal(0, a:delay(t))
       assert.are.equal(0, a:delay(t)) -- held until taken
       a:take(t)
@@ -83,11 +102,11 @@ describe("shared state on Redis", function()
       local lines, log = logger()
       local pw = "li/m@pw?x"
       local lim = assert(rlimiter.new { redis = "redis://:" .. pw .. "@127.0.0.1:1/0", key = "app", rate = 20,
-        window = 1, fallback_share = 0.25, probe_interval = 0.2, log = log })
+        window = 1, fallback_share = 0.25, probe_interval = 0.2, log = log, clock = function() return 0 end })
       local t = 100
       -- the fleet may have used the budget just before: the first start alone waits a window
       local w = lim:acquire(t)
-      assert.is_true(w > 0.9 and w <= 1, "wait " .. w)
+      assert.is_true(w > 1.2 and w <= 1.25, "wait " .. w) -- a window, and 0.25 s of slots reserved by others
       t = t + w
       local got = 0
       for _ = 1, 10 do
@@ -102,28 +121,29 @@ describe("shared state on Redis", function()
       -- back: a limiter whose Redis goes away and returns (this host's clock is t)
       local seen = {}
       lim = assert(rlimiter.new { redis = rs.url, key = "back", rate = 10, window = 1, fallback_share = 0.2,
-        probe_interval = 0.3, log = function(l, m) seen[#seen + 1] = l .. ": " .. m end })
+        probe_interval = 0.3, log = function(l, m) seen[#seen + 1] = l .. ": " .. m end,
+        clock = function() return 0 end })
       t = 1000
       assert.are.equal(0, lim:acquire(t))
       rs:kill()
       assert.is_true(lim:acquire(t) > 0)
       assert.are.equal(1, #seen)
-      assert.are.equal(0, lim:acquire(t + 1.01)) -- alone: 2 a window
-      assert.are.equal(0, lim:acquire(t + 1.02))
-      assert.is_true(lim:acquire(t + 1.03) > 0)
+      assert.are.equal(0, lim:acquire(t + 1.3)) -- alone: 2 a window
+      assert.are.equal(0, lim:acquire(t + 1.31))
+      assert.is_true(lim:acquire(t + 1.32) > 0)
       rs:restart()
-      assert.is_true(lim:acquire(t + 1.2) > 0) -- no probe before probe_interval
+      assert.is_true(lim:acquire(t + 1.5) > 0) -- no probe before probe_interval
       assert.are.equal(1, #seen)
       -- the probe: back on Redis, which first learns the 2 starts made alone
-      assert.are.equal(0, lim:acquire(t + 1.4))
+      assert.are.equal(0, lim:acquire(t + 1.7))
       assert.are.equal(2, #seen)
       assert.truthy(seen[2]:find("^info: the shared QPS budget in Redis answers again"))
       assert.are.equal("3", rs:cli("ZCARD", "{dingtalk-recall:back}:lim:recall"))
       -- for a while after the return it also keeps to its share (the others may still be alone)
-      assert.is_true(lim:acquire(t + 1.45) > 0)
-      assert.are.equal(0, lim:acquire(t + 3)) -- the grace is over
-      assert.are.equal(0, lim:acquire(t + 3))
-      assert.are.equal(0, lim:acquire(t + 3))
+      assert.is_true(lim:acquire(t + 1.75) > 0)
+      assert.are.equal(0, lim:acquire(t + 3.1)) -- the grace is over
+      assert.are.equal(0, lim:acquire(t + 3.1))
+      assert.are.equal(0, lim:acquire(t + 3.1))
       assert.are.equal(1, lim.stats.outages)
     end)
   end)
@@ -138,11 +158,11 @@ describe("shared state on Redis", function()
       assert.is_nil(a:get(KEY))           -- still fetching: no second lock, no wait
       b = assert(rtokens.new { redis = rs.url, key = "app", sleep = function()
         -- while b waits, a's fetch ends
-        a:set(KEY, { token = "tok-1", expires_at = clock.now() + 100 }, 100)
+        a:set(KEY, { token = "tok-1", expires_at = hostclock.now() + 100 }, 100)
       end })
       local e = assert(b:get(KEY))
       assert.are.equal("tok-1", e.token)
-      assert.is_true(e.expires_at > clock.now() + 90 and e.expires_at <= clock.now() + 100)
+      assert.is_true(e.expires_at > hostclock.now() + 90 and e.expires_at <= hostclock.now() + 100)
       assert.are.equal(1, b.stats.waits)
       assert.are.equal(0, b.stats.locks)
       assert.are.equal(1, a.stats.locks)
@@ -164,11 +184,11 @@ describe("shared state on Redis", function()
       local b = assert(rtokens.new { redis = rs.url, key = "app" })
       local KEY = "e\0k\0\0\0s"
       assert.is_nil(a:get(KEY))
-      a:set(KEY, { token = "old", expires_at = clock.now() + 100 }, 100)
+      a:set(KEY, { token = "old", expires_at = hostclock.now() + 100 }, 100)
       assert.are.equal("old", b:get(KEY).token)
       a:delete(KEY, "old")                -- a saw InvalidAuthentication
       assert.is_nil(a:get(KEY))           -- a fetches again (lock)
-      a:set(KEY, { token = "new", expires_at = clock.now() + 100 }, 100)
+      a:set(KEY, { token = "new", expires_at = hostclock.now() + 100 }, 100)
       b:delete(KEY, "old")                -- b sees the same failure later
       assert.are.equal("new", b:get(KEY).token)
       assert.are.equal("new", a:get(KEY).token)
@@ -179,15 +199,15 @@ describe("shared state on Redis", function()
       local KEY = "e\0k\0\0\0s"
       local a = assert(rtokens.new { redis = rs.url, key = "app", lock_ttl = 0.3 })
       assert.is_nil(a:get(KEY)) -- a dies with the lock
-      local b = assert(rtokens.new { redis = rs.url, key = "app", sleep = clock.sleep })
-      local t0 = clock.now()
+      local b = assert(rtokens.new { redis = rs.url, key = "app", sleep = hostclock.sleep })
+      local t0 = hostclock.now()
       assert.is_nil(b:get(KEY)) -- b waited for the lock to end, then took it
-      assert.is_true(clock.now() - t0 >= 0.2)
+      assert.is_true(hostclock.now() - t0 >= 0.2)
       assert.are.equal(1, b.stats.locks)
       local lines, log = logger()
       local c = assert(rtokens.new { redis = "redis://127.0.0.1:1/0", key = "app", log = log })
       assert.is_nil(c:get(KEY))
-      c:set(KEY, { token = "mine", expires_at = clock.now() + 50 }, 50)
+      c:set(KEY, { token = "mine", expires_at = hostclock.now() + 50 }, 50)
       assert.are.equal("mine", c:get(KEY).token)
       assert.are.equal(1, #lines)
       assert.truthy(lines[1]:find("^warn: the shared token in Redis is unreachable"))
@@ -215,6 +235,31 @@ describe("shared state on Redis", function()
       assert.are.equal(1, s:stats().tokens_issued)
       assert.are.equal(0, r2.token_fetches)
       assert.are.equal("2", rs:cli("ZCARD", "{dingtalk-recall:" .. s.app_key .. "}:lim:recall"))
+      c1:close()
+      c2:close()
+    end)
+
+    it("after InvalidAuthentication one host fetches a new token for everyone", function()
+      if not rs then return end
+      s:reset()
+      local keys = s:seed_keys(80, "cidAuth")
+      local function client()
+        return assert(recall.client { robot_code = s.robot, endpoint = s.url, app_key = s.app_key,
+          app_secret = s.app_secret, redis = rs.url, qps = 0 })
+      end
+      local c1, c2 = client(), client()
+      assert(c1:recall("cidAuth", { keys[1] }))
+      assert(c2:recall("cidAuth", { keys[2] }))
+      assert.are.equal(1, s:stats().tokens_issued)
+      s:expire_tokens()        -- every token issued so far is now refused
+      local r1 = assert(c1:recall("cidAuth", { unpack_first(keys, 3, 40) }))
+      assert.is_true(r1.ok)
+      assert.are.equal(1, r1.token_fetches)
+      -- c2 still holds the old token: refused once, then it reads c1's new one
+      local r2 = assert(c2:recall("cidAuth", { unpack_first(keys, 41, 80) }))
+      assert.is_true(r2.ok)
+      assert.are.equal(0, r2.token_fetches)
+      assert.are.equal(2, s:stats().tokens_issued)
       c1:close()
       c2:close()
     end)

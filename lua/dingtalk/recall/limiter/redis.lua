@@ -7,9 +7,11 @@
 --
 -- Each start is one EVALSHA of an atomic script that keeps the start times
 -- of the last window in a sorted set and answers "start now" (the start is
--- counted) or "wait N µs": at most `rate` starts in any `window` seconds,
--- on Redis's own clock (TIME inside the script), so clocks that differ
--- between hosts cannot break the budget.  The keys of one app share the
+-- counted) or "your slot is in N µs" (reserved and counted then, so the
+-- host waits and starts without asking again, and waiting hosts do not
+-- all wake for the same free slot): at most `rate` starts in any `window`
+-- seconds, on Redis's own clock (TIME inside the script), so clocks that
+-- differ between hosts cannot break the budget.  The keys of one app share the
 -- hash tag {dingtalk-recall:<key>}, so a proxy or a cluster keeps them on
 -- one node.
 --
@@ -30,27 +32,46 @@ local Limiter = {}
 Limiter.__index = Limiter
 
 local DEFAULTS = { window = 1.05, fallback_share = 0.2, probe_interval = 3, timeout = 1 }
+-- A reserved slot used later than this (seconds) is not used: the start
+-- would come later than Redis counted it (the window's 50 ms guard covers
+-- this and the spread of arrivals together).
+local LATE = 0.005
+-- Slots are reserved at most this far ahead (seconds).  A host that loses
+-- Redis waits this long more before its first start alone: a slot another
+-- host reserved just before the outage may still be used.
+local AHEAD = 0.25
 
+-- Returns {µs until the caller's start, slot id}: 0 (start now) or the
+-- time of a slot reserved for it (counted at that time), at most `ahead`
+-- away; or {negative µs}: ask again after that (no slot that near).  A
+-- slot the caller could not use in time comes back as ARGV[4] and is freed.  A slot is at or after every
+-- slot already given, and `rate` slots back from it lies at least a window
+-- before it, so at most `rate` starts fall in any window.
 local SCRIPT = resp.script [=[
-local rate, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, window, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- a slot of this caller's that came too late for it: free it
+if ARGV[4] ~= '' then redis.call('ZREM', KEYS[1], ARGV[4]) end
 -- starts made without Redis (their age in µs), told once on return
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local at = now - tonumber(ARGV[i])
   if at > now - window then redis.call('ZADD', KEYS[1], at, 'l' .. redis.call('INCR', KEYS[2])) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
-if n < rate then
-  redis.call('ZADD', KEYS[1], now, redis.call('INCR', KEYS[2]))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return 0
+local at = now
+if n >= rate then
+  local edge = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  at = math.max(now, tonumber(edge[2]) + window, tonumber(last[2]))
 end
-local oldest = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
-local wait = tonumber(oldest[2]) + window - now
-if wait < 1 then wait = 1 end
-return wait
+-- no slot further ahead than `ahead`: ask again when it is that near
+if at - now > ahead then return { -(at - now - ahead) } end
+local id = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], at, id)
+redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + window) / 1000) + 1000)
+return { at - now, id }
 ]=]
 
 local function default_log(level, msg)
@@ -75,7 +96,8 @@ end
 -- opts: redis (a redis:// URL or a dingtalk.recall.redis client), key (the
 -- app's name in the keys, default "default"), api ("recall"), rate
 -- (starts per window, 0 = no limit), window (seconds, 1.05), fallback_share
--- (0.2), probe_interval (seconds, 3), timeout (seconds, 1), log(level, msg).
+-- (0.2), probe_interval (seconds, 3), timeout (seconds, 1), log(level, msg),
+-- clock (this host's clock, clock.now: the one the engine's `now` comes from).
 function M.new(opts)
   if type(opts) ~= "table" then error("redis limiter: new expects a table of options", 2) end
   local rate = opts.rate or 20
@@ -93,6 +115,7 @@ function M.new(opts)
   end
   if type(api) ~= "string" or api:find("[{}%c]") then error("redis limiter: api must be a string", 2) end
   if opts.log ~= nil and type(opts.log) ~= "function" then error("redis limiter: log must be a function", 2) end
+  if opts.clock ~= nil and type(opts.clock) ~= "function" then error("redis limiter: clock must be a function", 2) end
   local client, err = opts.redis
   if type(client) == "string" then
     client, err = resp.new(client, { timeout = timeout })
@@ -106,8 +129,8 @@ function M.new(opts)
     keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api },
     log = opts.log or default_log,
     local_rate = math.max(1, math.floor(rate * share)), ring = {}, pos = 0,
-    down = false, next_probe = 0, held = nil,
-    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0 },
+    down = false, next_probe = 0, held = nil, clock = opts.clock or clock.now,
+    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, late = 0 },
   }, Limiter)
   return self
 end
@@ -137,9 +160,10 @@ local function fall_back(self, now, err)
   if not self.down then
     self.down = true
     self.stats.outages = self.stats.outages + 1
-    -- The fleet may have used the whole budget in the last window: the
-    -- first start alone waits one window (the ring is full of "now").
-    for i = 1, self.local_rate do self.ring[i] = now end
+    -- The fleet may have used the whole budget in the last window (and
+    -- hold slots up to AHEAD from now): the first start alone waits for
+    -- both to pass.
+    for i = 1, self.local_rate do self.ring[i] = now + AHEAD end
     self.pos = 0
     self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
       "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
@@ -155,9 +179,23 @@ end
 function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
-  -- Redis said when the oldest start leaves the window: no slot frees up
-  -- before that (slots free by time only), so do not ask again before.
-  if not self.down and self.not_before and now < self.not_before then return self.not_before - now end
+  -- A slot Redis reserved for this host: its time, or a little after.
+  -- Slots are kept on this host's own clock read now: the engine's `now`
+  -- may be some milliseconds old (taken before other starts of its turn).
+  local real = self.clock()
+  local slot, drop = self.slot, ""
+  if slot then
+    if real < slot then return math.max(slot - now, slot - real) end
+    self.slot = nil
+    if real - slot <= LATE then
+      self.stats.redis = self.stats.redis + 1
+      return 0
+    end
+    -- too late to use (the start would come later than it was counted):
+    -- give it back and ask again
+    self.stats.late = self.stats.late + 1
+    drop = self.slot_id
+  end
   -- Just back from an outage: the other hosts may still be alone (until
   -- their next probe), so this one also keeps to its local share a while.
   local grace = not self.down and self.grace_until and now < self.grace_until
@@ -165,7 +203,7 @@ function Limiter:acquire(now)
     local w = local_wait(self, now)
     if w > 0 then return w end
   end
-  local args = { self.rate, math.floor(self.window * 1e6 + 0.5) }
+  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6), drop }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
     for _, at in pairs(self.ring) do
@@ -173,21 +211,23 @@ function Limiter:acquire(now)
     end
   end
   self.stats.round_trips = self.stats.round_trips + 1
-  local res, err = self.redis:eval(SCRIPT, self.keys, args)
-  if type(res) ~= "number" then return fall_back(self, now, err or "unexpected reply") end
+  local reply, err = self.redis:eval(SCRIPT, self.keys, args)
+  local res = type(reply) == "table" and tonumber(reply[1])
+  if not res then return fall_back(self, now, err or "unexpected reply") end
   if self.down then
     self.down = false
     grace = true
     self.grace_until = now + self.probe_interval + self.window
     self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
   end
-  if res <= 0 then
+  if res < 0 then return -res / 1e6 end -- no slot that near yet
+  if grace then local_take(self, now + res / 1e6) end
+  if res == 0 then
     self.stats.redis = self.stats.redis + 1
-    if grace then local_take(self, now) end
     return 0
   end
-  self.not_before = now + res / 1e6
-  return res / 1e6
+  self.slot, self.slot_id = self.clock() + res / 1e6, tostring(reply[2])
+  return math.max(self.slot - now, res / 1e6)
 end
 
 --- The engine of before acquire: delay(now) asks for a start and holds it
