@@ -125,6 +125,39 @@ function M.finish(r, elapsed)
   return r
 end
 
+--- absorb(r, keys, other) -> outcomes: the keys' places in another
+-- (finished) report, added to r (a ledger folding a client's reports).
+function M.absorb(r, keys, other)
+  local outcomes = {}
+  local n = r._nrecalled or #r.recalled
+  for _, k in ipairs(keys) do
+    local o, detail = M.outcome(other, k)
+    if o == "recalled" or o == "already_recalled" then
+      n = n + 1
+      r.recalled[n] = k
+      if o == "already_recalled" then r.already_recalled[#r.already_recalled + 1] = k end
+    elseif o == "failed" then
+      r.failed[k] = detail
+    elseif o == "error" then
+      r.errors[k] = detail
+    else
+      o = "missing"
+      r.errors[k] = core.error("response.missing_key", "the client reported nothing for this key")
+    end
+    outcomes[k] = o
+  end
+  r._nrecalled = n
+  return outcomes
+end
+
+--- count(r, other): adds other's counters (requests, retries, throttled,
+-- token_fetches) to r.
+function M.count(r, other)
+  for _, f in ipairs { "requests", "retries", "throttled", "token_fetches" } do
+    r[f] = (r[f] or 0) + (tonumber(other[f]) or 0)
+  end
+end
+
 --- merge(r, other): adds other's keys and counters to r (reports of
 -- separate runs over distinct keys).
 function M.merge(r, other)

@@ -1,0 +1,160 @@
+--- dingtalk.recall.ledger.plans: how the ledger hands its selection to
+-- the engine and persists what comes back.
+--
+-- One core plan per (conversation, robot) group; a `chunk` of keys (whole
+-- batches of 20: chunk // 20 batches, at least one) is marked `recalling`
+-- durably before the first of its batches is sent, and its outcomes are
+-- written in one update when all of its batches are done.  Batches of one
+-- plan start in order, so chunks finish in order: a crash loses at most the
+-- chunks in flight, whose keys stay `recalling` and are resumed.  A chunk
+-- smaller than a batch cuts the group into plans of `chunk` keys.
+local core = require "dingtalk.recall.core"
+local report = require "dingtalk.recall.report"
+
+local M = {}
+
+local MAX_KEYS = core.MAX_KEYS or 20
+
+-- Batches per durable chunk.
+local function per_chunk(chunk)
+  return math.max(1, math.floor(chunk / MAX_KEYS))
+end
+
+--- make(groups, chunk, refused, change_of) -> plans, refused_changes.
+-- groups: {cid, robot, keys} in order.  A group the core refuses whole
+-- (a conversation or robot the API cannot take) ends in `refused` unsent.
+function M.make(groups, chunk, refused, change_of)
+  local plans, changes = {}, {}
+  local step = chunk < MAX_KEYS and chunk or nil
+  for _, g in ipairs(groups) do
+    for first = 1, #g.keys, step or #g.keys do
+      local keys = g.keys
+      if step then
+        keys = {}
+        for i = first, math.min(#g.keys, first + step - 1) do keys[#keys + 1] = g.keys[i] end
+      end
+      local plan, err = core.plan(g.cid, g.robot, keys)
+      if plan then
+        plans[#plans + 1] = plan
+      else
+        local outcomes = report.fail(refused, keys, err)
+        for _, k in ipairs(keys) do changes[#changes + 1] = change_of(refused, k, outcomes[k]) end
+      end
+    end
+  end
+  return plans, changes
+end
+
+--- hooks(chunk, save, change_of, on_progress) -> engine hooks, plus
+-- hooks.error() -> the first store error.  save(changes) -> true | false, err.
+function M.hooks(chunk, save, change_of, on_progress)
+  local per = per_chunk(chunk)
+  local state = {}   -- plan -> {marked = last chunk marked, buckets = {ci -> {left, changes}}}
+  local failed
+  local function st_of(plan)
+    local st = state[plan]
+    if not st then
+      st = { marked = 0, buckets = {} }
+      state[plan] = st
+    end
+    return st
+  end
+  local hooks = {}
+  function hooks.on_batch_start(plan, i)
+    if failed then return false, failed end
+    local st = st_of(plan)
+    local ci = math.ceil(i / per)
+    if ci > st.marked then
+      -- Durably `recalling` before any batch of this chunk is sent.
+      local marks = {}
+      for b = (ci - 1) * per + 1, math.min(ci * per, plan.nbatches) do
+        for _, k in ipairs(plan[b]) do marks[#marks + 1] = { key = k, state = "recalling" } end
+      end
+      st.marked = ci
+      local ok, err = save(marks)
+      if not ok then
+        failed = failed or err
+        return false, failed
+      end
+    end
+  end
+  function hooks.on_batch_done(plan, i, keys, outcomes, r)
+    local changes = {}
+    for _, k in ipairs(keys) do changes[#changes + 1] = change_of(r, k, outcomes[k]) end
+    if i == 0 then
+      local ok, err = save(changes)
+      if not ok then failed = failed or err end
+      return
+    end
+    local st = st_of(plan)
+    local ci = math.ceil(i / per)
+    local bucket = st.buckets[ci]
+    if not bucket then
+      bucket = { left = math.min(ci * per, plan.nbatches) - (ci - 1) * per, changes = {} }
+      st.buckets[ci] = bucket
+    end
+    for _, c in ipairs(changes) do bucket.changes[#bucket.changes + 1] = c end
+    bucket.left = bucket.left - 1
+    if bucket.left == 0 then
+      st.buckets[ci] = nil
+      local ok, err = save(bucket.changes)
+      if not ok then failed = failed or err end
+    end
+  end
+  hooks.on_progress = on_progress
+  --- The first store error (after which nothing more is sent).
+  function hooks.error() return failed end
+  return hooks
+end
+
+--- run_sequential(client, plans, hooks, chunk) -> report: for a client
+-- without a run method (an object with recall(cid, keys, opts), e.g. a
+-- wrapper): one client:recall per chunk, one after another, its report
+-- folded in through the report module.
+function M.run_sequential(client, plans, hooks, chunk)
+  local per = per_chunk(chunk)
+  local r = report.new()
+  local done, total = 0, 0
+  for _, plan in ipairs(plans) do total = total + plan.total + plan.ninvalid end
+  r.total = total
+  local function finish(plan, i, outcomes)
+    hooks.on_batch_done(plan, i, plan[i], outcomes, r)
+    done = done + #plan[i]
+    if hooks.on_progress then hooks.on_progress(done, total) end
+  end
+  for _, plan in ipairs(plans) do
+    if plan.ninvalid > 0 then
+      local keys = {}
+      for k in pairs(plan.invalid) do keys[#keys + 1] = k end
+      table.sort(keys)
+      hooks.on_batch_done(plan, 0, keys, report.fail_map(r, plan.invalid), r)
+      done = done + #keys
+    end
+    for first = 1, plan.nbatches, per do
+      local last = math.min(plan.nbatches, first + per - 1)
+      local keys, refused, why = {}, false, nil
+      for i = first, last do
+        local ok, err = hooks.on_batch_start(plan, i, plan[i])
+        if ok == false then refused, why = true, err end
+        for _, k in ipairs(plan[i]) do keys[#keys + 1] = k end
+      end
+      local rep, err
+      if refused then
+        err = why
+      else
+        rep, err = client:recall(plan.conversation, keys, { robot_code = plan.robot, ambiguous = true })
+      end
+      if rep then report.count(r, rep) end
+      for i = first, last do
+        if rep then
+          finish(plan, i, report.absorb(r, plan[i], rep))
+        else
+          finish(plan, i, report.fail(r, plan[i], err))
+        end
+      end
+    end
+  end
+  return report.finish(r, 0)
+end
+
+return M
