@@ -114,7 +114,7 @@ end
 function M.run_sequential(client, plans, hooks, chunk)
   local per = per_chunk(chunk)
   local r = report.new()
-  local done, total = 0, 0
+  local done, total, elapsed = 0, 0, 0
   for _, plan in ipairs(plans) do total = total + plan.total + plan.ninvalid end
   r.total = total
   local function finish(plan, i, outcomes)
@@ -144,7 +144,10 @@ function M.run_sequential(client, plans, hooks, chunk)
       else
         rep, err = client:recall(plan.conversation, keys, { robot_code = plan.robot, ambiguous = true })
       end
-      if rep then report.count(r, rep) end
+      if rep then
+        report.count(r, rep)
+        elapsed = elapsed + (tonumber(rep.elapsed) or 0)
+      end
       for i = first, last do
         if rep then
           finish(plan, i, report.absorb(r, plan[i], rep))
@@ -154,7 +157,7 @@ function M.run_sequential(client, plans, hooks, chunk)
       end
     end
   end
-  return report.finish(r, 0)
+  return report.finish(r, elapsed)
 end
 
 return M
