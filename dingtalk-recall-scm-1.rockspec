@@ -36,14 +36,28 @@ external_dependencies = {
 build = {
   type = "builtin",
   modules = {
-    -- The C core is one translation unit: dtr_module.c includes the
-    -- file of each concern, so only luaopen_dingtalk_recall_core is exported.
+    -- Three C modules, one compilation unit per concern (csrc/<unit>.c with
+    -- its own header; the unit lists are the Makefile's CORE_UNITS,
+    -- CURL_UNITS and JOURNAL_UNITS).  csrc/dtr.h hides every symbol but
+    -- luaopen_*.  The core never links libcurl: OpenResty loads only it.
     ["dingtalk.recall.core"] = {
-      sources = { "csrc/dtr_module.c" },
+      sources = { "csrc/dtr_module.c", "csrc/dtr_lua.c", "csrc/dtr_error.c", "csrc/dtr_codes.c", "csrc/dtr_text.c", "csrc/dtr_encode.c", "csrc/dtr_decode.c", "csrc/dtr_plan.c", "csrc/dtr_sign.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
-      libraries = { "curl", "crypto", "pthread" },
+      incdirs = { "csrc", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)" },
+      libraries = { "crypto" },
+    },
+    ["dingtalk.recall.curl"] = {
+      sources = { "csrc/dtr_curl.c", "csrc/dtr_multi.c", "csrc/dtr_clock.c", "csrc/dtr_lua.c", "csrc/dtr_error.c", "csrc/dtr_codes.c", "csrc/dtr_text.c", "csrc/dtr_encode.c", "csrc/dtr_decode.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "pthread" },
+    },
+    ["dingtalk.recall.journal"] = {
+      sources = { "csrc/dtr_journal.c", "csrc/dtr_lua.c", "csrc/dtr_error.c", "csrc/dtr_codes.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc" },
     },
     -- BEGIN LUA MODULES (written by `make rockspec`; spec/rockspec_spec.lua checks it)
     ["dingtalk.recall.async"] = "lua/dingtalk/recall/async.lua",

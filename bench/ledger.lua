@@ -11,8 +11,7 @@
 --
 -- Needs the simulator's nginx (docs/simulator.md).  Exits 1 when a run
 -- did not recall every key or missed the concurrency.
-local core = require "dingtalk.recall.core"
-local curl_now = core.now
+local curl_now = require("dingtalk.recall.curl").now
 
 local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false }
 do

@@ -23,6 +23,7 @@
 -- Needs the simulator's nginx (docs/simulator.md) for phase 2 (--recalls 0
 -- skips it).  Exits 1 when a phase fails.  Figures: bench/README.md.
 local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 
 local function rss_kb()
   local f = io.open("/proc/self/status", "r")
@@ -39,7 +40,7 @@ local function shell(cmd)
   return (out:gsub("%s+$", ""))
 end
 
-local function now() return core.now() end
+local function now() return curl.now() end
 
 ---------------------------------------------------------------------------
 -- options
@@ -314,7 +315,7 @@ end
 local jit = rawget(_G, "jit")
 local machine = {
   runtime = type(jit) == "table" and jit.version or _VERSION,
-  curl = core.curl_version and core.curl_version() or "?",
+  curl = curl.version and curl.version() or "?",
   nproc = shell("nproc"), cpu = shell("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
   kernel = shell("uname -sr"), date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
 }

@@ -1,27 +1,33 @@
 /*
- * dingtalk-recall: the libcurl transport.
+ * dingtalk-recall: the libcurl transport, dingtalk.recall.curl.
  *
  * Takes a built request (see dtr_encode.c) and returns the raw
  * (status, headers, body) or a transport error object.  One easy handle
- * per session for blocking calls, one multi handle for concurrent calls;
- * both keep connections alive.  TLS is always verified, redirects are
- * never followed, only http and https are spoken, plain http only to
- * loopback, and the answer is capped while it is read.
+ * per session for blocking calls (this file), one multi handle for
+ * concurrent calls (dtr_multi.c); both keep connections alive.  TLS is
+ * always verified, redirects are never followed, only http and https are
+ * spoken, plain http only to loopback, and the answer is capped while it
+ * is read.  recall() is build + perform + parse with the core's own
+ * compiled units (linked in, hidden), so no Lua round trip and no second
+ * copy of the rules.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
-#include <sys/select.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
 #include "dtr.h"
+#include "dtr_error.h"
+#include "dtr_codes.h"
+#include "dtr_text.h"
+#include "dtr_encode.h"
+#include "dtr_decode.h"
+#include "dtr_curl.h"
 
 #define DTR_SESSION_MT "dingtalk.recall.session"
-#define DTR_MULTI_MT "dingtalk.recall.multi"
-#define DTR_REQID_MAX 128
+
 
 static pthread_once_t dtr_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode dtr_curl_init_rc = CURLE_OK;
@@ -33,36 +39,13 @@ static void dtr_curl_global_init(void)
 
 /* curl_global_init exactly once per process, whatever the number of Lua
  * states or threads that load the module. */
-static int dtr_curl_ready(void)
+int dtr_curl_ready(void)
 {
     pthread_once(&dtr_curl_once, dtr_curl_global_init);
     return dtr_curl_init_rc == CURLE_OK;
 }
 
 /* One transfer: an easy handle plus what its answer fills in. */
-typedef struct dtr_xfer {
-    CURL *easy;
-    struct curl_slist *headers;
-    char *buf;
-    size_t len, cap;
-    size_t max;
-    int too_large;
-    char request_id[DTR_REQID_MAX];
-    char content_type[DTR_REQID_MAX];
-    char errbuf[CURL_ERROR_SIZE];
-    int tag_ref;           /* registry ref of the caller's tag, or LUA_NOREF */
-    lua_Integer id;
-    struct dtr_xfer *next; /* in the multi's active or free list */
-} dtr_xfer;
-
-/* What a built request table asks for, read before any allocation. */
-typedef struct dtr_spec {
-    const char *url;
-    dtr_str body;
-    double timeout, connect_timeout, max_response;
-    const char *ca_file;
-    int loopback;
-} dtr_spec;
 
 static size_t dtr_on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -166,15 +149,19 @@ static double dtr_field_number(lua_State *L, int idx, const char *name, double d
 }
 
 /*
- * Reads and checks the built request at idx.  Strings stay referenced
- * by the table, which stays on the stack for the call.  Returns 0 and
- * fills e for content the transport refuses.
+ * Reads and checks the built request at idx.  Every string read stays
+ * on the stack (url, body, headers table, ca_file: four slots above the
+ * call's values) until the caller returns, so a table answering through
+ * __index cannot have them collected before libcurl copies them.
+ * Returns 0 and fills e for content the transport refuses.
  */
-static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
+int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
 {
     dtr_opts o;
     size_t n;
     luaL_checktype(L, idx, LUA_TTABLE);
+    idx = dtr_absindex(L, idx);
+    luaL_checkstack(L, 12, "dingtalk.recall.curl");
     lua_getfield(L, idx, "method");
     if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "POST") != 0)
         luaL_error(L, "request.method must be \"POST\"");
@@ -182,8 +169,7 @@ static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
     lua_getfield(L, idx, "url");
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "request.url must be a string");
-    sp->url = lua_tolstring(L, -1, &n);
-    lua_pop(L, 1);
+    sp->url = lua_tolstring(L, -1, &n); /* anchor 1 */
     /* The same endpoint rules as the builder: https, or http to loopback. */
     if (!dtr_parse_endpoint(sp->url, n, &o, e))
         return 0;
@@ -191,13 +177,13 @@ static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
     lua_getfield(L, idx, "body");
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "request.body must be a string");
-    sp->body.s = lua_tolstring(L, -1, &sp->body.n);
-    lua_pop(L, 1);
+    sp->body.s = lua_tolstring(L, -1, &sp->body.n); /* anchor 2 */
     lua_getfield(L, idx, "headers");
     if (lua_type(L, -1) != LUA_TTABLE)
         luaL_error(L, "request.headers must be a table");
+    sp->headers = lua_gettop(L); /* anchor 3: the one table checked and used */
     lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
+    while (lua_next(L, sp->headers) != 0) {
         size_t nn, vn;
         const char *name, *val;
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
@@ -205,43 +191,44 @@ static int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
         name = lua_tolstring(L, -2, &nn);
         val = lua_tolstring(L, -1, &vn);
         if (!dtr_header_ok(name, nn, val, vn) || nn + vn > 8192) {
-            lua_pop(L, 3);
+            lua_pop(L, 2);
             dtr_seterr(e, "invalidParameter.param.invalid",
                        "a request header has a bad name or a control character in its value");
             return 0;
         }
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     sp->timeout = dtr_field_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT);
     sp->connect_timeout = dtr_field_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT);
     sp->max_response = dtr_field_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE);
-    lua_getfield(L, idx, "ca_file");
+    lua_getfield(L, idx, "ca_file"); /* anchor 4 */
     sp->ca_file = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING)
-        sp->ca_file = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        sp->ca_file = lua_tolstring(L, -1, &n);
+        if (memchr(sp->ca_file, '\0', n) != NULL)
+            luaL_error(L, "request.ca_file contains a NUL byte");
+    } else if (!lua_isnil(L, -1)) {
         luaL_error(L, "request.ca_file must be a string");
-    lua_pop(L, 1);
+    }
     return 1;
 }
 
-/* Builds the header list of the request at idx (already checked).
+/* Builds the header list of the checked headers table at idx.
  * Returns NULL only when out of memory. */
 static struct curl_slist *dtr_header_list(lua_State *L, int idx)
 {
     struct curl_slist *list = NULL, *t;
-    lua_getfield(L, idx, "headers");
     lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
+    while (lua_next(L, idx) != 0) {
         lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
         t = curl_slist_append(list, lua_tostring(L, -1));
         lua_pop(L, 2);
-        if (t == NULL)
+        if (t == NULL) {
+            lua_pop(L, 1);
             goto oom;
+        }
         list = t;
     }
-    lua_pop(L, 1);
     /* No "Expect: 100-continue" round trip for larger bodies. */
     if ((t = curl_slist_append(list, "Expect:")) == NULL)
         goto oom;
@@ -253,12 +240,12 @@ oom:
 
 /* Prepares x->easy for the request; the easy handle keeps its
  * connection cache across resets. */
-static int dtr_xfer_setup(lua_State *L, dtr_xfer *x, int idx, const dtr_spec *sp)
+int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
 {
     CURL *h = x->easy;
     curl_easy_reset(h);
     curl_slist_free_all(x->headers);
-    x->headers = dtr_header_list(L, idx);
+    x->headers = dtr_header_list(L, sp->headers);
     if (x->headers == NULL)
         return 0;
     x->len = 0;
@@ -299,7 +286,7 @@ static int dtr_xfer_setup(lua_State *L, dtr_xfer *x, int idx, const dtr_spec *sp
 
 /* Maps a finished transfer to the Lua side: on success pushes status,
  * headers, body and returns 3; on failure pushes nil, err and returns 2. */
-static int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc)
+int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc)
 {
     long status = 0;
     const char *code = "transport.io";
@@ -377,7 +364,7 @@ static int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc)
     return 2;
 }
 
-static dtr_xfer *dtr_xfer_new(void)
+dtr_xfer *dtr_xfer_new(void)
 {
     dtr_xfer *x = (dtr_xfer *)calloc(1, sizeof *x);
     if (x == NULL)
@@ -391,7 +378,7 @@ static dtr_xfer *dtr_xfer_new(void)
     return x;
 }
 
-static void dtr_xfer_free(dtr_xfer *x)
+void dtr_xfer_free(dtr_xfer *x)
 {
     if (x == NULL)
         return;
@@ -440,7 +427,7 @@ static int dtr_session_perform(lua_State *L, dtr_session *s, int idx)
     if (!dtr_read_spec(L, idx, &sp, &e))
         return dtr_push_err(L, &e);
     x = dtr_session_xfer(L, s);
-    if (!dtr_xfer_setup(L, x, idx, &sp))
+    if (!dtr_xfer_setup(L, x, &sp))
         return luaL_error(L, "out of memory");
     rc = curl_easy_perform(x->easy);
     return dtr_xfer_push_outcome(L, x, rc);
@@ -461,282 +448,20 @@ static int dtr_l_perform(lua_State *L)
 static int dtr_l_recall(lua_State *L)
 {
     dtr_session *s = (dtr_session *)luaL_checkudata(L, lua_upvalueindex(DTR_UV_SESSION), DTR_SESSION_MT);
-    int built, n;
+    int built, top;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
     if (dtr_build_recall_at(L, 1, 2) == 2)
         return 2;
     built = lua_gettop(L);
-    n = dtr_session_perform(L, s, built);
-    if (n == 2)
+    if (dtr_session_perform(L, s, built) == 2)
         return 2;
-    /* status, headers, body at built+1..built+3; the token is a secret. */
+    /* status, headers, body at the top; the token is a secret. */
+    top = lua_gettop(L);
     lua_getfield(L, 2, "access_token");
-    return dtr_decode(L, DTR_KIND_RECALL, (int)lua_tointeger(L, built + 1), built + 2, built + 3, built + 4);
+    return dtr_decode(L, DTR_KIND_RECALL, (int)lua_tointeger(L, top - 2), top - 1, top, top + 1);
 }
 
-/* ---------------------------------------------------------------------
- * Multi: concurrent transfers over one multi handle
- * ------------------------------------------------------------------- */
-
-typedef struct dtr_multi {
-    CURLM *multi;
-    dtr_xfer *active;
-    dtr_xfer *idle;
-    lua_Integer next_id;
-    int running;
-} dtr_multi;
-
-static dtr_multi *dtr_check_multi(lua_State *L)
-{
-    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
-    if (m->multi == NULL)
-        luaL_error(L, "multi handle is closed");
-    return m;
-}
-
-/* The one close, shared by m:close(), __gc and __close.  Idempotent. */
-static int dtr_multi_close(lua_State *L)
-{
-    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
-    dtr_xfer *x, *next;
-    for (x = m->active; x != NULL; x = next) {
-        next = x->next;
-        if (m->multi != NULL)
-            curl_multi_remove_handle(m->multi, x->easy);
-        luaL_unref(L, LUA_REGISTRYINDEX, x->tag_ref);
-        dtr_xfer_free(x);
-    }
-    for (x = m->idle; x != NULL; x = next) {
-        next = x->next;
-        dtr_xfer_free(x);
-    }
-    m->active = m->idle = NULL;
-    if (m->multi != NULL)
-        curl_multi_cleanup(m->multi);
-    m->multi = NULL;
-    m->running = 0;
-    return 0;
-}
-
-/* core.multi([{max_connections = n}]) -> multi */
-static int dtr_l_multi(lua_State *L)
-{
-    dtr_multi *m;
-    long maxconn = 0;
-    if (!lua_isnoneornil(L, 1)) {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        lua_getfield(L, 1, "max_connections");
-        if (!lua_isnil(L, -1)) {
-            /* NaN and huge values fail too: (long) of them is undefined. */
-            if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= 1e6))
-                luaL_error(L, "option 'max_connections' must be a number from 1 to 1e6");
-            maxconn = (long)lua_tonumber(L, -1);
-        }
-        lua_pop(L, 1);
-    }
-    if (!dtr_curl_ready())
-        return luaL_error(L, "curl_global_init failed");
-    m = (dtr_multi *)dtr_newuserdata(L, sizeof *m);
-    memset(m, 0, sizeof *m);
-    luaL_getmetatable(L, DTR_MULTI_MT);
-    lua_setmetatable(L, -2);
-    m->multi = curl_multi_init();
-    if (m->multi == NULL)
-        return luaL_error(L, "cannot create a curl multi handle");
-    if (maxconn > 0) {
-        curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
-        curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, maxconn);
-    }
-    m->next_id = 1;
-    return 1;
-}
-
-/* m:add(built [, tag]) -> id | nil, err */
-static int dtr_multi_add(lua_State *L)
-{
-    dtr_multi *m = dtr_check_multi(L);
-    dtr_spec sp;
-    dtr_err e;
-    dtr_xfer *x;
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 3);
-    if (!dtr_read_spec(L, 2, &sp, &e))
-        return dtr_push_err(L, &e);
-    x = m->idle;
-    if (x != NULL) {
-        m->idle = x->next;
-    } else if ((x = dtr_xfer_new()) == NULL) {
-        return luaL_error(L, "cannot create a curl handle");
-    }
-    /* Linked first, so an error below cannot leak it. */
-    x->next = m->active;
-    m->active = x;
-    if (!dtr_xfer_setup(L, x, 2, &sp) || curl_multi_add_handle(m->multi, x->easy) != CURLM_OK) {
-        m->active = x->next;
-        dtr_xfer_free(x);
-        return luaL_error(L, "cannot start a transfer");
-    }
-    x->id = m->next_id++;
-    lua_pushvalue(L, 3);
-    x->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    m->running++;
-    lua_pushinteger(L, x->id);
-    return 1;
-}
-
-/* Moves finished transfers into the array at done_idx. */
-static void dtr_multi_collect(lua_State *L, dtr_multi *m, int done_idx)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
-        dtr_xfer *x = NULL, **pp;
-        int n, top;
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-        top = lua_gettop(L);
-        lua_createtable(L, 0, 5);
-        lua_pushinteger(L, x->id);
-        lua_setfield(L, -2, "id");
-        lua_rawgeti(L, LUA_REGISTRYINDEX, x->tag_ref);
-        lua_setfield(L, -2, "tag");
-        n = dtr_xfer_push_outcome(L, x, msg->data.result);
-        if (n == 3) {
-            lua_setfield(L, top + 1, "body");
-            lua_setfield(L, top + 1, "headers");
-            lua_setfield(L, top + 1, "status");
-        } else {
-            lua_setfield(L, top + 1, "error");
-            lua_pop(L, 1);
-        }
-        lua_rawseti(L, done_idx, (int)dtr_rawlen(L, done_idx) + 1);
-        /* Back to the idle list; the connection stays in the multi's cache. */
-        curl_multi_remove_handle(m->multi, x->easy);
-        luaL_unref(L, LUA_REGISTRYINDEX, x->tag_ref);
-        x->tag_ref = LUA_NOREF;
-        for (pp = &m->active; *pp != NULL; pp = &(*pp)->next)
-            if (*pp == x) {
-                *pp = x->next;
-                break;
-            }
-        x->next = m->idle;
-        m->idle = x;
-        m->running--;
-    }
-}
-
-/* m:perform([wait_seconds]) -> done, in_flight
- * Drives every transfer; waits up to wait_seconds (default 0: never
- * blocks) for activity when nothing has finished yet.  `done` is an
- * array of {id, tag, status, headers, body} or {id, tag, error}. */
-static int dtr_multi_perform(lua_State *L)
-{
-    dtr_multi *m = dtr_check_multi(L);
-    double wait = luaL_optnumber(L, 2, 0);
-    int still = 0, done;
-    lua_settop(L, 2);
-    lua_newtable(L);
-    done = lua_gettop(L);
-    curl_multi_perform(m->multi, &still);
-    dtr_multi_collect(L, m, done);
-    /* curl_multi_poll waits the whole time even with nothing in flight,
-     * so this doubles as the caller's sleep until its next timer. */
-    if (wait > 0 && dtr_rawlen(L, done) == 0) {
-        /* Capped at a day: (int) of a larger product is undefined. */
-        double ms = wait < 86400.0 ? wait * 1000.0 + 0.5 : 86400000.0;
-        curl_multi_poll(m->multi, NULL, 0, (int)ms, NULL);
-        curl_multi_perform(m->multi, &still);
-        dtr_multi_collect(L, m, done);
-    }
-    lua_pushinteger(L, m->running);
-    return 2;
-}
-
-/* m:timeout() -> seconds until curl wants m:perform() again, or nil
- * when it has no timer (for driving from a foreign event loop). */
-static int dtr_multi_timeout(lua_State *L)
-{
-    dtr_multi *m = dtr_check_multi(L);
-    long ms = -1;
-    curl_multi_timeout(m->multi, &ms);
-    if (ms < 0)
-        lua_pushnil(L);
-    else
-        lua_pushnumber(L, (lua_Number)ms / 1000.0);
-    return 1;
-}
-
-/* m:fds() -> array of {fd, read, write}: the sockets to wait on. */
-static int dtr_multi_fds(lua_State *L)
-{
-    dtr_multi *m = dtr_check_multi(L);
-    fd_set r, w, x;
-    int maxfd = -1, fd, n = 0;
-    FD_ZERO(&r);
-    FD_ZERO(&w);
-    FD_ZERO(&x);
-    curl_multi_fdset(m->multi, &r, &w, &x, &maxfd);
-    lua_newtable(L);
-    for (fd = 0; fd <= maxfd; fd++) {
-        int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
-        if (!rd && !wr)
-            continue;
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, fd);
-        lua_setfield(L, -2, "fd");
-        lua_pushboolean(L, rd);
-        lua_setfield(L, -2, "read");
-        lua_pushboolean(L, wr);
-        lua_setfield(L, -2, "write");
-        lua_rawseti(L, -2, ++n);
-    }
-    return 1;
-}
-
-/* m:in_flight() -> number of transfers not yet collected */
-static int dtr_multi_in_flight(lua_State *L)
-{
-    dtr_multi *m = dtr_check_multi(L);
-    lua_pushinteger(L, m->running);
-    return 1;
-}
-
-static int dtr_multi_tostring(lua_State *L)
-{
-    dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
-    if (m->multi == NULL)
-        lua_pushliteral(L, "dingtalk.recall.multi (closed)");
-    else
-        lua_pushfstring(L, "dingtalk.recall.multi (%d in flight)", m->running);
-    return 1;
-}
-
-/* core.now() -> seconds on the monotonic clock (for timers and limits) */
-static int dtr_l_now(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-    return 1;
-}
-
-/* core.sleep(seconds): blocks the calling thread (plain Lua only). */
-static int dtr_l_sleep(lua_State *L)
-{
-    double s = luaL_checknumber(L, 1);
-    struct timespec ts;
-    if (!(s > 0)) /* NaN too */
-        return 0;
-    if (s > 1e9) /* (time_t) of inf or 1e300 is undefined; 31 years is forever */
-        s = 1e9;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-    return 0;
-}
 
 /* core.curl_version() -> version string, TLS backend string */
 static int dtr_l_curl_version(lua_State *L)
@@ -747,43 +472,33 @@ static int dtr_l_curl_version(lua_State *L)
     return 2;
 }
 
-static const luaL_Reg dtr_multi_methods[] = {
-    {"add", dtr_multi_add},
-    {"perform", dtr_multi_perform},
-    {"timeout", dtr_multi_timeout},
-    {"fds", dtr_multi_fds},
-    {"in_flight", dtr_multi_in_flight},
-    {"close", dtr_multi_close},
+static const luaL_Reg dtr_curl_functions[] = {
+    {"perform", dtr_l_perform},
+    {"recall", dtr_l_recall},
+    {"version", dtr_l_curl_version},
     {NULL, NULL}};
 
-/* Registers the session and multi metatables (the multi's methods are
- * set by the module entry, which owns the shared upvalues). */
-static void dtr_curl_register(lua_State *L)
+int luaopen_dingtalk_recall_curl(lua_State *L)
 {
-    luaL_newmetatable(L, DTR_MULTI_MT);
-    lua_newtable(L);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dtr_multi_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, dtr_multi_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, dtr_multi_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "dingtalk.recall.multi");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-
+    dtr_session *s;
+    lua_newtable(L); /* the module */
+    dtr_push_upvalues(L, 1);
+    dtr_encode_metatables(L);
+    /* The session (upvalue DTR_UV_SESSION) of the blocking calls. */
     luaL_newmetatable(L, DTR_SESSION_MT);
     lua_pushcfunction(L, dtr_session_close);
     lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-}
-
-/* Pushes a new session userdata (an easy handle created on first use). */
-static void dtr_push_session(lua_State *L)
-{
-    dtr_session *s = (dtr_session *)dtr_newuserdata(L, sizeof *s);
+    lua_pop(L, 2); /* the metatable, and the nil in the session's slot */
+    s = (dtr_session *)dtr_newuserdata(L, sizeof *s);
     s->x = NULL;
     luaL_getmetatable(L, DTR_SESSION_MT);
     lua_setmetatable(L, -2);
+
+    dtr_register(L, dtr_curl_functions);
+    dtr_multi_open(L);
+    dtr_clock_open(L);
+    lua_pop(L, DTR_NUPVALUES);
+    lua_pushliteral(L, DTR_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
 }

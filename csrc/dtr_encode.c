@@ -1,255 +1,20 @@
 /*
- * dingtalk-recall: request validation and encoding (sans I/O).
+ * dingtalk-recall: request options and building (sans I/O).
  *
  * Everything a request carries is checked here before a byte is sent:
- * field presence with the API's own error codes, types, UTF-8, control
- * characters, the 20-key limit, the access token (it becomes a header)
- * and the endpoint (https, or plain http to loopback only).  The JSON body
- * is written in two passes (measure, then fill) into one Lua string, so a
- * Lua error can never leak a C buffer.
+ * field presence with the API's own error codes, types, the 20-key limit,
+ * the access token (it becomes a header) and the transport options.
+ * Every string read from a caller's table stays on the Lua stack until
+ * its last use: the table may answer through __index (a proxy), and then
+ * nothing else keeps the string alive.
  */
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <ctype.h>
+#include <string.h>
 
 #include "dtr.h"
-
-/* The one error setter: a code and a printf-style message (cut at
- * DTR_MSG_SIZE). */
-static void dtr_seterr(dtr_err *e, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    e->code = code;
-    e->status = 0;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-}
-
-/* ---------------------------------------------------------------------
- * Text checks
- * ------------------------------------------------------------------- */
-
-/* Strict UTF-8 with no C0, DEL or C1 control characters.  Returns 0 when
- * clean, 1 for a control character, 2 for invalid UTF-8 anywhere (the
- * whole string is scanned, so 2 wins over an earlier control character:
- * msgParam, where controls are allowed, relies on that). */
-static int dtr_text_check(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    int ctrl = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                ctrl = 1;
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80)
-                return 2;
-            if (c == 0xc2 && s[i + 1] < 0xa0)
-                ctrl = 1; /* U+0080..U+009F, the C1 controls */
-            i += 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            unsigned c1;
-            if (i + 2 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80)
-                return 2;
-            c1 = s[i + 1];
-            if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f))
-                return 2; /* overlong, or a UTF-16 surrogate */
-            i += 3;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            unsigned c1;
-            if (i + 3 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80 ||
-                (s[i + 3] & 0xc0) != 0x80)
-                return 2;
-            c1 = s[i + 1];
-            if ((c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
-                return 2; /* overlong, or above U+10FFFF */
-            i += 4;
-        } else {
-            return 2;
-        }
-    }
-    return ctrl;
-}
-
-/* A value that goes into an HTTP header: printable ASCII, no space. */
-static int dtr_header_safe(const char *s, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-/* Checks a required text value (an id, a key, a secret): at most 1024
- * bytes, UTF-8, no control characters.  `what` names it in messages. */
-static int dtr_text_ok(const dtr_str *v, const char *what, dtr_err *e)
-{
-    int bad;
-    if (v->n > DTR_MAX_FIELD) {
-        dtr_seterr(e, "invalidParameter.param.invalid", "%s is longer than %d bytes", what, DTR_MAX_FIELD);
-        return 0;
-    }
-    bad = dtr_text_check((const unsigned char *)v->s, v->n);
-    if (bad) {
-        dtr_seterr(e, "invalidParameter.param.invalid",
-                   bad == 1 ? "%s contains a control character" : "%s is not valid UTF-8", what);
-        return 0;
-    }
-    return 1;
-}
-
-/*
- * Reads field `name` of the table at `idx` as a required text field.
- * Returns 1 and fills *out when valid; else fills e and returns 0.
- * `missing` is the code for an absent or empty field.  The value is LEFT
- * ON THE STACK (one slot, in every case): the table may answer through
- * __index, so only the stack keeps out->s alive.
- */
-static int dtr_text_field(lua_State *L, int idx, const char *name, const char *missing,
-                          dtr_str *out, dtr_err *e)
-{
-    int t;
-    lua_getfield(L, idx, name);
-    t = lua_type(L, -1);
-    if (t == LUA_TNIL || (t == LUA_TSTRING && dtr_rawlen(L, -1) == 0)) {
-        dtr_seterr(e, missing, "%s is missing or empty", name);
-        return 0;
-    }
-    if (t != LUA_TSTRING) {
-        dtr_seterr(e, "invalidParameter.param.invalid", "%s must be a string", name);
-        return 0;
-    }
-    out->s = lua_tolstring(L, -1, &out->n);
-    return dtr_text_ok(out, name, e);
-}
-
-/* ---------------------------------------------------------------------
- * Endpoint
- * ------------------------------------------------------------------- */
-
-static int dtr_is_ipv4_loopback(const char *h, size_t n)
-{
-    int octets = 0, val = -1, first = -1;
-    size_t i;
-    for (i = 0; i <= n; i++) {
-        if (i == n || h[i] == '.') {
-            if (val < 0 || val > 255)
-                return 0;
-            if (octets == 0)
-                first = val;
-            octets++;
-            val = -1;
-        } else if (h[i] >= '0' && h[i] <= '9') {
-            if (val == 0)
-                return 0; /* a leading zero: libcurl reads 0127 as octal */
-            val = (val < 0 ? 0 : val * 10) + (h[i] - '0');
-            if (val > 255)
-                return 0;
-        } else {
-            return 0;
-        }
-    }
-    return octets == 4 && first == 127;
-}
-
-static int dtr_ieq(const char *a, size_t n, const char *b)
-{
-    size_t i;
-    if (strlen(b) != n)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (tolower((unsigned char)a[i]) != b[i])
-            return 0;
-    return 1;
-}
-
-/*
- * Normalises an endpoint into o->endpoint ("scheme://authority[/path]"
- * with no trailing slash) and decides whether it is loopback.  Refuses
- * user info, queries, fragments, spaces and controls, and plain http to
- * anything but 127.0.0.0/8, ::1 and localhost.
- */
-static int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
-{
-    const char *auth, *host, *end;
-    size_t hlen, schemelen;
-    int https;
-    const char *p;
-
-    while (n > 0 && s[n - 1] == '/')
-        n--;
-    end = s + n;
-    if (n == 0 || n > DTR_MAX_ENDPOINT || !dtr_header_safe(s, n))
-        goto bad;
-    if (n > 8 && dtr_ieq(s, 8, "https://")) {
-        https = 1;
-        schemelen = 8;
-    } else if (n > 7 && dtr_ieq(s, 7, "http://")) {
-        https = 0;
-        schemelen = 7;
-    } else {
-        dtr_seterr(e, "invalid.endpoint", "endpoint must start with https:// (%s)", "or http:// to loopback");
-        return 0;
-    }
-    auth = s + schemelen;
-    for (p = auth; p < end; p++)
-        if (*p == '?' || *p == '#' || *p == '@' || *p == '\\')
-            goto bad;
-    host = auth;
-    if (*host == '[') {
-        p = memchr(host, ']', (size_t)(end - host));
-        if (p == NULL)
-            goto bad;
-        hlen = (size_t)(p - host) + 1;
-    } else {
-        for (p = host; p < end && *p != ':' && *p != '/'; p++)
-            ;
-        hlen = (size_t)(p - host);
-    }
-    if (hlen == 0)
-        goto bad;
-    p = host + hlen;
-    o->port = https ? 443 : 80;
-    if (p < end && *p == ':') {
-        long port = 0;
-        const char *d = ++p;
-        for (; p < end && *p >= '0' && *p <= '9'; p++)
-            if ((port = port * 10 + (*p - '0')) > 65535)
-                goto bad;
-        if (p == d || port == 0)
-            goto bad;
-        o->port = (int)port;
-    }
-    if (p < end && *p != '/')
-        goto bad;
-    o->https = https;
-    o->host_off = (size_t)(host - s);
-    o->host_len = hlen;
-    o->path_off = (size_t)(p - s);
-    o->loopback = dtr_ieq(host, hlen, "localhost") || dtr_ieq(host, hlen, "[::1]") ||
-                  dtr_is_ipv4_loopback(host, hlen);
-    if (!https && !o->loopback) {
-        dtr_seterr(e, "invalid.endpoint",
-                   "plain http is only allowed to loopback addresses; use https:// (%s)",
-                   "TLS is always verified");
-        return 0;
-    }
-    memcpy(o->endpoint, s, n);
-    o->endpoint[n] = '\0';
-    return 1;
-bad:
-    dtr_seterr(e, "invalid.endpoint", "endpoint is not a valid %s URL", "https://host[:port][/path]");
-    return 0;
-}
+#include "dtr_error.h"
+#include "dtr_text.h"
+#include "dtr_encode.h"
 
 /* ---------------------------------------------------------------------
  * Options
@@ -295,7 +60,7 @@ static double dtr_opt_number(lua_State *L, int idx, const char *name, double dfl
  * strings stay alive while o points at them.  Returns 0 with e filled
  * for a bad value (see dtr_opt_number for `strict`).
  */
-static int dtr_read_transport(lua_State *L, int idx, int strict, dtr_opts *o, dtr_err *e)
+int dtr_read_transport(lua_State *L, int idx, int strict, dtr_opts *o, dtr_err *e)
 {
     const char *ep = DTR_DEFAULT_ENDPOINT;
     size_t epn = sizeof(DTR_DEFAULT_ENDPOINT) - 1;
@@ -339,7 +104,7 @@ static int dtr_read_transport(lua_State *L, int idx, int strict, dtr_opts *o, dt
 
 /* Checks the access token at idx (a string): it becomes a header.  The
  * value is never echoed. */
-static int dtr_token_ok(const dtr_str *t, dtr_err *e)
+int dtr_token_ok(const dtr_str *t, dtr_err *e)
 {
     if (t->n == 0) {
         dtr_seterr(e, "AuthenticationFailed.MissingParameter",
@@ -354,8 +119,35 @@ static int dtr_token_ok(const dtr_str *t, dtr_err *e)
     return 1;
 }
 
-/* The target userdata (core.target), see dtr_plan.c. */
-static const dtr_opts *dtr_test_target(lua_State *L, int idx);
+/* A target (core.target): the settings, plus a copy of ca_file
+ * (o.ca_file points at it). */
+typedef struct dtr_target {
+    dtr_opts o;
+    char ca_file[1]; /* ca_file.n + 1 bytes, allocated with the userdata */
+} dtr_target;
+
+const dtr_opts *dtr_test_target(lua_State *L, int idx)
+{
+    const dtr_target *t;
+    if (lua_type(L, idx) != LUA_TUSERDATA)
+        return NULL;
+    t = (const dtr_target *)dtr_testudata(L, idx, DTR_TARGET_MT);
+    return t != NULL ? &t->o : NULL;
+}
+
+void dtr_push_target(lua_State *L, const dtr_opts *o)
+{
+    dtr_target *t = (dtr_target *)dtr_newuserdata(L, sizeof *t + o->ca_file.n);
+    t->o = *o;
+    if (o->ca_file.n > 0)
+        memcpy(t->ca_file, o->ca_file.s, o->ca_file.n);
+    t->ca_file[o->ca_file.n] = '\0';
+    t->o.ca_file.s = t->ca_file;
+    t->o.token.s = NULL;
+    t->o.token.n = 0;
+    luaL_getmetatable(L, DTR_TARGET_MT);
+    lua_setmetatable(L, -2);
+}
 
 /*
  * Reads the transport options at idx (a table, a target or none).
@@ -363,10 +155,10 @@ static const dtr_opts *dtr_test_target(lua_State *L, int idx);
  * exactly three values on the stack (anchors of the strings o points
  * at).  Returns 0 with e filled for a bad value.
  */
-static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e)
+int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e)
 {
     const dtr_opts *t = dtr_test_target(L, idx);
-    idx = lua_absindex(L, idx);
+    idx = dtr_absindex(L, idx);
     if (t != NULL) {
         *o = *t; /* ca_file points into the target, which the caller holds */
         lua_pushnil(L);
@@ -394,87 +186,6 @@ static int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr
         luaL_error(L, "option 'access_token' must be a string");
     o->token.s = lua_tolstring(L, -1, &o->token.n);
     return dtr_token_ok(&o->token, e);
-}
-
-/* ---------------------------------------------------------------------
- * JSON writing
- * ------------------------------------------------------------------- */
-
-/* Writes s as a JSON string (with quotes) at dst, or only measures it
- * when dst is NULL.  Returns the number of bytes. */
-static size_t dtr_json_string(char *dst, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t i, w = 0;
-#define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
-    DTR_PUT('"');
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': DTR_PUT('\\'); DTR_PUT('"'); break;
-        case '\\': DTR_PUT('\\'); DTR_PUT('\\'); break;
-        case '\n': DTR_PUT('\\'); DTR_PUT('n'); break;
-        case '\r': DTR_PUT('\\'); DTR_PUT('r'); break;
-        case '\t': DTR_PUT('\\'); DTR_PUT('t'); break;
-        case '\b': DTR_PUT('\\'); DTR_PUT('b'); break;
-        case '\f': DTR_PUT('\\'); DTR_PUT('f'); break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
-                DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
-            } else {
-                DTR_PUT((char)c);
-            }
-        }
-    }
-    DTR_PUT('"');
-#undef DTR_PUT
-    return w;
-}
-
-/* A JSON object body: named fields, each a string or an array of
- * strings.  Written in two passes into one Lua string. */
-typedef struct dtr_field {
-    const char *name;
-    const dtr_str *vals;
-    int count;       /* -1: one string; >= 0: an array of that many */
-} dtr_field;
-
-static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
-{
-    size_t w = 0;
-    int i, j;
-#define DTR_PUTS(str, len) do { if (dst) memcpy(dst + w, (str), (len)); w += (len); } while (0)
-    DTR_PUTS("{", 1);
-    for (i = 0; i < nf; i++) {
-        if (i > 0)
-            DTR_PUTS(",", 1);
-        w += dtr_json_string(dst ? dst + w : NULL, f[i].name, strlen(f[i].name));
-        DTR_PUTS(":", 1);
-        if (f[i].count < 0) {
-            w += dtr_json_string(dst ? dst + w : NULL, f[i].vals[0].s, f[i].vals[0].n);
-            continue;
-        }
-        DTR_PUTS("[", 1);
-        for (j = 0; j < f[i].count; j++) {
-            if (j > 0)
-                DTR_PUTS(",", 1);
-            w += dtr_json_string(dst ? dst + w : NULL, f[i].vals[j].s, f[i].vals[j].n);
-        }
-        DTR_PUTS("]", 1);
-    }
-    DTR_PUTS("}", 1);
-#undef DTR_PUTS
-    return w;
-}
-
-static void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
-{
-    size_t n = dtr_json_object(NULL, f, nf);
-    char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
-    dtr_json_object(buf, f, nf);
-    lua_pushlstring(L, buf, n);
-    lua_remove(L, -2);
 }
 
 /* ---------------------------------------------------------------------
@@ -621,12 +332,8 @@ static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path)
     lua_setmetatable(L, -2);
 }
 
-static int dtr_push_err(lua_State *L, const dtr_err *e); /* dtr_decode.c */
-
-#define DTR_PATH_RECALL "/v1.0/robot/groupMessages/recall"
-
 /* Pushes the recall body and the built request for checked values. */
-static void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys,
+void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys,
                             int nkeys, const dtr_opts *o)
 {
     dtr_field f[3];
@@ -643,7 +350,7 @@ static void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *rob
  * returns 1; on failure pushes nil, err and returns 2 (ready to return).
  * Either way the results are at the top, above the anchors.
  */
-static int dtr_build_recall_at(lua_State *L, int req, int opt)
+int dtr_build_recall_at(lua_State *L, int req, int opt)
 {
     dtr_recall_req r;
     dtr_opts o;
@@ -781,4 +488,26 @@ static int dtr_l_request_tostring(lua_State *L)
     lua_pushfstring(L, "%s %s (%d-byte body, token redacted)", lua_tostring(L, -2), lua_tostring(L, -1),
                     (int)n);
     return 1;
+}
+
+static const luaL_Reg dtr_encode_functions[] = {
+    {"validate", dtr_l_validate},
+    {"build", dtr_l_build},
+    {"build_send", dtr_l_build_send},
+    {"build_token", dtr_l_build_token},
+    {"json_string", dtr_l_json_string},
+    {NULL, NULL}};
+
+void dtr_encode_metatables(lua_State *L)
+{
+    luaL_newmetatable(L, DTR_REQUEST_MT);
+    lua_pushcfunction(L, dtr_l_request_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+void dtr_encode_open(lua_State *L)
+{
+    dtr_encode_metatables(L);
+    dtr_register(L, dtr_encode_functions);
 }

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "dtr.h"
+#include "dtr_error.h"
 
 #define DTR_J_PATH 4096  /* bytes in a journal path, with its suffixes */
 #define DTR_J_HEAD 128   /* bytes of the first line that go into an id */
@@ -504,4 +505,21 @@ static int dtr_l_journal_compact(lua_State *L)
     }
     dtr_j_unlock(lock);
     return dtr_j_push_err(L, path, &e);
+}
+
+/* The module dingtalk.recall.journal: journal.append, journal.read and
+ * journal.compact are the core.journal_* described at the top. */
+static const luaL_Reg dtr_journal_functions[] = {
+    {"append", dtr_l_journal_append},
+    {"read", dtr_l_journal_read},
+    {"compact", dtr_l_journal_compact},
+    {NULL, NULL}};
+
+int luaopen_dingtalk_recall_journal(lua_State *L)
+{
+    lua_newtable(L); /* the module */
+    dtr_push_upvalues(L, 0);
+    dtr_register(L, dtr_journal_functions);
+    lua_pop(L, DTR_NUPVALUES);
+    return 1;
 }

@@ -20,60 +20,39 @@
 #include <string.h>
 
 #include "dtr.h"
+#include "dtr_error.h"
+#include "dtr_text.h"
+#include "dtr_encode.h"
+#include "dtr_plan.h"
 
 #define DTR_PLAN_MT "dingtalk.recall.plan"
-#define DTR_TARGET_MT "dingtalk.recall.target"
 
 /* ---------------------------------------------------------------------
  * Targets
  * ------------------------------------------------------------------- */
-
-/* The settings, plus a copy of ca_file (o.ca_file points at it). */
-typedef struct dtr_target {
-    dtr_opts o;
-    char ca_file[1]; /* ca_file.n + 1 bytes, allocated with the userdata */
-} dtr_target;
-
-/* The target's settings when idx holds a target, else NULL. */
-static const dtr_opts *dtr_test_target(lua_State *L, int idx)
-{
-    const dtr_target *t;
-    if (lua_type(L, idx) != LUA_TUSERDATA)
-        return NULL;
-    t = (const dtr_target *)luaL_testudata(L, idx, DTR_TARGET_MT);
-    return t != NULL ? &t->o : NULL;
-}
 
 /* core.target([options]) -> target | nil, err */
 static int dtr_l_target(lua_State *L)
 {
     dtr_opts o;
     dtr_err e;
-    dtr_target *t;
     lua_settop(L, 1);
     if (!dtr_read_transport(L, 1, 1, &o, &e))
         return dtr_push_err(L, &e);
-    /* ca_file's string is anchored at 2 until it is copied here. */
-    t = (dtr_target *)dtr_newuserdata(L, sizeof *t + o.ca_file.n);
-    t->o = o;
-    if (o.ca_file.n > 0)
-        memcpy(t->ca_file, o.ca_file.s, o.ca_file.n);
-    t->ca_file[o.ca_file.n] = '\0';
-    t->o.ca_file.s = t->ca_file;
-    t->o.token.s = NULL;
-    t->o.token.n = 0;
-    luaL_getmetatable(L, DTR_TARGET_MT);
-    lua_setmetatable(L, -2);
+    /* ca_file's string is anchored at 2 until it is copied. */
+    dtr_push_target(L, &o);
     return 1;
 }
 
 /* target.<field>: read-only fields. */
 static int dtr_target_index(lua_State *L)
 {
-    const dtr_target *t = (const dtr_target *)luaL_checkudata(L, 1, DTR_TARGET_MT);
-    const dtr_opts *o = &t->o;
+    const dtr_opts *o = dtr_test_target(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    size_t eplen = strlen(o->endpoint);
+    size_t eplen;
+    if (o == NULL)
+        return luaL_argerror(L, 1, "a dingtalk.recall.target expected");
+    eplen = strlen(o->endpoint);
     if (strcmp(k, "endpoint") == 0) {
         lua_pushlstring(L, o->endpoint, eplen);
     } else if (strcmp(k, "https") == 0) {
@@ -116,8 +95,8 @@ static int dtr_target_newindex(lua_State *L)
 
 static int dtr_target_tostring(lua_State *L)
 {
-    const dtr_target *t = (const dtr_target *)luaL_checkudata(L, 1, DTR_TARGET_MT);
-    lua_pushfstring(L, "dingtalk.recall.target (%s)", t->o.endpoint);
+    const dtr_opts *o = dtr_test_target(L, 1);
+    lua_pushfstring(L, "dingtalk.recall.target (%s)", o != NULL ? o->endpoint : "?");
     return 1;
 }
 
@@ -383,8 +362,14 @@ static int dtr_plan_tostring(lua_State *L)
     return 1;
 }
 
-/* Registers the plan and target metatables. */
-static void dtr_plan_register(lua_State *L)
+static const luaL_Reg dtr_plan_functions[] = {
+    {"plan", dtr_l_plan},
+    {"target", dtr_l_target},
+    {"build_batch", dtr_l_build_batch},
+    {NULL, NULL}};
+
+/* The plan and target metatables, and the functions. */
+void dtr_plan_open(lua_State *L)
 {
     luaL_newmetatable(L, DTR_PLAN_MT);
     lua_pushliteral(L, DTR_PLAN_MT);
@@ -405,4 +390,5 @@ static void dtr_plan_register(lua_State *L)
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
+    dtr_register(L, dtr_plan_functions);
 }

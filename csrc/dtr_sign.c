@@ -28,6 +28,8 @@
 #include <openssl/hmac.h>
 
 #include "dtr.h"
+#include "dtr_error.h"
+#include "dtr_sign.h"
 
 #define DTR_SIGN_WINDOW_MS 3600000LL  /* |now - timestamp| allowed */
 #define DTR_SIGN_HMAC_LEN 32          /* SHA-256 */
@@ -263,4 +265,14 @@ static int dtr_l_sign_callback(lua_State *L)
     dtr_sign_compute(L, &ts, &secret, out);
     lua_pushlstring(L, out, DTR_SIGN_B64_LEN);
     return 1;
+}
+
+static const luaL_Reg dtr_sign_functions[] = {
+    {"verify_callback", dtr_l_verify_callback},
+    {"sign_callback", dtr_l_sign_callback},
+    {NULL, NULL}};
+
+void dtr_sign_open(lua_State *L)
+{
+    dtr_register(L, dtr_sign_functions);
 }

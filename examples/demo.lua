@@ -5,7 +5,7 @@
 --
 --   make demo            (or: lua examples/demo.lua, with the paths set)
 local recall = require "dingtalk.recall"
-local core = recall.core
+local curl = require "dingtalk.recall.curl"
 
 local GROUPS, EXTRA_KEYS = 50, 2000
 local PORT = tonumber(os.getenv("DEMO_PORT") or "") or (41000 + (os.time() % 1000))
@@ -38,13 +38,13 @@ local ok_run, err = pcall(function()
   })
 
   -- 1. The bot's mistake: one wrong message to each of fifty groups.
-  local sent, t0 = {}, core.now()
+  local sent, t0 = {}, curl.now()
   for i = 1, GROUPS do
     local cid = ("cidDemoGroup%02d"):format(i)
     local key = assert(client:send(cid, "sampleText", { content = "deploy finished (wrong channel!)" }))
     sent[#sent + 1] = { cid = cid, keys = { key } }
   end
-  print(("sent %d messages in %.2f s"):format(#sent, core.now() - t0))
+  print(("sent %d messages in %.2f s"):format(#sent, curl.now() - t0))
 
   -- Plus a backlog in one busy group, to show bulk batching.
   local h = io.popen(("curl -s --cacert %s -X POST https://localhost:%d/_sim/seed_keys " ..

@@ -1,9 +1,8 @@
 /*
  * dingtalk-recall: the libFuzzer harness shared by fuzz/fuzz_*.c.
  *
- * The core is compiled into the fuzzer itself (its one translation unit is
- * included below, so the static functions are reachable and instrumented
- * for coverage) and loaded into one lua_State as dingtalk.recall.core;
+ * The core is compiled into the fuzzer itself (the Makefile links its
+ * units, csrc/$(CORE_UNITS).c, instrumented for coverage) and loaded into one lua_State as dingtalk.recall.core;
  * lua-cjson comes from the system's Lua 5.4 C path.  The invariants are
  * written in Lua: fuzz/<target>.lua returns a function check(flags,
  * fields, raw) that calls the core and raises when an invariant fails.
@@ -19,7 +18,7 @@
 #ifndef DTR_FUZZ_COMMON_H
 #define DTR_FUZZ_COMMON_H
 
-#include "../csrc/dtr_module.c"
+#include "../csrc/dtr.h"
 
 #include <stdint.h>
 #include <stdio.h>

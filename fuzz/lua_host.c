@@ -13,6 +13,8 @@
  * children that run our Lua code use this host again.
  *
  * Build: clang -fsanitize=address,undefined fuzz/lua_host.c -llua5.4
+ * (or -I/usr/include/lua5.1 ... -llua5.1: `make asan ASAN_LUA_VERSION=5.1`,
+ * a lua5.1 look-alike, for the 5.1 GC's timing).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,23 @@
 #include "lua.h"
 #include "lauxlib.h"
 #include "lualib.h"
+
+#if LUA_VERSION_NUM < 502
+#define LUA_OK 0
+#define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
+#define luaL_checkversion(L) ((void)(L))
+/* luaL_traceback arrived in 5.2: debug.traceback does the same. */
+static void luaL_traceback(lua_State *L, lua_State *L1, const char *msg, int level)
+{
+    (void)L1;
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_remove(L, -2);
+    lua_pushstring(L, msg);
+    lua_pushinteger(L, level + 1);
+    lua_call(L, 2, 1);
+}
+#endif
 
 static const char *dtr_host_progname = "lua";
 
@@ -121,7 +140,8 @@ static void dtr_host_createargtable(lua_State *L, char **argv, int argc, int scr
 static int dtr_host_pushargs(lua_State *L)
 {
     int i, n;
-    if (lua_getglobal(L, "arg") != LUA_TTABLE)
+    lua_getglobal(L, "arg");
+    if (lua_type(L, -1) != LUA_TTABLE)
         luaL_error(L, "'arg' is not a table");
     n = (int)luaL_len(L, -1);
     luaL_checkstack(L, n + 3, "too many arguments to script");
@@ -215,14 +235,20 @@ static int dtr_host_runargs(lua_State *L, char **argv, int n)
             if (status != LUA_OK)
                 return 0;
         } else if (opt == 'W') {
+#if LUA_VERSION_NUM >= 504
             lua_warning(L, "@on", 0);
+#endif
         }
     }
     return 1;
 }
 
 #define DTR_HOST_INIT_VAR "LUA_INIT"
+#if LUA_VERSION_NUM >= 502
 #define DTR_HOST_INIT_VERSION DTR_HOST_INIT_VAR "_" LUA_VERSION_MAJOR "_" LUA_VERSION_MINOR
+#else
+#define DTR_HOST_INIT_VERSION DTR_HOST_INIT_VAR /* lua5.1 reads LUA_INIT only */
+#endif
 
 static int dtr_host_init(lua_State *L)
 {
@@ -260,7 +286,9 @@ static int dtr_host_pmain(lua_State *L)
     }
     luaL_openlibs(L);
     dtr_host_createargtable(L, argv, argc, script);
+#ifdef LUA_GCGEN
     lua_gc(L, LUA_GCGEN, 0, 0);
+#endif
     if (!(flags & DTR_HAS_E) && dtr_host_init(L) != LUA_OK)
         return 0;
     if (!dtr_host_runargs(L, argv, script))

@@ -2,7 +2,7 @@
 -- timeout to wait on, then step()), and async.run_uv on a luv loop, which
 -- keeps firing timers while a recall waits on the simulator.
 local sim = require "spec.helpers.sim"
-local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 local recall = require "dingtalk.recall"
 local async = require "dingtalk.recall.async"
 local async_transport = require "dingtalk.recall.transport.async"
@@ -49,14 +49,14 @@ describe("async tasks", function()
     assert.is_true(t > 0.1 and t <= 0.2, "timeout " .. t)
     assert.are.same({}, task:fds())
     -- A step too early is harmless: it waits again.
-    local t0 = core.now()
+    local t0 = curl.now()
     local done, v = task:step()
     while not done do
-      core.sleep(task:timeout())
+      curl.sleep(task:timeout())
       done, v = task:step()
     end
     assert.are.equal("woke", v)
-    assert.is_true(core.now() - t0 >= 0.15)
+    assert.is_true(curl.now() - t0 >= 0.15)
   end)
 
   it("raise what fn raised, with the task's traceback, at every later step", function()
@@ -131,7 +131,7 @@ describe("the async transport", function()
       end
       assert.is_truthy(t, "a task waiting on transfers has a deadline")
       if t > max_timeout then max_timeout = t end
-      core.sleep(math.min(t, 0.02)) -- a crude host loop: poll the task often
+      curl.sleep(math.min(t, 0.02)) -- a crude host loop: poll the task often
       done, rep, err = task:step()
     end
     c:close()

@@ -1,10 +1,11 @@
 -- The C core end to end against the simulator: each of the spec's 14
 -- codes as the server answers them, throttling, TLS with and without the
--- CA, and the token absent from every error.  core.recall is build +
--- libcurl + parse; core.perform sends a body the builder would refuse, so
+-- CA, and the token absent from every error.  curl.recall is build +
+-- libcurl + parse; curl.perform sends a body the builder would refuse, so
 -- the server's own answer to it can be parsed.
 local sim = require "spec.helpers.sim"
 local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 
 local SPEC_HINTS = {
   ["invalid.openConversationId"] = "Invalid openConversationId. Verify that the openConversationId is correct.",
@@ -44,7 +45,7 @@ describe("core against the simulator", function()
   local function raw(body)
     local built = assert(core.build(req { "placeholder" }, opts))
     built.body = body
-    local status, headers, rbody = core.perform(built)
+    local status, headers, rbody = curl.perform(built)
     assert.is_number(status, tostring(headers))
     return core.parse(status, headers, rbody, s.token)
   end
@@ -66,18 +67,18 @@ describe("core against the simulator", function()
 
   it("recalls over verified TLS and mirrors the wire", function()
     local keys = s:seed_keys(3, CID)
-    local res = assert(core.recall(req { keys[1], keys[2], keys[3], "neverIssued" }, opts))
+    local res = assert(curl.recall(req { keys[1], keys[2], keys[3], "neverIssued" }, opts))
     assert.are.same(keys, res.successResult)
     assert.are.same({ neverIssued = "PROCESS_QUERY_KEY_NOT_EXIST" }, res.failedResult)
     assert.is_string(res.request_id)
   end)
 
   it("answers invalid.openConversationId", function()
-    expect("invalid.openConversationId", 400, core.recall(req({ "k1" }, "groupWithoutPrefix"), opts))
+    expect("invalid.openConversationId", 400, curl.recall(req({ "k1" }, "groupWithoutPrefix"), opts))
   end)
   it("answers invalidParameter.robotCode when the bot is not in the group", function()
     s:set_robot { code = s.robot, exclude = { CID } }
-    expect("invalidParameter.robotCode", 400, core.recall(req { "k1" }, opts))
+    expect("invalidParameter.robotCode", 400, curl.recall(req { "k1" }, opts))
   end)
   it("answers invalidParameter.processQueryKeys.overMax (21 keys, sent raw)", function()
     local keys = {}
@@ -89,14 +90,14 @@ describe("core against the simulator", function()
   it("answers not.allowed.robotCode for another app's robot", function()
     s:set_app { key = "dingotherapp", secret = "other-secret" }
     s:set_robot { code = "dingotherrobot", app = "dingotherapp" }
-    expect("not.allowed.robotCode", 400, core.recall(req({ "k1" }, CID, "dingotherrobot"), opts))
+    expect("not.allowed.robotCode", 400, curl.recall(req({ "k1" }, CID, "dingotherrobot"), opts))
   end)
   it("answers invalidParameter.param.invalid for an empty key (sent raw)", function()
     expect("invalidParameter.param.invalid", 400, raw(
       '{"openConversationId":"' .. CID .. '","processQueryKeys":[""],"robotCode":"' .. s.robot .. '"}'))
   end)
   it("answers invalidParameter.robotCode.notExsit", function()
-    expect("invalidParameter.robotCode.notExsit", 400, core.recall(req({ "k1" }, CID, "dingNoSuchRobot"), opts))
+    expect("invalidParameter.robotCode.notExsit", 400, curl.recall(req({ "k1" }, CID, "dingNoSuchRobot"), opts))
   end)
   it("answers miss.chatbotId (sent raw)", function()
     expect("miss.chatbotId", 400, raw('{"openConversationId":"' .. CID .. '","processQueryKeys":["k"]}'))
@@ -106,31 +107,31 @@ describe("core against the simulator", function()
       raw('{"openConversationId":"' .. CID .. '","robotCode":"' .. s.robot .. '"}'))
   end)
   it("answers invalid.processQueryKey", function()
-    expect("invalid.processQueryKey", 400, core.recall(req { "not a key!" }, opts))
+    expect("invalid.processQueryKey", 400, curl.recall(req { "not a key!" }, opts))
   end)
   it("answers miss.openConversationId (sent raw)", function()
     expect("miss.openConversationId", 400, raw('{"processQueryKeys":["k"],"robotCode":"' .. s.robot .. '"}'))
   end)
   it("answers bot.stopped", function()
     s:set_robot { code = s.robot, stopped = true }
-    expect("bot.stopped", 400, core.recall(req { "k1" }, opts))
+    expect("bot.stopped", 400, curl.recall(req { "k1" }, opts))
   end)
   it("answers template.not.existed", function()
     s:set_robot { code = s.robot, template = "missing" }
-    expect("template.not.existed", 400, core.recall(req { "k1" }, opts))
+    expect("template.not.existed", 400, curl.recall(req { "k1" }, opts))
   end)
   it("answers template.stopped", function()
     s:set_robot { code = s.robot, template = "stopped" }
-    expect("template.stopped", 400, core.recall(req { "k1" }, opts))
+    expect("template.stopped", 400, curl.recall(req { "k1" }, opts))
   end)
   it("answers system.error, retryable", function()
     s:script { recall = { "system_error" } }
-    expect("system.error", 500, core.recall(req { "k1" }, opts))
+    expect("system.error", 500, curl.recall(req { "k1" }, opts))
   end)
 
   it("answers throttling with the real code, retryable after a second", function()
     s:script { recall = { "throttle" } }
-    local res, err = core.recall(req { "k1" }, opts)
+    local res, err = curl.recall(req { "k1" }, opts)
     assert.is_nil(res)
     assert.are.equal("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", err.code)
     assert.are.equal(403, err.status)
@@ -142,7 +143,7 @@ describe("core against the simulator", function()
     local bad = {}
     for k, v in pairs(opts) do bad[k] = v end
     bad.access_token = "wrong-token-QUUX-1234"
-    local res, err = core.recall(req { "k1" }, bad)
+    local res, err = curl.recall(req { "k1" }, bad)
     assert.is_nil(res)
     assert.are.equal("InvalidAuthentication", err.code)
     assert.are.equal(400, err.status)
@@ -152,7 +153,7 @@ describe("core against the simulator", function()
 
   it("refuses the server's certificate without the CA", function()
     local no_ca = { access_token = s.token, endpoint = s.url, timeout = 5 }
-    local res, err = core.recall(req { "k1" }, no_ca)
+    local res, err = curl.recall(req { "k1" }, no_ca)
     assert.is_nil(res)
     assert.are.equal("transport.tls", err.code)
     assert.is_false(err.retryable)
@@ -161,7 +162,7 @@ describe("core against the simulator", function()
 
   it("refuses a redirect and does not follow it", function()
     s:script { recall = { "redirect" } }
-    local res, err = core.recall(req { "k1" }, opts)
+    local res, err = curl.recall(req { "k1" }, opts)
     assert.is_nil(res)
     assert.are.equal("response.redirect", err.code)
     assert.are.equal(0, s:stats().redirects_followed or 0)
@@ -172,7 +173,7 @@ describe("core against the simulator", function()
     local small = {}
     for k, v in pairs(opts) do small[k] = v end
     small.max_response_bytes = 65536
-    local res, err = core.recall(req { "k1" }, small)
+    local res, err = curl.recall(req { "k1" }, small)
     assert.is_nil(res)
     assert.are.equal("response.too_large", err.code)
   end)
@@ -182,12 +183,12 @@ describe("core against the simulator", function()
     local quick = {}
     for k, v in pairs(opts) do quick[k] = v end
     quick.timeout = 0.5
-    local t0 = core.now()
-    local res, err = core.recall(req { "k1" }, quick)
+    local t0 = curl.now()
+    local res, err = curl.recall(req { "k1" }, quick)
     assert.is_nil(res)
     assert.are.equal("transport.timeout", err.code)
     assert.is_true(err.retryable)
-    assert.is_true(core.now() - t0 < 3)
+    assert.is_true(curl.now() - t0 < 3)
   end)
 
   it("reports a closed connection as transport.io, retryable", function()
@@ -195,7 +196,7 @@ describe("core against the simulator", function()
     s:script { recall = { "reset" } }
     local built = assert(core.build(req { "k1" }, opts))
     built.headers.connection = "close"
-    local m = core.multi()
+    local m = curl.multi()
     m:add(built, "x")
     local done
     repeat done = m:perform(1) until #done > 0
@@ -205,7 +206,7 @@ describe("core against the simulator", function()
   end)
 
   it("reports a refused connection as transport.connect", function()
-    local res, err = core.recall(req { "k1" }, { access_token = "t", endpoint = "http://127.0.0.1:1" })
+    local res, err = curl.recall(req { "k1" }, { access_token = "t", endpoint = "http://127.0.0.1:1" })
     assert.is_nil(res)
     assert.are.equal("transport.connect", err.code)
     assert.is_true(err.retryable)

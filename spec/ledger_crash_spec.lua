@@ -5,7 +5,7 @@
 -- the resumed report.  Run against both stores.
 local ledger = require "dingtalk.recall.ledger"
 local recall = require "dingtalk.recall"
-local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 local sim = require "spec.helpers.sim"
 local redis_helper = require "spec.helpers.redis"
 
@@ -70,15 +70,15 @@ describe("ledger crash and resume", function()
       local pid = trim(p:read("*a"))
       p:close()
       assert.truthy(pid:match("^%d+$"), pid)
-      local deadline = core.now() + 30
+      local deadline = curl.now() + 30
       while s:stats().recalled < 500 do
-        assert.is_true(core.now() < deadline, "the child made no progress")
+        assert.is_true(curl.now() < deadline, "the child made no progress")
         assert.is_true(alive(pid), "the child ended early")
-        core.sleep(0.05)
+        curl.sleep(0.05)
       end
       sh("kill -9 " .. pid)
-      while alive(pid) do core.sleep(0.02) end
-      core.sleep(0.3) -- requests already at the server finish there
+      while alive(pid) do curl.sleep(0.02) end
+      curl.sleep(0.3) -- requests already at the server finish there
       local at_kill = s:stats().recalled
       assert.is_true(at_kill > 0 and at_kill < N, "recalled at kill: " .. at_kill)
 

@@ -33,11 +33,11 @@ local function plain_report(rep)
 end
 
 -- With a.record: the client's transport is the OpenResty one, made here,
--- with each start's time (core.now: one clock for all workers) logged in
+-- with each start's time (the transport's ngx.now: one clock for all workers) logged in
 -- the shared dict list "starts:<a.record>".
 local function recording_transport(a)
   local T = require("dingtalk.recall.transport.openresty").new { max_connections = a.client.concurrency }
-  local now = require("dingtalk.recall.core").now
+  local now = T.now
   return setmetatable({
     start = function(_, built, tag)
       ngx.shared.ortest:rpush("starts:" .. a.record, now())

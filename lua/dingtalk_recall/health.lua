@@ -40,7 +40,9 @@ function M.check()
   local searchpath = package.searchpath -- luacheck: ignore 143 (LuaJIT has it)
   local where = searchpath and searchpath("dingtalk.recall.core", package.cpath)
   r.ok(("dingtalk.recall.core %s%s"):format(tostring(core._VERSION), where and (" (" .. where .. ")") or ""))
-  local curl_version, tls = core.curl_version()
+  local curl_ok, curl_mod = pcall(require, "dingtalk.recall.curl")
+  local curl_version, tls = "(dingtalk.recall.curl: " .. tostring(curl_mod) .. ")", nil
+  if curl_ok then curl_version, tls = curl_mod.version() end
   if tls == nil or tls == "none" then
     r.error(("libcurl %s without TLS: https endpoints cannot work"):format(tostring(curl_version)))
   else

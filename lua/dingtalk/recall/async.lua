@@ -23,7 +23,7 @@ local core = require "dingtalk.recall.core"
 local M = {}
 
 local unpack = table.unpack or unpack -- luacheck: ignore 113 143
-local now = core.now
+local now = require("dingtalk.recall.curl").now
 
 local function pack(...)
   return { n = select("#", ...), ... }

@@ -12,7 +12,8 @@
 -- decode (a torn write) are skipped.  When the journal holds many more
 -- events than entries it is compacted: rewritten as one line per entry,
 -- dropping entries older than the retention.
-local core = require "dingtalk.recall.core"
+local journal = require "dingtalk.recall.journal"
+local curl = require "dingtalk.recall.curl"
 local cjson_mod = require "cjson"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
@@ -124,7 +125,7 @@ end
 
 --- Reads what was appended since the last read (everything after a compaction).
 function File:refresh()
-  local data, off, id, reset = core.journal_read(self.path, self.offset, self.id)
+  local data, off, id, reset = journal.read(self.path, self.offset, self.id)
   if not data then return nil, off end
   if reset then self.st = new_state() end
   self.offset, self.id = off, id
@@ -133,7 +134,7 @@ function File:refresh()
 end
 
 function File:append(lines)
-  local ok, err = core.journal_append(self.path, lines)
+  local ok, err = journal.append(self.path, lines)
   if not ok then return nil, err end
   ok, err = self:refresh()
   if not ok then return nil, err end
@@ -150,7 +151,7 @@ end
 function File:compact()
   local cutoff = self.clock() - self.retention
   local fresh
-  local ok, off, id = core.journal_compact(self.path, function(data)
+  local ok, off, id = journal.compact(self.path, function(data)
     local st = new_state()
     replay(st, data)
     local list = {}
@@ -158,7 +159,7 @@ function File:compact()
       if e.sent_at >= cutoff or e.state == "recalling" then list[#list + 1] = e end
     end
     table.sort(list, function(a, b) return a.seq < b.seq end)
-    local lines = { encode { e = "h", id = tostring(core.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
+    local lines = { encode { e = "h", id = tostring(curl.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
       at = self.clock() } }
     fresh = new_state()
     for _, e in ipairs(list) do

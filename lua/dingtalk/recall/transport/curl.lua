@@ -1,7 +1,7 @@
 --- The libcurl transport for plain Lua and the CLI: one multi handle,
 -- connections reused, transfers driven by curl_multi_poll.  The engine
 -- asks it for three things: now(), start(built, tag) and poll(wait).
-local core = require "dingtalk.recall.core"
+local curl = require "dingtalk.recall.curl"
 
 local M = {}
 M.__index = M
@@ -9,12 +9,12 @@ M.__index = M
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
-    multi = core.multi { max_connections = opts.max_connections },
+    multi = curl.multi { max_connections = opts.max_connections },
     name = "curl",
   }, M)
 end
 
-M.now = core.now
+M.now = curl.now
 
 --- Starts a built request; tag comes back with its completion.
 function M:start(built, tag)

@@ -33,7 +33,11 @@ local floor, min, max = math.floor, math.min, math.max
 local concat, sort = table.concat, table.sort
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
 
-local now = core.now
+-- ngx.now after ngx.update_time: this module never loads libcurl.
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
 M.now = now
 
 local function ms(seconds)

@@ -1,0 +1,22 @@
+/*
+ * dingtalk-recall: response decoding (dtr_decode.c).
+ */
+#ifndef DTR_DECODE_H
+#define DTR_DECODE_H
+
+#include "dtr.h"
+
+DTR_HIDDEN_BEGIN
+
+/* Response kinds the decoder knows. */
+enum dtr_kind { DTR_KIND_RECALL, DTR_KIND_SEND, DTR_KIND_TOKEN };
+
+/* (status, headers, body) at the given indexes, secrets at `secrets` (0
+ * for none).  Pushes the result (returns 1) or nil, err (returns 2). */
+int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets);
+/* Adds parse, parse_send, parse_token. */
+void dtr_decode_open(lua_State *L);
+
+DTR_HIDDEN_END
+
+#endif

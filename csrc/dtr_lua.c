@@ -1,0 +1,66 @@
+/*
+ * dingtalk-recall: module tables and their shared upvalues.
+ */
+#include "dtr.h"
+#include "dtr_error.h"
+
+/* Pushes a private lua-cjson instance's decode and encode (the user's
+ * cjson settings do not reach us).  The instance is made once per state
+ * and kept in the registry. */
+static void dtr_push_cjson(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "dingtalk.recall.cjson");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "cjson");
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            lua_pop(L, 1);
+            luaL_error(L, "dingtalk.recall needs lua-cjson (module 'cjson')");
+        }
+        lua_getfield(L, -1, "new");
+        if (lua_isfunction(L, -1)) {
+            lua_call(L, 0, 1);
+            lua_remove(L, -2);
+        } else {
+            lua_pop(L, 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "dingtalk.recall.cjson");
+    }
+    lua_getfield(L, -1, "decode");
+    lua_getfield(L, -2, "encode");
+    lua_remove(L, -3);
+}
+
+void dtr_push_upvalues(lua_State *L, int with_cjson)
+{
+    luaL_checkstack(L, DTR_NUPVALUES + 4, "dingtalk.recall");
+    if (with_cjson) {
+        dtr_push_cjson(L);
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    dtr_error_metatable(L);
+    luaL_newmetatable(L, "dingtalk.recall.request");
+    lua_pushnil(L); /* the session: dingtalk.recall.curl's own */
+}
+
+void dtr_register_into(lua_State *L, int t, const luaL_Reg *l)
+{
+    int i, first = lua_gettop(L) - DTR_NUPVALUES + 1;
+    t = dtr_absindex(L, t);
+    luaL_checkstack(L, DTR_NUPVALUES + 2, "dingtalk.recall");
+    for (; l->name != NULL; l++) {
+        for (i = 0; i < DTR_NUPVALUES; i++)
+            lua_pushvalue(L, first + i);
+        lua_pushcclosure(L, l->func, DTR_NUPVALUES);
+        lua_setfield(L, t, l->name);
+    }
+}
+
+void dtr_register(lua_State *L, const luaL_Reg *l)
+{
+    dtr_register_into(L, -(DTR_NUPVALUES + 1), l);
+}

@@ -1,0 +1,54 @@
+/*
+ * dingtalk-recall: text checks, endpoints and the JSON writer (dtr_text.c).
+ */
+#ifndef DTR_TEXT_H
+#define DTR_TEXT_H
+
+#include "dtr.h"
+#include "dtr_error.h"
+
+DTR_HIDDEN_BEGIN
+
+/* Transport settings carried by every built request. */
+typedef struct dtr_opts {
+    dtr_str token;            /* may be empty for token calls */
+    char endpoint[DTR_MAX_ENDPOINT + 1]; /* normalised, no trailing '/' */
+    int loopback;             /* endpoint host is a loopback address */
+    double timeout;
+    double connect_timeout;
+    double max_response;
+    dtr_str ca_file;
+    /* Parts of endpoint, filled by the endpoint parser. */
+    int https;
+    int port;                 /* explicit, or 443 / 80 */
+    size_t host_off, host_len; /* the host as written ([::1] with brackets) */
+    size_t path_off;          /* where the base path starts (== length when none) */
+} dtr_opts;
+
+/* 0 when clean, 1 for a control character, 2 for invalid UTF-8. */
+int dtr_text_check(const unsigned char *s, size_t n);
+/* Printable ASCII, no space: a header value. */
+int dtr_header_safe(const char *s, size_t n);
+/* An id, key or secret: at most 1024 bytes, UTF-8, no controls. */
+int dtr_text_ok(const dtr_str *v, const char *what, dtr_err *e);
+/* Field name of the table at idx as a required text field; the value
+ * stays on the stack (one slot, always). */
+int dtr_text_field(lua_State *L, int idx, const char *name, const char *missing, dtr_str *out, dtr_err *e);
+/* Normalises and checks an endpoint into o (endpoint and its parts). */
+int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e);
+
+/* A JSON object body: named fields, each a string or an array. */
+typedef struct dtr_field {
+    const char *name;
+    const dtr_str *vals;
+    int count;       /* -1: one string; >= 0: an array of that many */
+} dtr_field;
+
+/* Writes s as a JSON string at dst (or measures it when dst is NULL). */
+size_t dtr_json_string(char *dst, const char *s, size_t n);
+/* Pushes the object as one Lua string (the strings must be anchored). */
+void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf);
+
+DTR_HIDDEN_END
+
+#endif
