@@ -56,6 +56,9 @@ describe("engine", function()
       assert.are.equal(100, #rep.recalled)
       assert.are.equal(1, counts.plan)
       assert.are.equal(5, counts.build_batch)
+      -- nothing checks a key again: no per-key validate, no build of a request table
+      assert.are.equal(0, counts.validate)
+      assert.are.equal(0, counts.build)
       assert.are.equal(5, #T.sent)
       -- and with several groups: one plan each, one build per batch
       counts, restore = count_core()
