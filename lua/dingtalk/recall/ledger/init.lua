@@ -397,6 +397,10 @@ function Ledger:recall(client, filter, opts)
       rep = plans_mod.run_sequential(client, plans, hooks, self.chunk)
     end
     store_err = store_err or hooks.error()
+    if not store_err then
+      local ok, ferr = hooks.flush()
+      if not ok then store_err = ferr end
+    end
   end
   if store_err then return nil, store_err end
   report.merge(rep, refused)

@@ -3,11 +3,12 @@
 --
 -- One core plan per (conversation, robot) group; a `chunk` of keys (whole
 -- batches of 20: chunk // 20 batches, at least one) is marked `recalling`
--- durably before the first of its batches is sent, and its outcomes are
--- written in one update when all of its batches are done.  Batches of one
--- plan start in order, so chunks finish in order: a crash loses at most the
--- chunks in flight, whose keys stay `recalling` and are resumed.  A chunk
--- smaller than a batch cuts the group into plans of `chunk` keys.
+-- durably before the first of its batches is sent.  Outcomes are written
+-- with the next chunk's marks (one durable write per chunk) and at the end
+-- of the run.  A crash loses only outcomes not written yet: those keys stay
+-- `recalling`, and the next recall sends them again and counts the server's
+-- "already recalled" as recalled.  A chunk smaller than a batch cuts the
+-- group into plans of `chunk` keys.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 
@@ -49,59 +50,44 @@ end
 -- hooks.error() -> the first store error.  save(changes) -> true | false, err.
 function M.hooks(chunk, save, change_of, on_progress)
   local per = per_chunk(chunk)
-  local state = {}   -- plan -> {marked = last chunk marked, buckets = {ci -> {left, changes}}}
+  local marked = {}   -- plan -> the last chunk marked
+  local pending = {}  -- outcomes not written yet
   local failed
-  local function st_of(plan)
-    local st = state[plan]
-    if not st then
-      st = { marked = 0, buckets = {} }
-      state[plan] = st
+  local function write(changes)
+    if failed then return false, failed end
+    local ok, err = save(changes)
+    if not ok then
+      failed = err
+      return false, err
     end
-    return st
+    pending = {}
+    return true
   end
   local hooks = {}
   function hooks.on_batch_start(plan, i)
     if failed then return false, failed end
-    local st = st_of(plan)
     local ci = math.ceil(i / per)
-    if ci > st.marked then
-      -- Durably `recalling` before any batch of this chunk is sent.
-      local marks = {}
+    if ci > (marked[plan] or 0) then
+      -- Durably `recalling` before any batch of this chunk is sent; the
+      -- outcomes known so far go in the same write.
+      local changes = pending
       for b = (ci - 1) * per + 1, math.min(ci * per, plan.nbatches) do
-        for _, k in ipairs(plan[b]) do marks[#marks + 1] = { key = k, state = "recalling" } end
+        for _, k in ipairs(plan[b]) do changes[#changes + 1] = { key = k, state = "recalling" } end
       end
-      st.marked = ci
-      local ok, err = save(marks)
-      if not ok then
-        failed = failed or err
-        return false, failed
-      end
+      marked[plan] = ci
+      local ok, err = write(changes)
+      if not ok then return false, err end
     end
   end
-  function hooks.on_batch_done(plan, i, keys, outcomes, r)
-    local changes = {}
-    for _, k in ipairs(keys) do changes[#changes + 1] = change_of(r, k, outcomes[k]) end
-    if i == 0 then
-      local ok, err = save(changes)
-      if not ok then failed = failed or err end
-      return
-    end
-    local st = st_of(plan)
-    local ci = math.ceil(i / per)
-    local bucket = st.buckets[ci]
-    if not bucket then
-      bucket = { left = math.min(ci * per, plan.nbatches) - (ci - 1) * per, changes = {} }
-      st.buckets[ci] = bucket
-    end
-    for _, c in ipairs(changes) do bucket.changes[#bucket.changes + 1] = c end
-    bucket.left = bucket.left - 1
-    if bucket.left == 0 then
-      st.buckets[ci] = nil
-      local ok, err = save(bucket.changes)
-      if not ok then failed = failed or err end
-    end
+  function hooks.on_batch_done(_, _, keys, outcomes, r)
+    for _, k in ipairs(keys) do pending[#pending + 1] = change_of(r, k, outcomes[k]) end
   end
   hooks.on_progress = on_progress
+  --- Writes the outcomes not written yet; true | false, err.
+  function hooks.flush()
+    if #pending == 0 then return not failed, failed end
+    return write(pending)
+  end
   --- The first store error (after which nothing more is sent).
   function hooks.error() return failed end
   return hooks
