@@ -46,14 +46,22 @@ function M.already_recalled(reason)
   return info ~= nil and info.already_recalled == true
 end
 
---- classify(r, keys, result, ambiguous) -> outcomes ({key = outcome}).
+-- The outcomes of a batch the server recalled whole (the usual answer):
+-- one shared read-only table, so the common path makes no garbage.
+local ALL_RECALLED = setmetatable({}, {
+  __index = function() return "recalled" end,
+  __newindex = function() error("outcomes are read-only", 2) end,
+})
+
+--- classify(r, keys, result, ambiguous) -> outcomes: outcomes[key] for
+-- each key of the batch (index it by the batch's keys: a batch recalled
+-- whole answers with a shared table that has no pairs).
 -- keys: the batch sent; result: core.parse's answer (successResult,
 -- failedResult, request_id); ambiguous: true when an earlier attempt of
 -- this batch may have done the recall.
 function M.classify(r, keys, result, ambiguous)
   local succ, failed = result.successResult or {}, result.failedResult or {}
   local recalled, n = r.recalled, r._nrecalled or #r.recalled
-  local outcomes = {}
   -- The usual answer lists the batch's keys in order: no set needed then.
   local same = #succ == #keys
   for i = 1, same and #keys or 0 do
@@ -63,15 +71,11 @@ function M.classify(r, keys, result, ambiguous)
     end
   end
   if same then
-    for i = 1, #keys do
-      local k = keys[i]
-      recalled[n + i] = k
-      outcomes[k] = "recalled"
-    end
+    for i = 1, #keys do recalled[n + i] = keys[i] end
     r._nrecalled = n + #keys
-    return outcomes
+    return ALL_RECALLED
   end
-  local ok = {}
+  local ok, outcomes = {}, {}
   for _, k in ipairs(succ) do ok[k] = true end
   for _, k in ipairs(keys) do
     local reason = failed[k]
