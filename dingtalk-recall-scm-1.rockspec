@@ -70,6 +70,7 @@ build = {
       ["dingtalk.recall"] = "lua/dingtalk/recall/init.lua",
       ["dingtalk.recall.ledger.file"] = "lua/dingtalk/recall/ledger/file.lua",
       ["dingtalk.recall.ledger"] = "lua/dingtalk/recall/ledger/init.lua",
+      ["dingtalk.recall.ledger.plans"] = "lua/dingtalk/recall/ledger/plans.lua",
       ["dingtalk.recall.ledger.redis"] = "lua/dingtalk/recall/ledger/redis.lua",
       ["dingtalk.recall.limiter"] = "lua/dingtalk/recall/limiter.lua",
       ["dingtalk.recall.limiter.redis"] = "lua/dingtalk/recall/limiter/redis.lua",

@@ -56,6 +56,9 @@ describe("engine", function()
       assert.are.equal(100, #rep.recalled)
       assert.are.equal(1, counts.plan)
       assert.are.equal(5, counts.build_batch)
+      -- nothing checks a key again: no per-key validate, no build of a request table
+      assert.are.equal(0, counts.validate)
+      assert.are.equal(0, counts.build)
       assert.are.equal(5, #T.sent)
       -- and with several groups: one plan each, one build per batch
       counts, restore = count_core()
@@ -373,7 +376,7 @@ describe("engine", function()
       end
       assert(l:record_many(entries))
       local T = fake.new { latency = 0.2 }
-      local starts, dones = 0, 0
+      local dones = 0
       local rep = assert(l:recall(client(T, { concurrency = 6 }), {}, { on_progress = function(d, t)
         dones = dones + 1
         assert.are.equal(800, t)
@@ -388,8 +391,7 @@ describe("engine", function()
       for i = 1, 8 do first[fake.recalls(T)[i].cid] = true end
       for c = 1, 8 do assert.is_true(first["cidPeak" .. c], "conversation " .. c .. " not among the first 8") end
       for _, e in ipairs(entries) do assert.are.equal("recalled", l:get(e.key).state) end
-      starts = #T.sent
-      assert.are.equal(40, starts)
+      assert.are.equal(40, #T.sent)
       l:close()
     end)
 
@@ -408,6 +410,40 @@ describe("engine", function()
       for _, st in ipairs(seen) do assert.are.equal("recalling", st) end
       assert.are.equal("recalled", l:get("m45").state)
       l:close()
+    end)
+  end)
+
+  describe("the ledger with a client that only has recall", function()
+    local ledger = require "dingtalk.recall.ledger"
+    it("calls it once per chunk, in order, and persists every outcome", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      local l = assert(ledger.open(dir .. "/ledger", { chunk = 40 }))
+      local entries = {}
+      local t0 = os.time() - 1000
+      for k = 1, 100 do
+        entries[k] = { key = "d" .. k, conversation = "cidDuck", robot = "dingRobot", sent_at = t0 + k }
+      end
+      assert(l:record_many(entries))
+      local T = fake.new { answer = function(req) return fake.ok(req, { d7 = "NOPE" }) end }
+      local real = client(T)
+      local calls = {}
+      local duck = { recall = function(_, cid, keys, o)
+        calls[#calls + 1] = #keys
+        assert.are.equal("cidDuck", cid)
+        assert.are.equal("dingRobot", o.robot_code)
+        for _, k in ipairs(keys) do assert.are.equal("recalling", l:get(k).state) end
+        return real:recall(cid, keys, o)
+      end }
+      local rep = assert(l:recall(duck, {}))
+      assert.are.same({ 40, 40, 20 }, calls)
+      assert.are.equal(99, #rep.recalled)
+      assert.are.equal("NOPE", rep.failed.d7)
+      assert.are.equal(100, rep.total)
+      assert.are.equal("failed", l:get("d7").state)
+      assert.are.equal("recalled", l:get("d100").state)
+      l:close()
+      os.execute("rm -rf '" .. dir .. "'")
     end)
   end)
 

@@ -39,7 +39,7 @@ local NUMERIC = {
   qps = { bad = { NAN, INF, -INF, -1, 1e9, 2.5, 20.5, 0.5 }, good = { 0, 1, 20, 10000 } },
   timeout = { bad = { NAN, INF, -INF, -1, 0, 1e9, 601 }, good = { 0.5, 10, 600 } },
   connect_timeout = { bad = { NAN, INF, -INF, -1, 0, 1e9 }, good = { 0.25, 3 } },
-  max_response_bytes = { bad = { NAN, INF, -1, 0, 1e9, 1024.5, 100 }, good = { 1024, 1048576 } },
+  max_response_bytes = { bad = { NAN, INF, -1, 0, 1e9, 1024.5, 67108865 }, good = { 1000, 1048576 } },
   max_retries = { bad = { NAN, INF, -INF, -1, 1e9, 2.5, 11 }, good = { 0, 3, 10 } },
   backoff_base = { bad = { NAN, INF, -INF, -1, 1e9 }, good = { 0, 0.05, 1 } },
   backoff_max = { bad = { NAN, INF, -INF, -1, 1e9 }, good = { 5, 60 } },

@@ -517,7 +517,9 @@ describe("openresty transport", function()
       local keys = ids("k", 200)
       local b = in_nginx({ client = opts, cid = "cidErr", keys = keys }, "/recall_sim2")
       assert.are.same({ ["transport.tls"] = 200 }, codes(b.report), first_error(b.report).message)
-      assert.are.equal(10, b.report.requests)
+      -- core.codes calls transport.tls fatal: the run stops after the
+      -- requests already in flight (concurrency 2), every key accounted for
+      assert.is_true(b.report.requests >= 1 and b.report.requests <= 2, b.report.requests)
       local a = in_lua(copy(opts), "cidErr", { "k1" })
       assert.are.equal("transport.tls", first_error(a).code)
       assert.matches("host", first_error(b.report).message)

@@ -44,10 +44,10 @@ local OPTIONS = {
   robot_code = { "string" }, endpoint = { "string" }, ca_file = { "string" },
   access_token = { "string" }, app_key = { "string" }, app_secret = { "string" },
   suite_key = { "string" }, suite_secret = { "string" }, auth_corp_id = { "string" },
-  suite_ticket = { "string" }, shared_dict = { "string" },
+  suite_ticket = { "string" }, shared_dict = { "string|boolean" }, -- false: no shared dict
   timeout = { "number", NUM, 0.001, 600 },
   connect_timeout = { "number", NUM, 0.001, 600 },
-  max_response_bytes = { "number", INT, 1024, 67108864 },
+  max_response_bytes = { "number", INT, 1, 67108864 },
   concurrency = { "number", INT, engine.LIMITS.concurrency[1], engine.LIMITS.concurrency[2] },
   qps = { "number", INT, 0, limiter.MAX_RATE },
   qps_window = { "number", NUM, 0.1, 60 },
@@ -128,6 +128,7 @@ local function check_options(config)
   if config.backoff_base and config.backoff_max and config.backoff_base > config.backoff_max then
     return param_error("backoff_base must not exceed backoff_max")
   end
+  if config.shared_dict == true then error("client option 'shared_dict' must be a string (or false)", 4) end
   -- limiter: a limiter object (acquire(now)), or Redis settings
   -- ({redis = url, key = ..., ...}: dingtalk.recall.shared checks them).
   if config.limiter ~= nil and type(config.limiter.acquire) == "function" and config.redis ~= nil then

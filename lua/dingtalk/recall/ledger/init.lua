@@ -20,6 +20,7 @@
 -- (ledger/redis.lua, shared by several hosts and nginx workers).
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
+local plans_mod = require "dingtalk.recall.ledger.plans"
 
 local M = {}
 
@@ -293,11 +294,13 @@ end
 --
 -- The ledger selects and persists; the client's engine sends and the
 -- report module decides each key's outcome.  Every (conversation, robot)
--- group is cut into plans of `chunk` keys, and all plans run in one engine
--- run (one pool, fair across conversations).  A plan's keys are marked
--- `recalling` durably before its first batch is sent, and their outcomes
--- are written when its last batch is done.  A key the server calls already
--- recalled ends `recalled` (the message is gone, whoever recalled it).
+-- group is one plan, and all plans run in one engine run (one pool, fair
+-- across conversations).  Keys are marked `recalling` durably `chunk` keys
+-- at a time before they are sent, and their outcomes written when that
+-- chunk's batches are done (see ledger/plans.lua).  A key the server calls
+-- already recalled ends `recalled` (the message is gone, whoever recalled
+-- it).  A client without a run method (any object with
+-- recall(cid, keys, opts)) is called once per chunk, one after another.
 --
 -- The report is the engine's (recalled, already_recalled, failed, errors,
 -- requests, retries, throttled, token_fetches, total) plus expired (keys
@@ -308,8 +311,8 @@ end
 -- opts.on_progress(done, total) is called as batches finish.
 function Ledger:recall(client, filter, opts)
   local b = live(self, "recall")
-  if type(client) ~= "table" or type(client.run) ~= "function" then
-    error("ledger:recall expects a client (with a run method)", 2)
+  if type(client) ~= "table" or (type(client.run) ~= "function" and type(client.recall) ~= "function") then
+    error("ledger:recall expects a client (with a run or a recall method)", 2)
   end
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
@@ -367,40 +370,30 @@ function Ledger:recall(client, filter, opts)
     if opts.on_progress then opts.on_progress(#expired, total) end
   end
 
-  -- The plans: one per group and chunk.  A group the core refuses whole
-  -- (a conversation or robot the API cannot take) ends in errors unsent.
-  -- On a store shared by several hosts (Redis) each chunk's keys are
+  -- On a store shared by several hosts (Redis) every selected key is
   -- claimed with a lease first (durably `recalling`, owned by this host):
   -- keys another host claimed first are its to recall, not in this report.
-  local refused = report.new()
-  local plans, refused_changes, elsewhere = {}, {}, {}
-  for _, g in ipairs(order) do
-    for first = 1, #g.keys, self.chunk do
-      local chunk = {}
-      for i = first, math.min(#g.keys, first + self.chunk - 1) do chunk[#chunk + 1] = g.keys[i] end
-      if b.claim and #chunk > 0 then
-        local marks = {}
-        for i, k in ipairs(chunk) do marks[i] = { key = k, state = "recalling", was = g.was[k] } end
-        local mine, cerr = b:claim(marks)
-        if not mine then return nil, cerr end
-        local kept = {}
-        for _, k in ipairs(chunk) do
-          if mine[k] then kept[#kept + 1] = k else elsewhere[#elsewhere + 1] = k end
-        end
-        chunk = kept
+  local elsewhere = {}
+  if b.claim then
+    local kept_groups = {}
+    for _, g in ipairs(order) do
+      local marks = {}
+      for i, k in ipairs(g.keys) do marks[i] = { key = k, state = "recalling", was = g.was[k] } end
+      local mine, cerr = b:claim(marks)
+      if not mine then return nil, cerr end
+      local kept = {}
+      for _, k in ipairs(g.keys) do
+        if mine[k] then kept[#kept + 1] = k else elsewhere[#elsewhere + 1] = k end
       end
-      local plan, perr
-      if #chunk > 0 then plan, perr = core.plan(g.cid, g.robot, chunk) end
-      if #chunk == 0 then -- luacheck: ignore 542
-        -- every key of the chunk is another host's
-      elseif plan then
-        plans[#plans + 1] = plan
-      else
-        local outcomes = report.fail(refused, chunk, perr)
-        for _, k in ipairs(chunk) do refused_changes[#refused_changes + 1] = change_of(refused, k, outcomes[k]) end
-      end
+      g.keys = kept
+      if #kept > 0 then kept_groups[#kept_groups + 1] = g end
     end
+    order = kept_groups
   end
+
+  -- The plans and the hooks that persist them (ledger/plans.lua).
+  local refused = report.new()
+  local plans, refused_changes = plans_mod.make(order, self.chunk, refused, change_of)
   refused.total = #refused_changes
   if #refused_changes > 0 then
     local ok, uerr = b:update(refused_changes, self.clock())
@@ -410,67 +403,30 @@ function Ledger:recall(client, filter, opts)
   local rep = report.new()
   local store_err
   if #plans > 0 then
-    local state = {}  -- plan -> {left = batches to finish, changes = {...}}
     local function save(changes)
-      if #changes == 0 or store_err then return end
+      if store_err then return false, store_err end
+      if #changes == 0 then return true end
       local ok, uerr = b:update(changes, self.clock())
-      if not ok then store_err = uerr end
+      if not ok then
+        store_err = uerr
+        return false, uerr
+      end
+      return true
     end
     local offset = #expired + #refused_changes
-    local lost = {}   -- keys whose claim another host took over (Redis)
-    local hooks = {
-      on_batch_start = function(plan, _, keys)
-        if store_err then return false, store_err end
-        if b.claim then
-          -- Renew this batch's claims right before it is sent; a key whose
-          -- lease ran out and that another host took is not sent again.
-          local marks = {}
-          for i, k in ipairs(keys) do marks[i] = { key = k, state = "recalling", was = "recalling" } end
-          local mine, cerr = b:claim(marks)
-          if not mine then store_err = cerr; return false, cerr end
-          for _, k in ipairs(keys) do
-            if not mine[k] then
-              for _, k2 in ipairs(keys) do lost[k2] = lost[k2] or not mine[k2] end
-              return false, core.error("ledger.claim_lost",
-                "another host took over this batch's keys after their lease ended")
-            end
-          end
-          return
-        end
-        local st = state[plan]
-        if not st then
-          -- Durably `recalling` before anything of this plan is sent.
-          st = { left = plan.nbatches, changes = {} }
-          state[plan] = st
-          local marks = {}
-          for i = 1, plan.nbatches do
-            for _, k in ipairs(plan[i]) do marks[#marks + 1] = { key = k, state = "recalling" } end
-          end
-          save(marks)
-          if store_err then return false, store_err end
-        end
-      end,
-      on_batch_done = function(plan, i, keys, outcomes, r)
-        local st = state[plan]
-        if not st then
-          st = { left = plan.nbatches, changes = {} }
-          state[plan] = st
-        end
-        local changes = st.changes
-        for _, k in ipairs(keys) do
-          if not lost[k] then changes[#changes + 1] = change_of(r, k, outcomes[k]) end
-        end
-        if i > 0 then st.left = st.left - 1 end
-        if st.left <= 0 or i == 0 then
-          st.changes = {}
-          save(changes)
-        end
-      end,
-      on_progress = opts.on_progress and function(done)
-        opts.on_progress(offset + done, total)
-      end,
-    }
-    rep = client:run(plans, hooks, { ambiguous = true })
+    local hooks = plans_mod.hooks(self.chunk, save, change_of, opts.on_progress and function(done)
+      opts.on_progress(offset + done, total)
+    end, b.claim and function(marks) return b:claim(marks) end)
+    if type(client.run) == "function" then
+      rep = client:run(plans, hooks, { ambiguous = true })
+    else
+      rep = plans_mod.run_sequential(client, plans, hooks, self.chunk)
+    end
+    store_err = store_err or hooks.error()
+    if not store_err then
+      local ok, ferr = hooks.flush()
+      if not ok then store_err = ferr end
+    end
   end
   if store_err then return nil, store_err end
   report.merge(rep, refused)

@@ -46,14 +46,22 @@ function M.already_recalled(reason)
   return info ~= nil and info.already_recalled == true
 end
 
---- classify(r, keys, result, ambiguous) -> outcomes ({key = outcome}).
+-- The outcomes of a batch the server recalled whole (the usual answer):
+-- one shared read-only table, so the common path makes no garbage.
+local ALL_RECALLED = setmetatable({}, {
+  __index = function() return "recalled" end,
+  __newindex = function() error("outcomes are read-only", 2) end,
+})
+
+--- classify(r, keys, result, ambiguous) -> outcomes: outcomes[key] for
+-- each key of the batch (index it by the batch's keys: a batch recalled
+-- whole answers with a shared table that has no pairs).
 -- keys: the batch sent; result: core.parse's answer (successResult,
 -- failedResult, request_id); ambiguous: true when an earlier attempt of
 -- this batch may have done the recall.
 function M.classify(r, keys, result, ambiguous)
   local succ, failed = result.successResult or {}, result.failedResult or {}
   local recalled, n = r.recalled, r._nrecalled or #r.recalled
-  local outcomes = {}
   -- The usual answer lists the batch's keys in order: no set needed then.
   local same = #succ == #keys
   for i = 1, same and #keys or 0 do
@@ -63,15 +71,11 @@ function M.classify(r, keys, result, ambiguous)
     end
   end
   if same then
-    for i = 1, #keys do
-      local k = keys[i]
-      recalled[n + i] = k
-      outcomes[k] = "recalled"
-    end
+    for i = 1, #keys do recalled[n + i] = keys[i] end
     r._nrecalled = n + #keys
-    return outcomes
+    return ALL_RECALLED
   end
-  local ok = {}
+  local ok, outcomes = {}, {}
   for _, k in ipairs(succ) do ok[k] = true end
   for _, k in ipairs(keys) do
     local reason = failed[k]
@@ -123,6 +127,39 @@ function M.finish(r, elapsed)
   r.elapsed = elapsed
   r.ok = next(r.failed) == nil and next(r.errors) == nil and (r.expired == nil or #r.expired == 0)
   return r
+end
+
+--- absorb(r, keys, other) -> outcomes: the keys' places in another
+-- (finished) report, added to r (a ledger folding a client's reports).
+function M.absorb(r, keys, other)
+  local outcomes = {}
+  local n = r._nrecalled or #r.recalled
+  for _, k in ipairs(keys) do
+    local o, detail = M.outcome(other, k)
+    if o == "recalled" or o == "already_recalled" then
+      n = n + 1
+      r.recalled[n] = k
+      if o == "already_recalled" then r.already_recalled[#r.already_recalled + 1] = k end
+    elseif o == "failed" then
+      r.failed[k] = detail
+    elseif o == "error" then
+      r.errors[k] = detail
+    else
+      o = "missing"
+      r.errors[k] = core.error("response.missing_key", "the client reported nothing for this key")
+    end
+    outcomes[k] = o
+  end
+  r._nrecalled = n
+  return outcomes
+end
+
+--- count(r, other): adds other's counters (requests, retries, throttled,
+-- token_fetches) to r.
+function M.count(r, other)
+  for _, f in ipairs { "requests", "retries", "throttled", "token_fetches" } do
+    r[f] = (r[f] or 0) + (tonumber(other[f]) or 0)
+  end
 end
 
 --- merge(r, other): adds other's keys and counters to r (reports of

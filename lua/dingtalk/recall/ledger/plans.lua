@@ -1,0 +1,180 @@
+--- dingtalk.recall.ledger.plans: how the ledger hands its selection to
+-- the engine and persists what comes back.
+--
+-- One core plan per (conversation, robot) group; a `chunk` of keys (whole
+-- batches of 20: chunk // 20 batches, at least one) is marked `recalling`
+-- durably before the first of its batches is sent.  Outcomes are written
+-- with the next chunk's marks (one durable write per chunk) and at the end
+-- of the run.  A crash loses only outcomes not written yet: those keys stay
+-- `recalling`, and the next recall sends them again and counts the server's
+-- "already recalled" as recalled.  A chunk smaller than a batch cuts the
+-- group into plans of `chunk` keys.
+local core = require "dingtalk.recall.core"
+local report = require "dingtalk.recall.report"
+
+local M = {}
+
+local MAX_KEYS = core.MAX_KEYS or 20
+
+-- Batches per durable chunk.
+local function per_chunk(chunk)
+  return math.max(1, math.floor(chunk / MAX_KEYS))
+end
+
+--- make(groups, chunk, refused, change_of) -> plans, refused_changes.
+-- groups: {cid, robot, keys} in order.  A group the core refuses whole
+-- (a conversation or robot the API cannot take) ends in `refused` unsent.
+function M.make(groups, chunk, refused, change_of)
+  local plans, changes = {}, {}
+  local step = chunk < MAX_KEYS and chunk or nil
+  for _, g in ipairs(groups) do
+    for first = 1, #g.keys, step or #g.keys do
+      local keys = g.keys
+      if step then
+        keys = {}
+        for i = first, math.min(#g.keys, first + step - 1) do keys[#keys + 1] = g.keys[i] end
+      end
+      local plan, err = core.plan(g.cid, g.robot, keys)
+      if plan then
+        plans[#plans + 1] = plan
+      else
+        local outcomes = report.fail(refused, keys, err)
+        for _, k in ipairs(keys) do changes[#changes + 1] = change_of(refused, k, outcomes[k]) end
+      end
+    end
+  end
+  return plans, changes
+end
+
+--- hooks(chunk, save, change_of, on_progress [, claim]) -> engine hooks,
+-- plus hooks.error() -> the first store error.  save(changes) -> true |
+-- false, err.  claim(marks) -> {key = true} | nil, err: a store shared by
+-- several hosts (Redis), whose keys were claimed before the run; each
+-- batch's claims are renewed right before it is sent, and a key whose
+-- lease ran out and that another host took over is not sent again (the
+-- batch ends in ledger.claim_lost and nothing is written for such a key).
+function M.hooks(chunk, save, change_of, on_progress, claim)
+  local per = per_chunk(chunk)
+  local marked = {}   -- plan -> the last chunk marked
+  local pending = {}  -- outcomes not written yet
+  local lost = {}     -- keys another host took over (claim)
+  local failed
+  local function write(changes)
+    if failed then return false, failed end
+    local ok, err = save(changes)
+    if not ok then
+      failed = err
+      return false, err
+    end
+    pending = {}
+    return true
+  end
+  local hooks = {}
+  local function renew(plan, i)
+    local marks = {}
+    for j, k in ipairs(plan[i]) do marks[j] = { key = k, state = "recalling", was = "recalling" } end
+    local mine, err = claim(marks)
+    if not mine then
+      failed = err
+      return false, err
+    end
+    local gone = false
+    for _, k in ipairs(plan[i]) do
+      if not mine[k] then lost[k], gone = true, true end
+    end
+    if gone then
+      return false, core.error("ledger.claim_lost", "another host took over keys of this batch after their lease ended")
+    end
+    local ci = math.ceil(i / per)
+    if ci > (marked[plan] or 0) and #pending > 0 then
+      marked[plan] = ci
+      return write(pending)
+    end
+    return true
+  end
+  function hooks.on_batch_start(plan, i)
+    if failed then return false, failed end
+    if claim then return renew(plan, i) end
+    local ci = math.ceil(i / per)
+    if ci > (marked[plan] or 0) then
+      -- Durably `recalling` before any batch of this chunk is sent; the
+      -- outcomes known so far go in the same write.
+      local changes = pending
+      for b = (ci - 1) * per + 1, math.min(ci * per, plan.nbatches) do
+        for _, k in ipairs(plan[b]) do changes[#changes + 1] = { key = k, state = "recalling" } end
+      end
+      marked[plan] = ci
+      local ok, err = write(changes)
+      if not ok then return false, err end
+    end
+  end
+  function hooks.on_batch_done(_, _, keys, outcomes, r)
+    for _, k in ipairs(keys) do
+      if not lost[k] then pending[#pending + 1] = change_of(r, k, outcomes[k]) end
+    end
+  end
+  hooks.on_progress = on_progress
+  --- Writes the outcomes not written yet; true | false, err.
+  function hooks.flush()
+    if #pending == 0 then return not failed, failed end
+    return write(pending)
+  end
+  --- The first store error (after which nothing more is sent).
+  function hooks.error() return failed end
+  return hooks
+end
+
+--- run_sequential(client, plans, hooks, chunk) -> report: for a client
+-- without a run method (an object with recall(cid, keys, opts), e.g. a
+-- wrapper): one client:recall per chunk, one after another, its report
+-- folded in through the report module.
+function M.run_sequential(client, plans, hooks, chunk)
+  local per = per_chunk(chunk)
+  local r = report.new()
+  local done, total, elapsed = 0, 0, 0
+  for _, plan in ipairs(plans) do total = total + plan.total + plan.ninvalid end
+  r.total = total
+  local function finish(plan, i, outcomes)
+    hooks.on_batch_done(plan, i, plan[i], outcomes, r)
+    done = done + #plan[i]
+    if hooks.on_progress then hooks.on_progress(done, total) end
+  end
+  for _, plan in ipairs(plans) do
+    if plan.ninvalid > 0 then
+      local keys = {}
+      for k in pairs(plan.invalid) do keys[#keys + 1] = k end
+      table.sort(keys)
+      hooks.on_batch_done(plan, 0, keys, report.fail_map(r, plan.invalid), r)
+      done = done + #keys
+    end
+    for first = 1, plan.nbatches, per do
+      local last = math.min(plan.nbatches, first + per - 1)
+      local keys, refused, why = {}, false, nil
+      for i = first, last do
+        local ok, err = hooks.on_batch_start(plan, i, plan[i])
+        if ok == false then refused, why = true, err end
+        for _, k in ipairs(plan[i]) do keys[#keys + 1] = k end
+      end
+      local rep, err
+      if refused then
+        err = why
+      else
+        rep, err = client:recall(plan.conversation, keys, { robot_code = plan.robot, ambiguous = true })
+      end
+      if rep then
+        report.count(r, rep)
+        elapsed = elapsed + (tonumber(rep.elapsed) or 0)
+      end
+      for i = first, last do
+        if rep then
+          finish(plan, i, report.absorb(r, plan[i], rep))
+        else
+          finish(plan, i, report.fail(r, plan[i], err))
+        end
+      end
+    end
+  end
+  return report.finish(r, elapsed)
+end
+
+return M
