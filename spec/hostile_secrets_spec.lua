@@ -61,6 +61,14 @@ describe("hostile secrets: the renderer", function()
     for _, fmt in ipairs { "text", "json", "chat" } do
       assert.is_nil(render.render(r, fmt, { secrets = { "Q" } }):find("Q", 1, true), fmt)
     end
+    -- a map keyed by data is redacted; the document's own names are not
+    local doc = cjson.decode(render.render({ recalled = {}, failed = { ["kQ"] = "x" }, errors = {}, total = 1 },
+      "json", { secrets = { "e" } }))
+    assert.is_string(doc.failed["kQ"])
+    assert.is_table(doc.already_recalled)
+    assert.is_table(doc.recalled)
+    assert.are.equal("x", cjson.decode(render.render({ recalled = {}, failed = { ["kQ"] = "x" }, errors = {} },
+      "json", { secrets = { "Q" } })).failed["k***"])
     local lines = render.render(r, "lines", { secrets = { "Q" }, title = "T" })
     for _, l in ipairs(lines) do assert.is_nil(l:find("Q", 1, true), l) end
   end)

@@ -63,7 +63,7 @@ function M.check()
   r.start("dingtalk-recall: configuration")
   local s, err = plugin.settings()
   if not s then
-    r.error("settings: " .. tostring(err))
+    r.error("settings: " .. require("dingtalk.recall.report.render").error(err, "chat"))
     return
   end
   if s.config_file then r.info("config file: " .. s.config_file) end

@@ -258,7 +258,7 @@ local function encode(v, out, secrets, depth)
     out[#out + 1] = "{"
     for i, k in ipairs(keys) do
       if i > 1 then out[#out + 1] = "," end
-      out[#out + 1] = json_string(M.redact(k, secrets))
+      out[#out + 1] = json_string(k) -- names are the caller's; data maps redact their keys first
       out[#out + 1] = ":"
       encode(v[orig[k]], out, secrets, depth + 1)
     end
@@ -270,7 +270,9 @@ local function encode(v, out, secrets, depth)
 end
 
 --- json(value, opts) -> one line of valid UTF-8 JSON; object keys sorted,
--- arrays marked with array(); every string and key redacted.
+-- arrays marked with array(); every string value redacted (object keys
+-- are escaped, not redacted: a map keyed by data is redacted by its maker,
+-- as render(report, "json") does for failed and errors).
 function M.json(v, opts)
   return concat(encode(v, {}, opts and opts.secrets, 0))
 end
@@ -434,8 +436,8 @@ end
 local function render_json(r, opts)
   local secrets = opts.secrets
   local errors, failed = {}, {}
-  for k, e in pairs(r.errors or {}) do errors[k] = M.error_table(e, secrets) end
-  for k, why in pairs(r.failed or {}) do failed[k] = tostring(why) end
+  for k, e in pairs(r.errors or {}) do errors[M.redact(k, secrets)] = M.error_table(e, secrets) end
+  for k, why in pairs(r.failed or {}) do failed[M.redact(k, secrets)] = tostring(why) end
   local doc = {
     recalled = M.array(r.recalled or {}), failed = failed, errors = errors,
     expired = M.array(r.expired or {}), already_recalled = M.array(r.already_recalled or {}),
