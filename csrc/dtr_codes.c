@@ -103,7 +103,21 @@ static const dtr_code_info dtr_codes[] = {
     {"ledger.invalid", 0, 0, "Check the ledger's arguments (path or URL, keys, selection)."},
     {"ledger.not_found", 0, 0, "No ledger entry has this key."},
     {"ledger.redis", 0, R, "The Redis server failed or is unreachable; check its URL and that it runs."},
+    {"ledger.unsafe", 0, 0,
+     "The ledger file or its folder is unsafe (a symlink, not a regular file, not yours, or a folder others "
+     "can write without the sticky bit): keep the ledger in a private folder."},
+    {"ledger.claim_lost", 0, 0,
+     "Another host took these keys over after this host's lease on them ended; that host recalls them. "
+     "Raise the ledger's lease if runs are long."},
+    {"redis.invalid", 0, 0, "Check the redis:// URL (host, port, database, user and password)."},
+    {"redis.reply", 0, 0, "Redis answered with an error; see the message (and the server's log)."},
     {"token.provider", 0, R, "The access-token provider failed; check its credentials and endpoint."},
+    {"token.lifetime", 0, 0,
+     "The token endpoint gave a lifetime that is not a finite number of at least 60 s; check the endpoint "
+     "(a proxy in the way?)."},
+    {"token.refresh_limit", 0, 0,
+     "Over 6 token requests in a minute: the endpoint keeps handing out tokens that do not work. Check the "
+     "credentials and the endpoint, then retry after a minute."},
     {"async.cancelled", 0, 0, "The task was cancelled before it finished."},
     {"async.failed", 0, 0, "The task raised an error; this is a bug in the task or a callback."},
     {NULL, 0, 0, NULL}};

@@ -134,6 +134,10 @@ local function check_options(config)
   if config.limiter ~= nil and type(config.limiter.acquire) == "function" and config.redis ~= nil then
     error("client options 'limiter' (an object) and 'redis' exclude each other", 4)
   end
+  if config.limiter ~= nil and type(config.limiter.acquire) ~= "function" and config.limiter.redis == nil
+    and config.redis == nil then
+    error("client option 'limiter' must be a limiter (with acquire(now)) or Redis settings with redis = URL", 4)
+  end
   return true
 end
 
