@@ -48,7 +48,7 @@ end
 local function client(h, extra)
   local opts = { robot_code = ROBOT, endpoint = h.url, app_key = "hostileKey", app_secret = "hostileSecret",
     timeout = 2, connect_timeout = 2, max_retries = 2, backoff_base = 0.05, backoff_max = 0.2, qps = 0 }
-  for k, v in pairs(extra or {}) do opts[k] = v end
+  for k, v in pairs(extra or {}) do opts[k] = v or nil end
   return assert(recall.client(opts))
 end
 
@@ -61,9 +61,13 @@ end
 describe("hostile servers cannot make a run loop (class 1)", function()
   before_each(function() tokens.clear_cache() end)
 
+  -- The C core's parse_token decides for every number from the network:
+  -- expireIn must be finite and within [60 s, 1 day] (response.invalid).
+  -- token.lifetime is the Lua check of a token_provider's lifetimes.
   local EXPIRES = {
-    { "1e-9", "token.lifetime" }, { "0", "response.invalid" }, { "-5", "response.invalid" },
-    { "NaN", nil }, { "59.5", "token.lifetime" }, { '"7200"', "response.invalid" },
+    { "1e-9", "response.invalid" }, { "0", "response.invalid" }, { "-5", "response.invalid" },
+    { "NaN", nil }, { "59.5", "response.invalid" }, { '"7200"', "response.invalid" },
+    { "1e300", "response.invalid" },
   }
   for _, c in ipairs(EXPIRES) do
     local raw, code = c[1], c[2]
@@ -92,108 +96,26 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     end)
   end
 
-  it("client: expireIn 1e300 is cut to 7200 s; one token serves every batch and later runs", function()
-    local h = hostile.start { expire = "1e300", api = "ok" }
-    local ok, err = pcall(bounded, 30, function()
-      local cl = client(h)
-      local keys = keys_of(60, "b")
-      local rep = assert(cl:recall(CID, keys))
-      accounted(rep, keys)
-      assert.are.equal(60, #rep.recalled)
-      local rep2 = assert(cl:recall(CID, keys_of(5, "c")))
-      assert.are.equal(5, #rep2.recalled)
-      cl:close()
-      local n = h:counts()
-      assert.are.equal(1, n.token)
-      assert.are.equal(4, n.api)
-    end)
-    h:stop()
-    assert(ok, err)
-  end)
-
-  it("client: a token provider's lifetime is checked the same way", function()
-    bounded(30, function()
-    for _, life in ipairs { 1e-9, 0, -5, 0 / 0, 1 / 0, "soon" } do
+  for _, life in ipairs { 1e-9, 0 / 0, -1, 59 } do
+    it("client: a token_provider's lifetime " .. tostring(life) .. " ends the run (token.lifetime), bounded", function()
+      local h = hostile.start { api = "ok" }
       local calls = 0
-      local cl = assert(recall.client { robot_code = ROBOT, endpoint = "http://127.0.0.1:9",
-        token_provider = function() calls = calls + 1; return "prov-tok", life end })
-      local rep = assert(cl:recall(CID, keys_of(3, "p")))
-      cl:close()
-      accounted(rep, keys_of(3, "p"))
-      assert.are.equal(3, invariant.counts(rep).errors, tostring(life))
-      assert.is_true(calls >= 1 and calls <= tokens.MAX_FETCHES, tostring(life) .. ": " .. calls)
-    end
+      local ok, err = pcall(bounded, 30, function()
+        local cl = client(h, { app_key = false, app_secret = false,
+          token_provider = function() calls = calls + 1; return "prov-token", life end })
+        local keys = keys_of(25, "p")
+        local rep = assert(cl:recall(CID, keys))
+        cl:close()
+        accounted(rep, keys)
+        assert.are.equal(0, #rep.recalled)
+        assert.are.equal(0, h:counts().api, "no batch may be sent without a usable token")
+        assert.is_true(calls >= 1 and calls <= 6, "provider calls: " .. calls)
+        for _, e in pairs(rep.errors) do assert.are.equal("token.lifetime", e.code) end
+      end)
+      h:stop()
+      assert(ok, err)
     end)
-  end)
-
-  it("client: InvalidAuthentication forever ends after at most " .. tokens.MAX_FETCHES .. " token requests",
-    function()
-    local h = hostile.start { api = "auth" }
-    local ok, err = pcall(bounded, 30, function()
-      local cl = client(h, { concurrency = 2 })
-      local keys = keys_of(400, "a") -- 20 batches
-      local t0 = clock()
-      local rep = assert(cl:recall(CID, keys))
-      local took = clock() - t0
-      -- a second run in the same minute asks for no token at all
-      local rep2 = assert(cl:recall(CID, keys_of(20, "z")))
-      cl:close()
-      local n = h:counts()
-      accounted(rep, keys)
-      accounted(rep2, keys_of(20, "z"))
-      assert.are.equal(0, #rep.recalled)
-      assert.is_true(n.token <= tokens.MAX_FETCHES, "token requests: " .. n.token)
-      -- each batch is sent at most twice (once more with a fresh token), and
-      -- none once the token budget is spent
-      assert.is_true(n.api <= 2 * 20, "API requests: " .. n.api)
-      assert.is_true(took < 15, "took " .. took .. " s")
-      local codes = {}
-      for _, e in pairs(rep2.errors) do codes[e.code] = true end
-      assert.is_true(codes["token.refresh_limit"], "the second run was not refused")
-    end)
-    h:stop()
-    assert(ok, err)
-  end)
-
-  it("client: QpsLimit forever with Retry-After 99999999 ends after max_retries per batch", function()
-    local h = hostile.start { api = "qps" }
-    local ok, err = pcall(bounded, 30, function()
-      local cl = client(h, { concurrency = 2, max_retries = 2 })
-      local keys = keys_of(60, "q") -- 3 batches
-      local t0 = clock()
-      local rep = assert(cl:recall(CID, keys))
-      local took = clock() - t0
-      cl:close()
-      local n = h:counts()
-      accounted(rep, keys)
-      assert.are.equal(0, #rep.recalled)
-      assert.are.equal(3 * 3, n.api) -- each batch: 1 + max_retries
-      assert.are.equal(1, n.token)
-      assert.is_true(took < 20, "took " .. took .. " s: the header was obeyed")
-    end)
-    h:stop()
-    assert(ok, err)
-  end)
-
-  it("client: a token answer that trickles ends within the timeout, retries bounded", function()
-    local h = hostile.start { token = "trickle", trickle = 0.3 }
-    local ok, err = pcall(bounded, 30, function()
-      local cl = client(h, { timeout = 1, max_retries = 1 })
-      local keys = keys_of(25, "t")
-      local t0 = clock()
-      local rep = assert(cl:recall(CID, keys))
-      local took = clock() - t0
-      cl:close()
-      accounted(rep, keys)
-      assert.are.equal(0, #rep.recalled)
-      local n = h:counts()
-      assert.are.equal(0, n.api)
-      assert.is_true(n.token <= 2, "token requests: " .. n.token)
-      assert.is_true(took < 10, "took " .. took .. " s")
-    end)
-    h:stop()
-    assert(ok, err)
-  end)
+  end
 
   it("client: token() with a 1e-9 lifetime fails after a bounded number of requests", function()
     local h = hostile.start { expire = "1e-9" }
@@ -202,7 +124,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
       local tok, terr = cl:token()
       cl:close()
       assert.is_nil(tok)
-      assert.are.equal("token.lifetime", terr.code)
+      assert.are.equal("response.invalid", terr.code)
       assert.is_true(h:counts().token <= 3)
     end)
     h:stop()
