@@ -414,5 +414,52 @@ function Client:close()
   drop(self)
 end
 
+---------------------------------------------------------------------------
+-- What the modules built on this client share (limiter/redis.lua,
+-- token/redis.lua): their options, their app's hash tag, their log.
+---------------------------------------------------------------------------
+
+--- option(opts, name, lo, hi, default, who) -> the number opts[name], or
+-- default when absent; raises (at new's caller) unless finite in [lo, hi].
+function M.option(opts, name, lo, hi, default, who)
+  local v = opts[name]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
+    error(("%s: option '%s' must be a number in [%s, %s]"):format(who, name, lo, hi), 3)
+  end
+  return v
+end
+
+--- tag(key, who) -> "{dingtalk-recall:<key>}": one hash tag per app, so a
+-- proxy or a cluster keeps an app's keys on one node.  Raises on a key
+-- that is empty or holds braces or control characters.
+function M.tag(key, who)
+  if type(key) ~= "string" or key == "" or key:find("[{}%c]") then
+    error(who .. ": key must be a non-empty string without braces or control characters", 3)
+  end
+  return "{dingtalk-recall:" .. key .. "}"
+end
+
+--- connect(redis, timeout, who) -> client | nil, err: a redis:// URL (a
+-- new client) or a client made by this module (used as it is).
+function M.connect(redis, timeout, who)
+  if type(redis) == "string" then return M.new(redis, { timeout = timeout }) end
+  if type(redis) ~= "table" or type(redis.eval) ~= "function" then
+    error(who .. ": redis must be a redis:// URL or a dingtalk.recall.redis client", 3)
+  end
+  return redis
+end
+
+--- log(level, msg): the default log of those modules: ngx.log inside
+-- nginx, else stderr.  Messages are the modules' own (passwords redacted).
+function M.log(level, msg)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and ngx.log then
+    ngx.log(level == "warn" and ngx.WARN or ngx.NOTICE, "dingtalk-recall: ", msg)
+  else
+    io.stderr:write("dingtalk-recall: ", level, ": ", msg, "\n")
+  end
+end
+
 M.Client = Client
 return M

@@ -33,9 +33,9 @@ function M.new(rate, window)
   }, M)
 end
 
---- Takes a start at `now` if one is allowed: returns 0, else the seconds
--- to wait before the next start is allowed.
-function M:acquire(now)
+--- Seconds to wait before a start is allowed at `now` (0: allowed now);
+-- takes nothing.
+function M:wait(now)
   local rate = self.rate
   if rate <= 0 then return 0 end
   local oldest = self.ring[(self.pos % rate) + 1]
@@ -43,9 +43,33 @@ function M:acquire(now)
     local wait = oldest + self.window - now
     if wait > 0 then return wait end
   end
-  self.pos = self.pos % rate + 1
-  self.ring[self.pos] = now
   return 0
+end
+
+--- Counts a start at `at` without asking (a start made or promised).
+function M:take(at)
+  local rate = self.rate
+  if rate <= 0 then return end
+  self.pos = self.pos % rate + 1
+  self.ring[self.pos] = at
+end
+
+--- Takes a start at `now` if one is allowed: returns 0, else the seconds
+-- to wait before the next start is allowed.
+function M:acquire(now)
+  local wait = self:wait(now)
+  if wait > 0 then return wait end
+  self:take(now)
+  return 0
+end
+
+--- The starts counted in the window that ends at `now` (their times).
+function M:recent(now)
+  local list = {}
+  for _, at in pairs(self.ring) do
+    if at + self.window > now then list[#list + 1] = at end
+  end
+  return list
 end
 
 --- Wraps a limiter of the older delay(now)/take(now) shape (a host's own)

@@ -26,6 +26,7 @@
 -- may still be alone until their next probe).
 local clock = require "dingtalk.recall.clock"
 local resp = require "dingtalk.recall.redis"
+local limiter = require "dingtalk.recall.limiter"
 
 local M = {}
 local Limiter = {}
@@ -74,24 +75,6 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + window) / 1000) + 1000)
 return { at - now, id }
 ]=]
 
-local function default_log(level, msg)
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and ngx.log then
-    ngx.log(level == "warn" and ngx.WARN or ngx.NOTICE, "dingtalk-recall: ", msg)
-  else
-    io.stderr:write("dingtalk-recall: ", level, ": ", msg, "\n")
-  end
-end
-
-local function check_number(opts, name, lo, hi)
-  local v = opts[name]
-  if v == nil then return DEFAULTS[name] end
-  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
-    error(("redis limiter: option '%s' must be a number in [%s, %s]"):format(name, lo, hi), 3)
-  end
-  return v
-end
-
 --- new(opts) -> limiter | nil, err
 -- opts: redis (a redis:// URL or a dingtalk.recall.redis client), key (the
 -- app's name in the keys, default "default"), api ("recall"), rate
@@ -104,56 +87,36 @@ function M.new(opts)
   if type(rate) ~= "number" or rate ~= rate or rate < 0 or rate > 1e6 or rate % 1 ~= 0 then
     error("redis limiter: rate must be a whole number in [0, 1e6]", 2)
   end
-  local window = check_number(opts, "window", 0.001, 3600)
-  local share = check_number(opts, "fallback_share", 0, 1)
-  local probe = check_number(opts, "probe_interval", 0.05, 3600)
-  local timeout = check_number(opts, "timeout", 0.01, 60)
-  local key = opts.key or "default"
+  local who = "redis limiter"
+  local window = resp.option(opts, "window", 0.001, 3600, DEFAULTS.window, who)
+  local share = resp.option(opts, "fallback_share", 0, 1, DEFAULTS.fallback_share, who)
+  local probe = resp.option(opts, "probe_interval", 0.05, 3600, DEFAULTS.probe_interval, who)
+  local timeout = resp.option(opts, "timeout", 0.01, 60, DEFAULTS.timeout, who)
+  local tag = resp.tag(opts.key or "default", who)
   local api = opts.api or "recall"
-  if type(key) ~= "string" or key == "" or key:find("[{}%c]") then
-    error("redis limiter: key must be a non-empty string without braces or control characters", 2)
-  end
   if type(api) ~= "string" or api:find("[{}%c]") then error("redis limiter: api must be a string", 2) end
   if opts.log ~= nil and type(opts.log) ~= "function" then error("redis limiter: log must be a function", 2) end
   if opts.clock ~= nil and type(opts.clock) ~= "function" then error("redis limiter: clock must be a function", 2) end
-  local client, err = opts.redis
-  if type(client) == "string" then
-    client, err = resp.new(client, { timeout = timeout })
-    if not client then return nil, err end
-  elseif type(client) ~= "table" or type(client.eval) ~= "function" then
-    error("redis limiter: redis must be a redis:// URL or a dingtalk.recall.redis client", 2)
-  end
-  local tag = "{dingtalk-recall:" .. key .. "}"
+  local client, err = resp.connect(opts.redis, timeout, who)
+  if not client then return nil, err end
+  local local_rate = math.max(1, math.floor(rate * share))
   local self = setmetatable({
     redis = client, rate = rate, window = window, share = share, probe_interval = probe,
     keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api },
-    log = opts.log or default_log,
-    local_rate = math.max(1, math.floor(rate * share)), ring = {}, pos = 0,
+    log = opts.log or resp.log,
+    local_rate = local_rate, alone = limiter.new(local_rate, window),
     down = false, next_probe = 0, held = nil, clock = opts.clock or clock.now,
     stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, late = 0 },
   }, Limiter)
   return self
 end
 
--- The local limiter of the fallback: at most local_rate starts in any
--- window.  local_wait(now) -> seconds before a local start is allowed.
-local function local_wait(self, now)
-  local oldest = self.ring[(self.pos % self.local_rate) + 1]
-  if oldest ~= nil and oldest + self.window > now then return oldest + self.window - now end
-  return 0
-end
-
-local function local_take(self, now)
-  self.pos = self.pos % self.local_rate + 1
-  self.ring[self.pos] = now
-end
-
+-- Alone (Redis unreachable): the local limiter at local_rate starts per
+-- window, counted in stats.fallback.
 local function local_acquire(self, now)
-  local w = local_wait(self, now)
-  if w > 0 then return w end
-  local_take(self, now)
-  self.stats.fallback = self.stats.fallback + 1
-  return 0
+  local w = self.alone:acquire(now)
+  if w == 0 then self.stats.fallback = self.stats.fallback + 1 end
+  return w
 end
 
 local function fall_back(self, now, err)
@@ -163,8 +126,8 @@ local function fall_back(self, now, err)
     -- The fleet may have used the whole budget in the last window (and
     -- hold slots up to AHEAD from now): the first start alone waits for
     -- both to pass.
-    for i = 1, self.local_rate do self.ring[i] = now + AHEAD end
-    self.pos = 0
+    self.alone = limiter.new(self.local_rate, self.window)
+    for _ = 1, self.local_rate do self.alone:take(now + AHEAD) end
     self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
       "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
       self.local_rate, self.window))
@@ -200,15 +163,13 @@ function Limiter:acquire(now)
   -- their next probe), so this one also keeps to its local share a while.
   local grace = not self.down and self.grace_until and now < self.grace_until
   if grace then
-    local w = local_wait(self, now)
+    local w = self.alone:wait(now)
     if w > 0 then return w end
   end
   local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6), drop }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
-    for _, at in pairs(self.ring) do
-      if at + self.window > now then args[#args + 1] = math.floor((now - at) * 1e6) end
-    end
+    for _, at in ipairs(self.alone:recent(now)) do args[#args + 1] = math.floor((now - at) * 1e6) end
   end
   self.stats.round_trips = self.stats.round_trips + 1
   local reply, err = self.redis:eval(SCRIPT, self.keys, args)
@@ -221,7 +182,7 @@ function Limiter:acquire(now)
     self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
   end
   if res < 0 then return -res / 1e6 end -- no slot that near yet
-  if grace then local_take(self, now + res / 1e6) end
+  if grace then self.alone:take(now + res / 1e6) end
   if res == 0 then
     self.stats.redis = self.stats.redis + 1
     return 0

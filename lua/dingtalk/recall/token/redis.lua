@@ -45,15 +45,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ]=]
 
-local function default_log(level, msg)
-  local ngx = rawget(_G, "ngx")
-  if type(ngx) == "table" and ngx.log then
-    ngx.log(level == "warn" and ngx.WARN or ngx.NOTICE, "dingtalk-recall: ", msg)
-  else
-    io.stderr:write("dingtalk-recall: ", level, ": ", msg, "\n")
-  end
-end
-
 local function default_sleep(s)
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and ngx.sleep then
@@ -63,15 +54,6 @@ local function default_sleep(s)
   clock.sleep(s)
 end
 
-local function num(opts, name, lo, hi)
-  local v = opts[name]
-  if v == nil then return DEFAULTS[name] end
-  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
-    error(("redis token store: option '%s' must be a number in [%s, %s]"):format(name, lo, hi), 3)
-  end
-  return v
-end
-
 --- new(opts) -> store | nil, err.  opts: redis (URL or client), key (the
 -- app's name, default "default"), clock (this host's clock, default
 -- clock.now: the one the engine passes as now), lock_ttl (seconds, 5),
@@ -79,23 +61,16 @@ end
 -- (3), timeout (1), log(level, msg), sleep(seconds).
 function M.new(opts)
   if type(opts) ~= "table" then error("redis token store: new expects a table of options", 2) end
-  local key = opts.key or "default"
-  if type(key) ~= "string" or key == "" or key:find("[{}%c]") then
-    error("redis token store: key must be a non-empty string without braces or control characters", 2)
-  end
-  local client, err = opts.redis
-  local timeout = num(opts, "timeout", 0.01, 60)
-  if type(client) == "string" then
-    client, err = resp.new(client, { timeout = timeout })
-    if not client then return nil, err end
-  elseif type(client) ~= "table" or type(client.eval) ~= "function" then
-    error("redis token store: redis must be a redis:// URL or a dingtalk.recall.redis client", 2)
-  end
+  local who = "redis token store"
+  local tag = resp.tag(opts.key or "default", who)
+  local client, err = resp.connect(opts.redis, resp.option(opts, "timeout", 0.01, 60, DEFAULTS.timeout, who), who)
+  if not client then return nil, err end
   return setmetatable({
-    redis = client, tag = "{dingtalk-recall:" .. key .. "}", clock = opts.clock or clock.now,
-    lock_ttl = num(opts, "lock_ttl", 0.1, 600), max_wait = num(opts, "max_wait", 0, 600),
-    probe_interval = num(opts, "probe_interval", 0.05, 3600),
-    log = opts.log or default_log, sleep = opts.sleep or default_sleep,
+    redis = client, tag = tag, clock = opts.clock or clock.now,
+    lock_ttl = resp.option(opts, "lock_ttl", 0.1, 600, DEFAULTS.lock_ttl, who),
+    max_wait = resp.option(opts, "max_wait", 0, 600, DEFAULTS.max_wait, who),
+    probe_interval = resp.option(opts, "probe_interval", 0.05, 3600, DEFAULTS.probe_interval, who),
+    log = opts.log or resp.log, sleep = opts.sleep or default_sleep,
     owner = ("%x-%s"):format(math.floor(clock.now() * 1e6) % 0x7fffffff, tostring({}):match("0x(%x+)") or "0"),
     cache = {}, locked = {}, down = false, next_probe = 0,
     stats = { waits = 0, locks = 0, reads = 0 },
