@@ -151,15 +151,10 @@ Ctx.EXIT = M.EXIT
 function Ctx:secrets()
   local list = {}
   local cfg = self.cfg or {}
-  for _, v in ipairs { cfg.access_token, cfg.app_secret, cfg.suite_secret } do list[#list + 1] = v end
-  local c = self._client
-  if c and c.tokens then
-    local tm = c.tokens
-    list[#list + 1] = tm.fixed
-    if tm.secrets then for _, v in ipairs(tm.secrets) do list[#list + 1] = v end end
-    local ok, tok = pcall(tm.current, tm, core.now())
-    if ok and type(tok) == "string" then list[#list + 1] = tok end
+  for _, k in ipairs { "access_token", "app_secret", "suite_secret" } do
+    if type(cfg[k]) == "string" then list[#list + 1] = cfg[k] end
   end
+  for _, v in ipairs(render.secrets_of(self._client)) do list[#list + 1] = v end
   return list
 end
 

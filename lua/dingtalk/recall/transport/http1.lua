@@ -2,6 +2,7 @@
 -- cosocket (anything with settimeouts and receiveany), within a deadline
 -- and a size cap, and maps failures to the curl transport's error codes.
 -- The OpenResty transport's I/O half; it decides nothing about the answer.
+-- luacheck: read globals ngx
 local core = require "dingtalk.recall.core"
 
 local M = {}
@@ -9,7 +10,12 @@ local M = {}
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
-local now = core.now
+-- nginx's clock (ngx.now after ngx.update_time): this module runs in nginx
+-- only and never needs libcurl's.
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
