@@ -271,7 +271,7 @@ function Ctx:open_ledger()
   local cfg = assert(self.cfg)
   local ok, ledger = pcall(require, "dingtalk.recall.ledger")
   if not ok then return nil, self:fail(EXIT_FATAL, "the ledger module is not available: " .. tostring(ledger)) end
-  local l, err = ledger.open(cfg.ledger)
+  local l, err = ledger.open(cfg.ledger or cfg.redis) -- one Redis for the fleet (the redis branch's config)
   if not l then return nil, self:fail(EXIT_FATAL, "cannot open the ledger", err) end
   self.ledger = l
   return l

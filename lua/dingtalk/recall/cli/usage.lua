@@ -99,6 +99,7 @@ common options:
   --endpoint URL     API endpoint (env DINGTALK_ENDPOINT; default https://api.dingtalk.io)
   --ca-file FILE     CA bundle for a private CA (env DINGTALK_CA_FILE)
   --ledger PATH|URL  the ledger: a file, or redis://host:port/db (env DINGTALK_RECALL_LEDGER)
+                     env DINGTALK_RECALL_REDIS=URL: one QPS budget and token for many hosts
   --config FILE      config file (default $XDG_CONFIG_HOME/dingtalk-recall/config.lua)
   --json             print one JSON document on stdout (always valid UTF-8, errors too)
   --dry-run          validate and show what would be done; send nothing
