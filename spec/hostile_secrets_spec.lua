@@ -47,6 +47,14 @@ describe("hostile secrets: the renderer", function()
     assert.are.equal("no secret here", render.redact("no secret here", { "", "***" }))
   end)
 
+  it("the CLI knows every configured secret (an app secret with no token too)", function()
+    local cli = require "dingtalk.recall.cli"
+    local ctx = setmetatable({ cfg = { app_key = "k", app_secret = "Sx9Kq" }, opts = {} }, cli.Ctx)
+    assert.are.equal("x *** y", ctx:safe("x Sx9Kq y"))
+    ctx = setmetatable({ cfg = { access_token = "Q" }, opts = {} }, cli.Ctx)
+    assert.are.equal("[[***]]", ctx:safe("[[Q]]"))
+  end)
+
   it("redacts every field of an error object, and its tostring", function()
     local core = require "dingtalk.recall.core"
     local e = core.error("Auth.Q", "token Q refused", { request_id = "Q", hint = "Q?" })

@@ -319,13 +319,13 @@ end
 -- The secrets known now (the environment's, the client's token and app
 -- secret): the renderer redacts them from every line shown.
 local function secrets()
-  local list = { os.getenv(opt("access_token_env")), os.getenv(opt("app_secret_env")) }
-  local tm = cached and cached.client and cached.client.tokens
-  if type(tm) == "table" then
-    list[#list + 1] = tm.fixed
-    for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
-    local ok, tok = pcall(tm.current, tm, os.time())
-    if ok and type(tok) == "string" then list[#list + 1] = tok end
+  local list = {}
+  for _, name in ipairs { opt("access_token_env"), opt("app_secret_env") } do
+    local v = os.getenv(name)
+    if v then list[#list + 1] = v end
+  end
+  if cached and cached.client then
+    for _, v in ipairs(require("dingtalk.recall.report.render").secrets_of(cached.client)) do list[#list + 1] = v end
   end
   return list
 end

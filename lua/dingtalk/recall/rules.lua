@@ -221,15 +221,7 @@ function M.summary(report, secrets)
 end
 
 -- The secrets of a client (its token and app secret), for redaction.
-local function client_secrets(client)
-  local tm = type(client) == "table" and rawget(client, "tokens")
-  if type(tm) ~= "table" then return {} end
-  local list = { tm.fixed }
-  for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
-  local ok, tok = pcall(tm.current, tm, os.time())
-  if ok and type(tok) == "string" then list[#list + 1] = tok end
-  return list
-end
+local function client_secrets(client) return render.secrets_of(client) end
 
 local function event_base(msg, cmd)
   return {

@@ -20,7 +20,6 @@
 -- sent); 3 nothing could be done (credentials, config, ledger, network).
 -- The access token and app secret are never printed.
 local core = require "dingtalk.recall.core"
-local clock = require "dingtalk.recall.clock"
 local config = require "dingtalk.recall.config"
 local render = require "dingtalk.recall.report.render"
 local commands = require "dingtalk.recall.cli.commands"
@@ -152,15 +151,10 @@ Ctx.EXIT = M.EXIT
 function Ctx:secrets()
   local list = {}
   local cfg = self.cfg or {}
-  for _, v in ipairs { cfg.access_token, cfg.app_secret, cfg.suite_secret } do list[#list + 1] = v end
-  local c = self._client
-  if c and c.tokens then
-    local tm = c.tokens
-    list[#list + 1] = tm.fixed
-    if tm.secrets then for _, v in ipairs(tm.secrets) do list[#list + 1] = v end end
-    local ok, tok = pcall(tm.current, tm, clock.now())
-    if ok and type(tok) == "string" then list[#list + 1] = tok end
+  for _, k in ipairs { "access_token", "app_secret", "suite_secret" } do
+    if type(cfg[k]) == "string" then list[#list + 1] = cfg[k] end
   end
+  for _, v in ipairs(render.secrets_of(self._client)) do list[#list + 1] = v end
   return list
 end
 
@@ -277,7 +271,7 @@ function Ctx:open_ledger()
   local cfg = assert(self.cfg)
   local ok, ledger = pcall(require, "dingtalk.recall.ledger")
   if not ok then return nil, self:fail(EXIT_FATAL, "the ledger module is not available: " .. tostring(ledger)) end
-  local l, err = ledger.open(cfg.ledger or cfg.redis) -- one Redis for the fleet
+  local l, err = ledger.open(cfg.ledger or cfg.redis) -- one Redis for the fleet (the redis branch's config)
   if not l then return nil, self:fail(EXIT_FATAL, "cannot open the ledger", err) end
   self.ledger = l
   return l

@@ -167,6 +167,23 @@ function M.redact(s, secrets)
   return s
 end
 
+--- secrets_of(client) -> the secrets a client holds, for redaction: its
+-- static token, its app or suite secret, and the token it fetched (read on
+-- the transport's clock; none when no transport was made yet).
+function M.secrets_of(client)
+  local tm = type(client) == "table" and rawget(client, "tokens")
+  if type(tm) ~= "table" then return {} end
+  local list = {}
+  if type(tm.fixed) == "string" then list[1] = tm.fixed end
+  for _, v in pairs(tm.secrets or {}) do list[#list + 1] = v end
+  local T = rawget(client, "_transport")
+  if type(T) == "table" and T.now and tm.current then
+    local ok, tok = pcall(function() return tm:current(T.now()) end)
+    if ok and type(tok) == "string" then list[#list + 1] = tok end
+  end
+  return list
+end
+
 local ERROR_TEXTS = { "code", "message", "request_id", "hint", "context", "url", "endpoint" }
 
 --- redact_error(err, secrets) -> err, with every text field redacted in

@@ -3,14 +3,12 @@
 -- and a size cap, and maps failures to the curl transport's error codes.
 -- The OpenResty transport's I/O half; it decides nothing about the answer.
 local core = require "dingtalk.recall.core"
-local clock = require "dingtalk.recall.clock"
 
 local M = {}
 
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
-local now = clock.now
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
@@ -24,13 +22,15 @@ local READ_CHUNK = 16384
 local Reader = {}
 Reader.__index = Reader
 
-function M.new_reader(sock, deadline)
-  return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1, received = 0 }, Reader)
+--- new_reader(sock, deadline, now): deadline on the clock now() (the
+-- transport's: one clock for the deadline and the reads).
+function M.new_reader(sock, deadline, now)
+  return setmetatable({ sock = sock, deadline = deadline, now = now, buf = "", pos = 1, received = 0 }, Reader)
 end
 
 -- Reads whatever arrives next, within the exchange's deadline.
 function Reader:fill()
-  local left = self.deadline - now()
+  local left = self.deadline - self.now()
   if left <= 0 then return nil, "timeout" end
   self.sock:settimeouts(ms(left), ms(left), ms(left))
   local data, err = self.sock:receiveany(READ_CHUNK)

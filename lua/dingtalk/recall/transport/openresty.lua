@@ -213,7 +213,7 @@ local function exchange(self, req, payload)
         res = io_failure(req, "sending the request", err)
         res.nothing = true
       else
-        res, reusable = read_response(req, new_reader(sock, deadline))
+        res, reusable = read_response(req, new_reader(sock, deadline, now))
       end
     end
     if reusable and pool == req.pool then
