@@ -102,6 +102,7 @@ deps:
 # server) need a quiet machine: `make test-timing` runs them one runtime
 # after another; CI runs both.
 TEST_JOBS ?= 2
+TEST_SPECS ?=
 TEST_LOGS  = build/test-logs
 # The tests that count arrivals in real time: kept apart (test-timing).
 TIMING_TAGS = timing
@@ -121,7 +122,7 @@ test-suite: cores
 	for v in $(LUAS); do \
 	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
 	  LUA=$$lua LUA_CPATH_DIR=build/$$v JOBS=$(TEST_JOBS) \
-	    sh spec/run.sh --exclude-tags=$(TIMING_TAGS) >$(TEST_LOGS)/$$lua.log 2>&1 & \
+	    sh spec/run.sh --exclude-tags=$(TIMING_TAGS) $(TEST_SPECS) >$(TEST_LOGS)/$$lua.log 2>&1 & \
 	done; wait; \
 	passed=0; failed=0; rc=0; \
 	for v in $(LUAS); do \
@@ -155,7 +156,7 @@ CHECK_JOBS ?= 4
 check:
 	@$(MAKE) --no-print-directory LUA_VERSION=5.1 all
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 all
-	@LUA=lua5.4 LUA_CPATH_DIR=build/5.4 JOBS=$(CHECK_JOBS) sh spec/run.sh --exclude-tags=$(TIMING_TAGS)
+	@LUA=lua5.4 LUA_CPATH_DIR=build/5.4 JOBS=$(CHECK_JOBS) sh spec/run.sh --exclude-tags=$(TIMING_TAGS) $(TEST_SPECS)
 
 # One runtime, the whole suite (timing included), one file after another.
 test-jit: cores

@@ -82,6 +82,8 @@ xargs -P "$JOBS" -L 1 sh -c '
   eval "set -- $opts"
   $LUA "$BUSTED" --output=utfTerminal "$@" "$f" >"$TMP/$i.log" 2>&1
   echo $(( $(date +%s) - start )) >"$TMP/$i.secs"
+  s=$(grep -aE "[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?" "$TMP/$i.log" | tail -n 1)
+  echo "  ... $f: ${s:-no busted summary} ($(cat "$TMP/$i.secs") s)"
 ' sh <"$TMP/list"
 
 passed=0

@@ -261,7 +261,10 @@ function sim.start(opts)
     "if [ -f " .. sh_quote(pidfile) .. " ]; then " .. cmd .. " --stop --state-dir " .. sh_quote(state_dir) ..
     " >/dev/null 2>&1; " ..
     ((owns and not opts.keep_state) and ("rm -rf " .. sh_quote(state_dir) .. "; ") or "") .. "fi"
-  os.execute("nohup sh -c " .. sh_quote(wd) .. " </dev/null >/dev/null 2>&1 &")
+  -- its own session (setsid), so that stopping the test's process group
+  -- (Ctrl-C on make test) does not take the watchdog with it
+  os.execute("if command -v setsid >/dev/null 2>&1; then setsid nohup sh -c " .. sh_quote(wd) ..
+    " </dev/null >/dev/null 2>&1 & else nohup sh -c " .. sh_quote(wd) .. " </dev/null >/dev/null 2>&1 & fi")
   attach_gc(s)
   return s
 end

@@ -1,0 +1,259 @@
+-- Tests of the DingTalk simulator itself (its faults); the rest is in
+-- spec/sim_spec.lua (split so that the files run side by side).
+local sim = require "spec.helpers.sim"
+local json = sim.json
+local sh, q = sim.sh, sim.sh_quote
+
+local RECALL = "/v1.0/robot/groupMessages/recall"
+local SEND = "/v1.0/robot/groupMessages/send"
+local TOKEN = "/v1.0/oauth2/accessToken"
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- One HTTP exchange with curl. Returns a table {rc, status, headers, body, json, time}.
+local function http(s, method, path, body, opts)
+  opts = opts or {}
+  local hfile, bfile = os.tmpname(), os.tmpname()
+  local cmd = "curl -sS -m " .. (opts.timeout or 20) .. " -X " .. method ..
+    " -D " .. q(hfile) .. " -o " .. q(bfile) .. " -w '%{http_code} %{time_total}'"
+  if s.ca_file and not opts.no_ca then cmd = cmd .. " --cacert " .. q(s.ca_file) end
+  local headers = opts.headers
+  if headers == nil then headers = { ["x-acs-dingtalk-access-token"] = s.token } end
+  for k, v in pairs(headers) do cmd = cmd .. " -H " .. q(k .. ": " .. v) end
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary " .. q(body)
+  end
+  for _, a in ipairs(opts.curl_args or {}) do cmd = cmd .. " " .. a end
+  cmd = cmd .. " " .. q((opts.url or s.url) .. path)
+  local out, rc = sh(cmd)
+  local r = { rc = rc, out = out, body = read_all(bfile), headers = {} }
+  local status, t = out:match("(%d%d%d) ([%d%.]+)%s*$")
+  r.status, r.time = tonumber(status), tonumber(t)
+  for line in read_all(hfile):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then r.headers[k:lower()] = v end
+  end
+  os.remove(hfile)
+  os.remove(bfile)
+  local ok, v = pcall(json.decode, r.body)
+  if ok then r.json = v end
+  return r
+end
+
+local function recall(s, keys, over, opts)
+  local b = { openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = keys }
+  for k, v in pairs(over or {}) do b[k] = v end
+  return http(s, "POST", RECALL, b, opts)
+end
+
+local function assert_error(r, status, code)
+  assert.are.equal(status, r.status, r.body)
+  assert.is_table(r.json, r.body)
+  assert.are.equal(code, r.json.code, r.body)
+  assert.is_string(r.json.message)
+  assert.are.equal(r.headers["x-acs-request-id"], r.json.requestid)
+  assert.matches("^application/json", r.headers["content-type"])
+end
+
+describe("dingtalk-sim over http: faults", function()
+  local s
+
+  setup(function()
+    s = sim.start({ seed = 42 })
+  end)
+
+  teardown(function()
+    if s then s:stop() end
+  end)
+
+  before_each(function()
+    s:reset(true)
+    s:script({ clear = true })
+  end)
+
+  describe("faults", function()
+    local function scripted(name, opts)
+      s:script({ recall = { name } })
+      local k = s:send("cidSpec")
+      local r = recall(s, { k }, nil, opts)
+      return r, k
+    end
+
+    it("system_error", function()
+      local r, k = scripted("system_error")
+      assert_error(r, 500, "system.error")
+      assert.are.equal("sent", s:key(k).state)
+      assert.are.equal(200, recall(s, { k }).status)
+    end)
+
+    it("throttle and throttle_api", function()
+      assert_error(scripted("throttle"), 403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi")
+      assert_error(scripted("throttle_api"), 403, "Forbidden.AccessDenied.QpsLimitForApi")
+      assert.are.equal(2, s:stats().throttled)
+    end)
+
+    it("quota and invalid_token", function()
+      assert_error(scripted("quota"), 403, "Forbidden.AccessDenied.ApiCountLimitForOrg")
+      assert_error(scripted("invalid_token"), 400, "InvalidAuthentication")
+    end)
+
+    it("reset closes the connection without an answer and recalls nothing", function()
+      local r, k = scripted("reset")
+      assert.are.equal(52, r.rc) -- curl: empty reply from server
+      assert.are.equal("sent", s:key(k).state)
+    end)
+
+    it("reset_after recalls and then closes the connection", function()
+      local r, k = scripted("reset_after")
+      assert.are.equal(52, r.rc)
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("html answers 502 text/html", function()
+      local r = scripted("html")
+      assert.are.equal(502, r.status)
+      assert.matches("^text/html", r.headers["content-type"])
+      assert.matches("<html>", r.body)
+      assert.is_string(r.headers["x-acs-request-id"])
+    end)
+
+    it("ban answers 403 with an HTML page", function()
+      local r = scripted("ban")
+      assert.are.equal(403, r.status)
+      assert.matches("^text/html", r.headers["content-type"])
+      assert.is_nil(r.json)
+    end)
+
+    it("malformed answers 200 with truncated JSON and a matching Content-Length", function()
+      local r, k = scripted("malformed")
+      assert.are.equal(0, r.rc)
+      assert.are.equal(200, r.status)
+      assert.is_nil(r.json)
+      assert.are.equal(#r.body, tonumber(r.headers["content-length"]))
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("truncated promises more than it sends", function()
+      local r, k = scripted("truncated")
+      assert.are.equal(18, r.rc) -- curl: partial file
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body < tonumber(r.headers["content-length"]))
+      assert.are.equal("recalled", s:key(k).state)
+    end)
+
+    it("huge answers a 2 MiB body", function()
+      local r, k = scripted("huge")
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body >= 2 * 1024 * 1024)
+      assert.are.same({ k }, r.json.successResult)
+    end)
+
+    it("trickle sends the headers then one byte a second", function()
+      local r = scripted("trickle", { timeout = 2.5 })
+      assert.are.equal(28, r.rc) -- curl: timeout
+      assert.are.equal(200, r.status)
+      assert.is_true(#r.body >= 1 and #r.body <= 3, "got " .. #r.body .. " bytes")
+    end)
+
+    it("redirect answers 302 to another local path", function()
+      local r = scripted("redirect")
+      assert.are.equal(302, r.status)
+      assert.are.equal("/_sim/redirected", r.headers["location"])
+      assert.are.equal(0, s:stats().requests.other)
+      r = http(s, "POST", "/_sim/redirected", "{}")
+      assert.are.equal(404, r.status)
+      local st = s:stats()
+      assert.are.equal(1, st.requests.other)
+      assert.are.equal(1, st.redirects_followed)
+    end)
+
+    it("slow answers normally after 5 s", function()
+      local r, k = scripted("slow")
+      assert.are.equal(200, r.status)
+      assert.is_true(r.time >= 4.9)
+      assert.are.same({ k }, r.json.successResult)
+    end)
+
+    it("capitalised answers with Code/Message/RequestId", function()
+      local r = scripted("capitalised")
+      assert.are.equal(400, r.status)
+      assert.are.equal("InvalidAuthentication", r.json.Code)
+      assert.is_string(r.json.Message)
+      assert.are.equal(r.headers["x-acs-request-id"], r.json.RequestId)
+      assert.is_nil(r.json.code)
+    end)
+
+    it("failed_key fails every key with SYSTEM_ERROR", function()
+      local r, k = scripted("failed_key")
+      assert.are.equal(200, r.status)
+      assert.are.same({ [k] = "SYSTEM_ERROR" }, r.json.failedResult)
+      assert.are.equal("sent", s:key(k).state)
+    end)
+
+    it("script queues are consumed one per call, 'ok' meaning a normal answer", function()
+      s:script({ recall = { "ok", "system_error" } })
+      assert.are.equal(200, recall(s, { "k" }).status)
+      assert.are.equal(500, recall(s, { "k" }).status)
+      assert.are.equal(200, recall(s, { "k" }).status)
+    end)
+
+    it("scripts for send and token", function()
+      s:script({ send = { "system_error" }, token = { "throttle" } })
+      local r = http(s, "POST", SEND, { msgKey = "sampleText", msgParam = "{}", openConversationId = "cidX",
+        robotCode = s.robot })
+      assert_error(r, 500, "system.error")
+      r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
+      assert_error(r, 403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi")
+      assert.are.equal(200, http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret }).status)
+    end)
+
+    it("rejects unknown fault names", function()
+      local v, status = s:admin("POST", "/_sim/script", { recall = { "nonsense" } })
+      assert.are.equal(400, status)
+      assert.matches("unknown", v.message)
+      v, status = s:admin("POST", "/_sim/config", { faults = "nonsense=0.1" })
+      assert.are.equal(400, status)
+      assert.matches("unknown fault", v.message)
+    end)
+
+    it("random faults follow the configured rate and the seed", function()
+      s:config({ faults = "system_error=1" })
+      assert.are.equal(500, recall(s, { "k" }).status)
+      local function run()
+        s:config({ faults = "system_error=0.5", seed = 7 })
+        local seq = {}
+        for i = 1, 16 do seq[i] = recall(s, { "k" }).status end
+        return table.concat(seq, ",")
+      end
+      local a = run()
+      local b = run()
+      assert.are.equal(a, b)
+      local _, n500 = a:gsub("500", "")
+      assert.is_true(n500 >= 2 and n500 <= 14, a)
+      assert.is_true(s:stats().faults.system_error >= n500)
+    end)
+
+    it("failed_key as a rate", function()
+      s:config({ faults = "failed_key=1" })
+      local k = s:send("cidSpec")
+      assert.are.same({ [k] = "SYSTEM_ERROR" }, recall(s, { k }).json.failedResult)
+      s:config({ faults = "" })
+      assert.are.same({ k }, recall(s, { k }).json.successResult)
+    end)
+
+    it("latency delays every API answer", function()
+      s:config({ latency = 0.3 })
+      local r = recall(s, { "k" })
+      assert.are.equal(200, r.status)
+      assert.is_true(r.time >= 0.29, tostring(r.time))
+    end)
+  end)
+
+end)

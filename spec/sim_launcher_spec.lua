@@ -1,0 +1,161 @@
+-- Tests of the DingTalk simulator itself (its launcher, its test helper and https); the rest is in
+-- spec/sim_spec.lua (split so that the files run side by side).
+local sim = require "spec.helpers.sim"
+local json = sim.json
+local sh, q = sim.sh, sim.sh_quote
+local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
+
+local RECALL = "/v1.0/robot/groupMessages/recall"
+local TOKEN = "/v1.0/oauth2/accessToken"
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- One HTTP exchange with curl. Returns a table {rc, status, headers, body, json, time}.
+local function http(s, method, path, body, opts)
+  opts = opts or {}
+  local hfile, bfile = os.tmpname(), os.tmpname()
+  local cmd = "curl -sS -m " .. (opts.timeout or 20) .. " -X " .. method ..
+    " -D " .. q(hfile) .. " -o " .. q(bfile) .. " -w '%{http_code} %{time_total}'"
+  if s.ca_file and not opts.no_ca then cmd = cmd .. " --cacert " .. q(s.ca_file) end
+  local headers = opts.headers
+  if headers == nil then headers = { ["x-acs-dingtalk-access-token"] = s.token } end
+  for k, v in pairs(headers) do cmd = cmd .. " -H " .. q(k .. ": " .. v) end
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary " .. q(body)
+  end
+  for _, a in ipairs(opts.curl_args or {}) do cmd = cmd .. " " .. a end
+  cmd = cmd .. " " .. q((opts.url or s.url) .. path)
+  local out, rc = sh(cmd)
+  local r = { rc = rc, out = out, body = read_all(bfile), headers = {} }
+  local status, t = out:match("(%d%d%d) ([%d%.]+)%s*$")
+  r.status, r.time = tonumber(status), tonumber(t)
+  for line in read_all(hfile):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then r.headers[k:lower()] = v end
+  end
+  os.remove(hfile)
+  os.remove(bfile)
+  local ok, v = pcall(json.decode, r.body)
+  if ok then r.json = v end
+  return r
+end
+
+local function recall(s, keys, over, opts)
+  local b = { openConversationId = "cidSpec", robotCode = s.robot, processQueryKeys = keys }
+  for k, v in pairs(over or {}) do b[k] = v end
+  return http(s, "POST", RECALL, b, opts)
+end
+
+describe("dingtalk-sim launcher and helper", function()
+  it("refuses non-loopback hosts and unknown options", function()
+    local _, rc = sh("lua bin/dingtalk-sim --port 20001 --host 0.0.0.0")
+    assert.are.equal(2, rc)
+    _, rc = sh("lua bin/dingtalk-sim --port 20001 --bogus")
+    assert.are.equal(2, rc)
+    local out
+    out, rc = sh("lua bin/dingtalk-sim --help")
+    assert.are.equal(0, rc)
+    assert.matches("%-%-port", out)
+  end)
+
+  it("is a module: dingtalk_sim.main's main(argv) returns the exit status", function()
+    local main = require("dingtalk_sim.main").main
+    assert.are.equal(2, main { "--port", "20001", "--host", "0.0.0.0" })
+    assert.are.equal(2, main { "--bogus" })
+    assert.are.equal(2, main {})
+    assert.matches("%-%-port N", require("dingtalk_sim.main").USAGE)
+  end)
+
+  -- After `eval "$(luarocks --lua-version 5.4 path)"` nginx's LuaJIT used to
+  -- load 5.4 modules through `;;` (undefined symbol: lua_newuserdatauv).
+  it("starts nginx with a clean Lua environment whatever the caller's (--port 0: a port from the kernel)", function()
+    local dir = sim.sh("mktemp -d"):gsub("%s+$", "")
+    local env = "LUA_PATH=" .. q("/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;;") ..
+      " LUA_CPATH=" .. q("/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/local/lib/lua/5.4/?.so;;")
+    local out, rc = sh(env .. " " .. LUA .. " bin/dingtalk-sim --port 0 --state-dir " .. q(dir))
+    local port = tonumber(out:match("listening on http://127%.0%.0%.1:(%d+) "))
+    local ping
+    if port then ping = sh("curl -s -m 5 http://127.0.0.1:" .. port .. "/_sim/ping") end
+    sh(LUA .. " bin/dingtalk-sim --stop --state-dir " .. q(dir) .. "; rm -rf " .. q(dir))
+    assert.are.equal(0, rc, out)
+    assert.is_true(port > 0 and port < 65536, out)
+    assert.matches('"ok":true', ping)
+  end)
+
+  it("fails cleanly on a bad fault spec", function()
+    assert.has_error(function() sim.start({ faults = "nonsense=0.5" }) end)
+  end)
+
+  it("stop is idempotent and frees the port", function()
+    local s = sim.start({})
+    local pid = sim.sh("cat " .. q(s.state_dir .. "/nginx.pid"))
+    assert.matches("%d+", pid)
+    s:stop()
+    s:stop()
+    assert.is_false(sim.alive(pid:match("%d+")))
+    local _, rc = sh("curl -s -m 2 " .. q(s.url .. "/_sim/ping"))
+    assert.are.equal(7, rc) -- connection refused
+  end)
+
+  it("shares state between several workers", function()
+    local s = sim.start({ workers = 2 })
+    local ok, err = pcall(function()
+      local keys = {}
+      for i = 1, 10 do keys[i] = s:send("cidWorkers") end
+      local r = recall(s, keys, { openConversationId = "cidWorkers" })
+      assert.are.equal(10, #r.json.successResult)
+      assert.are.equal(10, s:stats().sent)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
+end)
+
+describe("dingtalk-sim over https", function()
+  local s
+
+  setup(function()
+    s = sim.start({ tls = true, qps = 20, latency = 0.05 })
+  end)
+
+  teardown(function()
+    if s then s:stop() end
+  end)
+
+  it("serves https://localhost with the generated CA", function()
+    assert.matches("^https://localhost:%d+$", s.url)
+    assert.is_string(s.ca_file)
+    local r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
+    assert.are.equal(200, r.status)
+    local k = s:send("cidTls")
+    r = recall(s, { k }, { openConversationId = "cidTls" })
+    assert.are.same({ k }, r.json.successResult)
+    r = http(s, "GET", "/_sim/ping", nil, { url = "https://127.0.0.1:" .. s.port })
+    assert.are.equal(200, r.status)
+  end)
+
+  it("fails verification without the CA", function()
+    local r = http(s, "GET", "/_sim/ping", nil, { no_ca = true })
+    assert.are.equal(60, r.rc)
+  end)
+
+  it("serves a wrong-host certificate on request", function()
+    local w = sim.start({ tls = true, wrong_host_cert = true })
+    local ok, err = pcall(function()
+      local r = http(w, "GET", "/_sim/ping")
+      assert.are.equal(60, r.rc) -- hostname does not match
+      r = http(w, "GET", "/_sim/ping", nil, { url = "https://wrong.example:" .. w.port,
+        curl_args = { "--resolve", q("wrong.example:" .. w.port .. ":127.0.0.1") } })
+      assert.are.equal(200, r.status)
+    end)
+    w:stop()
+    assert(ok, err)
+  end)
+end)
