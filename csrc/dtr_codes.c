@@ -111,6 +111,8 @@ static const dtr_code_info dtr_codes[] = {
      "Raise the ledger's lease if runs are long."},
     {"redis.invalid", 0, 0, "Check the redis:// URL (host, port, database, user and password)."},
     {"redis.reply", 0, 0, "Redis answered with an error; see the message (and the server's log)."},
+    {"redis.io", 0, R, "Redis cannot be reached or timed out; check that it runs and the URL's host and port."},
+    {"redis.auth", 0, 0, "Redis refused AUTH or SELECT: check the URL's user, password and database."},
     {"token.provider", 0, R, "The access-token provider failed; check its credentials and endpoint."},
     {"token.lifetime", 0, 0,
      "The token endpoint gave a lifetime that is not a finite number of at least 60 s; check the endpoint "
