@@ -45,7 +45,7 @@ describe_nvim("Neovim plugin (nvim --headless)", function()
       DTR_KEYS = table.concat(keys, ","), DINGTALK_ACCESS_TOKEN = TOKEN, DTR_TOKEN = TOKEN }
   end
 
-  it("keeps the editor live while :DingtalkRecall waits 2 s on the server", function()
+  it("keeps the editor live while :DingtalkRecall waits 2 s on the server #timing", function()
     s:config { latency = 2 }
     local keys = s:seed_keys(3, "cidNvimSpec")
     local res, log = run_nvim("recall", base_env(keys))

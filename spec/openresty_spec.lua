@@ -612,7 +612,7 @@ describe("openresty transport", function()
     end)
   end)
 
-  it("never blocks the worker: a recall waits 2 s, the same worker answers in < 100 ms", function()
+  it("never blocks the worker: a recall waits 2 s, the same worker answers in < 100 ms #timing", function()
     local deadline = os.time() + 5
     while s:stats().in_flight > 0 do -- answers of earlier tests still on their way
       assert(os.time() <= deadline, "the simulator stays busy")
@@ -728,7 +728,7 @@ describe("openresty transport", function()
       assert.are.equal(0, s:stats().requests.recall)
     end)
 
-    it("sends with /say and recalls with /recall last N, answering in DingTalk's reply format", function()
+    it("sends with /say and recalls with /recall last N, answering in DingTalk's reply format #timing", function()
       for _, t in ipairs { "one", "two", "three" } do
         local status, res = post("/say " .. t, { cid = "cidLast" })
         assert.are.same({ 200, {} }, { status, res })
@@ -740,7 +740,7 @@ describe("openresty transport", function()
       assert.are.equal(2, s:stats().recalled)
     end)
 
-    it("asks for a confirmation before /recall all, which any worker takes", function()
+    it("asks for a confirmation before /recall all, which any worker takes #timing", function()
       assert.are.same({ 200, {} }, { post("/say four", { cid = "cidAll" }) })
       local text = reply_of(post("/recall all", { cid = "cidAll", staff = "boss", admin = true }))
       local code = assert(text:match("/recall all confirm (%w+)"), text)

@@ -138,7 +138,7 @@ describe("dingtalk-sim over http", function()
       assert.are.equal(200, recall(s, { "k" }).status)
     end)
 
-    it("lets tokens expire after token_ttl", function()
+    it("lets tokens expire after token_ttl #timing", function()
       s:config({ token_ttl = 1 })
       local r = http(s, "POST", TOKEN, { appKey = s.app_key, appSecret = s.app_secret })
       assert.are.equal(1, r.json.expireIn)
