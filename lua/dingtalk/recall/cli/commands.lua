@@ -9,6 +9,7 @@
 local core = require "dingtalk.recall.core"
 local selector = require "dingtalk.recall.selector"
 local render = require "dingtalk.recall.report.render"
+local reports = require "dingtalk.recall.report"
 local U = require "dingtalk.recall.cli.usage"
 
 local M = {}
@@ -77,19 +78,6 @@ end
 ---------------------------------------------------------------------------
 -- helpers
 ---------------------------------------------------------------------------
-
--- A key's outcome in a report: the report module's when the engine's
--- report module is there, else read from the fields.
-local function outcome(report, key)
-  local ok, rep = pcall(require, "dingtalk.recall.report")
-  if ok and type(rep) == "table" and rep.outcome then return rep.outcome(report, key) end
-  for _, k in ipairs(report.recalled or {}) do
-    if k == key then return "recalled" end
-  end
-  if (report.failed or {})[key] ~= nil then return "failed" end
-  if (report.errors or {})[key] ~= nil then return "error" end
-  return "missing"
-end
 
 -- Groups ledger entries by (conversation, robot), in order.
 local function group_entries(entries)
@@ -169,16 +157,16 @@ C.recall = {
     if #keys == 0 then
       return ctx:fail(EXIT_USAGE, "no keys given (as arguments, or on stdin with - or a pipe)")
     end
-    -- Everything is checked, once, before anything is sent.
-    local ok, err = core.validate { openConversationId = cid, robotCode = robot, processQueryKeys = { "k" } }
-    if not ok then return ctx:fail(EXIT_USAGE, "invalid request", err) end
+    -- Everything is checked, once, before anything is sent: the plan made
+    -- here is the one the client runs.
+    local plan, err = core.plan(cid, robot, keys)
+    if not plan then return ctx:fail(EXIT_USAGE, "invalid request", err) end
     local unique, seen, bad = {}, {}, {}
     for _, k in ipairs(keys) do
       if not seen[k] then
         seen[k] = true
         unique[#unique + 1] = k
-        local kok, kerr = core.validate { openConversationId = cid, robotCode = robot, processQueryKeys = { k } }
-        if not kok then bad[#bad + 1] = { k, kerr } end
+        if plan.invalid[k] then bad[#bad + 1] = { k, plan.invalid[k] } end
       end
     end
     if #bad > 0 then
@@ -215,32 +203,10 @@ C.recall = {
     if not client then return ctx.code end
     -- ambiguous: these keys may have been recalled before (by a bot, an
     -- earlier run): the server's "already recalled" then counts recalled.
-    local report, rerr = client:recall(cid, unique, { on_progress = ctx:progress(), ambiguous = true })
-    if not report then
-      local back = {}
-      for i, k in ipairs(known) do back[i] = { key = k, state = "sent" } end
-      mark(back)
-      return ctx:fail(EXIT_USAGE, "recall refused", rerr)
-    end
-    -- Until the engine's report module (which reads `ambiguous`) is there:
-    -- a key the server says is already recalled is recalled, as the ledger does.
-    local has_report = pcall(require, "dingtalk.recall.report")
-    if not has_report then
-      local already = require("dingtalk.recall.ledger").ALREADY_RECALLED or {}
-      report.already_recalled = report.already_recalled or {}
-      for _, k in ipairs(unique) do
-        local reason = report.failed[k]
-        if reason ~= nil and already[reason] then
-          report.failed[k] = nil
-          report.recalled[#report.recalled + 1] = k
-          report.already_recalled[#report.already_recalled + 1] = k
-        end
-      end
-      report.ok = next(report.failed) == nil and next(report.errors) == nil
-    end
+    local report = client:run({ plan }, { on_progress = ctx:progress() }, { ambiguous = true })
     local changes = {}
     for _, k in ipairs(known) do
-      local out = outcome(report, k)
+      local out = reports.outcome(report, k)
       if out == "recalled" or out == "already_recalled" then
         changes[#changes + 1] = { key = k, state = "recalled" }
       elseif out == "failed" then

@@ -13,7 +13,7 @@
 -- events than entries it is compacted: rewritten as one line per entry,
 -- dropping entries older than the retention.
 local journal = require "dingtalk.recall.journal"
-local curl = require "dingtalk.recall.curl"
+local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
@@ -159,7 +159,7 @@ function File:compact()
       if e.sent_at >= cutoff or e.state == "recalling" then list[#list + 1] = e end
     end
     table.sort(list, function(a, b) return a.seq < b.seq end)
-    local lines = { encode { e = "h", id = tostring(curl.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
+    local lines = { encode { e = "h", id = tostring(hostclock.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
       at = self.clock() } }
     fresh = new_state()
     for _, e in ipairs(list) do
