@@ -24,7 +24,7 @@ local function pack(...) return { n = select("#", ...), ... } end
 -- setup{} options and their types.
 local OPTION_TYPES = {
   endpoint = "string", ca_file = "string", robot_code = "string", conversation = "string",
-  ledger = "string", access_token_env = "string", app_key_env = "string", app_secret_env = "string",
+  ledger = "string", redis = "string", access_token_env = "string", app_key_env = "string", app_secret_env = "string",
   token_provider = "function", config_file = { string = true, boolean = true }, cpath = "string",
   qps = "number", concurrency = "number", timeout = "number", connect_timeout = "number",
   max_retries = "number", results = "string", conversations = "table", tags = "table",
@@ -122,7 +122,7 @@ function M.settings()
     base = loaded
     s.config_file = loaded.file
   end
-  for _, k in ipairs { "endpoint", "ca_file", "robot_code", "ledger", "qps", "concurrency", "timeout",
+  for _, k in ipairs { "endpoint", "ca_file", "robot_code", "ledger", "redis", "qps", "concurrency", "timeout",
     "connect_timeout", "max_retries" } do
     local v = options[k]
     if v == nil then v = base[k] end
@@ -156,7 +156,7 @@ end
 
 local function fingerprint(s)
   local parts = {}
-  for _, k in ipairs { "endpoint", "ca_file", "robot_code", "qps", "concurrency", "timeout",
+  for _, k in ipairs { "endpoint", "ca_file", "robot_code", "redis", "qps", "concurrency", "timeout",
     "connect_timeout", "max_retries" } do
     parts[#parts + 1] = tostring(s[k])
   end
@@ -188,7 +188,7 @@ function M.client()
   client, err = recall.client {
     robot_code = s.robot_code, endpoint = s.endpoint, ca_file = s.ca_file, qps = s.qps,
     concurrency = s.concurrency, timeout = s.timeout, connect_timeout = s.connect_timeout,
-    max_retries = s.max_retries, transport = transport,
+    max_retries = s.max_retries, transport = transport, redis = s.redis,
     access_token = s.secret.access_token, app_key = s.secret.app_key, app_secret = s.secret.app_secret,
     token_provider = s.secret.token_provider,
   }
@@ -285,7 +285,7 @@ function M.undo(filter, on_done)
       return nil, core.error("config.ledger", "the ledger module cannot be loaded (see :checkhealth dingtalk_recall)")
     end
     -- No location: the CLI's default ($XDG_DATA_HOME/dingtalk-recall/ledger).
-    local l, err = ledger.open(s.ledger)
+    local l, err = ledger.open(s.ledger or s.redis) -- one Redis for the fleet, as the CLI
     if not l then return nil, err end
     local report, rerr = l:recall(client, filter)
     if l.close then l:close() end
