@@ -748,7 +748,7 @@ describe("openresty transport", function()
         reply_of(post("/recall all confirm " .. code, { cid = "cidAll", staff = "boss", admin = true })))
     end)
 
-    it("recalls what outlived BOT_TTL from the ngx.timer.every sweep", function()
+    it("recalls what outlived BOT_TTL from the ngx.timer.every sweep #timing", function()
       -- "one" (cidLast) is left: the sweep recalls it TTL seconds after it was sent
       local deadline = os.time() + TTL + 8
       while s:stats().recalled < 4 do
