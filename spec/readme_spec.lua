@@ -114,8 +114,9 @@ describe("README.md's shape", function()
   it("names the test command CI runs, and CI runs it", function()
     local ci = read(".ci/run")
     assert.matches("\nmake test ", README, 1, true)
-    assert.matches("\nmake test", ci, 1, true)
-    assert.matches("\nmake test-timing", ci, 1, true)
+    -- each CI step is a line "step <command>"
+    assert.matches("\nstep make test ", ci, 1, true)
+    assert.matches("\nstep make test-timing", ci, 1, true)
   end)
 
   it("never uses assert() on a call that returns an error object (PUC 5.1 refuses a table message)", function()
