@@ -106,9 +106,8 @@ static const dtr_code_info dtr_codes[] = {
     {"ledger.unsafe", 0, 0,
      "The ledger file or its folder is unsafe (a symlink, not a regular file, not yours, or a folder others "
      "can write without the sticky bit): keep the ledger in a private folder."},
-    {"ledger.claim_lost", 0, 0,
-     "Another host took these keys over after this host's lease on them ended; that host recalls them. "
-     "Raise the ledger's lease if runs are long."},
+    {"ledger.elsewhere", 0, 0,
+     "Another host of a shared ledger claimed keys of this batch first: it recalls them (report.elsewhere)."},
     {"redis.invalid", 0, 0, "Check the redis:// URL (host, port, database, user and password)."},
     {"redis.reply", 0, 0, "Redis answered with an error; see the message (and the server's log)."},
     {"redis.io", 0, R, "Redis cannot be reached or timed out; check that it runs and the URL's host and port."},

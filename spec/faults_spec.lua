@@ -527,10 +527,9 @@ describe("fault matrix", function()
       assert.are.equal(1, dying.calls)
       assert.are.equal(20, s:stats().recalled)
 
-      -- 4. back again: the interrupted run is resumed.  Its whole selection
-      -- was claimed (recalling, with a lease) before anything was sent.
+      -- 4. back again: the interrupted chunk is resumed, the rest recalled
       assert.is_true(env.redis_restart(r))
-      assert.are.equal(60, #assert(l:list { state = "recalling" }))
+      assert.are.equal(20, #assert(l:list { state = "recalling" }))
       rep = assert(l:recall(c, {}))
       invariant.assert(rep, keys)
       assert.are.equal(60, #rep.recalled)

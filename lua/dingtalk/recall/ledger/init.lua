@@ -346,6 +346,7 @@ function Ledger:recall(client, filter, opts)
 
   -- Too old: never sent to the API.
   local expired, groups, order = {}, {}, {}
+  local was = {} -- key -> the state it was selected in (a shared store's claims)
   local expired_keys = {}
   for _, e in ipairs(entries) do
     if now - e.sent_at > M.RECALL_WINDOW then
@@ -355,12 +356,12 @@ function Ledger:recall(client, filter, opts)
       local gk = e.conversation .. "\0" .. e.robot
       local g = groups[gk]
       if not g then
-        g = { cid = e.conversation, robot = e.robot, keys = {}, was = {} }
+        g = { cid = e.conversation, robot = e.robot, keys = {} }
         groups[gk] = g
         order[#order + 1] = g
       end
       g.keys[#g.keys + 1] = e.key
-      g.was[e.key] = e.state
+      was[e.key] = e.state
     end
   end
   local total = #entries
@@ -370,26 +371,6 @@ function Ledger:recall(client, filter, opts)
     if opts.on_progress then opts.on_progress(#expired, total) end
   end
 
-  -- On a store shared by several hosts (Redis) every selected key is
-  -- claimed with a lease first (durably `recalling`, owned by this host):
-  -- keys another host claimed first are its to recall, not in this report.
-  local elsewhere = {}
-  if b.claim then
-    local kept_groups = {}
-    for _, g in ipairs(order) do
-      local marks = {}
-      for i, k in ipairs(g.keys) do marks[i] = { key = k, state = "recalling", was = g.was[k] } end
-      local mine, cerr = b:claim(marks)
-      if not mine then return nil, cerr end
-      local kept = {}
-      for _, k in ipairs(g.keys) do
-        if mine[k] then kept[#kept + 1] = k else elsewhere[#elsewhere + 1] = k end
-      end
-      g.keys = kept
-      if #kept > 0 then kept_groups[#kept_groups + 1] = g end
-    end
-    order = kept_groups
-  end
 
   -- The plans and the hooks that persist them (ledger/plans.lua).
   local refused = report.new()
@@ -402,6 +383,7 @@ function Ledger:recall(client, filter, opts)
 
   local rep = report.new()
   local store_err
+  local hooks_elsewhere = {}
   if #plans > 0 then
     local function save(changes)
       if store_err then return false, store_err end
@@ -416,13 +398,14 @@ function Ledger:recall(client, filter, opts)
     local offset = #expired + #refused_changes
     local hooks = plans_mod.hooks(self.chunk, save, change_of, opts.on_progress and function(done)
       opts.on_progress(offset + done, total)
-    end, b.claim and function(marks) return b:claim(marks) end)
+    end, b.claim and function(marks) return b:claim(marks) end, b.claim and function(k) return was[k] end)
     if type(client.run) == "function" then
       rep = client:run(plans, hooks, { ambiguous = true })
     else
       rep = plans_mod.run_sequential(client, plans, hooks, self.chunk)
     end
     store_err = store_err or hooks.error()
+    hooks_elsewhere = hooks.elsewhere()
     if not store_err then
       local ok, ferr = hooks.flush()
       if not ok then store_err = ferr end
@@ -431,6 +414,13 @@ function Ledger:recall(client, filter, opts)
   if store_err then return nil, store_err end
   report.merge(rep, refused)
   rep.expired = expired_keys
+  -- Keys of batches another host holds (a store shared by hosts): theirs to
+  -- recall, not in this report.
+  local elsewhere = {}
+  for _, k in ipairs(hooks_elsewhere) do
+    elsewhere[#elsewhere + 1] = k
+    rep.errors[k] = nil
+  end
   rep.elsewhere = elsewhere
   rep.total = total - #elsewhere
   return report.finish(rep, rep.elapsed or 0)

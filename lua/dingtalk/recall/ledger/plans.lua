@@ -46,18 +46,25 @@ function M.make(groups, chunk, refused, change_of)
   return plans, changes
 end
 
---- hooks(chunk, save, change_of, on_progress [, claim]) -> engine hooks,
--- plus hooks.error() -> the first store error.  save(changes) -> true |
--- false, err.  claim(marks) -> {key = true} | nil, err: a store shared by
--- several hosts (Redis), whose keys were claimed before the run; each
--- batch's claims are renewed right before it is sent, and a key whose
--- lease ran out and that another host took over is not sent again (the
--- batch ends in ledger.claim_lost and nothing is written for such a key).
-function M.hooks(chunk, save, change_of, on_progress, claim)
+--- hooks(chunk, save, change_of, on_progress [, claim, was]) -> engine
+-- hooks, plus hooks.error() -> the first store error and
+-- hooks.elsewhere() -> the keys left to other hosts.  save(changes) -> true
+-- | false, err.
+--
+-- claim(marks) -> {key = true} | nil, err, and was(key) -> the state a key
+-- was selected in: a store shared by several hosts (Redis).  Each batch's
+-- keys are claimed (with a lease) right before the batch is sent, so two
+-- hosts sweeping at once share the work batch by batch.  A batch holding
+-- a key another host claimed first is not sent (ledger.elsewhere): its keys
+-- are that host's, or stay claimed by this one until the lease ends and a
+-- later run takes them over; nothing is written for them, and they leave
+-- this run's report (hooks.elsewhere()).
+function M.hooks(chunk, save, change_of, on_progress, claim, was)
   local per = per_chunk(chunk)
   local marked = {}   -- plan -> the last chunk marked
   local pending = {}  -- outcomes not written yet
-  local lost = {}     -- keys another host took over (claim)
+  local skipped = {}  -- keys of batches left to other hosts (claim)
+  local elsewhere = {}
   local failed
   local function write(changes)
     if failed then return false, failed end
@@ -70,31 +77,34 @@ function M.hooks(chunk, save, change_of, on_progress, claim)
     return true
   end
   local hooks = {}
-  local function renew(plan, i)
+  local function claim_batch(plan, i)
     local marks = {}
-    for j, k in ipairs(plan[i]) do marks[j] = { key = k, state = "recalling", was = "recalling" } end
+    for j, k in ipairs(plan[i]) do marks[j] = { key = k, state = "recalling", was = was(k) } end
     local mine, err = claim(marks)
     if not mine then
       failed = err
       return false, err
     end
-    local gone = false
     for _, k in ipairs(plan[i]) do
-      if not mine[k] then lost[k], gone = true, true end
+      if not mine[k] then
+        for _, k2 in ipairs(plan[i]) do
+          skipped[k2] = true
+          elsewhere[#elsewhere + 1] = k2
+        end
+        return false, core.error("ledger.elsewhere", "another host holds keys of this batch: it recalls them")
+      end
     end
-    if gone then
-      return false, core.error("ledger.claim_lost", "another host took over keys of this batch after their lease ended")
-    end
+    -- the outcomes known so far, once a chunk's worth of batches started
     local ci = math.ceil(i / per)
-    if ci > (marked[plan] or 0) and #pending > 0 then
+    if ci > (marked[plan] or 0) then
       marked[plan] = ci
-      return write(pending)
+      if #pending > 0 then return write(pending) end
     end
     return true
   end
   function hooks.on_batch_start(plan, i)
     if failed then return false, failed end
-    if claim then return renew(plan, i) end
+    if claim then return claim_batch(plan, i) end
     local ci = math.ceil(i / per)
     if ci > (marked[plan] or 0) then
       -- Durably `recalling` before any batch of this chunk is sent; the
@@ -110,7 +120,7 @@ function M.hooks(chunk, save, change_of, on_progress, claim)
   end
   function hooks.on_batch_done(_, _, keys, outcomes, r)
     for _, k in ipairs(keys) do
-      if not lost[k] then pending[#pending + 1] = change_of(r, k, outcomes[k]) end
+      if not skipped[k] then pending[#pending + 1] = change_of(r, k, outcomes[k]) end
     end
   end
   hooks.on_progress = on_progress
@@ -121,6 +131,8 @@ function M.hooks(chunk, save, change_of, on_progress, claim)
   end
   --- The first store error (after which nothing more is sent).
   function hooks.error() return failed end
+  --- The keys of batches left to other hosts.
+  function hooks.elsewhere() return elsewhere end
   return hooks
 end
 
