@@ -261,6 +261,10 @@ $(ASAN_LUA): fuzz/lua_host.c
 	$(SAN_CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I$(LUA_INC_$(ASAN_LUA_VERSION)) $(SAN_FLAGS) \
 	  fuzz/lua_host.c -o $@ -llua$(ASAN_LUA_VERSION)
 
+# The sanitizer and valgrind runs are CPU-bound: MEMCHECK_JOBS spec files
+# at a time (one busted process each) keep both cores busy.
+MEMCHECK_JOBS ?= 2
+
 # AddressSanitizer + UBSan (+ LeakSanitizer) over the whole suite under
 # Lua 5.4 (or ASAN_LUA_VERSION=5.1; LuaJIT excluded: its allocator and
 # ASan do not mix; the C is the same code).  ASAN_SPECS="spec/x_spec.lua
@@ -269,7 +273,8 @@ asan: asan-build $(ASAN_LUA)
 	@rm -rf $(ASAN_LOG) && mkdir -p $(ASAN_LOG)
 	@start=$$(date +%s); \
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(ASAN_ENV) \
-	  LUA="$(CURDIR)/$(ASAN_LUA)" LUA_CPATH_DIR=$(ASAN_DIR) sh spec/run.sh --exclude-tags=timing $(ASAN_SPECS); rc=$$?; \
+	  LUA="$(CURDIR)/$(ASAN_LUA)" LUA_CPATH_DIR=$(ASAN_DIR) JOBS=$(MEMCHECK_JOBS) \
+	  sh spec/run.sh --exclude-tags=timing $(ASAN_SPECS); rc=$$?; \
 	if ls $(ASAN_LOG)/* >/dev/null 2>&1; then \
 	  for f in $(ASAN_LOG)/*; do echo "== $$f"; cat "$$f"; done; \
 	  echo "asan: sanitizer reports above ($$(ls $(ASAN_LOG) | wc -l) files)"; exit 1; \
@@ -279,7 +284,7 @@ asan: asan-build $(ASAN_LUA)
 # Valgrind memcheck over the suite: lua$(VALGRIND_LUA) (5.4 by default;
 # `make valgrind VALGRIND_LUA=5.1` for the 5.1 GC) with the modules built
 # -O0 -g.  Children (nginx, curl, CLI runs) are not traced.  The whole
-# suite takes about 4 minutes here, so it is the default;
+# suite is the default;
 # VALGRIND_SPECS="spec/..." narrows it.  run.sh judges busted by its
 # summary, so the logs are read: any ERROR SUMMARY above 0 (a definite
 # leak counts) fails the target.
@@ -298,7 +303,7 @@ valgrind: valgrind-build
 	@rm -rf $(VG_LOG) && mkdir -p $(VG_LOG)
 	@start=$$(date +%s); \
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL LUA="$(VALGRIND) lua$(VALGRIND_LUA)" LUA_CPATH_DIR=$(VG_DIR) \
-	  sh spec/run.sh --exclude-tags=timing $(VALGRIND_SPECS); rc=$$?; \
+	  JOBS=$(MEMCHECK_JOBS) sh spec/run.sh --exclude-tags=timing $(VALGRIND_SPECS); rc=$$?; \
 	bad=$$(grep -l "ERROR SUMMARY: [1-9]" $(VG_LOG)/vg.* 2>/dev/null); \
 	if [ -n "$$bad" ]; then for f in $$bad; do echo "== $$f"; cat "$$f"; done; \
 	  echo "valgrind: memcheck errors above"; exit 1; fi; \
