@@ -316,6 +316,33 @@ describe("ledger", function()
         l:close()
       end)
 
+      it("select shows what recall then recalls: groups oldest first, expired apart, nothing sent", function()
+        if not guard() then return end
+        local l = open()
+        local c = l:attach(client())
+        local d1 = assert(c:send(CID_A, "sampleText", { content = "1" }, { tags = "sel" }))
+        local d2 = assert(c:send(CID_B, "sampleText", { content = "2" }, { tags = "sel" }))
+        assert(l:record { processQueryKey = "old-one", openConversationId = CID_A, robotCode = s.robot,
+          sent_at = os.time() - ledger.RECALL_WINDOW - 60, tags = { "sel" } })
+        local calls = s:stats().recall_calls
+        local sel = assert(l:select { tag = "sel" })
+        assert.are.equal(calls, s:stats().recall_calls) -- select sends nothing
+        assert.are.equal(3, sel.total)
+        assert.are.same({ "old-one" }, sel.expired)
+        local shown = {}
+        for _, g in ipairs(sel.groups) do
+          assert.are.equal(s.robot, g.robot)
+          for _, k in ipairs(g.keys) do shown[#shown + 1] = k end
+        end
+        assert.are.same(set_of { d1, d2 }, set_of(shown))
+        assert.are.equal("sent", l:get(d1).state)
+        local rep = assert(l:recall(c, { tag = "sel" }))
+        assert.are.same(set_of(shown), set_of(rep.recalled))
+        assert.are.same(sel.expired, rep.expired)
+        c:close()
+        l:close()
+      end)
+
       it("recalls what a filter selects through the simulator and updates states", function()
         if not guard() then return end
         local l = open()

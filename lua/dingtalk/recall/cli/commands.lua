@@ -79,22 +79,6 @@ end
 -- helpers
 ---------------------------------------------------------------------------
 
--- Groups ledger entries by (conversation, robot), in order.
-local function group_entries(entries)
-  local groups, index = {}, {}
-  for _, e in ipairs(entries) do
-    local id = tostring(e.conversation) .. "\0" .. tostring(e.robot)
-    local g = index[id]
-    if not g then
-      g = { conversation = e.conversation, robot = e.robot, keys = {} }
-      index[id] = g
-      groups[#groups + 1] = g
-    end
-    g.keys[#g.keys + 1] = e.key
-  end
-  return groups
-end
-
 local function read_keys(ctx, args)
   local keys, from_stdin = {}, false
   for _, a in ipairs(args) do
@@ -238,16 +222,15 @@ C.undo = {
     local o, l = ctx.opts, ctx.ledger
     local filter = assert(M.selection(o))
     filter.conversation, filter.robot = o.conversation, o.robot
-    local selection = { state = "sent" }
-    for k, v in pairs(filter) do selection[k] = v end
-    local entries, lerr = l:list(selection)
-    if not entries then return ctx:fail(EXIT_FATAL, "cannot read the ledger", lerr) end
-    if #entries == 0 then
+    -- what l:recall would recall now (the ledger decides), shown or done
+    local sel, lerr = l:select(filter)
+    if not sel then return ctx:fail(EXIT_FATAL, "cannot read the ledger", lerr) end
+    if sel.total == 0 then
       if o.json then nothing_json(ctx, "undo", "nothing matched")
       else ctx:out("nothing to recall: no recorded message matches\n") end
       return EXIT_OK
     end
-    if o["dry-run"] then return ctx:print_batches(group_entries(entries), "undo") end
+    if o["dry-run"] then return ctx:print_batches(sel.groups, "undo") end
     local client = ctx:client()
     if not client then return ctx.code end
     local report, err = l:recall(client, filter, { on_progress = ctx:progress() })
@@ -309,14 +292,14 @@ C.sweep = {
   ledger = true,
   run = function(ctx)
     local o, l = ctx.opts, ctx.ledger
-    local entries, lerr = l:list { due = true }
-    if not entries then return ctx:fail(EXIT_FATAL, "cannot read the ledger", lerr) end
-    if #entries == 0 then
+    local sel, lerr = l:select { due = true }
+    if not sel then return ctx:fail(EXIT_FATAL, "cannot read the ledger", lerr) end
+    if sel.total == 0 then
       if o.json then nothing_json(ctx, "sweep", "nothing due")
       elseif not o.quiet then ctx:out("nothing due\n") end
       return EXIT_OK
     end
-    if o["dry-run"] then return ctx:print_batches(group_entries(entries), "sweep") end
+    if o["dry-run"] then return ctx:print_batches(sel.groups, "sweep") end
     local client = ctx:client()
     if not client then return ctx.code end
     local report, err = require("dingtalk.recall.rules").sweep(l, client, { on_progress = ctx:progress() })

@@ -287,6 +287,67 @@ local function change_of(r, key, outcome)
     reason = err.message and tostring(err.message) or nil }
 end
 
+-- What l:recall(client, filter) recalls now: the filter's selection, then
+-- the keys an interrupted recall left `recalling`; oldest first; those past
+-- the recall window apart (never sent).  -> {groups = {{conversation, robot,
+-- keys}}, was = {key = state selected in}, expired = {keys}, total} | nil, err
+local function select_entries(self, b, filter)
+  local now = self.clock()
+  local selected = {}
+  if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
+    local list, err = b:list(query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES))
+    if not list then return nil, err end
+    selected = list
+  end
+  local resumed, err = b:list(query({ conversation = filter.conversation, robot = filter.robot,
+    tag = filter.tag }, now, { "recalling" }))
+  if not resumed then return nil, err end
+  local seen, entries = {}, {}
+  for _, list in ipairs { selected, resumed } do
+    for _, e in ipairs(list) do
+      if not seen[e.key] and not FINAL[e.state] then
+        seen[e.key] = true
+        entries[#entries + 1] = e
+      end
+    end
+  end
+  -- Oldest first: those nearest to the end of the recall window go first.
+  table.sort(entries, function(a, c)
+    if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
+    return a.key < c.key
+  end)
+  local groups, index, was, expired = {}, {}, {}, {}
+  for _, e in ipairs(entries) do
+    if now - e.sent_at > M.RECALL_WINDOW then
+      expired[#expired + 1] = e.key
+    else
+      local gk = e.conversation .. "\0" .. e.robot
+      local g = index[gk]
+      if not g then
+        g = { conversation = e.conversation, robot = e.robot, keys = {} }
+        index[gk] = g
+        groups[#groups + 1] = g
+      end
+      g.keys[#g.keys + 1] = e.key
+      was[e.key] = e.state
+    end
+  end
+  return { groups = groups, was = was, expired = expired, total = #entries }
+end
+
+--- l:select(filter) -> selection | nil, err: what l:recall(client, filter)
+-- would recall now, without recalling: selection.groups (each
+-- {conversation, robot, keys}, oldest first), selection.expired (keys past
+-- the recall window: they are never sent) and selection.total.
+function Ledger:select(filter)
+  local b = live(self, "select")
+  filter = check_filter(filter, "select")
+  local sel, err = select_entries(self, b, filter)
+  if not sel then return nil, err end
+  sel.was = nil
+  return sel
+end
+
 --- l:recall(client, filter [, opts]) -> report | nil, err
 -- Recalls what the filter selects (default state: sent) plus any key left
 -- `recalling` by an earlier, interrupted recall (of the same conversation,
@@ -317,54 +378,11 @@ function Ledger:recall(client, filter, opts)
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
   opts = opts or {}
-  local now = self.clock()
-
-  -- What to recall: the filter's selection, then the interrupted keys.
-  local selected = {}
-  if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
-    local list, err = b:list(query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES))
-    if not list then return nil, err end
-    selected = list
-  end
-  local resumed, err = b:list(query({ conversation = filter.conversation, robot = filter.robot,
-    tag = filter.tag }, now, { "recalling" }))
-  if not resumed then return nil, err end
-  local seen, entries = {}, {}
-  for _, list in ipairs { selected, resumed } do
-    for _, e in ipairs(list) do
-      if not seen[e.key] and not FINAL[e.state] then
-        seen[e.key] = true
-        entries[#entries + 1] = e
-      end
-    end
-  end
-  -- Oldest first: those nearest to the end of the recall window go first.
-  table.sort(entries, function(a, c)
-    if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
-    return a.key < c.key
-  end)
-
-  -- Too old: never sent to the API.
-  local expired, groups, order = {}, {}, {}
-  local was = {} -- key -> the state it was selected in (a shared store's claims)
-  local expired_keys = {}
-  for _, e in ipairs(entries) do
-    if now - e.sent_at > M.RECALL_WINDOW then
-      expired[#expired + 1] = { key = e.key, state = "expired", reason = "RECALL_WINDOW_PASSED" }
-      expired_keys[#expired_keys + 1] = e.key
-    else
-      local gk = e.conversation .. "\0" .. e.robot
-      local g = groups[gk]
-      if not g then
-        g = { cid = e.conversation, robot = e.robot, keys = {} }
-        groups[gk] = g
-        order[#order + 1] = g
-      end
-      g.keys[#g.keys + 1] = e.key
-      was[e.key] = e.state
-    end
-  end
-  local total = #entries
+  local sel, err = select_entries(self, b, filter)
+  if not sel then return nil, err end
+  local order, was, expired_keys, total = sel.groups, sel.was, sel.expired, sel.total
+  local expired = {}
+  for i, k in ipairs(expired_keys) do expired[i] = { key = k, state = "expired", reason = "RECALL_WINDOW_PASSED" } end
   if #expired > 0 then
     local ok, uerr = b:update(expired, self.clock())
     if not ok then return nil, uerr end

@@ -22,7 +22,7 @@ local function per_chunk(chunk)
 end
 
 --- make(groups, chunk, refused, change_of) -> plans, refused_changes.
--- groups: {cid, robot, keys} in order.  A group the core refuses whole
+-- groups: {conversation, robot, keys} in order.  A group the core refuses whole
 -- (a conversation or robot the API cannot take) ends in `refused` unsent.
 function M.make(groups, chunk, refused, change_of)
   local plans, changes = {}, {}
@@ -34,7 +34,7 @@ function M.make(groups, chunk, refused, change_of)
         keys = {}
         for i = first, math.min(#g.keys, first + step - 1) do keys[#keys + 1] = g.keys[i] end
       end
-      local plan, err = core.plan(g.cid, g.robot, keys)
+      local plan, err = core.plan(g.conversation, g.robot, keys)
       if plan then
         plans[#plans + 1] = plan
       else
