@@ -170,6 +170,23 @@ describe("engine", function()
     end)
   end)
 
+  describe("a refused batch and the QPS budget", function()
+    it("asks on_batch_start before the limiter: a batch the hook refuses costs no start", function()
+      local T = fake.new()
+      local asked = 0
+      local lim = { acquire = function() asked = asked + 1; return 0 end }
+      local c = client(T, { limiter = lim })
+      local plan = assert(core.plan("cidBudget", "dingRobot", keys_of("q", 100)))
+      local rep = c:run({ plan }, { on_batch_start = function(_, i)
+        if i % 2 == 0 then return false, core.error("ledger.elsewhere", "another host holds these") end
+      end })
+      assert.are.equal(3, #T.sent)      -- batches 1, 3 and 5
+      assert.are.equal(3, asked)        -- one start of the budget each, none for 2 and 4
+      assert.are.equal(60, #rep.recalled)
+      invariant.assert(rep, keys_of("q", 100))
+    end)
+  end)
+
   describe("retries", function()
     it("retries with exponential backoff and jitter, at most max_retries times", function()
       local T = fake.new { latency = 0.01, answer = function() return fake.code(500, "system.error") end }

@@ -298,21 +298,25 @@ function Run:retry(job, err, t)
   return true
 end
 
+-- A batch's first start: its on_batch_start hook, asked before the QPS
+-- budget, so a batch the hook refuses (a store error, keys another host of
+-- a shared ledger holds) costs no start.  -> true, or false when refused.
+function Run:begin(job)
+  job.started = true
+  local hook = self.hooks.on_batch_start
+  if not hook then return true end
+  local ok, herr = hook(job.plan, job.i, job.keys)
+  if ok == false then
+    self:fail(job, herr or core.error("invalidParameter.param.invalid", "the batch was refused by its hook"))
+    return false
+  end
+  return true
+end
+
 function Run:start(job, token, t)
   local built, err
   local e = self.e
   if job.kind == "batch" then
-    if not job.started then
-      job.started = true
-      local hook = self.hooks.on_batch_start
-      if hook then
-        local ok, herr = hook(job.plan, job.i, job.keys)
-        if ok == false then
-          self:fail(job, herr or core.error("invalidParameter.param.invalid", "the batch was refused by its hook"))
-          return
-        end
-      end
-    end
     built, err = core.build_batch(job.plan, job.i, e.target, token)
   elseif job.kind == "token" then
     built, err = self.tm:build(e.target, t)
@@ -410,8 +414,11 @@ function Run:loop()
         wake = w
         break
       end
+      local refused = job.kind == "batch" and not job.started and not self:begin(job)
       local d = 0
-      if lim and job.limited then
+      if refused then -- luacheck: ignore 542
+        -- failed by its hook: no start, no budget
+      elseif lim and job.limited then
         d = lim:acquire(t)
         if type(d) ~= "number" or d ~= d or d < 0 then
           error("engine: limiter:acquire(now) must return 0 or the seconds to wait, not " .. tostring(d))
@@ -423,7 +430,7 @@ function Run:loop()
         break
       end
       self:take(where)
-      self:start(job, token, t)
+      if not refused then self:start(job, token, t) end
       -- A start may have fetched or dropped nothing: the token stays.
     end
     if not self:pending() and self.in_flight == 0 then break end
