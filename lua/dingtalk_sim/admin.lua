@@ -212,19 +212,48 @@ local function expire_tokens(d, b)
   return reply(200, { tokgen = gen, static_token = st })
 end
 
+-- What the simulator knows of one processQueryKey, or nil.
+local function view(m, mp, age, k)
+  local rec, flags = m:get(mp .. k)
+  if not rec then return nil end
+  local cid, robot_code, sent = rec:match("^([^\1]*)\1([^\1]*)\1([^\1]*)$")
+  local sent_at = tonumber(sent) - age
+  return {
+    key = k, openConversationId = cid, robotCode = robot_code, sent_at = sent_at,
+    age = ngx.now() - sent_at, state = flags and "recalled" or "sent", recalled_at = flags or null,
+  }
+end
+
 local function key_view(d, m, k, rid)
-  local rec, flags = m:get(state.msg_prefix(d, m) .. k)
-  if not rec then
+  local v = view(m, state.msg_prefix(d, m), d:get("age") or 0, k)
+  if not v then
     return reply(404, { code = "sim.notFound", message = "no such processQueryKey: " .. k, requestid = rid })
   end
-  local cid, robot_code, sent = rec:match("^([^\1]*)\1([^\1]*)\1([^\1]*)$")
-  local age = d:get("age") or 0
-  local sent_at = tonumber(sent) - age
-  local rat = flags
-  return reply(200, {
-    key = k, openConversationId = cid, robotCode = robot_code, sent_at = sent_at,
-    age = ngx.now() - sent_at, state = rat and "recalled" or "sent", recalled_at = rat or null,
-  })
+  return reply(200, v)
+end
+
+M.MAX_KEYS = 10000
+
+-- POST /_sim/keys {"keys": [...]}: the views of many keys in one answer,
+-- {"keys": {KEY: view}, "missing": [KEY...]} (in the order asked).
+local function keys_view(d, m, b, rid)
+  local list = val(b.keys)
+  if type(list) ~= "table" then return bad(rid, "keys: 'keys' (an array of processQueryKeys) is required") end
+  if #list > M.MAX_KEYS then return bad(rid, "keys: at most " .. M.MAX_KEYS .. " keys a call") end
+  local mp, age = state.msg_prefix(d, m), d:get("age") or 0
+  local views, missing = {}, {}
+  local empty = true
+  for _, k in ipairs(list) do
+    if type(k) ~= "string" or k == "" then return bad(rid, "keys: every key must be a non-empty string") end
+    local v = view(m, mp, age, k)
+    if v then
+      views[k], empty = v, false
+    else
+      missing[#missing + 1] = k
+    end
+  end
+  return reply(200, '{"keys":' .. (empty and "{}" or cjson.encode(views)) .. ',"missing":' ..
+    (missing[1] and cjson.encode(missing) or "[]") .. "}")
 end
 
 local function seed_keys(d, m, b, rid)
@@ -317,6 +346,7 @@ function M.handle(d, m, cfg, rid, uri)
       return reply(200, { age = d:incr("age", s, 0) })
     end,
     ["/seed_keys"] = function(b) return seed_keys(d, m, b, rid) end,
+    ["/keys"] = function(b) return keys_view(d, m, b, rid) end,
     ["/token"] = function(b) return issue_token(d, cfg, b, rid) end,
   }
   local g, p = gets[path], posts[path]

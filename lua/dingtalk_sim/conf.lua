@@ -130,6 +130,8 @@ function M.nginx_conf(dir, opt, host, lua_dir)
     "  server {",
   } do conf[#conf + 1] = l end
   for _, l in ipairs(listen_lines(host, opt.port, opt.tls, opt.host_given)) do conf[#conf + 1] = "    " .. l end
+  -- plain HTTP on a unix socket too (--socket): who may connect is who may enter its folder
+  if opt.socket then conf[#conf + 1] = "    listen unix:" .. opt.socket .. ";" end
   if opt.tls then
     conf[#conf + 1] = "    ssl_certificate " .. nq(opt.cert) .. ";"
     conf[#conf + 1] = "    ssl_certificate_key " .. nq(opt.key) .. ";"

@@ -33,6 +33,8 @@ options:
   --token TOKEN        static always-valid token of the first app (default sim-static-token)
   --token-ttl S        lifetime of issued tokens in seconds (default 7200)
   --state-dir DIR      where nginx.conf, logs, pid and certs go (default: mktemp -d)
+  --socket PATH        also serve plain HTTP on this unix socket (the admin
+                       API of a --tls simulator without TLS; at most 100 bytes)
   --foreground         run nginx in the foreground (daemon off)
   --nginx PATH         nginx binary (default $DINGTALK_SIM_NGINX or nginx)
   --nginx-modules DIR  directory of ndk_http_module.so and ngx_http_lua_module.so
@@ -46,6 +48,7 @@ faults: system_error throttle throttle_api quota invalid_token capitalised reset
 nginx starts without the caller's LUA_PATH/LUA_CPATH/LUA_INIT.
 
 Prints one line: dingtalk-sim listening on http(s)://HOST:PORT state=DIR [ca=DIR/ca.pem]
+  [socket=PATH]
 Exit status: 0 started (or stopped), 1 failed, 2 bad usage, 3 the port is in use.
 ]]
 
@@ -107,6 +110,7 @@ local function parse(argv)
     elseif a == "--token" then opt.token = need_value(a)
     elseif a == "--token-ttl" then opt.token_ttl = math.floor(number_opt(a, 1))
     elseif a == "--state-dir" then opt.state_dir = need_value(a)
+    elseif a == "--socket" then opt.socket = need_value(a)
     elseif a == "--foreground" then opt.foreground = true
     elseif a == "--nginx" then opt.nginx = need_value(a)
     elseif a == "--nginx-modules" then opt.modules = need_value(a)
@@ -131,6 +135,12 @@ local function check(opt)
   if (opt.cert and not opt.key) or (opt.key and not opt.cert) then die("--cert and --key go together", 2) end
   if (opt.cert or opt.wrong_host) and not opt.tls then opt.tls = true end
   if opt.wrong_host and opt.cert then die("--wrong-host-cert uses the generated certs; drop --cert/--key", 2) end
+  if opt.socket then
+    -- sun_path holds 108 bytes; nginx wants room for its own suffixes
+    if #opt.socket > 100 or opt.socket == "" or opt.socket:find("[%z\1-\31;{}\"'\\%s]") then
+      die("--socket wants a path of at most 100 bytes without spaces, quotes, ';' or braces", 2)
+    end
+  end
   local app_keys = {}
   for _, a in ipairs(opt.apps) do app_keys[a.key] = true end
   if #opt.apps == 0 then
@@ -254,6 +264,12 @@ local function start_once(opt, dir, host, ldir, line)
   if proc.listening(host, opt.port) then
     die("port " .. opt.port .. " on " .. host .. " is in use (Address already in use)", 3)
   end
+  if opt.socket and proc.exists(opt.socket) then
+    -- a socket file left by a simulator that is gone (state_dir refused a
+    -- running one) or by a failed attempt: nginx cannot bind over it
+    if not run("test -S " .. quote(opt.socket)) then die("--socket " .. opt.socket .. " exists and is not a socket") end
+    os.remove(opt.socket)
+  end
   conf.nginx_conf(dir, opt, host, ldir)
   os.remove(dir .. "/error.log")
   local nginx_cmd = proc.CLEAN_ENV .. quote(opt.nginx) .. " -p " .. quote(dir .. "/") ..
@@ -295,10 +311,11 @@ local function start(opt)
     if not proc.exists(opt.key) then die("no such key file " .. opt.key) end
   end
   conf.sim_config(dir, opt)
+  if opt.socket then opt.socket = proc.abspath(opt.socket) end
   local function line()
     local shown = host == "::1" and "[::1]" or host
     return "dingtalk-sim listening on " .. (opt.tls and "https" or "http") .. "://" .. shown .. ":" .. opt.port ..
-      " state=" .. dir .. (ca_file and (" ca=" .. ca_file) or "")
+      " state=" .. dir .. (ca_file and (" ca=" .. ca_file) or "") .. (opt.socket and (" socket=" .. opt.socket) or "")
   end
   if opt.port ~= 0 then return start_once(opt, dir, host, ldir, line) end
   -- --port 0: a port the kernel gives; another program may take it between

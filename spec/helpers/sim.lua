@@ -5,7 +5,8 @@
 --   setup(function() s = sim.start{ tls = true, qps = 20 } end)
 --   teardown(function() if s then s:stop() end end)   -- always stop in teardown
 --
--- Plain Lua (5.1-5.4, LuaJIT); uses only io/os, the curl CLI for admin calls and
+-- Plain Lua (5.1-5.4, LuaJIT); uses io/os, LuaSocket (admin calls in-process,
+-- through the simulator's unix socket: spec/helpers/http_client.lua) and
 -- lua-cjson. It never loads the project's own code, so it can test it.
 --
 -- Nothing leaks when a test errors out: besides stop() (idempotent), every
@@ -62,6 +63,7 @@ end
 
 local own_pid = shell.own_pid
 local ports = require "spec.helpers.ports"
+local http = require "spec.helpers.http_client"
 
 ---------------------------------------------------------------------------
 -- the simulator object
@@ -69,35 +71,44 @@ local ports = require "spec.helpers.ports"
 local Sim = {}
 Sim.__index = Sim
 
-local function curl_base(self)
-  local c = "curl -sS -m " .. (self.curl_timeout or 60)
-  if self.ca_file then c = c .. " --cacert " .. sh_quote(self.ca_file) end
-  return c
+-- The simulator's HTTP, in-process (spec/helpers/http_client.lua): its unix
+-- socket (plain HTTP whether or not it serves TLS) or its plain TCP port.
+-- Admin calls share one kept connection; the API's paths, where faults
+-- may close a connection on purpose, get one connection each.
+local function http_client(self, keep_alive)
+  local o = { timeout = self.curl_timeout or 60, keep_alive = keep_alive }
+  if self.socket then
+    o.unix = self.socket
+  elseif not self.tls then
+    o.host, o.port = "127.0.0.1", self.port
+  else
+    error("dingtalk-sim: an https simulator without --socket: no in-process client for it", 3)
+  end
+  return http.new(o)
 end
 
--- Raw HTTP request with curl: returns status, body (string), headers table (lower-case names).
+-- Raw HTTP request: returns status (0 when no answer came), body (string;
+-- on a failure, what went wrong), headers table (lower-case names).
 function Sim:request(method, path, body, headers)
-  local hfile = os.tmpname()
-  local cmd = curl_base(self) .. " -X " .. method .. " -D " .. sh_quote(hfile) ..
-    " -w '\\n__status=%{http_code}'"
-  for k, v in pairs(headers or {}) do cmd = cmd .. " -H " .. sh_quote(k .. ": " .. v) end
+  local admin = path:sub(1, 6) == "/_sim/"
+  local c
+  if admin then
+    self.http = self.http or http_client(self, true)
+    c = self.http
+  else
+    c = http_client(self, false)
+  end
+  local h = {}
+  for k, v in pairs(headers or {}) do h[k] = v end
   if body ~= nil then
     if type(body) ~= "string" then body = json.encode(body) end
-    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary " .. sh_quote(body)
+    h["Content-Type"] = h["Content-Type"] or "application/json"
   end
-  cmd = cmd .. " " .. sh_quote(self.url .. path)
-  local out = sh(cmd)
-  local f = io.open(hfile, "rb")
-  local htext = f and f:read("*a") or ""
-  if f then f:close() end
-  os.remove(hfile)
-  local resp, status = out:match("^(.*)\n__status=(%d+)%s*$")
-  local hdrs = {}
-  for line in htext:gmatch("[^\r\n]+") do
-    local k, v = line:match("^([^:]+):%s*(.*)$")
-    if k then hdrs[k:lower()] = v end
+  local r = c:request(method, path, body, h)
+  if r.err then
+    return r.status or 0, r.body .. "(no complete answer: " .. r.err .. ": " .. tostring(r.why) .. ")", r.headers
   end
-  return tonumber(status) or 0, resp or out, hdrs
+  return r.status, r.body, r.headers
 end
 
 -- Admin call: returns the decoded JSON answer (or raises) and the HTTP status.
@@ -125,6 +136,19 @@ function Sim:key(k)
   end))
   if status == 404 then return nil end
   return v
+end
+-- The views of many keys in one call: { [key] = view } for the keys the
+-- simulator knows (GET /_sim/key's answer each), the others absent.
+function Sim:keys(list)
+  local out = {}
+  for i = 1, #list, 5000 do
+    local part = {}
+    for j = i, math.min(i + 4999, #list) do part[#part + 1] = list[j] end
+    local v, status = self:admin("POST", "/_sim/keys", { keys = part })
+    if status ~= 200 then error("dingtalk-sim admin POST /_sim/keys -> " .. status .. ": " .. json.encode(v), 2) end
+    for k, view in pairs(v.keys) do out[k] = view end
+  end
+  return out
 end
 function Sim:expire_tokens(new_static)
   local v = self:admin("POST", "/_sim/expire_tokens", { static_token = new_static })
@@ -156,6 +180,7 @@ end
 function Sim:stop()
   if self.stopped then return end
   self.stopped = true
+  if self.http then self.http:close() end
   local pidfile = sh_quote(self.state_dir .. "/nginx.pid")
   local pid = trim(sh("cat " .. pidfile .. " 2>/dev/null"))
   sh(self.cmd .. " --stop --state-dir " .. sh_quote(self.state_dir) .. " >/dev/null")
@@ -166,6 +191,7 @@ function Sim:stop()
   if self.owns_state and not self.keep_state then
     sh("rm -rf " .. sh_quote(self.state_dir))
   end
+  if self.socket_dir then sh("rm -rf " .. sh_quote(self.socket_dir)) end
   if self.claimed then ports.release(self.port) end
 end
 
@@ -198,7 +224,14 @@ function sim.start(opts)
     state_dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-sim-spec.XXXXXX"))
     owns = true
   end
-  local args = { "--state-dir", state_dir }
+  -- the admin API through a unix socket (sun_path is short: a folder of its
+  -- own under $TMPDIR when the state dir's path is too long)
+  local socket, socket_dir = state_dir .. "/sim.sock", nil
+  if #socket > 100 then
+    socket_dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dtr-sim.XXXXXX"))
+    socket = socket_dir .. "/sim.sock"
+  end
+  local args = { "--state-dir", state_dir, "--socket", socket }
   local function add(...) for _, a in ipairs({ ... }) do args[#args + 1] = a end end
   if opts.tls then add("--tls") end
   if opts.cert then add("--cert", opts.cert, "--key", opts.key) end
@@ -227,6 +260,7 @@ function sim.start(opts)
   end
   if rc ~= 0 then
     if owns then sh("rm -rf " .. sh_quote(state_dir)) end
+    if socket_dir then sh("rm -rf " .. sh_quote(socket_dir)) end
     error("dingtalk-sim failed to start (rc " .. tostring(rc) .. "):\n" .. out, 2)
   end
   local line = out:match("(dingtalk%-sim listening on [^\n]*)")
@@ -241,6 +275,8 @@ function sim.start(opts)
     tls = opts.tls and true or false,
     url = (opts.tls and "https://localhost:" or "http://127.0.0.1:") .. port,
     ca_file = line and line:match(" ca=(%S+)") or nil,
+    socket = line and line:match(" socket=(%S+)") or nil,
+    socket_dir = socket_dir,
     token = opts.token or "sim-static-token",
     app_key = "dingsimappkey",
     app_secret = "sim-app-secret",
@@ -260,7 +296,8 @@ function sim.start(opts)
     "do sleep 1; done; " ..
     "if [ -f " .. sh_quote(pidfile) .. " ]; then " .. cmd .. " --stop --state-dir " .. sh_quote(state_dir) ..
     " >/dev/null 2>&1; " ..
-    ((owns and not opts.keep_state) and ("rm -rf " .. sh_quote(state_dir) .. "; ") or "") .. "fi"
+    ((owns and not opts.keep_state) and ("rm -rf " .. sh_quote(state_dir) .. "; ") or "") .. "fi; " ..
+    (socket_dir and ("rm -rf " .. sh_quote(socket_dir)) or ":")
   -- its own session (setsid), so that stopping the test's process group
   -- (Ctrl-C on make test) does not take the watchdog with it
   os.execute("if command -v setsid >/dev/null 2>&1; then setsid nohup sh -c " .. sh_quote(wd) ..
