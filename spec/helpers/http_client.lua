@@ -51,7 +51,7 @@ local function connect(self)
   local conn, err
   if self.unix then
     local unix = require "socket.unix"
-    conn, err = unix.stream and unix.stream() or unix()
+    if unix.stream then conn, err = unix.stream() else conn, err = unix() end
     if conn then
       local ok, cerr = conn:connect(self.unix)
       if not ok then conn:close(); conn, err = nil, cerr end
@@ -103,7 +103,7 @@ local function read_answer(conn, method, deadline, r)
       local n = size and tonumber(size:match("^%x+"), 16)
       if not n then r.body = table.concat(parts); return "partial", "chunk size: " .. tostring(err or size) end
       if n == 0 then
-        repeat line, err = recv(conn, deadline, "*l") until not line or line == ""
+        repeat line = recv(conn, deadline, "*l") until not line or line == "" -- trailers
         break
       end
       local data, perr, partial = recv(conn, deadline, n)
@@ -145,7 +145,9 @@ function Client:request(method, path, body, headers, opts)
     lines[#lines + 1] = k .. ": " .. v
     has[k:lower()] = true
   end
-  if not has.host then lines[#lines + 1] = "Host: " .. (self.unix and "localhost" or (self.host .. ":" .. self.port)) end
+  if not has.host then
+    lines[#lines + 1] = "Host: " .. (self.unix and "localhost" or (self.host .. ":" .. self.port))
+  end
   if body ~= nil and not has["content-length"] then lines[#lines + 1] = "Content-Length: " .. #body end
   if not self.keep_alive and not has.connection then lines[#lines + 1] = "Connection: close" end
   local wire = table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
