@@ -1,5 +1,6 @@
--- Tests of the DingTalk simulator itself (its launcher, its test helper and https); the rest is in
--- spec/sim_spec.lua (split so that the files run side by side).
+-- Tests of the DingTalk simulator itself (its launcher, its test helper and https, the
+-- latter through the curl CLI); the rest is in spec/sim_spec.lua (split so that the
+-- files run side by side).
 local sim = require "spec.helpers.sim"
 local sh, q = sim.sh, sim.sh_quote
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
@@ -38,7 +39,7 @@ describe("dingtalk-sim launcher and helper", function()
     local out, rc = sh(env .. " " .. LUA .. " bin/dingtalk-sim --port 0 --state-dir " .. q(dir))
     local port = tonumber(out:match("listening on http://127%.0%.0%.1:(%d+) "))
     local ping
-    if port then ping = sh("curl -s -m 5 http://127.0.0.1:" .. port .. "/_sim/ping") end
+    if port then ping = http({}, "GET", "/_sim/ping", nil, { url = "http://127.0.0.1:" .. port, timeout = 5 }).body end
     sh(LUA .. " bin/dingtalk-sim --stop --state-dir " .. q(dir) .. "; rm -rf " .. q(dir))
     assert.are.equal(0, rc, out)
     assert.is_true(port > 0 and port < 65536, out)
@@ -56,8 +57,9 @@ describe("dingtalk-sim launcher and helper", function()
     s:stop()
     s:stop()
     assert.is_false(sim.alive(pid:match("%d+")))
-    local _, rc = sh("curl -s -m 2 " .. q(s.url .. "/_sim/ping"))
-    assert.are.equal(7, rc) -- connection refused
+    local r = http(s, "GET", "/_sim/ping", nil, { timeout = 2 })
+    assert.are.equal("connect", r.err) -- connection refused
+    assert.matches("refused", r.why)
   end)
 
   it("shares state between several workers", function()

@@ -1,6 +1,8 @@
 -- Tests of the DingTalk simulator itself (bin/dingtalk-sim, lua/dingtalk_sim/), driven
--- through the curl CLI; its faults and its launcher are in sim_faults_spec.lua and
--- sim_launcher_spec.lua (split so that the files run side by side).
+-- over HTTP in-process (spec/helpers/sim_http.lua), and through the curl CLI
+-- where an independent client counts (throttling, concurrent requests); its faults
+-- and its launcher are in sim_faults_spec.lua and sim_launcher_spec.lua (split so
+-- that the files run side by side).
 local sim = require "spec.helpers.sim"
 local json = sim.json
 local sh, q = sim.sh, sim.sh_quote

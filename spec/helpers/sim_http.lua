@@ -1,6 +1,7 @@
---- The simulator specs' shared HTTP exchange (the curl CLI) and checks:
--- sim_spec, sim_faults_spec and sim_launcher_spec.
+--- The simulator specs' shared HTTP exchange (in-process, or the curl CLI)
+-- and checks: sim_spec, sim_faults_spec and sim_launcher_spec.
 local sim = require "spec.helpers.sim"
+local http_client = require "spec.helpers.http_client"
 local json = sim.json
 local sh, q = sim.sh, sim.sh_quote
 
@@ -19,8 +20,9 @@ function M.read_all(path)
   return s
 end
 
--- One HTTP exchange with curl. Returns a table {rc, status, headers, body, json, time}.
-function M.http(s, method, path, body, opts)
+-- One HTTP exchange with the curl CLI, an independent client (and the one
+-- that speaks TLS here). Returns a table {rc, status, headers, body, json, time}.
+function M.curl(s, method, path, body, opts)
   opts = opts or {}
   local hfile, bfile = os.tmpname(), os.tmpname()
   local cmd = "curl -sS -m " .. (opts.timeout or 20) .. " -X " .. method ..
@@ -45,6 +47,32 @@ function M.http(s, method, path, body, opts)
   end
   os.remove(hfile)
   os.remove(bfile)
+  local ok, v = pcall(json.decode, r.body)
+  if ok then r.json = v end
+  return r
+end
+
+-- One HTTP exchange on a connection of its own (as one run of the curl CLI
+-- would), in-process over the simulator's TCP port (spec/helpers/http_client.lua);
+-- https, opts.no_ca and opts.curl_args go through M.curl.  Returns a table
+-- {status, headers, body, json, time, err, why}: err is nil for a complete
+-- answer, else "connect", "send", "empty" (closed without an answer),
+-- "partial" (closed before the whole body), "timeout" (opts.timeout, s, for
+-- the whole exchange; default 20) or "bad answer".
+function M.http(s, method, path, body, opts)
+  opts = opts or {}
+  local url = opts.url or s.url
+  local host, port = http_client.parse_url(url)
+  if not host or opts.no_ca or opts.curl_args or opts.curl then return M.curl(s, method, path, body, opts) end
+  local headers = {}
+  for k, v in pairs(opts.headers or { ["x-acs-dingtalk-access-token"] = s.token }) do headers[k] = v end
+  if body ~= nil then
+    if type(body) ~= "string" then body = json.encode(body) end
+    headers["Content-Type"] = "application/json"
+  end
+  local c = http_client.new { host = host, port = port, keep_alive = false, timeout = opts.timeout or 20 }
+  local r = c:request(method, path, body, headers)
+  c:close()
   local ok, v = pcall(json.decode, r.body)
   if ok then r.json = v end
   return r
