@@ -286,12 +286,6 @@ describe("fault matrix", function()
       if t then t:stop() end
     end)
 
-    -- The simulator's admin API through its real name (the certificate's), pinned to loopback.
-    local function stats()
-      local out = sim.sh("curl -sS --cacert " .. sim.sh_quote(t.ca_file) .. " --resolve wrong.example:" .. t.port ..
-        ":127.0.0.1 https://wrong.example:" .. t.port .. "/_sim/stats")
-      return sim.json.decode(out)
-    end
 
     it("transport.tls, not retried, nothing reaches the API", function()
       local keys = { "kTls1", "kTls2", "kTls3" }
@@ -305,7 +299,7 @@ describe("fault matrix", function()
       assert.is_false(e.retryable)
       assert.are.equal(1, report.requests)
       assert.are.equal(0, report.retries)
-      assert.are.equal(0, stats().requests.recall)
+      assert.are.equal(0, t:stats().requests.recall)
       assert.is_nil(tostring(e):find(t.token, 1, true))
     end)
   end)

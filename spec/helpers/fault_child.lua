@@ -26,9 +26,15 @@ local function err_table(e)
   return { code = e.code, message = e.message, retryable = e.retryable, text = tostring(e) }
 end
 
+-- The simulator's counters (in-process: no curl process per look).
+local stats_client
 local function sim_stats()
-  local o = sh("curl -sS " .. sim_url .. "/_sim/stats")
-  local ok, v = pcall(cjson.decode, o)
+  if not stats_client then
+    local http = require "spec.helpers.http_client"
+    local host, port = http.parse_url(sim_url)
+    stats_client = http.new { host = host, port = port, timeout = 10 }
+  end
+  local ok, v = pcall(cjson.decode, stats_client:request("GET", "/_sim/stats").body)
   return ok and v or {}
 end
 

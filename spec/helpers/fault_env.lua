@@ -78,38 +78,20 @@ end
 ---------------------------------------------------------------------------
 -- Redis that dies and comes back (a server from spec.helpers.redis)
 ---------------------------------------------------------------------------
-local function redis_pid(r)
-  local f = io.open(r.dir .. "/redis.pid", "r")
-  local pid = f and f:read("*l")
-  if f then f:close() end
-  return pid and pid:match("^%d+$") and pid or nil
-end
-
---- Kills the server at once (SIGKILL: no goodbye to its clients).
+--- Kills the server at once (SIGKILL: no goodbye to its clients) and
+-- waits until it is gone (spec.helpers.redis's kill); true when it no longer
+-- answers PING.
 function M.redis_kill(r)
-  local pid = redis_pid(r)
-  if pid then
-    sh("kill -9 " .. pid .. "; for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 " .. pid ..
-      " 2>/dev/null || break; sleep 0.1; done")
-  end
-  local _, rc = sh("redis-cli -h 127.0.0.1 -p " .. r.port .. " PING")
+  r:kill()
+  local _, rc = r:cli("PING")
   return rc ~= 0
 end
 
 --- Starts the server again on the same port and directory (it loads the
--- dump.rdb a SAVE left there).  Returns true once it answers PING.  The
--- watchdog of spec.helpers.redis still stops it (it reads the pid file).
+-- dump.rdb a SAVE left there; spec.helpers.redis's restart).  Returns true
+-- once it answers PING.
 function M.redis_restart(r)
-  local dir = sh_quote(r.dir)
-  local _, rc = sh("redis-server --port " .. r.port .. " --bind 127.0.0.1 --save '' --appendonly no" ..
-    " --daemonize yes --pidfile " .. sh_quote(r.dir .. "/redis.pid") .. " --dir " .. dir ..
-    " --logfile " .. sh_quote(r.dir .. "/redis.log"))
-  if rc ~= 0 then return false end
-  for _ = 1, 50 do
-    if trim((sh("redis-cli -h 127.0.0.1 -p " .. r.port .. " PING"))) == "PONG" then return true end
-    sh("sleep 0.1")
-  end
-  return false
+  return (pcall(r.restart, r))
 end
 
 return M
