@@ -87,9 +87,10 @@ end
 -- compiled-in defaults (`;;`); the launcher starts nginx without the
 -- caller's LUA_PATH/LUA_CPATH, so `;;` means nginx's own LuaJIT defaults.
 function M.nginx_conf(dir, opt, host, lua_dir)
-  local is_root = proc.trim(proc.capture("id -u 2>/dev/null")) == "0"
+  local uid, nofile = proc.uid_and_nofile()
+  local is_root = uid == 0
   local mod = opt.modules:gsub("/+$", "")
-  local nofile = tonumber(proc.trim(proc.capture("sh -c 'ulimit -Hn' 2>/dev/null"))) or 65535
+  nofile = nofile or 65535
   if nofile > 65535 then nofile = 65535 end
   local conns = math.max(256, math.min(8192, math.floor(nofile / 2)))
   local server = "require(\"dingtalk_sim.server\")"

@@ -57,8 +57,9 @@ local die, quote, run, trim = proc.die, proc.quote, proc.run, proc.trim
 ---------------------------------------------------------------------------
 -- arguments
 ---------------------------------------------------------------------------
-local function parse(argv)
-  local opt = { apps = {}, robots = {}, workers = 1, qps = 0, latency = 0, token_ttl = 7200,
+local function parse(argv, stdout, stderr)
+  local opt = { stdout = stdout, stderr = stderr, -- where the line, --help and errors go
+    apps = {}, robots = {}, workers = 1, qps = 0, latency = 0, token_ttl = 7200,
     host = "127.0.0.1", modules = "/usr/lib/nginx/modules" }
   local args = {}
   for k = 1, #argv do args[k] = argv[k] end
@@ -82,7 +83,7 @@ local function parse(argv)
       table.insert(args, i + 1, inline)
     end
     if a == "--help" or a == "-h" then
-      io.stdout:write(M.USAGE)
+      opt.stdout:write(M.USAGE)
       proc.finish(0)
     elseif a == "--port" then
       opt.port = number_opt(a, 0)
@@ -171,25 +172,32 @@ local function stop(opt)
   local pidfile = dir .. "/nginx.pid"
   if not proc.exists(pidfile) and proc.exists(dir .. "/nginx.conf") then
     -- a simulator that is still starting writes its pid file a moment after it listens
-    run("sh -c " .. quote("for i in $(seq 20); do [ -s " .. quote(pidfile) .. " ] && exit 0; sleep 0.1; done; exit 1"))
+    for _ = 1, 40 do
+      if (proc.read_file(pidfile) or "") ~= "" then break end
+      proc.sleep(0.05)
+    end
   end
   local pid = trim(proc.read_file(pidfile) or "")
   if not pid:match("^%d+$") then
-    io.stdout:write("dingtalk-sim: not running (no pid in " .. dir .. "/nginx.pid)\n")
+    opt.stdout:write("dingtalk-sim: not running (no pid in " .. dir .. "/nginx.pid)\n")
     return 0
   end
   if proc.pid_alive(pid) then
     run("kill -TERM " .. pid .. " 2>/dev/null")
     -- wait up to 10 s, then SIGKILL
-    local script = "for i in $(seq 200); do " .. proc.alive_test(pid) .. " || exit 0; sleep 0.05; done; exit 1"
-    if not run("sh -c " .. quote(script)) then
+    local gone = false
+    for i = 1, 500 do
+      if not proc.pid_alive(pid) then gone = true break end
+      proc.sleep(i < 50 and 0.01 or 0.05)
+    end
+    if not gone then
       run("kill -KILL " .. pid .. " 2>/dev/null")
       run("pkill -KILL -P " .. pid .. " 2>/dev/null")
-      run("sleep 0.2")
+      proc.sleep(0.2)
     end
   end
   os.remove(pidfile)
-  io.stdout:write("dingtalk-sim: stopped (" .. dir .. ")\n")
+  opt.stdout:write("dingtalk-sim: stopped (" .. dir .. ")\n")
   return 0
 end
 
@@ -216,15 +224,15 @@ local function state_dir(opt)
     dir = trim(proc.capture("mktemp -d ${TMPDIR:-/tmp}/dingtalk-sim.XXXXXX"))
     if dir == "" then die("mktemp -d failed") end
   else
-    if not run("mkdir -p " .. quote(dir)) then die("cannot create " .. dir) end
+    if not proc.exists(dir) and not run("mkdir -p " .. quote(dir)) then die("cannot create " .. dir) end
     dir = proc.abspath(dir)
   end
   dir = dir:gsub("/+$", "")
-  local old_pid = trim(proc.read_file(dir .. "/nginx.pid") or "")
-  if old_pid:match("^%d+$") and proc.pid_alive(old_pid) then
+  local old_pid = proc.nginx_pid(dir)
+  if old_pid then
     die("a simulator is already running with state dir " .. dir .. " (pid " .. old_pid .. "); use --stop")
   end
-  run("mkdir -p " .. quote(dir .. "/tmp"))
+  if not proc.exists(dir .. "/tmp") then run("mkdir -p " .. quote(dir .. "/tmp")) end
   return dir
 end
 
@@ -233,18 +241,24 @@ end
 -- finds the pid once we have reported success.
 local function wait_up(dir, host, opt)
   local ok
-  if proc.has_bash() then
-    ok = run("bash -c " .. quote("for i in $(seq 50); do (exec 3<>/dev/tcp/" .. host .. "/" .. opt.port ..
-      ") 2>/dev/null && exit 0; sleep 0.1; done; exit 1"))
+  if proc.listening(host, opt.port) ~= nil then -- in-process or bash: probes every 20 ms for 5 s
+    ok = false
+    for _ = 1, 250 do
+      if proc.listening(host, opt.port) then ok = true break end
+      proc.sleep(0.02)
+    end
   else
     local shown = host == "::1" and "[::1]" or host
     ok = run("sh -c " .. quote("for i in $(seq 50); do curl -s -o /dev/null " ..
       (opt.tls and "-k https://" or "http://") .. shown .. ":" .. opt.port ..
       "/_sim/ping && exit 0; sleep 0.1; done; exit 1"))
   end
-  local pidfile = quote(dir .. "/nginx.pid")
-  return ok and run("sh -c " .. quote("for i in $(seq 50); do [ -s " .. pidfile .. " ] && kill -0 $(cat " ..
-    pidfile .. ") 2>/dev/null && exit 0; sleep 0.1; done; exit 1"))
+  if not ok then return false end
+  for _ = 1, 250 do
+    if proc.nginx_pid(dir) then return true end
+    proc.sleep(0.02)
+  end
+  return false
 end
 
 local function start_failed(dir, log)
@@ -280,9 +294,9 @@ local function start_once(opt, dir, host, ldir, line)
       p:close()
       start_failed(dir, dir .. "/error.log")
     end
-    io.stdout:write(line(), "\n")
-    io.stdout:flush()
-    for l in p:lines() do io.stderr:write(l, "\n") end
+    opt.stdout:write(line(), "\n")
+    opt.stdout:flush()
+    for l in p:lines() do opt.stderr:write(l, "\n") end
     p:close()
     return 0
   end
@@ -290,7 +304,7 @@ local function start_once(opt, dir, host, ldir, line)
     start_failed(dir, dir .. "/start.log")
   end
   if not wait_up(dir, host, opt) then start_failed(dir, dir .. "/start.log") end
-  io.stdout:write(line(), "\n")
+  opt.stdout:write(line(), "\n")
   return 0
 end
 
@@ -332,20 +346,25 @@ local function start(opt)
   error(last, 0)
 end
 
---- main(argv) -> exit status (0 ok, 1 failed, 2 usage, 3 port in use).
-function M.main(argv)
+--- main(argv[, streams]) -> exit status (0 ok, 1 failed, 2 usage, 3 port in use).
+-- streams: { stdout = , stderr = }, anything with :write (and :flush), by
+-- default io.stdout and io.stderr: a host (the spec helper) that starts a
+-- simulator in-process reads the line it prints there.
+function M.main(argv, streams)
   argv = argv or {}
+  local stdout = streams and streams.stdout or io.stdout
+  local stderr = streams and streams.stderr or io.stderr
   local ok, res = pcall(function()
-    local opt = parse(argv)
+    local opt = parse(argv, stdout, stderr)
     if opt.stop then return stop(opt) end
     return start(opt)
   end)
   if ok then return res or 0 end
   if type(res) == "table" and res.exit then
-    if res.msg then io.stderr:write("dingtalk-sim: ", res.msg, "\n") end
+    if res.msg then stderr:write("dingtalk-sim: ", res.msg, "\n") end
     return res.exit
   end
-  io.stderr:write("dingtalk-sim: ", tostring(res), "\n")
+  stderr:write("dingtalk-sim: ", tostring(res), "\n")
   return 1
 end
 

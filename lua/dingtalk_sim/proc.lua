@@ -87,7 +87,28 @@ function M.alive_test(pid)
     "/stat 2>/dev/null; }"
 end
 
+-- LuaSocket when the running Lua has it: probes and short waits in-process.
+local function luasocket()
+  local ok, socket = pcall(require, "socket")
+  if ok and type(socket) == "table" and socket.connect and socket.sleep then return socket end
+  return nil
+end
+
+--- Sleeps s seconds (fractions ok).
+function M.sleep(s)
+  local socket = luasocket()
+  if socket then return socket.sleep(s) end
+  M.run("sleep " .. s)
+end
+
+--- The process exists and is not a zombie: /proc/PID/stat where there is a
+-- /proc (no process started), else the shell's kill -0 and grep.
 function M.pid_alive(pid)
+  if M.exists("/proc/self/stat") then
+    local st = M.read_file("/proc/" .. pid .. "/stat")
+    local state = st and st:match("^.*%) (%a)") -- after the command's name, which may hold ") "
+    return state ~= nil and state ~= "Z" and state ~= "X"
+  end
   return M.run(M.alive_test(pid))
 end
 
@@ -95,10 +116,37 @@ function M.has_bash()
   return M.exists("/bin/bash") or M.exists("/usr/bin/bash")
 end
 
---- Something answers on host:port (bash's /dev/tcp; false without bash).
+--- Something answers on host:port: a connect in-process (LuaSocket), else
+-- bash's /dev/tcp; nil when neither is there.
 function M.listening(host, port)
-  if not M.has_bash() then return false end
+  local socket = luasocket()
+  if socket then
+    local c = socket.connect(host, port)
+    if c then c:close() end
+    return c ~= nil
+  end
+  if not M.has_bash() then return nil end
   return M.run("bash -c " .. M.quote("(exec 3<>/dev/tcp/" .. host .. "/" .. port .. ") 2>/dev/null"))
+end
+
+--- The pid in DIR/nginx.pid when that process is alive, else nil.
+function M.nginx_pid(dir)
+  local pid = M.trim(M.read_file(dir .. "/nginx.pid") or "")
+  if pid:match("^%d+$") and M.pid_alive(pid) then return pid end
+  return nil
+end
+
+--- Whether the launcher runs as root, and the hard limit of open files:
+-- from /proc/self where there is one, else id -u and ulimit -Hn.
+function M.uid_and_nofile()
+  local status, limits = M.read_file("/proc/self/status"), M.read_file("/proc/self/limits")
+  local uid = status and status:match("\nUid:%s*(%d+)")
+  local hard = limits and limits:match("\nMax open files%s+%S+%s+(%S+)")
+  if not uid or not hard then
+    local out = M.capture("id -u 2>/dev/null; ulimit -Hn 2>/dev/null")
+    uid, hard = out:match("^%s*(%d+)%s+(%S+)")
+  end
+  return tonumber(uid), tonumber(hard) or (hard == "unlimited" and math.huge) or nil
 end
 
 --- A free TCP port on host, from the kernel (bind to port 0): lua-socket

@@ -34,14 +34,51 @@ sim.sh_quote = sh_quote
 sim.sh = sh
 
 
+-- The simulator's launcher (lua/dingtalk_sim/main.lua), in-process when
+-- it is on package.path (spec/run.sh puts it there), else nil.
+local launcher
+local function sim_main()
+  if launcher == nil then
+    local ok, m = pcall(require, "dingtalk_sim.main")
+    launcher = ok and m or false
+  end
+  return launcher or nil
+end
+
 -- true when the process exists and is not a zombie (PID 1 here may reap late)
 function sim.alive(pid)
+  local ok, proc = pcall(require, "dingtalk_sim.proc")
+  if ok then return proc.pid_alive(pid) end
   local _, rc = sh("kill -0 " .. pid .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. pid ..
     "/stat 2>/dev/null")
   return rc == 0
 end
 
+local root_dir, lua_cmd -- found once a process
+
+-- The test CA and certificates the launcher generates (openssl, five runs)
+-- for the first --tls simulator of this process; later ones get copies in
+-- their (fresh, 0700) state dirs and skip openssl.  Not the CA's key.
+local CERT_FILES = { "ca.pem", "server.pem", "server.key", "wrong-host.pem", "wrong-host.key" }
+local cert_cache
+local function keep_certs(dir)
+  local c = {}
+  for _, f in ipairs(CERT_FILES) do
+    c[f] = shell.read_file(dir .. "/" .. f)
+    if c[f] == "" then return end
+  end
+  cert_cache = c
+end
+local function put_certs(dir)
+  for _, f in ipairs(CERT_FILES) do
+    local h = assert(io.open(dir .. "/" .. f, "wb"))
+    h:write(cert_cache[f])
+    h:close()
+  end
+  sh("chmod 600 " .. sh_quote(dir .. "/server.key") .. " " .. sh_quote(dir .. "/wrong-host.key"))
+end
 local function repo_root()
+  if root_dir then return root_dir end
   local src = debug.getinfo(1, "S").source
   local root = "./"
   if src:sub(1, 1) == "@" then
@@ -51,14 +88,36 @@ local function repo_root()
   if root:sub(1, 1) ~= "/" then -- absolute, so that stop works from any directory
     root = trim(sh("pwd")) .. "/" .. root:gsub("^%./", "")
   end
+  root_dir = root
   return root
 end
 
 local function interpreter()
+  if lua_cmd then return lua_cmd end
   local out = sh("for i in lua luajit lua5.4 lua5.3 lua5.2 lua5.1; do " ..
     "command -v $i >/dev/null 2>&1 && { echo $i; exit 0; }; done; exit 1")
   local i = trim(out)
-  return i ~= "" and i or "lua"
+  lua_cmd = i ~= "" and i or "lua"
+  return lua_cmd
+end
+
+-- Runs the launcher with these arguments: in-process when it can, else as
+-- `dingtalk-sim` (cmd); returns its output (stdout and stderr) and status.
+local function launch(cmd, args)
+  local main = sim_main()
+  if main then
+    local out = {}
+    local sink = { flush = function() end }
+    function sink.write(self, ...)
+      for _, x in ipairs { ... } do out[#out + 1] = tostring(x) end
+      return self
+    end
+    local rc = main.main(args, { stdout = sink, stderr = sink })
+    return table.concat(out), rc
+  end
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = sh_quote(a) end
+  return sh(cmd .. " " .. table.concat(quoted, " "))
 end
 
 local own_pid = shell.own_pid
@@ -181,9 +240,8 @@ function Sim:stop()
   if self.stopped then return end
   self.stopped = true
   if self.http then self.http:close() end
-  local pidfile = sh_quote(self.state_dir .. "/nginx.pid")
-  local pid = trim(sh("cat " .. pidfile .. " 2>/dev/null"))
-  sh(self.cmd .. " --stop --state-dir " .. sh_quote(self.state_dir) .. " >/dev/null")
+  local pid = trim(shell.read_file(self.state_dir .. "/nginx.pid"))
+  launch(self.cmd, { "--stop", "--state-dir", self.state_dir })
   if pid:match("^%d+$") and sim.alive(pid) then -- belt and braces: the master we started must be gone
     sh("kill -TERM " .. pid .. "; sleep 0.5")
     if sim.alive(pid) then sh("kill -KILL " .. pid) end
@@ -232,6 +290,8 @@ function sim.start(opts)
     socket = socket_dir .. "/sim.sock"
   end
   local args = { "--state-dir", state_dir, "--socket", socket }
+  local generated = opts.tls and not opts.cert and owns
+  if generated and cert_cache then put_certs(state_dir) end
   local function add(...) for _, a in ipairs({ ... }) do args[#args + 1] = a end end
   if opts.tls then add("--tls") end
   if opts.cert then add("--cert", opts.cert, "--key", opts.key) end
@@ -246,14 +306,14 @@ function sim.start(opts)
   for _, a in ipairs(opts.apps or {}) do add("--app", a) end
   for _, r in ipairs(opts.robots or {}) do add("--robot", r) end
   for _, a in ipairs(opts.args or {}) do add(a) end
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = sh_quote(a) end
 
   -- a port no other suite running side by side holds (spec/helpers/ports.lua)
   local out, rc, port
   for _ = 1, 12 do
     port = opts.port or ports.claim()
-    out, rc = sh(cmd .. " --port " .. port .. " " .. table.concat(quoted, " "))
+    local argv = { "--port", tostring(port) }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    out, rc = launch(cmd, argv)
     if rc == 0 then break end
     if not opts.port then ports.release(port) end
     if rc ~= 3 or opts.port then break end -- 3 = address in use (by someone else): another port
@@ -264,6 +324,7 @@ function sim.start(opts)
     error("dingtalk-sim failed to start (rc " .. tostring(rc) .. "):\n" .. out, 2)
   end
   local line = out:match("(dingtalk%-sim listening on [^\n]*)")
+  if generated and not cert_cache then keep_certs(state_dir) end
   local s = setmetatable({
     port = port,
     claimed = not opts.port,
@@ -291,9 +352,10 @@ function sim.start(opts)
   -- watchdog: stop nginx (and drop the state dir) once this Lua process is gone
   local pidfile = state_dir .. "/nginx.pid"
   local lp = own_pid()
-  local wd = "while kill -0 " .. lp .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. lp ..
-    "/stat 2>/dev/null && [ -f " .. sh_quote(pidfile) .. " ]; " ..
-    "do sleep 1; done; " ..
+  -- (a zombie counts as gone: its state after the name in /proc/PID/stat is Z)
+  local wd = "while kill -0 " .. lp .. " 2>/dev/null && [ -f " .. sh_quote(pidfile) .. " ]; do " ..
+    "st=; read -r st </proc/" .. lp .. "/stat 2>/dev/null; case \"$st\" in *') Z '*) break;; esac; " ..
+    "sleep 1; done; " ..
     "if [ -f " .. sh_quote(pidfile) .. " ]; then " .. cmd .. " --stop --state-dir " .. sh_quote(state_dir) ..
     " >/dev/null 2>&1; " ..
     ((owns and not opts.keep_state) and ("rm -rf " .. sh_quote(state_dir) .. "; ") or "") .. "fi; " ..
