@@ -57,17 +57,22 @@ end
 local root_dir, lua_cmd -- found once a process
 
 -- The test CA and certificates the launcher generates (openssl, five runs)
--- for the first --tls simulator of this process; later ones get copies in
--- their (fresh, 0700) state dirs and skip openssl.  Not the CA's key.
+-- are kept from a --tls simulator of this process for the next ones, which
+-- get copies in their (fresh, 0700) state dirs and skip openssl; not the
+-- CA's key.  One simulator at a time holds them: simulators running at the
+-- same time always have CAs of their own (a client that trusts one's CA
+-- does not trust the other's).
 local CERT_FILES = { "ca.pem", "server.pem", "server.key", "wrong-host.pem", "wrong-host.key" }
-local cert_cache
+local cert_cache -- { [file] = text }
+local cert_holder = setmetatable({}, { __mode = "v" }) -- [1]: the simulator using them (weak: GC frees them)
 local function keep_certs(dir)
   local c = {}
   for _, f in ipairs(CERT_FILES) do
     c[f] = shell.read_file(dir .. "/" .. f)
-    if c[f] == "" then return end
+    if c[f] == "" then return nil end
   end
   cert_cache = c
+  return c
 end
 local function put_certs(dir)
   for _, f in ipairs(CERT_FILES) do
@@ -240,6 +245,7 @@ function Sim:stop()
   if self.stopped then return end
   self.stopped = true
   if self.http then self.http:close() end
+  if cert_holder[1] == self then cert_holder[1] = nil end
   local pid = trim(shell.read_file(self.state_dir .. "/nginx.pid"))
   launch(self.cmd, { "--stop", "--state-dir", self.state_dir })
   if pid:match("^%d+$") and sim.alive(pid) then -- belt and braces: the master we started must be gone
@@ -291,7 +297,8 @@ function sim.start(opts)
   end
   local args = { "--state-dir", state_dir, "--socket", socket }
   local generated = opts.tls and not opts.cert and owns
-  if generated and cert_cache then put_certs(state_dir) end
+  local lent = generated and cert_cache and not cert_holder[1]
+  if lent then put_certs(state_dir) end
   local function add(...) for _, a in ipairs({ ... }) do args[#args + 1] = a end end
   if opts.tls then add("--tls") end
   if opts.cert then add("--cert", opts.cert, "--key", opts.key) end
@@ -324,7 +331,9 @@ function sim.start(opts)
     error("dingtalk-sim failed to start (rc " .. tostring(rc) .. "):\n" .. out, 2)
   end
   local line = out:match("(dingtalk%-sim listening on [^\n]*)")
-  if generated and not cert_cache then keep_certs(state_dir) end
+  if generated and not lent and not cert_holder[1] then
+    lent = keep_certs(state_dir) ~= nil
+  end
   local s = setmetatable({
     port = port,
     claimed = not opts.port,
@@ -344,6 +353,7 @@ function sim.start(opts)
     robot = "dingsimrobot",
     curl_timeout = opts.curl_timeout,
   }, Sim)
+  if lent then cert_holder[1] = s end
   if opts.apps and opts.apps[1] then
     s.app_key, s.app_secret = opts.apps[1]:match("^([^:]+):(.+)$")
   end
