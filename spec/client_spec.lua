@@ -385,29 +385,26 @@ describe("client", function()
       end
     end)
   end)
-end)
 
-describe("client:recall_groups", function()
-  local s
-  setup(function() s = sim.start {} end)
-  teardown(function() if s then s:stop() end end)
-
-  it("recalls in many conversations in one run with one report", function()
-    local groups, all = {}, {}
-    for i = 1, 5 do
-      local cid = "cidGroup" .. i
-      local keys = s:seed_keys(25, cid)
-      groups[#groups + 1] = { conversation = cid, keys = keys }
-      for _, k in ipairs(keys) do all[#all + 1] = k end
-    end
-    local c = assert(recall.client { robot_code = s.robot, endpoint = s.url, access_token = s.token, qps = 0 })
-    local report = assert(c:recall_groups(groups))
-    assert.is_true(report.ok)
-    assert.are.equal(125, #report.recalled)
-    assert.are.equal(10, report.requests) -- 25 keys a group: two batches each
-    assert_invariant(report, all)
-    local r2, err = c:recall_groups { { conversation = "", keys = { "k" } } }
-    assert.is_nil(r2)
-    assert.are.equal("miss.openConversationId", err.code)
+  -- (the same simulator: one a file)
+  describe("client:recall_groups", function()
+    it("recalls in many conversations in one run with one report", function()
+      local groups, all = {}, {}
+      for i = 1, 5 do
+        local cid = "cidGroup" .. i
+        local keys = s:seed_keys(25, cid)
+        groups[#groups + 1] = { conversation = cid, keys = keys }
+        for _, k in ipairs(keys) do all[#all + 1] = k end
+      end
+      local c = assert(recall.client { robot_code = s.robot, endpoint = s.url, access_token = s.token, qps = 0 })
+      local report = assert(c:recall_groups(groups))
+      assert.is_true(report.ok)
+      assert.are.equal(125, #report.recalled)
+      assert.are.equal(10, report.requests) -- 25 keys a group: two batches each
+      assert_invariant(report, all)
+      local r2, err = c:recall_groups { { conversation = "", keys = { "k" } } }
+      assert.is_nil(r2)
+      assert.are.equal("miss.openConversationId", err.code)
+    end)
   end)
 end)
