@@ -27,6 +27,11 @@ describe("dingtalk-sim launcher and helper", function()
     assert.are.equal(2, main { "--port", "20001", "--host", "0.0.0.0" })
     assert.are.equal(2, main { "--bogus" })
     assert.are.equal(2, main {})
+    local err = {}
+    local sink = { write = function(self, ...) for _, x in ipairs { ... } do err[#err + 1] = x end return self end }
+    assert.are.equal(2, main({ "--port", "20001", "--socket", "/tmp/" .. string.rep("x", 100) },
+      { stdout = sink, stderr = sink }))
+    assert.matches("%-%-socket wants a path of at most 100 bytes", table.concat(err))
     assert.matches("%-%-port N", require("dingtalk_sim.main").USAGE)
   end)
 
@@ -97,6 +102,14 @@ describe("dingtalk-sim over https", function()
     assert.are.same({ k }, r.json.successResult)
     r = http(s, "GET", "/_sim/ping", nil, { url = "https://127.0.0.1:" .. s.port })
     assert.are.equal(200, r.status)
+    -- the admin API in the clear on its unix socket (--socket), as the helper uses it
+    assert.matches(" socket=" .. s.socket:gsub("%p", "%%%0") .. "$", s.line)
+    assert.are.equal(1, s:stats().requests.accessToken)
+    local u = require("spec.helpers.http_client").new { unix = s.socket, timeout = 5 }
+    r = u:request("GET", "/_sim/ping")
+    u:close()
+    assert.are.equal(200, r.status)
+    assert.matches('"ok":true', r.body)
   end)
 
   it("fails verification without the CA", function()
