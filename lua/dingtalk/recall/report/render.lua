@@ -112,6 +112,8 @@ local function plain_gsub(s, pat, repl)
   return concat(out), true
 end
 
+local function longer(a, b) return #a > #b end
+
 local function secret_list(secrets)
   local list = {}
   if type(secrets) == "string" then
@@ -122,13 +124,37 @@ local function secret_list(secrets)
     end
   end
   -- Longest first: a short secret inside a long one never leaves a piece.
-  table.sort(list, function(a, b) return #a > #b end)
+  if #list > 1 then table.sort(list, longer) end
   return list
 end
 
 -- Credentials a URL or a message may carry by name.
 local NAMED = { "access_token", "accessToken", "access%-token", "appSecret", "app_secret", "suiteSecret",
   "suite_secret", "password", "x%-acs%-dingtalk%-access%-token" }
+-- Their patterns, made once: name=value and "name": "value".
+local NAMED_EQ, NAMED_JSON = {}, {}
+for i, name in ipairs(NAMED) do
+  NAMED_EQ[i] = "(" .. name .. "=)[^%s&\"',;]+"
+  NAMED_JSON[i] = "(\"" .. name .. "\"%s*:%s*\")[^\"]*"
+end
+
+-- Whether any secret occurs in s (most texts hold none: nothing to sort).
+local function any_secret(s, secrets)
+  if type(secrets) == "string" then return secrets ~= "" and s:find(secrets, 1, true) ~= nil end
+  if type(secrets) ~= "table" then return false end
+  for _, v in pairs(secrets) do
+    if type(v) == "string" and v ~= "" and s:find(v, 1, true) then return true end
+  end
+  return false
+end
+
+local function url_password(scheme, rest)
+  local at = rest:match("^.*()@")
+  if not at then return nil end
+  local colon = rest:find(":", 1, true)
+  if colon and colon < at then return scheme .. rest:sub(1, colon) .. "***" .. rest:sub(at) end
+  return nil
+end
 
 --- redact(s, secrets) -> s without any of the secrets (each occurrence,
 -- of any length, becomes "***"), without a URL's password
@@ -136,20 +162,18 @@ local NAMED = { "access_token", "accessToken", "access%-token", "appSecret", "ap
 -- (access_token=***, "appSecret":"***").  Non-strings are tostring'd.
 function M.redact(s, secrets)
   if type(s) ~= "string" then s = tostring(s) end
-  -- Named credentials first (a short secret may be a piece of a name).
-  for _, name in ipairs(NAMED) do
-    s = s:gsub("(" .. name .. "=)[^%s&\"',;]+", "%1***")
-    s = s:gsub("(\"" .. name .. "\"%s*:%s*\")[^\"]*", "%1***")
+  -- Named credentials first (a short secret may be a piece of a name);
+  -- each form needs a '=' or a '"' (a plain id has neither).
+  if s:find('[="]') then
+    for i = 1, #NAMED do
+      s = s:gsub(NAMED_EQ[i], "%1***")
+      s = s:gsub(NAMED_JSON[i], "%1***")
+    end
   end
   -- A URL's password: everything between the first ':' of the userinfo
   -- and the last '@' of the word (a password may hold '/', '@' or '?').
-  s = s:gsub("(%a[%w+.-]*://)(%S*)", function(scheme, rest)
-    local at = rest:match("^.*()@")
-    if not at then return nil end
-    local colon = rest:find(":", 1, true)
-    if colon and colon < at then return scheme .. rest:sub(1, colon) .. "***" .. rest:sub(at) end
-    return nil
-  end)
+  if s:find("@", 1, true) then s = s:gsub("(%a[%w+.-]*://)(%S*)", url_password) end
+  if not any_secret(s, secrets) then return s end
   local list = secret_list(secrets)
   -- A replacement can join its neighbours into a new occurrence: repeat
   -- until nothing changes (bounded: "***" holds no secret but "*"s).
