@@ -112,8 +112,6 @@ local function plain_gsub(s, pat, repl)
   return concat(out), true
 end
 
-local function longer(a, b) return #a > #b end
-
 local function secret_list(secrets)
   local list = {}
   if type(secrets) == "string" then
@@ -124,36 +122,26 @@ local function secret_list(secrets)
     end
   end
   -- Longest first: a short secret inside a long one never leaves a piece.
-  if #list > 1 then table.sort(list, longer) end
+  table.sort(list, function(a, b) return #a > #b end)
   return list
 end
 
 -- Credentials a URL or a message may carry by name.
 local NAMED = { "access_token", "accessToken", "access%-token", "appSecret", "app_secret", "suiteSecret",
   "suite_secret", "password", "x%-acs%-dingtalk%-access%-token" }
--- Their patterns, made once: name=value and "name": "value".
-local NAMED_EQ, NAMED_JSON = {}, {}
+local NAMED_EQ, NAMED_JSON = {}, {} -- their patterns, made once: name=value and "name": "value"
 for i, name in ipairs(NAMED) do
   NAMED_EQ[i] = "(" .. name .. "=)[^%s&\"',;]+"
   NAMED_JSON[i] = "(\"" .. name .. "\"%s*:%s*\")[^\"]*"
 end
 
--- Whether any secret occurs in s (most texts hold none: nothing to sort).
+-- Whether any secret occurs in s (most texts hold none: no list, no sort).
 local function any_secret(s, secrets)
-  if type(secrets) == "string" then return secrets ~= "" and s:find(secrets, 1, true) ~= nil end
-  if type(secrets) ~= "table" then return false end
+  if type(secrets) ~= "table" then secrets = { secrets } end
   for _, v in pairs(secrets) do
     if type(v) == "string" and v ~= "" and s:find(v, 1, true) then return true end
   end
   return false
-end
-
-local function url_password(scheme, rest)
-  local at = rest:match("^.*()@")
-  if not at then return nil end
-  local colon = rest:find(":", 1, true)
-  if colon and colon < at then return scheme .. rest:sub(1, colon) .. "***" .. rest:sub(at) end
-  return nil
 end
 
 --- redact(s, secrets) -> s without any of the secrets (each occurrence,
@@ -172,7 +160,13 @@ function M.redact(s, secrets)
   end
   -- A URL's password: everything between the first ':' of the userinfo
   -- and the last '@' of the word (a password may hold '/', '@' or '?').
-  if s:find("@", 1, true) then s = s:gsub("(%a[%w+.-]*://)(%S*)", url_password) end
+  if s:find("@", 1, true) then s = s:gsub("(%a[%w+.-]*://)(%S*)", function(scheme, rest)
+    local at = rest:match("^.*()@")
+    if not at then return nil end
+    local colon = rest:find(":", 1, true)
+    if colon and colon < at then return scheme .. rest:sub(1, colon) .. "***" .. rest:sub(at) end
+    return nil
+  end) end
   if not any_secret(s, secrets) then return s end
   local list = secret_list(secrets)
   -- A replacement can join its neighbours into a new occurrence: repeat
