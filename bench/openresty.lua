@@ -1,24 +1,35 @@
--- bench/openresty.lua: worker CPU per request of a one-batch recall (20
--- keys) inside one nginx worker, through the library's OpenResty transport
--- ("lib": client:recall; "transport": the transport's start/poll and
--- core.parse alone) and through a bare cosocket written by hand with cjson ("bare":
--- the baseline), against the stand-in (bench/standin.lua) in a second
--- nginx over plain http on loopback.  wrk drives each location in turn;
--- the client worker's utime+stime (/proc/<pid>/stat) over the run, divided
--- by the requests wrk completed, is the figure.  Rounds alternate lib and
--- bare; the medians and their ratio are printed.
+-- bench/openresty.lua: worker CPU per recall() call inside one nginx
+-- worker, through the library's OpenResty transport ("lib": client:recall;
+-- "transport": the transport's start/poll and core.parse alone, one batch)
+-- and through bare cosockets written by hand with cjson ("bare": the
+-- baseline), against the stand-in (bench/standin.lua) in a second nginx,
+-- over plain http and over https (TLS verified, connections kept alive), on
+-- loopback.  A call is one batch of 20 keys, or ten batches (200 keys, 4 in
+-- flight: the client's default concurrency, and 4 light threads by hand).
+-- wrk drives each location in turn; the client worker's utime+stime
+-- (/proc/<pid>/stat) over the run, divided by the calls wrk completed, is
+-- the figure.  Rounds alternate the order; the medians and their ratios to
+-- the baseline of the same invocation are printed, then one table.
 --
 --   LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/5.4/?.so;;" \
---     lua5.4 bench/openresty.lua [rounds (5)] [seconds per run (3)] [connections (4)]
+--     lua5.4 bench/openresty.lua [rounds (5)] [seconds per run (3)] [connections (4)] \
+--       [scenarios (http:1,https:1,http:10,https:10)]
 --
--- Needs nginx + libnginx-mod-http-lua + lua-resty-core, wrk, and the 5.1
--- core (made when missing).  Plain Lua 5.1-5.4; uses spec/helpers/nginx.lua.
+-- Needs nginx + libnginx-mod-http-lua + lua-resty-core, wrk, openssl and
+-- the 5.1 core (made when missing).  Plain Lua 5.1-5.4; uses
+-- spec/helpers/nginx.lua and the simulator's test CA (dingtalk_sim.conf).
 local nginx = require "spec.helpers.nginx"
 local shell = require "spec.helpers.shell"
+local conf = require "dingtalk_sim.conf"
 
 local ROUNDS = tonumber(arg and arg[1]) or 5
 local SECONDS = tonumber(arg and arg[2]) or 3
 local CONNS = tonumber(arg and arg[3]) or 4
+local SCENARIOS = {}
+for scheme, nb in ((arg and arg[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
+  assert(scheme == "http" or scheme == "https", "a scenario is http:N or https:N")
+  SCENARIOS[#SCENARIOS + 1] = { scheme = scheme, batches = tonumber(nb) }
+end
 
 local ok, why = nginx.available()
 if not ok then
@@ -30,57 +41,84 @@ if select(2, shell.sh("command -v wrk")) ~= 0 then
   os.exit(2)
 end
 
+local certs = shell.trim(shell.sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-bench-certs.XXXXXX"))
+conf.certs(certs)
+local TLS_PORT = require("spec.helpers.ports").claim()
+local STANDIN = nginx.nq(nginx.root .. "bench/standin.lua")
 local standin = nginx.start {
   workers = 1, shared_dicts = { standin = "1m" },
-  server = '    location / { content_by_lua_file ' .. nginx.nq(nginx.root .. "bench/standin.lua") .. '; }',
+  http = "  keepalive_requests 1000000;",
+  server = '    location / { content_by_lua_file ' .. STANDIN .. '; }\n  }\n  server {\n' ..
+    '    listen 127.0.0.1:' .. TLS_PORT .. ' ssl;\n' ..
+    '    ssl_certificate ' .. nginx.nq(certs .. "/server.pem") .. ';\n' ..
+    '    ssl_certificate_key ' .. nginx.nq(certs .. "/server.key") .. ';\n' ..
+    '    ssl_protocols TLSv1.2 TLSv1.3;\n' ..
+    '    location / { content_by_lua_file ' .. STANDIN .. '; }',
 }
 
 local MOD = ([==[
 local cjson = require "cjson"
-local PORT, CID, ROBOT = %d, "cidbench", "dingsimrobot"
+local PORT, TLS_PORT, CID, ROBOT, TOKEN = %d, %d, "cidbench", "dingsimrobot", "sim-static-token"
+local CONCURRENCY = 4
 local M = {}
-local keys = {}
-for i = 1, 20 do keys[i] = "benchKey" .. i end
+local keys = { [1] = {}, [10] = {} }
+for i = 1, 20 do keys[1][i] = "benchKey" .. i end
+for i = 1, 200 do keys[10][i] = "benchKey" .. i end
 
-local client
+local function args()
+  local scheme, nb = ngx.var.arg_s or "http", tonumber(ngx.var.arg_b) or 1
+  assert(keys[nb], "b must be 1 or 10")
+  return scheme == "https", nb
+end
+
+local clients = {}
 function M.lib()
+  local https, nb = args()
+  local client = clients[https]
   if not client then
     client = assert(require("dingtalk.recall").client {
-      endpoint = "http://127.0.0.1:" .. PORT, access_token = "sim-static-token", robot_code = ROBOT,
-      qps = 0, transport = "openresty", max_retries = 0 })
+      endpoint = https and ("https://localhost:" .. TLS_PORT) or ("http://127.0.0.1:" .. PORT),
+      access_token = TOKEN, robot_code = ROBOT, qps = 0, transport = "openresty", max_retries = 0,
+      concurrency = CONCURRENCY })
+    clients[https] = client
   end
-  local rep = assert(client:recall(CID, keys))
+  local rep = assert(client:recall(CID, keys[nb]))
   ngx.print(#rep.recalled)
 end
 
 -- The transport alone: a request built once by the core, then start,
 -- poll and core.parse per request (no client, no engine).
-local T, built
+local core = require "dingtalk.recall.core"
+local T, built = nil, {}
 function M.transport()
-  local core = require "dingtalk.recall.core"
-  if not T then
-    T = require("dingtalk.recall.transport.openresty").new { shared_dict = false }
-    built = assert(core.build({ openConversationId = CID, robotCode = ROBOT, processQueryKeys = keys },
-      { endpoint = "http://127.0.0.1:" .. PORT, access_token = "sim-static-token" }))
+  local https = args()
+  if not T then T = require("dingtalk.recall.transport.openresty").new { shared_dict = false } end
+  if not built[https] then
+    built[https] = assert(core.build({ openConversationId = CID, robotCode = ROBOT, processQueryKeys = keys[1] },
+      { endpoint = https and ("https://localhost:" .. TLS_PORT) or ("http://127.0.0.1:" .. PORT),
+        access_token = TOKEN }))
   end
-  assert(T:start(built, 1))
+  assert(T:start(built[https], 1))
   local done = T:poll(1.0)
   while #done == 0 do done = T:poll(1.0) end
   local c = done[1]
-  local res = assert(core.parse(c.status, c.headers, c.body, "sim-static-token"))
+  local res = assert(core.parse(c.status, c.headers, c.body, TOKEN))
   ngx.print(#res.successResult)
 end
 
--- The baseline: the same exchange by hand, over a pooled cosocket, with
--- cjson; a pooled connection the server closed meanwhile is tried once more.
-local function exchange()
+-- The baseline: the same exchange by hand, over a pooled cosocket (TLS
+-- verified on a new connection), with cjson; a pooled connection the
+-- server closed meanwhile is tried once more.
+local function exchange(https, batch)
   local sock = ngx.socket.tcp()
   sock:settimeouts(3000, 3000, 3000)
-  assert(sock:connect("127.0.0.1", PORT, { pool = "bare" }))
-  local body = cjson.encode { openConversationId = CID, robotCode = ROBOT, processQueryKeys = keys }
-  assert(sock:send("POST /v1.0/robot/groupMessages/recall HTTP/1.1\r\nHost: 127.0.0.1:" .. PORT ..
+  assert(sock:connect("127.0.0.1", https and TLS_PORT or PORT, { pool = https and "bare-tls" or "bare" }))
+  if https and sock:getreusedtimes() == 0 then assert(sock:sslhandshake(false, "localhost", true)) end
+  local body = cjson.encode { openConversationId = CID, robotCode = ROBOT, processQueryKeys = batch }
+  assert(sock:send("POST /v1.0/robot/groupMessages/recall HTTP/1.1\r\nHost: " ..
+    (https and ("localhost:" .. TLS_PORT) or ("127.0.0.1:" .. PORT)) ..
     "\r\nContent-Type: application/json\r\nAccept: application/json\r\n" ..
-    "x-acs-dingtalk-access-token: sim-static-token\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
+    "x-acs-dingtalk-access-token: " .. TOKEN .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
   local status = assert(sock:receive("*l"))
   local len
   while true do
@@ -108,16 +146,41 @@ local function exchange()
   return #doc.successResult
 end
 
+local function batch_of(nb, b)
+  if nb == 1 then return keys[1] end
+  local batch = {}
+  for i = 1, 20 do batch[i] = keys[nb][(b - 1) * 20 + i] end
+  return batch
+end
+
+local function one(https, batch)
+  local ok, n = pcall(exchange, https, batch)
+  if not ok then n = exchange(https, batch) end
+  return n
+end
+
 function M.bare()
-  local ok, n = pcall(exchange)
-  if not ok then n = exchange() end
-  ngx.print(n)
+  local https, nb = args()
+  if nb == 1 then return ngx.print(one(https, keys[1])) end
+  -- ten batches, CONCURRENCY light threads taking the next one
+  local nextb, total = 0, 0
+  local function worker()
+    while nextb < nb do
+      nextb = nextb + 1
+      local n = one(https, batch_of(nb, nextb)) -- (total is read after the exchange yields)
+      total = total + n
+    end
+  end
+  local threads = {}
+  for i = 1, CONCURRENCY do threads[i] = ngx.thread.spawn(worker) end
+  for i = 1, CONCURRENCY do assert(ngx.thread.wait(threads[i])) end
+  ngx.print(total)
 end
 return M
-]==]):format(standin.port)
+]==]):format(standin.port, TLS_PORT)
 
 local client = nginx.start {
-  workers = 1, modules = { orbench = MOD },
+  workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
     '    location = /bare { content_by_lua_block { require("orbench").bare() } }\n' ..
     '    location = /transport { content_by_lua_block { require("orbench").transport() } }',
@@ -126,6 +189,8 @@ local client = nginx.start {
 local function cleanup()
   client:stop()
   standin:stop()
+  require("spec.helpers.ports").release(TLS_PORT)
+  shell.sh("rm -rf " .. shell.quote(certs))
 end
 
 local function worker_pid()
@@ -141,42 +206,41 @@ local function cpu(pid)
   return (tonumber(f[12]) + tonumber(f[13])) / HZ -- utime, stime (fields 14, 15)
 end
 
--- Checks both answer 20, then measures one location: us of worker CPU per request.
-for _, loc in ipairs { "lib", "transport", "bare" } do
-  local status, body = client:request("GET", "/" .. loc)
-  if status ~= 200 or body ~= "20" then
-    io.stderr:write("/", loc, " answered ", status, ": ", body, "\n", client:error_log(), "\n")
-    cleanup()
-    os.exit(1)
+local function path(loc, sc)
+  return "/" .. loc .. "?s=" .. sc.scheme .. "&b=" .. sc.batches
+end
+
+local function locations(sc)
+  if sc.batches == 1 then return { "lib", "transport", "bare" } end
+  return { "lib", "bare" }
+end
+
+-- Checks every location answers every key, then measures one: us of worker CPU per call.
+for _, sc in ipairs(SCENARIOS) do
+  for _, loc in ipairs(locations(sc)) do
+    local status, body = client:request("GET", path(loc, sc))
+    if status ~= 200 or body ~= tostring(20 * sc.batches) then
+      io.stderr:write(path(loc, sc), " answered ", status, ": ", body, "\n", client:error_log(), "\n")
+      cleanup()
+      os.exit(1)
+    end
   end
 end
 
-local function run(loc)
+local function run(loc, sc)
   local pid = worker_pid()
   local c0 = cpu(pid)
-  local out = shell.sh("wrk -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s " .. client.url .. "/" .. loc)
+  local out = shell.sh("wrk -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s '" .. client.url .. path(loc, sc) .. "'")
   local c1 = cpu(pid)
   local n = tonumber(out:match("(%d+) requests in")) or 0
   local non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
   if n == 0 or non2xx > 0 then
-    io.stderr:write("wrk on /", loc, " failed:\n", out, "\n", client:error_log(), "\n")
+    io.stderr:write("wrk on ", path(loc, sc), " failed:\n", out, "\n", client:error_log(), "\n")
     cleanup()
     os.exit(1)
   end
   return (c1 - c0) * 1e6 / n, n / SECONDS
 end
-
-local res = { lib = {}, bare = {}, transport = {} }
-print(("openresty per-request worker CPU: %d rounds, wrk -t1 -c%d -d%ds, 20 keys a request, http loopback"):format(
-  ROUNDS, CONNS, SECONDS))
-for r = 1, ROUNDS do
-  for _, loc in ipairs(r % 2 == 1 and { "lib", "transport", "bare" } or { "bare", "transport", "lib" }) do
-    local us, rps = run(loc)
-    res[loc][#res[loc] + 1] = us
-    print(("  round %d %-4s %7.1f us/request  %7.0f requests/s"):format(r, loc, us, rps))
-  end
-end
-cleanup()
 
 local function median(t)
   table.sort(t)
@@ -184,6 +248,39 @@ local function median(t)
   if n % 2 == 1 then return t[(n + 1) / 2] end
   return (t[n / 2] + t[n / 2 + 1]) / 2
 end
-local lib, bare, tr = median(res.lib), median(res.bare), median(res.transport)
-print(("median: client:recall %.1f us/request (%.2fx), transport start/poll/parse alone %.1f us/request (%.2fx),"
-  .. " bare cosocket + cjson %.1f us/request (1.00x)"):format(lib, lib / bare, tr, tr / bare, bare))
+
+local function loadavg()
+  return shell.trim(shell.sh("cut -d' ' -f1-3 /proc/loadavg"))
+end
+
+print(("openresty worker CPU per recall() call: %d rounds, wrk -t1 -c%d -d%ds, 20 keys a batch, loopback;"
+  .. " load average %s"):format(ROUNDS, CONNS, SECONDS, loadavg()))
+local rows = {}
+for _, sc in ipairs(SCENARIOS) do
+  local name = ("%s, %d batch%s"):format(sc.scheme, sc.batches, sc.batches == 1 and "" or "es")
+  local res = {}
+  local locs = locations(sc)
+  for _, loc in ipairs(locs) do res[loc] = {} end
+  for r = 1, ROUNDS do
+    local order = {}
+    for i = 1, #locs do order[i] = locs[r % 2 == 1 and i or #locs + 1 - i] end
+    for _, loc in ipairs(order) do
+      local us, rps = run(loc, sc)
+      res[loc][#res[loc] + 1] = us
+      print(("  %-16s round %d %-9s %8.1f us/call  %7.0f calls/s"):format(name, r, loc, us, rps))
+    end
+  end
+  local lib, bare = median(res.lib), median(res.bare)
+  local tr = res.transport and median(res.transport)
+  rows[#rows + 1] = { name = name, lib = lib, bare = bare, tr = tr }
+  print(("  %s median: client:recall %.1f us (%.2fx)%s, bare cosocket + cjson %.1f us (1.00x)"):format(
+    name, lib, lib / bare, tr and (", transport alone %.1f us (%.2fx)"):format(tr, tr / bare) or "", bare))
+end
+cleanup()
+
+print(("\nmedians (us of worker CPU per call; ratio to the bare baseline); load average after: %s"):format(loadavg()))
+print(("%-18s %16s %18s %10s"):format("call", "client:recall", "transport alone", "bare"))
+for _, r in ipairs(rows) do
+  print(("%-18s %9.1f %5.2fx %18s %10.1f"):format(r.name, r.lib, r.lib / r.bare,
+    r.tr and ("%9.1f %5.2fx"):format(r.tr, r.tr / r.bare) or "-", r.bare))
+end

@@ -291,7 +291,11 @@ end
 -- says the keys may have been recalled before (a key the server calls
 -- already recalled then counts recalled, as the ledger does).
 function Client:recall(cid, keys, opts)
-  opts = opts or {}
+  if opts == nil then
+    local plan, err = plan_group(self, cid, keys) -- the usual call: no tables for options
+    if not plan then return nil, err end
+    return self:run({ plan })
+  end
   if type(opts) ~= "table" then error("recall options must be a table", 2) end
   local plan, err = plan_group(self, cid, keys, opts.robot_code)
   if not plan then return nil, err end

@@ -197,7 +197,7 @@ end
 function Run:secrets(job)
   local tm = self.tm
   local list = { job and job.token, self.token, tm.fixed }
-  for _, v in ipairs(tm.secrets or {}) do list[#list + 1] = v end
+  if tm.secrets then for _, v in ipairs(tm.secrets) do list[#list + 1] = v end end
   return list
 end
 
@@ -457,8 +457,8 @@ end
 function Engine:run(plans, hooks, opts)
   if type(plans) ~= "table" then error("engine:run expects an array of plans", 2) end
   if hooks ~= nil and type(hooks) ~= "table" then error("engine:run: hooks must be a table", 2) end
-  hooks = hooks or {}
-  opts = opts or {}
+  hooks = hooks or NOFLAGS -- (an empty table, only read)
+  opts = opts or NOFLAGS
   local t0 = self.transport.now()
   local r = report.new()
   local run = new_run(self, r)

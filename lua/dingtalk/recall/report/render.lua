@@ -129,6 +129,20 @@ end
 -- Credentials a URL or a message may carry by name.
 local NAMED = { "access_token", "accessToken", "access%-token", "appSecret", "app_secret", "suiteSecret",
   "suite_secret", "password", "x%-acs%-dingtalk%-access%-token" }
+local NAMED_EQ, NAMED_JSON = {}, {} -- their patterns, made once: name=value and "name": "value"
+for i, name in ipairs(NAMED) do
+  NAMED_EQ[i] = "(" .. name .. "=)[^%s&\"',;]+"
+  NAMED_JSON[i] = "(\"" .. name .. "\"%s*:%s*\")[^\"]*"
+end
+
+-- Whether any secret occurs in s (most texts hold none: no list, no sort).
+local function any_secret(s, secrets)
+  if type(secrets) ~= "table" then secrets = { secrets } end
+  for _, v in pairs(secrets) do
+    if type(v) == "string" and v ~= "" and s:find(v, 1, true) then return true end
+  end
+  return false
+end
 
 --- redact(s, secrets) -> s without any of the secrets (each occurrence,
 -- of any length, becomes "***"), without a URL's password
@@ -136,20 +150,24 @@ local NAMED = { "access_token", "accessToken", "access%-token", "appSecret", "ap
 -- (access_token=***, "appSecret":"***").  Non-strings are tostring'd.
 function M.redact(s, secrets)
   if type(s) ~= "string" then s = tostring(s) end
-  -- Named credentials first (a short secret may be a piece of a name).
-  for _, name in ipairs(NAMED) do
-    s = s:gsub("(" .. name .. "=)[^%s&\"',;]+", "%1***")
-    s = s:gsub("(\"" .. name .. "\"%s*:%s*\")[^\"]*", "%1***")
+  -- Named credentials first (a short secret may be a piece of a name);
+  -- each form needs a '=' or a '"' (a plain id has neither).
+  if s:find('[="]') then
+    for i = 1, #NAMED do
+      s = s:gsub(NAMED_EQ[i], "%1***")
+      s = s:gsub(NAMED_JSON[i], "%1***")
+    end
   end
   -- A URL's password: everything between the first ':' of the userinfo
   -- and the last '@' of the word (a password may hold '/', '@' or '?').
-  s = s:gsub("(%a[%w+.-]*://)(%S*)", function(scheme, rest)
+  if s:find("@", 1, true) then s = s:gsub("(%a[%w+.-]*://)(%S*)", function(scheme, rest)
     local at = rest:match("^.*()@")
     if not at then return nil end
     local colon = rest:find(":", 1, true)
     if colon and colon < at then return scheme .. rest:sub(1, colon) .. "***" .. rest:sub(at) end
     return nil
-  end)
+  end) end
+  if not any_secret(s, secrets) then return s end
   local list = secret_list(secrets)
   -- A replacement can join its neighbours into a new occurrence: repeat
   -- until nothing changes (bounded: "***" holds no secret but "*"s).

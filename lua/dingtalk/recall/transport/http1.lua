@@ -9,6 +9,11 @@ local M = {}
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
+local str_byte, str_match = string.byte, string.match
+local CR = 13
+-- The first bytes of the header names read (x-acs-request-id,
+-- content-type, content-length, transfer-encoding, connection).
+local WANTED = { [120] = true, [88] = true, [99] = true, [67] = true, [116] = true, [84] = true }
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
@@ -22,17 +27,31 @@ local READ_CHUNK = 16384
 local Reader = {}
 Reader.__index = Reader
 
---- new_reader(sock, deadline, now): deadline on the clock now() (the
--- transport's: one clock for the deadline and the reads).
-function M.new_reader(sock, deadline, now)
-  return setmetatable({ sock = sock, deadline = deadline, now = now, buf = "", pos = 1, received = 0 }, Reader)
+--- new_reader(sock, deadline, now [, set_ms]): deadline on the clock now()
+-- (the transport's: one clock for the deadline and the reads); set_ms: the
+-- read timeout the socket already has (ms), so a read that comes at once
+-- after it sets no timeout again.
+function M.new_reader(sock, deadline, now, set_ms)
+  return setmetatable({ sock = sock, deadline = deadline, now = now, buf = "", pos = 1, received = 0,
+    set_ms = set_ms }, Reader)
+end
+
+-- Sets the socket's timeouts to what is left of the deadline (when that
+-- changed); false when nothing is left.
+function Reader:left()
+  local left = self.deadline - self.now()
+  if left <= 0 then return false end
+  local lms = ms(left)
+  if lms ~= self.set_ms then
+    self.sock:settimeouts(lms, lms, lms)
+    self.set_ms = lms
+  end
+  return true
 end
 
 -- Reads whatever arrives next, within the exchange's deadline.
 function Reader:fill()
-  local left = self.deadline - self.now()
-  if left <= 0 then return nil, "timeout" end
-  self.sock:settimeouts(ms(left), ms(left), ms(left))
+  if not self:left() then return nil, "timeout" end
   local data, err = self.sock:receiveany(READ_CHUNK)
   if not data then return nil, err end
   if self.pos > 1 then
@@ -48,14 +67,14 @@ end
 -- One line without its CRLF; at most `limit` bytes.
 function Reader:line(limit)
   while true do
-    local i = str_find(self.buf, "\n", self.pos, true)
+    local buf, pos = self.buf, self.pos
+    local i = str_find(buf, "\n", pos, true)
     if i then
-      local line = str_sub(self.buf, self.pos, i - 1)
       self.pos = i + 1
-      if str_sub(line, -1) == "\r" then line = str_sub(line, 1, -2) end
-      return line
+      if i > pos and str_byte(buf, i - 1) == CR then i = i - 1 end
+      return str_sub(buf, pos, i - 1)
     end
-    if #self.buf - self.pos + 1 > limit then return nil, "header line too long" end
+    if #buf - pos + 1 > limit then return nil, "header line too long" end
     local ok, err = self:fill()
     if not ok then return nil, err end
   end
@@ -144,19 +163,24 @@ function M.read_response(req, r)
       if h == "" then break end
       bytes = bytes + #h
       if bytes > MAX_HEADER_BYTES then return transport_error("transport.io", "the answer's headers are too large") end
-      local name, value = h:match("^([^:%s]+):%s*(.-)%s*$")
-      if name then
+      -- Only four names matter (request id, content type, framing): a
+      -- line whose first letter starts none of them is skipped unparsed.
+      local c = str_byte(h, 1)
+      local colon = WANTED[c] and str_find(h, ":", 2, true)
+      local name = colon and str_sub(h, 1, colon - 1)
+      if name and not str_find(name, "%s") then
         name = str_lower(name)
+        local value = str_match(h, "^%s*(.-)%s*$", colon + 1)
         if name == "x-acs-request-id" or name == "content-type" then
           headers[name] = value
         elseif name == "content-length" then
-          local n = value:match("^%d+$") and tonumber(value)
+          local n = str_find(value, "^%d+$") and tonumber(value)
           if not n or (length and length ~= n) then
             return transport_error("transport.io", "the answer has a bad Content-Length")
           end
           length = n
         elseif name == "transfer-encoding" then
-          chunked = str_lower(value):match("chunked%s*$") ~= nil
+          chunked = str_find(str_lower(value), "chunked%s*$") ~= nil
         elseif name == "connection" then
           conn = str_lower(value)
         end

@@ -20,6 +20,13 @@ local floor, max = math.floor, math.max
 -- a pooled one), which the server's own one-second count sees.  The count
 -- is raised first and checked after, so two workers racing for the last
 -- slot both back off rather than both go: never over the rate.
+--
+-- The check after is a second read of every bucket only when another
+-- start may have slipped in: every raise of a bucket is followed by a
+-- raise of one sequence number, read before the buckets.  When raising it
+-- gives exactly the number read plus one, no other start raised a bucket
+-- after this one's read without this one seeing it, and any that raises
+-- later sees this one's raise (in its read, or through the sequence).
 
 local BUCKETS = 40
 local GUARD = 4
@@ -34,14 +41,45 @@ local function shared_limiter(dict, api, rate, window)
     span = BUCKETS + GUARD,                   -- buckets before the current one
     ttl = 2 * window + 1,
     prefix = "lim:" .. api .. ":" .. window .. ":",
+    seq = "lim:" .. api .. ":" .. window .. ":seq",
+    keys = {}, nkeys = 0,                     -- bucket number -> its key, made once
+    buckets = {},                             -- the last read counts, reused
   }, SharedLimiter)
 end
 
+-- The dict key of bucket i (the span's keys are made once, not per read).
+function SharedLimiter:key(i)
+  local keys = self.keys
+  local key = keys[i]
+  if not key then
+    if self.nkeys > 4 * (BUCKETS + GUARD) then -- forget the buckets left behind
+      keys = {}
+      self.keys, self.nkeys = keys, 0
+    end
+    key = self.prefix .. i
+    keys[i] = key
+    self.nkeys = self.nkeys + 1
+  end
+  return key
+end
+
+-- The counts of the buckets k - span .. k (a table reused by the next
+-- read) and their sum.
 function SharedLimiter:counts(k)
-  local dict, prefix = self.dict, self.prefix
-  local counts, sum = {}, 0
+  local dict, keys, counts = self.dict, self.keys, self.buckets
+  local last = self.counts_k
+  if last ~= k then
+    if last == k - 1 then
+      counts[k - self.span - 1] = nil -- the bucket that left the span
+    else
+      counts = {}
+      self.buckets = counts
+    end
+    self.counts_k = k
+  end
+  local sum = 0
   for i = k - self.span, k do
-    local c = dict:get(prefix .. i) or 0
+    local c = dict:get(keys[i] or self:key(i)) or 0
     counts[i] = c
     sum = sum + c
   end
@@ -55,20 +93,23 @@ function SharedLimiter:delay(t)
   local k = floor(t / self.width)
   if self.held then
     if self.held == k then return 0 end
-    self.dict:incr(self.prefix .. self.held, -1)   -- a stale hold: give it back (if still there)
+    self.dict:incr(self:key(self.held), -1)         -- a stale hold: give it back (if still there)
     self.held = nil
   end
+  local dict = self.dict
+  local seq = dict:get(self.seq) or 0
   local counts, sum = self:counts(k)
   if sum < self.rate then
-    local key = self.prefix .. k
-    local v = self.dict:incr(key, 1, 0, self.ttl)
+    local key = self:key(k)
+    local v = dict:incr(key, 1, 0, self.ttl)
     if v then
-      local _, again = self:counts(k)
+      local again = sum + 1
+      if dict:incr(self.seq, 1, 0) ~= seq + 1 then again = select(2, self:counts(k)) end
       if again <= self.rate then
         self.held = k
         return 0
       end
-      self.dict:incr(key, -1)
+      dict:incr(key, -1)
     end
     return self.width / 2                       -- lost a race with another worker
   end
@@ -98,7 +139,8 @@ function SharedLimiter:take(t)
     self.held = nil
     return
   end
-  self.dict:incr(self.prefix .. floor(t / self.width), 1, 0, self.ttl)
+  self.dict:incr(self:key(floor(t / self.width)), 1, 0, self.ttl)
+  self.dict:incr(self.seq, 1, 0) -- after the bucket (see above)
 end
 
 -- Without a shared dict: one limiter per API and rate in this worker.

@@ -86,31 +86,59 @@ end
 
 local SKIP = { host = true, ["content-length"] = true, ["transfer-encoding"] = true, connection = true }
 
---- The bytes of a built request for its target: wrong types raise, a bad
--- target is the core's error object.  Headers come from the core's
--- builders; only the HTTP framing is guarded here (no CR, LF or NUL, no
--- ':' or blank in a name), since these bytes go on the wire as they are.
-local function prepare(built)
-  if type(built) ~= "table" then error("start expects a built request (a table)", 3) end
-  if built.method ~= "POST" then error('request.method must be "POST"', 3) end
-  if type(built.url) ~= "string" then error("request.url must be a string", 3) end
-  if type(built.body) ~= "string" then error("request.body must be a string", 3) end
-  if type(built.headers) ~= "table" then error("request.headers must be a table", 3) end
-  if built.ca_file ~= nil and type(built.ca_file) ~= "string" then error("request.ca_file must be a string", 3) end
-  local t, err = target_for(built)
-  if not t then return nil, err end
-  local head = { t.head, #built.body, "\r\n" }
-  for k, v in pairs(built.headers) do
-    if type(k) ~= "string" or type(v) ~= "string" then error("request.headers must map strings to strings", 3) end
+-- The header lines of a built request, checked: only the HTTP framing is
+-- guarded here (no CR, LF or NUL, no ':' or blank in a name), since these
+-- bytes go on the wire as they are.  -> lines, map | nil, err.
+local function header_lines(headers)
+  local lines, map = {}, {}
+  for k, v in pairs(headers) do
+    if type(k) ~= "string" or type(v) ~= "string" then error("request.headers must map strings to strings", 4) end
     if k == "" or str_find(k, "[%c%s:]") or str_find(v, "[%z\r\n]") then
       return nil, core.error("invalidParameter.param.invalid",
         "a request header has a bad name or a control character in its value")
     end
-    if not SKIP[str_lower(k)] then head[#head + 1] = k .. ": " .. v .. "\r\n" end
+    map[k] = v
+    if not SKIP[str_lower(k)] then lines[#lines + 1] = k .. ": " .. v .. "\r\n" end
   end
-  head[#head + 1] = "\r\n"
-  head[#head + 1] = built.body
-  return t, concat(head)
+  lines[#lines + 1] = "\r\n"
+  return concat(lines), map
+end
+
+--- The bytes of a built request for its target: wrong types raise, a bad
+-- target is the core's error object.  Headers come from the core's
+-- builders; their lines are checked and put together once per target and
+-- header set (the same on every batch until the token changes), so a start
+-- only compares them with the last set and joins the bytes.
+local function prepare(built)
+  if type(built) ~= "table" then error("start expects a built request (a table)", 3) end
+  if built.method ~= "POST" then error('request.method must be "POST"', 3) end
+  local body, headers = built.body, built.headers
+  if type(built.url) ~= "string" then error("request.url must be a string", 3) end
+  if type(body) ~= "string" then error("request.body must be a string", 3) end
+  if type(headers) ~= "table" then error("request.headers must be a table", 3) end
+  if built.ca_file ~= nil and type(built.ca_file) ~= "string" then error("request.ca_file must be a string", 3) end
+  local t, err = target_for(built)
+  if not t then return nil, err end
+  local lines, map = t.lines, t.hmap
+  if map then -- the same set as last time? (values are strings: equal ones are checked ones)
+    local n = 0
+    for k, v in pairs(headers) do
+      if map[k] ~= v then
+        lines = nil
+        break
+      end
+      n = n + 1
+    end
+    if n ~= t.hn then lines = nil end
+  end
+  if not lines then
+    lines, map = header_lines(headers)
+    if not lines then return nil, map end
+    local n = 0
+    for _ in pairs(map) do n = n + 1 end
+    t.lines, t.hmap, t.hn = lines, map, n
+  end
+  return t, t.head .. #body .. "\r\n" .. lines .. body
 end
 
 local function connect_failure(req, err)
@@ -173,51 +201,72 @@ local function tls_failure(req, err)
       req.authority, tostring(err)))
 end
 
+-- The connect options of a pool (one table per pool and transport, not
+-- one per exchange).
+local function connect_options(self, pool)
+  local opts = self.copts[pool]
+  if not opts then
+    if self.ncopts >= 2 * MAX_TARGETS then self.copts, self.ncopts = {}, 0 end
+    opts = { pool = pool, pool_size = self.pool_size }
+    self.copts[pool] = opts
+    self.ncopts = self.ncopts + 1
+  end
+  return opts
+end
+
 --- One HTTP/1.1 exchange of payload with target req; returns {status,
--- headers, body} or {error}.
+-- headers, body} or {error}.  The clock is ngx.now(): nginx refreshes it
+-- whenever a cosocket call waits, and a call that does not wait takes no
+-- time worth counting against the deadline.
 local function exchange(self, req, payload)
-  local deadline = now() + req.timeout
+  local ngx_now, tcp = ngx.now, ngx.socket.tcp
+  local deadline = ngx_now() + req.timeout
   local pool = req.pool
   while true do
-    local left = deadline - now()
+    local left = deadline - ngx_now()
     if left <= 0 then return io_failure(req, "connecting", "timeout") end
-    local sock = ngx.socket.tcp()
-    sock:settimeouts(ms(min(req.connect_timeout, left)), ms(left), ms(left))
-    local ok, err = sock:connect(req.addr, req.port, { pool = pool, pool_size = self.pool_size })
+    local sock = tcp()
+    local lms = ms(left)
+    sock:settimeouts(ms(min(req.connect_timeout, left)), lms, lms)
+    local ok, err = sock:connect(req.addr, req.port, connect_options(self, pool))
     if not ok then return connect_failure(req, err) end
     local reused = (sock:getreusedtimes() or 0) > 0
-    if req.https and not reused then
-      left = deadline - now()
+    if not reused then -- a new connection took time: the deadline is nearer
+      left = deadline - ngx_now()
       if left <= 0 then
         sock:close()
-        return io_failure(req, "the TLS handshake", "timeout")
+        return io_failure(req, req.https and "the TLS handshake" or "sending", "timeout")
       end
-      sock:settimeouts(ms(left), ms(left), ms(left))
-      -- false: no session object.  Verification on, against the SNI name.
-      ok, err = sock:sslhandshake(false, req.sni, true)
-      if ok then ok, err = tls_verdict(sock) end
-      if not ok then
-        sock:close()
-        return tls_failure(req, err)
+      lms = ms(left)
+      sock:settimeouts(lms, lms, lms)
+      if req.https then
+        -- false: no session object.  Verification on, against the SNI name.
+        ok, err = sock:sslhandshake(false, req.sni, true)
+        if ok then ok, err = tls_verdict(sock) end
+        if not ok then
+          sock:close()
+          return tls_failure(req, err)
+        end
+        left = deadline - ngx_now()
+        lms = ms(left)
+        sock:settimeouts(lms, lms, lms)
       end
     end
-    left = deadline - now()
     local res, reusable
     if left <= 0 then
       res = io_failure(req, "sending", "timeout")
     else
-      sock:settimeouts(ms(left), ms(left), ms(left))
       local sent
       sent, err = sock:send(payload)
       if not sent then
         res = io_failure(req, "sending the request", err)
         res.nothing = true
       else
-        res, reusable = read_response(req, new_reader(sock, deadline, now))
+        res, reusable = read_response(req, new_reader(sock, deadline, ngx_now, lms))
       end
     end
     if reusable and pool == req.pool then
-      sock:setkeepalive(self.keepalive_timeout * 1000)
+      sock:setkeepalive(self.keepalive_ms)
     else
       sock:close()
     end
@@ -236,10 +285,11 @@ end
 -- The transport object
 ---------------------------------------------------------------------------
 
+local COSOCKET_PHASES
 local function phase_ok()
   local phase = ngx.get_phase()
-  local hosts = require "dingtalk.recall.hosts"
-  return hosts.COSOCKET_PHASES[phase] == true, phase
+  if not COSOCKET_PHASES then COSOCKET_PHASES = require("dingtalk.recall.hosts").COSOCKET_PHASES end
+  return COSOCKET_PHASES[phase] == true, phase
 end
 
 --- new(opts) -> transport.  opts.shared_dict: the name of a
@@ -268,12 +318,15 @@ function M.new(opts)
   for _, k in ipairs { "pool_size", "keepalive_timeout", "max_connections" } do
     if opts[k] ~= nil and type(opts[k]) ~= "number" then error(k .. " must be a number", 2) end
   end
+  local keepalive = opts.keepalive_timeout or 30
   return setmetatable({
     name = "openresty",
     dict = dict,
     dict_name = name,
     pool_size = max(floor(opts.pool_size or 32), opts.max_connections or 1),
-    keepalive_timeout = opts.keepalive_timeout or 30,
+    keepalive_timeout = keepalive,
+    keepalive_ms = keepalive * 1000,
+    copts = {}, ncopts = 0, -- connect options per pool
     sessions = setmetatable({}, { __mode = "k" }),
   }, M)
 end
@@ -361,7 +414,7 @@ function M:poll(wait)
   local nq = #s.queued
   if nq == 1 and s.in_flight == 1 and #s.done == 0 and (wait or 0) >= INLINE_WAIT then
     local p = s.queued[1]
-    s.queued = {}
+    s.queued[1] = nil
     local res = exchange_result(self, p[1], p[2], p[3])
     s.in_flight = 0
     return { res }
