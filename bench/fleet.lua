@@ -19,12 +19,12 @@
 -- repository root; servers are started on 127.0.0.1 and stopped on exit.
 local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
+local fleet = require "spec.helpers.fleet"
 local shell = require "spec.helpers.shell"
-local nginx = require "spec.helpers.nginx"
 local clock = require "dingtalk.recall.clock"
 local cjson = require("cjson").new()
 
-local q, sh, trim = shell.quote, shell.sh, shell.trim
+local q = shell.quote
 local LUA = os.getenv("BENCH_LUA") or "lua5.4"
 
 local requests, baseline, use_nginx = 1200, true, true
@@ -45,41 +45,12 @@ local CID = "cidBenchFleet"
 local QPS = 20
 local rs = redis_helper.start()
 local s = sim.start { qps = QPS }
-local dir = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dtr-bench-fleet.XXXXXX"))
-local ng
-if use_nginx and nginx.available() then
-  ng = nginx.start {
-    workers = 2, log_level = "notice", shared_dicts = { fleet = "1m" },
-    modules = { fleetng = assert(shell.read_file("spec/fixtures/fleet_nginx.lua")) },
-    init_worker = '    require("fleetng").init_worker()',
-    server = "    location = /fleet/start { content_by_lua_block { require('fleetng').start() } }\n" ..
-      "    location = /fleet/result { content_by_lua_block { require('fleetng').result() } }\n",
-  }
-end
+local f = fleet.start { redis = rs, sim = s, cid = CID, lua = LUA, nginx = use_nginx }
+local dir = f.dir
 local function cleanup()
-  if ng then ng:stop() end
+  f:stop()
   rs:stop()
   s:stop()
-  sh("rm -rf " .. q(dir))
-end
-
-local function write_keys(path, keys, from, to)
-  local f = assert(io.open(path, "w"))
-  for i = from, to do f:write(keys[i], "\n") end
-  f:close()
-end
-
-local function background(cmd)
-  local p = assert(io.popen(cmd .. " & echo $!"))
-  local pid = trim(p:read("*a"))
-  p:close()
-  return pid
-end
-
-local function wait(pids)
-  for _, pid in ipairs(pids) do
-    while sim.alive(pid) do clock.sleep(0.05) end
-  end
 end
 
 local function info()
@@ -105,14 +76,6 @@ local function seed(n)
   return keys
 end
 
-local function child(name, keys, from, to, redis_url, share)
-  local kf, out = dir .. "/keys-" .. name, dir .. "/out-" .. name
-  write_keys(kf, keys, from, to)
-  return background(LUA .. " spec/fixtures/fleet_child.lua recall " .. table.concat({ q(redis_url), q(s.url),
-    q(s.app_key), q(s.app_secret), q(s.robot), CID, q(kf), q(out), tostring(share) }, " ") ..
-    " >/dev/null 2>>" .. q(dir .. "/log"))
-end
-
 local results = {}
 
 local function run(name, fn)
@@ -129,7 +92,7 @@ local function run(name, fn)
   local r = {
     name = name, seconds = took, ideal = requests / QPS, ratio = took / (requests / QPS),
     throttled = st.throttled, max_1s = st.max_recall_calls_in_any_1s, tokens = st.tokens_issued,
-    recalled = st.recalled, keys = #keys, calls = st.recall_calls,
+    recalled = math.floor(st.recalled), keys = #keys, calls = st.recall_calls,
     redis_cmds_per_start = (i1.cmds - i0.cmds - 1) / st.recall_calls,
     round_trips_per_start = (i1.trips - i0.trips) / st.recall_calls,
     evalsha_per_start = (i1.evalsha - i0.evalsha) / st.recall_calls,
@@ -143,9 +106,8 @@ end
 local ok, err = pcall(function()
   if baseline then
     run("one process, local limiter", function(keys)
-      -- "" as the Redis URL: fleet_child needs one; this child gets none
       local kf, out = dir .. "/keys-base", dir .. "/out-base"
-      write_keys(kf, keys, 1, #keys)
+      f:write_keys(kf, keys, 1, #keys)
       local code = "local recall = require 'dingtalk.recall'; local keys = {} " ..
         "for l in io.lines(" .. ("%q"):format(kf) .. ") do keys[#keys+1] = l end " ..
         "local c = assert(recall.client { endpoint = " .. ("%q"):format(s.url) .. ", app_key = " ..
@@ -153,43 +115,11 @@ local ok, err = pcall(function()
         ("%q"):format(s.robot) .. ", qps = 20, concurrency = 4 }) " ..
         "local r = assert(c:recall(" .. ("%q"):format(CID) .. ", keys)) " ..
         "io.open(" .. ("%q"):format(out) .. ", 'w'):write(#r.recalled)"
-      wait { background(LUA .. " -e " .. q(code) .. " 2>>" .. q(dir .. "/log")) }
+      assert(f:wait({ f:background(LUA .. " -e " .. q(code) .. " 2>>" .. q(dir .. "/base.log")) }, 600))
     end)
   end
-  run("fleet: 3 Lua + CLI" .. (ng and " + 2 nginx workers" or "") .. ", one Redis", function(keys)
-    local hosts = ng and 6 or 4
-    local per = math.floor(#keys / hosts)
-    local share = 1 / hosts
-    local pids = {}
-    for i = 1, 3 do pids[i] = child("lua" .. i, keys, (i - 1) * per + 1, i * per, rs.url, share) end
-    local last = ng and 4 * per or #keys
-    local kf = dir .. "/keys-cli"
-    write_keys(kf, keys, 3 * per + 1, last)
-    pids[4] = background("env -u DINGTALK_ACCESS_TOKEN DINGTALK_ENDPOINT=" .. q(s.url) .. " DINGTALK_APP_KEY=" ..
-      q(s.app_key) .. " DINGTALK_APP_SECRET=" .. q(s.app_secret) .. " DINGTALK_RECALL_REDIS=" .. q(rs.url) ..
-      " DINGTALK_RECALL_LEDGER=" .. q(dir .. "/cli-ledger") .. " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") .. " " ..
-      LUA .. " bin/dingtalk-recall recall --conversation " .. CID .. " --robot " .. q(s.robot) ..
-      " --qps 20 --quiet - <" .. q(kf) .. " >/dev/null 2>>" .. q(dir .. "/log"))
-    local gen
-    if ng then
-      local files = {}
-      for w = 1, 2 do
-        files[w] = dir .. "/keys-ng" .. w
-        write_keys(files[w], keys, (3 + w) * per + 1, w == 2 and #keys or (4 + w) * per)
-      end
-      local _, body = ng:request("POST", "/fleet/start", { body = cjson.encode {
-        redis = rs.url, endpoint = s.url, app_key = s.app_key, app_secret = s.app_secret, robot = s.robot,
-        cid = CID, files = files, share = share } })
-      gen = trim(body)
-    end
-    wait(pids)
-    if ng then
-      while true do
-        local status = ng:request("GET", "/fleet/result?n=2&gen=" .. gen)
-        if status == 200 then break end
-        clock.sleep(0.05)
-      end
-    end
+  run("fleet: 3 Lua + CLI" .. (f.ng and " + 2 nginx workers" or "") .. ", one Redis", function(keys)
+    assert(f:finish(f:launch(keys), 600))
   end)
 end)
 cleanup()
