@@ -9,6 +9,9 @@
 --   local f = fleet.start { redis = rs, sim = s, cid = "cidX" }   -- rs, s: the helpers' servers
 --   local run = f:launch(keys, { share = 1 / f:hosts() })        -- returns at once
 --   assert(f:finish(run, 90))            -- waits for every host (kills them after 90 s)
+--   local run = f:launch(keys, { go = true }); local t0 = run:go(30)
+--     the running hosts (Lua, nginx) first get ready (client made, keys read),
+--     then recall together at run:go(), which starts the CLI then
 --   run.outs[i]: { out = JSON summary path, log = stderr path, cli = true|nil, nginx = true|nil }
 --   f:stop()
 --
@@ -104,11 +107,12 @@ function Fleet:wait(pids, seconds)
   return true
 end
 
---- f:child(mode, args, name) -> pid: spec/fixtures/fleet_child.lua MODE
--- REDIS ENDPOINT APPKEY APPSECRET ROBOT ARGS..., stderr to <dir>/<name>.log.
-function Fleet:child(mode, args, name, env)
+--- f:child(mode, args, name [, env [, redis]]) -> pid:
+-- spec/fixtures/fleet_child.lua MODE REDIS ENDPOINT APPKEY APPSECRET ROBOT
+-- ARGS..., stderr to <dir>/<name>.log; redis "-": no Redis.
+function Fleet:child(mode, args, name, env, redis)
   local s = self.s
-  local argv = { q(self.rs.url), q(s.url), q(s.app_key), q(s.app_secret), q(s.robot) }
+  local argv = { q(redis or self.rs.url), q(s.url), q(s.app_key), q(s.app_secret), q(s.robot) }
   for _, a in ipairs(args) do argv[#argv + 1] = q(a) end
   return self:background((env or "") .. self.lua .. " spec/fixtures/fleet_child.lua " .. mode .. " " ..
     table.concat(argv, " ") .. " >/dev/null 2>" .. q(self.dir .. "/" .. name .. ".log"))
@@ -116,7 +120,8 @@ end
 
 --- f:launch(keys, opts) -> run: starts every host on its share of keys.
 -- opts.share: each host's fallback_share (default 1 / hosts); opts.env:
--- "NAME=value " words put before the plain-Lua hosts' command.
+-- "NAME=value " words put before the plain-Lua hosts' command; opts.go:
+-- the hosts wait for run:go() (see above).
 function Fleet:launch(keys, opts)
   opts = opts or {}
   self.runs = self.runs + 1
@@ -126,24 +131,32 @@ function Fleet:launch(keys, opts)
   local share = opts.share or 1 / hosts
   local function range(i) return (i - 1) * per + 1, i == hosts and #keys or i * per end
   local run = { pids = {}, outs = {}, per = per }
+  local env = opts.env or ""
+  if opts.go then
+    run.go_file = dir .. "/" .. tag .. "go"
+    env = env .. "GO=" .. q(run.go_file) .. " "
+  end
   for i = 1, 3 do
     local name = tag .. "lua" .. i
     local kf, out = dir .. "/" .. name .. ".keys", dir .. "/" .. name .. ".out"
     self:write_keys(kf, keys, range(i))
     run.outs[i] = { out = out, log = dir .. "/" .. name .. ".log", keys = select(2, range(i)) - range(i) + 1 }
-    run.pids[i] = self:child("recall", { self.cid, kf, out, tostring(share) }, name, opts.env)
+    run.pids[i] = self:child("recall", { self.cid, kf, out, tostring(share) }, name, env)
   end
   local kf, name = dir .. "/" .. tag .. "cli.keys", tag .. "cli"
   self:write_keys(kf, keys, range(4))
-  local o = { out = dir .. "/" .. name .. ".out", log = dir .. "/" .. name .. ".log", cli = true,
+  local co = { out = dir .. "/" .. name .. ".out", log = dir .. "/" .. name .. ".log", cli = true,
     keys = select(2, range(4)) - range(4) + 1 }
-  run.outs[4] = o
-  run.pids[4] = self:background("env -u DINGTALK_ACCESS_TOKEN DINGTALK_ENDPOINT=" .. q(s.url) ..
-    " DINGTALK_APP_KEY=" .. q(s.app_key) .. " DINGTALK_APP_SECRET=" .. q(s.app_secret) ..
-    " DINGTALK_RECALL_REDIS=" .. q(self.rs.url) .. " DINGTALK_RECALL_LEDGER=" .. q(dir .. "/" .. name .. "-ledger") ..
-    " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") .. " " .. self.lua .. " bin/dingtalk-recall recall --conversation " ..
-    q(self.cid) .. " --robot " .. q(s.robot) .. " --qps 20 --json --quiet - <" .. q(kf) .. " >" .. q(o.out) ..
-    " 2>" .. q(o.log))
+  run.outs[4] = co
+  local function cli()
+    run.pids[4] = self:background("env -u DINGTALK_ACCESS_TOKEN DINGTALK_ENDPOINT=" .. q(s.url) ..
+      " DINGTALK_APP_KEY=" .. q(s.app_key) .. " DINGTALK_APP_SECRET=" .. q(s.app_secret) ..
+      " DINGTALK_RECALL_REDIS=" .. q(self.rs.url) .. " DINGTALK_RECALL_LEDGER=" .. q(dir .. "/" .. name .. "-ledger") ..
+      " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") .. " " .. self.lua .. " bin/dingtalk-recall recall --conversation " ..
+      q(self.cid) .. " --robot " .. q(s.robot) .. " --qps 20 --json --quiet - <" .. q(kf) .. " >" .. q(co.out) ..
+      " 2>" .. q(co.log))
+  end
+  if not opts.go then cli() end
   if self.ng then
     local files, outs = {}, {}
     for w = 1, 2 do
@@ -153,8 +166,26 @@ function Fleet:launch(keys, opts)
     end
     local status, body = self.ng:request("POST", "/fleet/start", { body = cjson.encode {
       redis = self.rs.url, endpoint = s.url, app_key = s.app_key, app_secret = s.app_secret, robot = s.robot,
-      cid = self.cid, files = files, outs = outs, share = share, trace = opts.nginx_trace } })
+      cid = self.cid, files = files, outs = outs, share = share, go = run.go_file } })
     assert(status == 200, "fleet: /fleet/start answered " .. tostring(status) .. " " .. tostring(body))
+  end
+  if opts.go then
+    --- run:go(seconds) -> the clock at the go: waits for the hosts to be
+    -- ready, lets them go, starts the CLI.
+    function run.go(_, seconds)
+      local deadline = clock.now() + (seconds or 60)
+      for _, o in ipairs(run.outs) do
+        while not o.cli and not shell.read_file(o.out .. ".ready") do
+          assert(clock.now() < deadline, "fleet: a host is not ready: " .. tostring(o.log and shell.read_file(o.log)))
+          clock.sleep(0.01)
+        end
+      end
+      local t0 = clock.now()
+      local g = assert(io.open(run.go_file, "w"))
+      g:close()
+      cli()
+      return t0
+    end
   end
   return run
 end
