@@ -419,7 +419,8 @@ function Run:loop()
       if refused then -- luacheck: ignore 542
         -- failed by its hook: no start, no budget
       elseif lim and job.limited then
-        d = lim:acquire(t)
+        -- now, not the turn's t: a start counted before it is sent can overfill a second
+        d = lim:acquire(T.now())
         if type(d) ~= "number" or d ~= d or d < 0 then
           error("engine: limiter:acquire(now) must return 0 or the seconds to wait, not " .. tostring(d))
         end

@@ -5,15 +5,17 @@
 --   local lim = assert(rl.new { redis = "redis://10.0.0.7:6379/0", key = "dingabc", rate = 20 })
 --   local wait = lim:acquire(now)       -- 0: a start was taken now; else seconds to wait
 --
--- Each start is one EVALSHA of an atomic script that keeps the start times
--- of the last window in a sorted set and answers "start now" (the start is
--- counted) or "your slot is in N µs" (reserved and counted then, so the
--- host waits and starts without asking again, and waiting hosts do not
--- all wake for the same free slot): at most `rate` starts in any `window`
--- seconds, on Redis's own clock (TIME inside the script), so clocks that
--- differ between hosts cannot break the budget.  The keys of one app share the
--- hash tag {dingtalk-recall:<key>}, so a proxy or a cluster keeps them on
--- one node.
+-- Each request for a start is one EVALSHA of an atomic script that keeps
+-- the start times of the last window in a sorted set and answers "start
+-- now" (counted at that moment, Redis's TIME) or "ask again in N µs": at
+-- most `rate` starts in any `window` seconds, on Redis's own clock, so
+-- clocks that differ between hosts cannot break the budget.  A start is
+-- counted when the host asks for it and is sent right after the answer,
+-- never at a time reserved ahead (a host that wakes late would then start
+-- later than it was counted).  Hosts told to wait are spread over the
+-- coming free moments (the first waiter the first one, and so on), so
+-- they do not all ask at once.  The keys of one app share the hash tag
+-- {dingtalk-recall:<key>}, so a proxy or a cluster keeps them on one node.
 --
 -- When Redis cannot be reached the limiter says so once through opts.log,
 -- goes on with a local limiter at fallback_share of the rate (so that a
@@ -32,28 +34,26 @@ local M = {}
 local Limiter = {}
 Limiter.__index = Limiter
 
+-- window: DingTalk counts a request when it arrives, and arrivals spread
+-- out from the starts counted here (the answer's way back, the send, the
+-- network, the server's own scheduling): the margin over 1 s covers that
+-- spread (the client's qps_window, the same default; docs/scale-out.md).
 local DEFAULTS = { window = 1.05, fallback_share = 0.2, probe_interval = 3, timeout = 1 }
--- A reserved slot used later than this (seconds) is not used: the start
--- would come later than Redis counted it (the window's 50 ms guard covers
--- this and the spread of arrivals together).
-local LATE = 0.005
--- Slots are reserved at most this far ahead (seconds).  A host that loses
--- Redis waits this long more before its first start alone: a slot another
--- host reserved just before the outage may still be used.
-local AHEAD = 0.25
+-- A waiter told to ask again at a free moment and not back this long
+-- after it (seconds) no longer pushes later waiters back.
+local STALE = 0.1
 
--- Returns {µs until the caller's start, slot id}: 0 (start now) or the
--- time of a slot reserved for it (counted at that time), at most `ahead`
--- away; or {negative µs}: ask again after that (no slot that near).  A
--- slot the caller could not use in time comes back as ARGV[4] and is freed.  A slot is at or after every
--- slot already given, and `rate` slots back from it lies at least a window
--- before it, so at most `rate` starts fall in any window.
+-- ARGV: rate, window (µs), stale (µs), this caller's waiter id or '', then
+-- the ages (µs) of starts made without Redis.  Returns {0}: start now
+-- (counted now), or {-µs, waiter id}: ask again after that long.  When
+-- the window is full, the next free moments are when its oldest starts
+-- leave it; the waiters already told to come back take the first of
+-- them, so this caller gets the one after theirs.
 local SCRIPT = resp.script [=[
-local rate, window, ahead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, window, stale = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
--- a slot of this caller's that came too late for it: free it
-if ARGV[4] ~= '' then redis.call('ZREM', KEYS[1], ARGV[4]) end
+if ARGV[4] ~= '' then redis.call('ZREM', KEYS[3], ARGV[4]) end
 -- starts made without Redis (their age in µs), told once on return
 for i = 5, #ARGV do
   local at = now - tonumber(ARGV[i])
@@ -61,18 +61,19 @@ for i = 5, #ARGV do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local n = redis.call('ZCARD', KEYS[1])
-local at = now
-if n >= rate then
-  local edge = redis.call('ZRANGE', KEYS[1], n - rate, n - rate, 'WITHSCORES')
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  at = math.max(now, tonumber(edge[2]) + window, tonumber(last[2]))
+if n < rate then
+  redis.call('ZADD', KEYS[1], now, redis.call('INCR', KEYS[2]))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return { 0 }
 end
--- no slot further ahead than `ahead`: ask again when it is that near
-if at - now > ahead then return { -(at - now - ahead) } end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - stale)
+local j = math.min(n - rate + redis.call('ZCARD', KEYS[3]), n - 1)
+local edge = redis.call('ZRANGE', KEYS[1], j, j, 'WITHSCORES')
+local at = math.max(tonumber(edge[2]) + window, now + 1)
 local id = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], at, id)
-redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + window) / 1000) + 1000)
-return { at - now, id }
+redis.call('ZADD', KEYS[3], at, id)
+redis.call('PEXPIRE', KEYS[3], math.ceil((at - now + stale) / 1000) + 1000)
+return { now - at, id }
 ]=]
 
 --- new(opts) -> limiter | nil, err
@@ -102,11 +103,11 @@ function M.new(opts)
   local local_rate = math.max(1, math.floor(rate * share))
   local self = setmetatable({
     redis = client, rate = rate, window = window, share = share, probe_interval = probe,
-    keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api },
+    keys = { tag .. ":lim:" .. api, tag .. ":limseq:" .. api, tag .. ":limwait:" .. api },
     log = opts.log or resp.log,
     local_rate = local_rate, alone = limiter.new(local_rate, window),
     down = false, next_probe = 0, held = nil, clock = opts.clock or clock.now,
-    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, late = 0 },
+    stats = { redis = 0, fallback = 0, outages = 0, round_trips = 0, waits = 0 },
   }, Limiter)
   return self
 end
@@ -123,11 +124,10 @@ local function fall_back(self, now, err)
   if not self.down then
     self.down = true
     self.stats.outages = self.stats.outages + 1
-    -- The fleet may have used the whole budget in the last window (and
-    -- hold slots up to AHEAD from now): the first start alone waits for
-    -- both to pass.
+    -- The fleet may have used the whole budget in the last window: the
+    -- first start alone waits for it to pass.
     self.alone = limiter.new(self.local_rate, self.window)
-    for _ = 1, self.local_rate do self.alone:take(now + AHEAD) end
+    for _ = 1, self.local_rate do self.alone:take(now) end
     self.log("warn", ("the shared QPS budget in Redis is unreachable (%s): this host goes on alone at %d " ..
       "starts per %.2f s until Redis answers again"):format(resp.redact(tostring(err and err.message or err)),
       self.local_rate, self.window))
@@ -142,23 +142,6 @@ end
 function Limiter:acquire(now)
   if self.rate <= 0 then return 0 end
   if self.down and now < self.next_probe then return local_acquire(self, now) end
-  -- A slot Redis reserved for this host: its time, or a little after.
-  -- Slots are kept on this host's own clock read now: the engine's `now`
-  -- may be some milliseconds old (taken before other starts of its turn).
-  local real = self.clock()
-  local slot, drop = self.slot, ""
-  if slot then
-    if real < slot then return math.max(slot - now, slot - real) end
-    self.slot = nil
-    if real - slot <= LATE then
-      self.stats.redis = self.stats.redis + 1
-      return 0
-    end
-    -- too late to use (the start would come later than it was counted):
-    -- give it back and ask again
-    self.stats.late = self.stats.late + 1
-    drop = self.slot_id
-  end
   -- Just back from an outage: the other hosts may still be alone (until
   -- their next probe), so this one also keeps to its local share a while.
   local grace = not self.down and self.grace_until and now < self.grace_until
@@ -166,7 +149,7 @@ function Limiter:acquire(now)
     local w = self.alone:wait(now)
     if w > 0 then return w end
   end
-  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(AHEAD * 1e6), drop }
+  local args = { self.rate, math.floor(self.window * 1e6 + 0.5), math.floor(STALE * 1e6), self.waiter or "" }
   if self.down then
     -- Back to Redis: first the starts made alone in the last window.
     for _, at in ipairs(self.alone:recent(now)) do args[#args + 1] = math.floor((now - at) * 1e6) end
@@ -181,14 +164,15 @@ function Limiter:acquire(now)
     self.grace_until = now + self.probe_interval + self.window
     self.log("info", "the shared QPS budget in Redis answers again: this host is back on it")
   end
-  if res < 0 then return -res / 1e6 end -- no slot that near yet
-  if grace then self.alone:take(now + res / 1e6) end
-  if res == 0 then
-    self.stats.redis = self.stats.redis + 1
-    return 0
+  if res < 0 then -- ask again then
+    self.waiter = tostring(reply[2])
+    self.stats.waits = self.stats.waits + 1
+    return -res / 1e6
   end
-  self.slot, self.slot_id = self.clock() + res / 1e6, tostring(reply[2])
-  return math.max(self.slot - now, res / 1e6)
+  self.waiter = nil
+  if grace then self.alone:take(now) end
+  self.stats.redis = self.stats.redis + 1
+  return 0
 end
 
 --- The engine of before acquire: delay(now) asks for a start and holds it

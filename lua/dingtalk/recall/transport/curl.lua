@@ -17,16 +17,37 @@ end
 
 M.now = curl.now
 
---- Starts a built request; tag comes back with its completion.
+--- Starts a built request and sends it now (the server counts a request
+-- against the QPS budget when it arrives, and the engine may ask its
+-- limiter, a Redis round trip, before it polls); tag comes back with its
+-- completion from poll().
 function M:start(built, tag)
-  return self.multi:add(built, tag)
+  local id, err = self.multi:add(built, tag)
+  if not id then return nil, err end
+  local done = self.multi:perform(0)
+  if #done > 0 then
+    local early = self.early or {}
+    for i = 1, #done do early[#early + 1] = done[i] end
+    self.early = early
+  end
+  return id
+end
+
+--- Completions that came while starting, with those of now (nil if none
+-- came early).
+function M:take_early()
+  local early = self.early
+  if not early then return nil end
+  self.early = nil
+  local done = self.multi:perform(0)
+  for i = 1, #done do early[#early + 1] = done[i] end
+  return early
 end
 
 --- Waits up to `wait` seconds for completions; returns an array of
 -- {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
-  local done = self.multi:perform(wait)
-  return done
+  return self:take_early() or (self.multi:perform(wait))
 end
 
 function M:in_flight()
