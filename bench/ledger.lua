@@ -101,7 +101,7 @@ local ok, err = pcall(function()
         end
         assert(l:record_many(entries))
         -- time spent in the store (journal reads, appends with fsync)
-        local store = { list = { 0, 0 }, update = { 0, 0 } }
+        local store = { scan = { 0, 0 }, update = { 0, 0 } }
         for m, acc in pairs(store) do
           local f = l.backend[m]
           l.backend[m] = function(...)
@@ -115,10 +115,10 @@ local ok, err = pcall(function()
         rep = assert(l:recall(c, {}))
         t1 = curl_now()
         l:close()
-        io.write(("        store: list %.3f s (%d calls), update %.3f s (%d calls)\n"):format(store.list[1],
-          store.list[2], store.update[1], store.update[2]))
+        io.write(("        store: scan %.3f s (%d calls), update %.3f s (%d calls)\n"):format(store.scan[1],
+          store.scan[2], store.update[1], store.update[2]))
         results.store = results.store or {}
-        results.store[#results.store + 1] = store.list[1] + store.update[1]
+        results.store[#results.store + 1] = store.scan[1] + store.update[1]
       else
         t0 = curl_now()
         rep = assert(c:recall_groups(groups))
@@ -157,7 +157,7 @@ print("| path | wall s | peak in flight |")
 print("|---|---:|---:|")
 print(("| Ledger:recall (file journal) | %.3f | %d |"):format(lw, lp))
 print(("| client:recall_groups | %.3f | %d |"):format(gw, gp))
-print(("Ledger:recall's time in the file store (list + update): median %.3f s"):format(median(results.store)))
+print(("Ledger:recall's time in the file store (scan + update): median %.3f s"):format(median(results.store)))
 print(("ratio ledger / recall_groups: %.2fx (target <= 1.2x); ledger peak %d of %d (target: = concurrency)")
   :format(lw / gw, lp, opts.concurrency))
 os.exit((lp == opts.concurrency) and 0 or 1)

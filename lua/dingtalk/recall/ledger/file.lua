@@ -15,6 +15,7 @@
 local journal = require "dingtalk.recall.journal"
 local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
+local order = require "dingtalk.recall.ledger.order"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -75,13 +76,16 @@ local function apply(st, ev)
   elseif kind == "s" then
     local state = str(ev.s)
     if not state or type(ev.k) ~= "table" then return end
-    local why = type(ev.why) == "table" and ev.why or {}
-    local code = type(ev.code) == "table" and ev.code or {}
+    local why = type(ev.why) == "table" and ev.why or nil
+    local code = type(ev.code) == "table" and ev.code or nil
+    local entries, at = st.entries, num(ev.u)
     for _, key in ipairs(ev.k) do
-      local e = st.entries[key]
+      local e = entries[key]
       if e then
-        e.state, e.reason, e.code = state, str(why[key]), str(code[key])
-        e.updated_at = num(ev.u) or e.updated_at
+        e.state = state
+        e.reason = why and str(why[key]) or nil
+        e.code = code and str(code[key]) or nil
+        if at then e.updated_at = at end
       end
     end
   end
@@ -184,29 +188,13 @@ function File:record(entries)
   return self:append(lines)
 end
 
---- changes: array of {key, state, reason, code}; one line per state.
+--- changes: a ledger.changes (sets of keys by state); one line per state.
 function File:update(changes, now)
-  if #changes == 0 then return true end
-  local by_state, order = {}, {}
-  for _, c in ipairs(changes) do
-    local ev = by_state[c.state]
-    if not ev then
-      ev = { e = "s", s = c.state, u = now, k = {} }
-      by_state[c.state] = ev
-      order[#order + 1] = ev
-    end
-    ev.k[#ev.k + 1] = c.key
-    if c.reason then
-      ev.why = ev.why or {}
-      ev.why[c.key] = c.reason
-    end
-    if c.code then
-      ev.code = ev.code or {}
-      ev.code[c.key] = c.code
-    end
-  end
+  if changes.count == 0 then return true end
   local lines = {}
-  for i, ev in ipairs(order) do lines[i] = encode(ev) end
+  for i, set in ipairs(changes.sets) do
+    lines[i] = encode { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
+  end
   return self:append(lines)
 end
 
@@ -224,8 +212,11 @@ local function has_tag(e, tag)
   return false
 end
 
---- q: {conversation, robot, tag, states (set), min_t, last, due_at}
-function File:list(q)
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
+-- the matching entries themselves (the caller must not change them), in
+-- no order, or with q.last the newest q.last of them, newest first | nil,
+-- err.  For the ledger's own selection: no copy, no sort unless needed.
+function File:scan(q)
   local ok, err = self:refresh()
   if not ok then return nil, err end
   local out = {}
@@ -239,13 +230,21 @@ function File:list(q)
       out[#out + 1] = e
     end
   end
-  table.sort(out, function(a, b)
-    if a.sent_at ~= b.sent_at then return a.sent_at > b.sent_at end
-    return a.seq > b.seq
-  end)
-  local n = q.last and math.min(q.last, #out) or #out
+  if q.last then
+    out = order.by(out, "sent_at", "seq", true)
+    for i = #out, q.last + 1, -1 do out[i] = nil end
+  end
+  return out
+end
+
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at}
+-- -> copies, newest first (by send time, then by order of record).
+function File:list(q)
+  local found, err = self:scan(q)
+  if not found then return nil, err end
+  if not q.last then found = order.by(found, "sent_at", "seq", true) end
   local res = {}
-  for i = 1, n do res[i] = copy(out[i]) end
+  for i, e in ipairs(found) do res[i] = copy(e) end
   return res
 end
 

@@ -21,6 +21,8 @@
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local plans_mod = require "dingtalk.recall.ledger.plans"
+local order = require "dingtalk.recall.ledger.order"
+local changeset = require "dingtalk.recall.ledger.changes"
 
 local M = {}
 
@@ -275,18 +277,6 @@ end
 -- Recall
 ---------------------------------------------------------------------------
 
--- The change an outcome makes to an entry (the report holds the details).
-local function change_of(r, key, outcome)
-  if outcome == "recalled" then return { key = key, state = "recalled" } end
-  if outcome == "already_recalled" then
-    return { key = key, state = "recalled", reason = "ALREADY_RECALLED" }
-  end
-  if outcome == "failed" then return { key = key, state = "failed", reason = tostring(r.failed[key]) } end
-  local err = r.errors[key] or {}
-  return { key = key, state = "error", code = tostring(err.code or "unknown"),
-    reason = err.message and tostring(err.message) or nil }
-end
-
 -- What l:recall(client, filter) recalls now: the filter's selection, then
 -- the keys an interrupted recall left `recalling`; oldest first; those past
 -- the recall window apart (never sent).  -> {groups = {{conversation, robot,
@@ -295,12 +285,16 @@ local function select_entries(self, b, filter)
   local now = self.clock()
   local selected = {}
   if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
-    local list, err = b:list(query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES))
+    -- The file store hands its entries over as they are (no copy).
+    local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
+    local list, err
+    if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
     if not list then return nil, err end
     selected = list
   end
-  local resumed, err = b:list(query({ conversation = filter.conversation, robot = filter.robot,
-    tag = filter.tag }, now, { "recalling" }))
+  local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now, { "recalling" })
+  local resumed, err
+  if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
   if not resumed then return nil, err end
   local seen, entries = {}, {}
   for _, list in ipairs { selected, resumed } do
@@ -312,10 +306,9 @@ local function select_entries(self, b, filter)
     end
   end
   -- Oldest first: those nearest to the end of the recall window go first.
-  table.sort(entries, function(a, c)
-    if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
-    return a.key < c.key
-  end)
+  -- (several in one second: in the order recorded where the store keeps
+  -- it, the file's sequence; else by key)
+  entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
   local groups, index, was, expired = {}, {}, {}, {}
   for _, e in ipairs(entries) do
     if now - e.sent_at > M.RECALL_WINDOW then
@@ -380,21 +373,20 @@ function Ledger:recall(client, filter, opts)
   opts = opts or {}
   local sel, err = select_entries(self, b, filter)
   if not sel then return nil, err end
-  local order, was, expired_keys, total = sel.groups, sel.was, sel.expired, sel.total
-  local expired = {}
-  for i, k in ipairs(expired_keys) do expired[i] = { key = k, state = "expired", reason = "RECALL_WINDOW_PASSED" } end
-  if #expired > 0 then
+  local was, expired_keys, total = sel.was, sel.expired, sel.total
+  if #expired_keys > 0 then
+    local expired = changeset.new()
+    for _, k in ipairs(expired_keys) do expired:add(k, "expired", "RECALL_WINDOW_PASSED") end
     local ok, uerr = b:update(expired, self.clock())
     if not ok then return nil, uerr end
-    if opts.on_progress then opts.on_progress(#expired, total) end
+    if opts.on_progress then opts.on_progress(#expired_keys, total) end
   end
-
 
   -- The plans and the hooks that persist them (ledger/plans.lua).
   local refused = report.new()
-  local plans, refused_changes = plans_mod.make(order, self.chunk, refused, change_of)
-  refused.total = #refused_changes
-  if #refused_changes > 0 then
+  local plans, refused_changes = plans_mod.make(sel.groups, self.chunk, refused)
+  refused.total = refused_changes.count
+  if refused_changes.count > 0 then
     local ok, uerr = b:update(refused_changes, self.clock())
     if not ok then return nil, uerr end
   end
@@ -405,7 +397,7 @@ function Ledger:recall(client, filter, opts)
   if #plans > 0 then
     local function save(changes)
       if store_err then return false, store_err end
-      if #changes == 0 then return true end
+      if changes.count == 0 then return true end
       local ok, uerr = b:update(changes, self.clock())
       if not ok then
         store_err = uerr
@@ -413,10 +405,13 @@ function Ledger:recall(client, filter, opts)
       end
       return true
     end
-    local offset = #expired + #refused_changes
-    local hooks = plans_mod.hooks(self.chunk, save, change_of, opts.on_progress and function(done)
-      opts.on_progress(offset + done, total)
-    end, b.claim and function(marks) return b:claim(marks) end, b.claim and function(k) return was[k] end)
+    local offset = #expired_keys + refused_changes.count
+    local hooks = plans_mod.hooks {
+      chunk = self.chunk, plans = plans, save = save,
+      on_progress = opts.on_progress and function(done) opts.on_progress(offset + done, total) end,
+      claim = b.claim and function(marks) return b:claim(marks) end,
+      was = b.claim and function(k) return was[k] end,
+    }
     if type(client.run) == "function" then
       rep = client:run(plans, hooks, { ambiguous = true })
     else
