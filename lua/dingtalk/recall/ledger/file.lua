@@ -137,11 +137,20 @@ function File:refresh()
   return true
 end
 
-function File:append(lines)
-  local ok, err = journal.append(self.path, lines)
-  if not ok then return nil, err end
-  ok, err = self:refresh()
-  if not ok then return nil, err end
+-- Appends the lines (events: the same events, decoded).  When nobody else
+-- wrote since this store last read, the events are applied as they are
+-- instead of being read back.
+function File:append(lines, events)
+  local ok, start, stop, id = journal.append(self.path, lines)
+  if not ok then return nil, start end
+  if start == self.offset and id == self.id then
+    for _, ev in ipairs(events) do apply(self.st, ev) end
+    self.offset = stop
+  else
+    local err
+    ok, err = self:refresh()
+    if not ok then return nil, err end
+  end
   local st = self.st
   if st.events >= self.compact_min and st.events > 4 * st.count then
     -- A failed compaction loses nothing (the journal stays as it was).
@@ -180,22 +189,24 @@ function File:compact()
 end
 
 function File:record(entries)
-  local lines = {}
+  local lines, events = {}, {}
   for i, e in ipairs(entries) do
-    lines[i] = encode { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
+    local ev = { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
       l = e.ttl, m = e.msg_key, u = e.updated_at }
+    lines[i], events[i] = encode(ev), ev
   end
-  return self:append(lines)
+  return self:append(lines, events)
 end
 
 --- changes: a ledger.changes (sets of keys by state); one line per state.
 function File:update(changes, now)
   if changes.count == 0 then return true end
-  local lines = {}
+  local lines, events = {}, {}
   for i, set in ipairs(changes.sets) do
-    lines[i] = encode { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
+    local ev = { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
+    lines[i], events[i] = encode(ev), ev
   end
-  return self:append(lines)
+  return self:append(lines, events)
 end
 
 function File:get(key)
