@@ -46,7 +46,7 @@ location /record {
     local a = ngx.req.get_uri_args()
     local l, err = ledger.open(a.loc, { prefix = a.prefix ~= "" and a.prefix or nil })
     if not l then return ngx.say("open: ", tostring(err)) end
-    local ok, rerr = l:record { processQueryKey = a.key, openConversationId = "cidNginx", robotCode = "r",
+    local ok, rerr = l:record { key = a.key, conversation = "cidNginx", robot = "r",
       tags = "nginx" }
     local e = l:get(a.key)
     local cosocket = l.backend.conn and l.backend.conn.ngx and "cosocket" or "-"
@@ -168,8 +168,8 @@ describe("ledger", function()
       it("records an entry and reads it back", function()
         if not guard() then return end
         local l = open()
-        assert.is_true(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "rb1",
-          tags = " deploy, nightly ,deploy", ttl = 600, msgKey = "sampleText" })
+        assert.is_true(l:record { key = "k1", conversation = CID_A, robot = "rb1",
+          tags = " deploy, nightly ,deploy", ttl = 600, msg_key = "sampleText" })
         local e = l:get("k1")
         assert.are.same({ "deploy", "nightly" }, e.tags)
         assert.are.equal("k1", e.key)
@@ -194,10 +194,10 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         for _, bad in ipairs {
-          { openConversationId = CID_A, robotCode = "r" },
-          { processQueryKey = "", openConversationId = CID_A, robotCode = "r" },
-          { processQueryKey = "k", robotCode = "r" },
-          { processQueryKey = "k", openConversationId = CID_A },
+          { conversation = CID_A, robot = "r" },
+          { key = "", conversation = CID_A, robot = "r" },
+          { key = "k", robot = "r" },
+          { key = "k", conversation = CID_A },
         } do
           local ok, err = l:record(bad)
           assert.is_nil(ok)
@@ -206,10 +206,10 @@ describe("ledger", function()
         end
         assert.has_error(function() l:record("k") end)
         assert.has_error(function()
-          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = 5 }
+          l:record { key = "k", conversation = CID_A, robot = "r", tags = 5 }
         end)
         assert.has_error(function()
-          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", sent_at = "now" }
+          l:record { key = "k", conversation = CID_A, robot = "r", sent_at = "now" }
         end)
         assert.has_error(function() l:list { conversaton = CID_A } end)
         assert.has_error(function() l:list { since = "600" } end)
@@ -220,19 +220,52 @@ describe("ledger", function()
         assert.has_error(function() l:list() end)
       end)
 
+      it("refuses a record spelled with the API's wire names, naming the ledger's field", function()
+        if not guard() then return end
+        local l = open()
+        for wire, ours in pairs { processQueryKey = "key", openConversationId = "conversation", robotCode = "robot",
+          msgKey = "msg_key" } do
+          local e = { key = "kw", conversation = CID_A, robot = "r" }
+          e[ours] = nil
+          e[wire] = ours == "msg_key" and "sampleText" or "w"
+          local ok, err = l:record(e)
+          assert.is_nil(ok, wire)
+          assert.are.equal("ledger.invalid", err.code)
+          assert.truthy(err.message:find("'" .. wire .. "'", 1, true), err.message)
+          assert.truthy(err.message:find("'" .. ours .. "'", 1, true), err.message)
+          local mok, merr = l:record_many { { key = "km", conversation = CID_A, robot = "r" }, e }
+          assert.is_nil(mok)
+          assert.are.equal("ledger.invalid", merr.code)
+        end
+        -- a misspelt field is refused too, rather than silently dropped
+        local ok, err = l:record { key = "kt", conversation = CID_A, robot = "r", tag = "deploy" }
+        assert.is_nil(ok)
+        assert.truthy(err.message:find("'tag'", 1, true), err.message)
+        -- sent_at and ttl must be finite
+        assert.is_nil((l:record { key = "kn", conversation = CID_A, robot = "r", sent_at = 0 / 0 }))
+        assert.is_nil((l:record { key = "kn", conversation = CID_A, robot = "r", ttl = math.huge }))
+        assert.are.same({}, l:list()) -- nothing was written
+        -- an entry read back may be recorded again as it is
+        assert(l:record { key = "kr", conversation = CID_A, robot = "r", tags = { "a" }, msg_key = "sampleText" })
+        local back = l:get("kr")
+        assert(l:record(back))
+        assert.are.equal("sampleText", l:get("kr").msg_key)
+        l:close()
+      end)
+
       it("lists by conversation, robot, tag, time window, last N, state and due, newest first", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { processQueryKey = "a1", openConversationId = CID_A, robotCode = "r1", sent_at = now - 5000,
+          { key = "a1", conversation = CID_A, robot = "r1", sent_at = now - 5000,
             tags = "deploy" },
-          { processQueryKey = "a2", openConversationId = CID_A, robotCode = "r2", sent_at = now - 400,
+          { key = "a2", conversation = CID_A, robot = "r2", sent_at = now - 400,
             tags = "deploy,alert", ttl = 300 },
-          { processQueryKey = "b1", openConversationId = CID_B, robotCode = "r1", sent_at = now - 300,
+          { key = "b1", conversation = CID_B, robot = "r1", sent_at = now - 300,
             ttl = 3600 },
-          { processQueryKey = "b2", openConversationId = CID_B, robotCode = "r1", sent_at = now - 100,
+          { key = "b2", conversation = CID_B, robot = "r1", sent_at = now - 100,
             tags = { "alert" }, ttl = 50 },
-          { processQueryKey = "a3", openConversationId = CID_A, robotCode = "r1", sent_at = now - 10 },
+          { key = "a3", conversation = CID_A, robot = "r1", sent_at = now - 10 },
         })
         assert.are.same({ "a3", "b2", "b1", "a2", "a1" }, keys_of(l:list()))
         assert.are.same({ "a3", "a2", "a1" }, keys_of(l:list { conversation = CID_A }))
@@ -264,9 +297,9 @@ describe("ledger", function()
       it("keeps the state when a key is recorded again", function()
         if not guard() then return end
         local l = open()
-        assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r1", tags = "old" })
+        assert(l:record { key = "k", conversation = CID_A, robot = "r1", tags = "old" })
         assert(l:recall(fake_client(), {}))
-        assert(l:record { processQueryKey = "k", openConversationId = CID_B, robotCode = "r2", tags = "new" })
+        assert(l:record { key = "k", conversation = CID_B, robot = "r2", tags = "new" })
         local e = l:get("k")
         assert.are.equal("recalled", e.state)
         assert.are.equal(CID_B, e.conversation)
@@ -281,9 +314,9 @@ describe("ledger", function()
         if not guard() then return end
         local l1 = open()
         local l2 = open(nil, true)
-        assert(l1:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+        assert(l1:record { key = "k1", conversation = CID_A, robot = "r" })
         assert.are.equal("sent", l2:get("k1").state)
-        assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r", sent_at = now + 1 })
+        assert(l2:record { key = "k2", conversation = CID_A, robot = "r", sent_at = now + 1 })
         assert.are.same({ "k2", "k1" }, keys_of(l1:list()))
         assert(l2:recall(fake_client(), { last = 1 }))
         assert.are.equal("recalled", l1:get("k2").state)
@@ -296,7 +329,7 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         local seen = {}
-        local c = client { on_sent = function(info) seen[#seen + 1] = info.processQueryKey end }
+        local c = client { on_sent = function(info) seen[#seen + 1] = info.key end }
         assert.are.equal(c, l:attach(c))
         local k1 = assert(c:send(CID_A, "sampleText", { content = "one" }, { tags = { "deploy" }, ttl = 60 }))
         local k2 = assert(c:send(CID_B, "sampleText", { content = "two" }, { tags = "deploy,x" }))
@@ -322,7 +355,7 @@ describe("ledger", function()
         local c = l:attach(client())
         local d1 = assert(c:send(CID_A, "sampleText", { content = "1" }, { tags = "sel" }))
         local d2 = assert(c:send(CID_B, "sampleText", { content = "2" }, { tags = "sel" }))
-        assert(l:record { processQueryKey = "old-one", openConversationId = CID_A, robotCode = s.robot,
+        assert(l:record { key = "old-one", conversation = CID_A, robot = s.robot,
           sent_at = os.time() - ledger.RECALL_WINDOW - 60, tags = { "sel" } })
         local calls = s:stats().recall_calls
         local sel = assert(l:select { tag = "sel" })
@@ -380,10 +413,10 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { processQueryKey = "a", openConversationId = CID_A, robotCode = "r1", sent_at = now - 3 },
-          { processQueryKey = "b", openConversationId = CID_A, robotCode = "r2", sent_at = now - 2 },
-          { processQueryKey = "c", openConversationId = CID_B, robotCode = "r1", sent_at = now - 1 },
-          { processQueryKey = "d", openConversationId = CID_A, robotCode = "r1", sent_at = now },
+          { key = "a", conversation = CID_A, robot = "r1", sent_at = now - 3 },
+          { key = "b", conversation = CID_A, robot = "r2", sent_at = now - 2 },
+          { key = "c", conversation = CID_B, robot = "r1", sent_at = now - 1 },
+          { key = "d", conversation = CID_A, robot = "r1", sent_at = now },
         })
         local fc = fake_client()
         local rep = assert(l:recall(fc, {}))
@@ -402,7 +435,7 @@ describe("ledger", function()
         local c = l:attach(client())
         local k1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
         local k2 = assert(c:send(CID_A, "sampleText", { content = "2" }))
-        assert(l:record { processQueryKey = "kbad", openConversationId = CID_A, robotCode = "dingnosuchrobot" })
+        assert(l:record { key = "kbad", conversation = CID_A, robot = "dingnosuchrobot" })
         s:config { faults = "failed_key=1" }
         local rep = assert(l:recall(c, {}))
         assert.is_false(rep.ok)
@@ -434,7 +467,7 @@ describe("ledger", function()
         local old2 = assert(c:send(CID_B, "sampleText", { content = "2" }))
         now = os.time() + 86400 + 60
         local fresh = "kfresh"
-        assert(l:record { processQueryKey = fresh, openConversationId = CID_A, robotCode = "r" })
+        assert(l:record { key = fresh, conversation = CID_A, robot = "r" })
         local calls = s:stats().recall_calls
         local rep = assert(l:recall(fake_client(), {}))
         assert.are.same(set_of { old1, old2 }, set_of(rep.expired))
@@ -458,7 +491,7 @@ describe("ledger", function()
           now = now + 1
           keys[i] = assert(c:send(CID_A, "sampleText", { content = tostring(i) }))
           -- sent_at orders the chunks: keys[1..2], keys[3..4], keys[5]
-          assert(l:record { processQueryKey = keys[i], openConversationId = CID_A, robotCode = s.robot,
+          assert(l:record { key = keys[i], conversation = CID_A, robot = s.robot,
             sent_at = now })
         end
         -- The process "dies" right after the server recalled the second
@@ -498,8 +531,8 @@ describe("ledger", function()
         assert.is_true(core.reasons.ALREADY_RECALLED.already_recalled)
         assert.has_error(function() ledger.ALREADY_RECALLED.GONE_ALREADY = true end)
         local l = open()
-        assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
-        assert(l:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
+        assert(l:record { key = "k1", conversation = CID_A, robot = "r" })
+        assert(l:record { key = "k2", conversation = CID_A, robot = "r" })
         local rep = assert(l:recall(fake_client { k1 = "ALREADY_RECALLED", k2 = "NOPE" }, {}))
         assert.are.same({ "k1" }, rep.recalled)
         assert.are.same({ "k1" }, rep.already_recalled)
@@ -513,7 +546,7 @@ describe("ledger", function()
         if not guard() then return end
         local l = open { chunk = 2 }
         for i = 1, 5 do
-          assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
+          assert(l:record { key = "k" .. i, conversation = CID_A, robot = "r",
             sent_at = now + i })
         end
         local steps = {}
@@ -595,7 +628,7 @@ describe("ledger", function()
     it("creates its directory 0700 and its journal 0600", function()
       local base = dir .. "/perm/a/b"
       local l = assert(ledger.open(base .. "/ledger"))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
+      assert(l:record { key = "k", conversation = CID_A, robot = "r" })
       local out = sh("stat -c '%a %n' " .. sh_quote(dir .. "/perm") .. " " .. sh_quote(dir .. "/perm/a") .. " " ..
         sh_quote(base) .. " " .. sh_quote(base .. "/ledger"))
       assert.are.same({ "700", "700", "700", "600" }, (function()
@@ -608,7 +641,7 @@ describe("ledger", function()
 
     it("defaults to $XDG_DATA_HOME/dingtalk-recall/ledger, else ~/.local/share", function()
       local code = "local l = assert(require('dingtalk.recall.ledger').open()) " ..
-        "assert(l:record{processQueryKey='k',openConversationId='cid',robotCode='r'}) io.write(l.location)"
+        "assert(l:record{key='k',conversation='cid',robot='r'}) io.write(l.location)"
       local xdg = dir .. "/xdg"
       local out, rc = sh("XDG_DATA_HOME=" .. sh_quote(xdg) .. " " .. LUA .. " -e " .. sh_quote(code))
       assert.are.equal(0, rc, out)
@@ -626,13 +659,13 @@ describe("ledger", function()
     it("skips a torn line and keeps appending after it", function()
       local path = dir .. "/torn/ledger"
       local l = assert(ledger.open(path))
-      assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+      assert(l:record { key = "k1", conversation = CID_A, robot = "r" })
       local f = assert(io.open(path, "ab"))
       f:write('{"e":"r","k":"half') -- a write cut short
       f:close()
       local l2 = assert(ledger.open(path))
       assert.are.equal(1, #l2:list())
-      assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
+      assert(l2:record { key = "k2", conversation = CID_A, robot = "r" })
       assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(l:list())))
       assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(assert(ledger.open(path)):list())))
       local lines = {}
@@ -646,9 +679,9 @@ describe("ledger", function()
       local now = os.time()
       local l = assert(ledger.open(path, { compact_min = 50, retention = 3600, clock = function() return now end }))
       local other = assert(ledger.open(path))
-      assert(l:record { processQueryKey = "old", openConversationId = CID_A, robotCode = "r", sent_at = now - 7200 })
+      assert(l:record { key = "old", conversation = CID_A, robot = "r", sent_at = now - 7200 })
       for i = 1, 10 do
-        assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
+        assert(l:record { key = "k" .. i, conversation = CID_A, robot = "r",
           sent_at = now - i, tags = "t" .. i % 2 })
       end
       local fc = fake_client { k3 = "SYSTEM_ERROR" }
@@ -677,7 +710,7 @@ describe("ledger", function()
       sh("mkdir -p " .. sh_quote(dir .. "/ro") .. " && chmod 500 " .. sh_quote(dir .. "/ro"))
       local _, not_root = sh("test $(id -u) -eq 0")
       if not_root ~= 0 then -- root writes anyway
-        local rok, rerr = l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" }
+        local rok, rerr = l:record { key = "k", conversation = CID_A, robot = "r" }
         assert.is_nil(rok)
         assert.are.equal("ledger.io", rerr.code)
       end
@@ -717,7 +750,7 @@ describe("ledger", function()
       if not (has_socket and has_redis) then return pending("redis-server or luasocket missing") end
       local url2 = rs.url:gsub("/0$", "/2")
       local l = assert(ledger.open(url2, { prefix = "iso:" }))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
+      assert(l:record { key = "k", conversation = CID_A, robot = "r" })
       assert.are.equal("1", (rs:cli("-n", "2", "EXISTS", "iso:e:k")))
       assert.are.equal("0", (rs:cli("-n", "0", "EXISTS", "iso:e:k")))
       local l2 = assert(ledger.open(url2, { prefix = "other:" }))
@@ -735,7 +768,7 @@ describe("ledger", function()
       if not has_redis then return pending("redis-server missing") end
       local rc = lua_redis.connect("127.0.0.1", rs.port)
       local l = assert(ledger.open(rs.url, { redis_client = rc, prefix = "lr:" }))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = "a" })
+      assert(l:record { key = "k", conversation = CID_A, robot = "r", tags = "a" })
       assert.are.same({ "k" }, keys_of(l:list { tag = "a" }))
       assert(l:recall(fake_client(), {}))
       assert.are.equal("recalled", l:get("k").state)

@@ -151,39 +151,57 @@ local function norm_tags(tags)
   return out
 end
 
-local function field(e, names, want)
-  for _, n in ipairs(names) do
-    local v = e[n]
-    if v ~= nil then
-      if type(v) ~= want then error(("ledger:record: field '%s' must be a %s"):format(n, want), 4) end
-      return v
-    end
-  end
-end
+-- The fields of an entry a caller gives (the ledger's own vocabulary, as
+-- l:list answers them), and the wire names the DingTalk API uses for three
+-- of them: a record spelled the wire's way is refused, never guessed at.
+local RECORD_FIELDS = {
+  key = "string", conversation = "string", robot = "string", sent_at = "number", tags = true, ttl = "number",
+  msg_key = "string",
+  -- an entry read back from l:list may be recorded again: its state and
+  -- history are the ledger's own and are not taken from the caller
+  state = "string", reason = "string", code = "string", updated_at = "number",
+}
+local WIRE_NAMES = {
+  processQueryKey = "key", openConversationId = "conversation", robotCode = "robot", msgKey = "msg_key",
+}
 
--- A normalised entry from the on_sent fields (or the entry's own names).
+local function finite(v) return v == nil or (v == v and v > -math.huge and v < math.huge) end
+
+-- A normalised entry from the caller's fields.
 local function normalize(self, e, now)
   if type(e) ~= "table" then error("ledger:record expects a table", 3) end
-  local key = field(e, { "processQueryKey", "key" }, "string")
-  local cid = field(e, { "openConversationId", "conversation" }, "string")
-  local robot = field(e, { "robotCode", "robot" }, "string")
-  local sent_at = field(e, { "sent_at" }, "number")
-  local ttl = field(e, { "ttl" }, "number")
-  local msg_key = field(e, { "msgKey", "msg_key" }, "string")
+  for name, v in pairs(e) do
+    local want = RECORD_FIELDS[name]
+    if WIRE_NAMES[name] then
+      return invalid(("field '%s' is the API's wire name: the ledger's field is '%s'"):format(name,
+        WIRE_NAMES[name]))
+    elseif not want then
+      return invalid(("unknown field '%s' (an entry has key, conversation, robot, sent_at, tags, ttl, msg_key)")
+        :format(tostring(name)))
+    elseif want ~= true and type(v) ~= want then
+      error(("ledger:record: field '%s' must be a %s"):format(name, want), 3)
+    end
+  end
+  local key, cid, robot, ttl = e.key, e.conversation, e.robot, e.ttl
   local tags = norm_tags(e.tags)
-  if not key or key == "" then return invalid("processQueryKey is missing or empty") end
-  if not cid or cid == "" then return invalid("openConversationId is missing or empty (key " .. key .. ")") end
-  if not robot or robot == "" then return invalid("robotCode is missing or empty (key " .. key .. ")") end
+  if not key or key == "" then return invalid("key is missing or empty") end
+  if not cid or cid == "" then return invalid("conversation is missing or empty (key " .. key .. ")") end
+  if not robot or robot == "" then return invalid("robot is missing or empty (key " .. key .. ")") end
+  if not finite(e.sent_at) or not finite(ttl) then
+    return invalid("sent_at and ttl must be finite numbers (key " .. key .. ")")
+  end
   if ttl and ttl < 0 then return invalid("ttl must not be negative (key " .. key .. ")") end
   return {
-    key = key, conversation = cid, robot = robot, sent_at = sent_at or self.clock(), tags = tags,
-    ttl = ttl, msg_key = msg_key, updated_at = now,
+    key = key, conversation = cid, robot = robot, sent_at = e.sent_at or self.clock(), tags = tags,
+    ttl = ttl, msg_key = e.msg_key, updated_at = now,
   }
 end
 
---- l:record{processQueryKey=, openConversationId=, robotCode=, sent_at=,
--- tags=, ttl=, msgKey=} -> true | nil, err.  Recording a key again updates
--- its fields and keeps its state.
+--- l:record{key=, conversation=, robot= [, sent_at=, tags=, ttl=,
+-- msg_key=]} -> true | nil, err.  Recording a key again updates its fields
+-- and keeps its state.  A wire name (processQueryKey, openConversationId,
+-- robotCode, msgKey) or an unknown field answers nil, err (ledger.invalid);
+-- a field of the wrong type raises.
 function Ledger:record(e)
   local b = live(self, "record")
   local entry, err = normalize(self, e, self.clock())
