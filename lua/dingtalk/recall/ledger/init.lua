@@ -73,8 +73,9 @@ M.default_path = default_path
 --- ledger.open([location [, opts]]) -> ledger | nil, err
 -- location: nil (the local journal at $XDG_DATA_HOME/dingtalk-recall/ledger),
 -- a file path, or a URL redis://[user:password@]host[:port][/db].
--- opts: clock (function returning epoch seconds), chunk (keys marked
--- `recalling` and sent at once, default 200), retention (seconds an entry
+-- opts: clock (function returning epoch seconds), chunk (keys of one
+-- conversation marked `recalling` ahead of sending, default 200; the
+-- chunks of all conversations are marked in one durable write), retention (seconds an entry
 -- is kept, default 7 days), on_record_error(err, info) (attach's failures),
 -- redis_client (a connected client with :eval, e.g. resty.redis),
 -- prefix (Redis key prefix), timeout (Redis seconds), lease (Redis:
@@ -368,8 +369,9 @@ end
 -- report module decides each key's outcome.  Every (conversation, robot)
 -- group is one plan, and all plans run in one engine run (one pool, fair
 -- across conversations).  Keys are marked `recalling` durably `chunk` keys
--- at a time before they are sent, and their outcomes written when that
--- chunk's batches are done (see ledger/plans.lua).  A key the server calls
+-- of each conversation at a time (one write for every conversation at that
+-- chunk) before they are sent, and their outcomes written with the next
+-- marks and at the end (see ledger/plans.lua).  A key the server calls
 -- already recalled ends `recalled` (the message is gone, whoever recalled
 -- it).  A client without a run method (any object with
 -- recall(cid, keys, opts)) is called once per chunk, one after another.
@@ -425,7 +427,8 @@ function Ledger:recall(client, filter, opts)
     end
     local offset = #expired_keys + refused_changes.count
     local hooks = plans_mod.hooks {
-      chunk = self.chunk, plans = plans, save = save,
+      -- plans marked in step only where the engine runs them side by side
+      chunk = self.chunk, plans = type(client.run) == "function" and plans or nil, save = save,
       on_progress = opts.on_progress and function(done) opts.on_progress(offset + done, total) end,
       claim = b.claim and function(marks) return b:claim(marks) end,
       was = b.claim and function(k) return was[k] end,

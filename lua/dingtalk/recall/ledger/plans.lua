@@ -59,8 +59,9 @@ end
 -- that has reached the chunk before it (the engine starts batches round
 -- robin over the plans, so they move in step): one fsync per chunk of the
 -- whole run rather than per chunk of each conversation, and no plan is
--- marked more than one chunk ahead of what it sends.  A chunk smaller than
--- a batch (plans of `chunk` keys of one group) marks one plan at a time.
+-- marked more than one chunk ahead of what it sends.  Without o.plans
+-- (a client run plan after plan), or with a chunk smaller than a batch
+-- (plans of `chunk` keys of one group), each plan is marked on its own.
 --
 -- claim(marks) -> {key = true} | nil, err, and was(key) -> the state a key
 -- was selected in: a store shared by several hosts (Redis).  Each batch's
