@@ -46,7 +46,12 @@ local function copy(e)
   }
 end
 
--- Replays one decoded event into st = {entries = {}, count = 0, events = 0, seq = 0}.
+-- The tags of an entry without any (shared: entries are only read, and
+-- copies handed out get tables of their own).
+local NO_TAGS = setmetatable({}, { __newindex = function() error("ledger: an entry's tags are read-only", 2) end })
+
+-- Replays one decoded event into st = {entries = {key = e}, order = {e in
+-- order of first record}, count, events, seq}.
 local function apply(st, ev)
   st.events = st.events + 1
   local kind = ev.e
@@ -58,14 +63,18 @@ local function apply(st, ev)
       st.seq = st.seq + 1
       e = { key = key, state = "sent", seq = st.seq }
       st.entries[key] = e
+      st.order[st.seq] = e
       st.count = st.count + 1
     end
     e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
     e.sent_at = num(ev.t) or 0
-    local tags = {}
+    local tags = NO_TAGS
     if type(ev.g) == "table" then
       for _, t in ipairs(ev.g) do
-        if type(t) == "string" then tags[#tags + 1] = t end
+        if type(t) == "string" then
+          if tags == NO_TAGS then tags = {} end
+          tags[#tags + 1] = t
+        end
       end
     end
     e.tags, e.ttl, e.msg_key = tags, num(ev.l), str(ev.m)
@@ -99,7 +108,7 @@ local function replay(st, data)
 end
 
 local function new_state()
-  return { entries = {}, count = 0, events = 0, seq = 0 }
+  return { entries = {}, order = {}, count = 0, events = 0, seq = 0 }
 end
 
 local function encode(t)
@@ -231,7 +240,7 @@ function File:scan(q)
   local ok, err = self:refresh()
   if not ok then return nil, err end
   local out = {}
-  for _, e in pairs(self.st.entries) do
+  for _, e in ipairs(self.st.order) do -- in order of record: often already the order wanted
     if (not q.conversation or e.conversation == q.conversation)
       and (not q.robot or e.robot == q.robot)
       and (not q.states or q.states[e.state])

@@ -12,6 +12,28 @@ local M = {}
 -- or, when descending is true, descending.  A primary value that is not a
 -- number or is NaN sorts as 0.
 function M.by(entries, primary, tiebreak, descending)
+  -- Already in order (a journal replayed in order of record usually is)
+  -- or in the reverse order: no sort.
+  local up, down = true, true
+  for i = 2, #entries do
+    local a, b = entries[i - 1], entries[i]
+    local pa, pb = a[primary], b[primary]
+    if type(pa) ~= "number" or type(pb) ~= "number" or pa ~= pa or pb ~= pb then
+      up, down = false, false
+      break
+    end
+    if pa < pb or (pa == pb and a[tiebreak] < b[tiebreak]) then down = false else up = false end
+    if not (up or down) then break end
+  end
+  if (up and not descending) or (down and descending) then
+    local out = {}
+    for i, e in ipairs(entries) do out[i] = e end
+    return out
+  elseif up or down then
+    local out, n = {}, #entries
+    for i = n, 1, -1 do out[n - i + 1] = entries[i] end
+    return out
+  end
   local buckets, values = {}, {}
   for _, e in ipairs(entries) do
     local v = e[primary]
