@@ -151,6 +151,32 @@ describe("ledger", function()
       reader:close()
     end)
 
+    it("writes a state change line that any JSON reader decodes, whatever its keys hold", function()
+      local l = open()
+      local changes = require "dingtalk.recall.ledger.changes"
+      local cjson = require "cjson"
+      local plain, odd = { "kA+/=", "kB" }, { 'q"uote', "back\\slash", "tab\tkey", "del\127" }
+      local all = {}
+      for _, k in ipairs(plain) do all[#all + 1] = k end
+      for _, k in ipairs(odd) do all[#all + 1] = k end
+      for _, k in ipairs(all) do assert(l:record { key = k, conversation = CID_A, robot = "r" }) end
+      local a, b = changes.new(), changes.new()
+      for _, k in ipairs(plain) do a:add(k, "recalling") end
+      for _, k in ipairs(odd) do b:add(k, "recalled") end
+      assert(l.backend:update(a, 1000))
+      assert(l.backend:update(b, 1001))
+      local lines = {}
+      for line in read_file(l.location):gmatch("[^\n]+") do lines[#lines + 1] = cjson.decode(line) end
+      assert.are.same({ e = "s", s = "recalling", u = 1000, k = plain }, lines[#lines - 1])
+      assert.are.same({ e = "s", s = "recalled", u = 1001, k = odd }, lines[#lines])
+      local fresh = assert(ledger.open(l.location)) -- replays the journal from disk
+      for _, k in ipairs(plain) do assert.are.equal("recalling", fresh:get(k).state) end
+      for _, k in ipairs(odd) do assert.are.equal("recalled", fresh:get(k).state, k) end
+      assert.are.equal("recalling", l:get("kB").state)
+      l:close()
+      fresh:close()
+    end)
+
     it("reads back only what others appended: its own appends are applied as written", function()
       local l = open()
       local other = assert(ledger.open(l.location))

@@ -24,6 +24,7 @@ local File = {}
 File.__index = File
 
 local DEFAULT_RETENTION = 7 * 86400
+local STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
 local COMPACT_MIN = 4096   -- events before a compaction is considered
 
 local function str(v)
@@ -113,6 +114,17 @@ end
 
 local function encode(t)
   return cjson.encode(t)
+end
+
+-- A state change's line.  Its keys (thousands in one line during a
+-- recall) are joined as they are when none needs escaping in JSON (no
+-- quote, backslash or control character: recall keys are base64), which
+-- is several times cheaper than cjson's per-string escaping; the line is
+-- the same JSON.
+local function encode_state(ev)
+  if ev.why or ev.code or not STATES[ev.s] then return encode(ev) end
+  if #ev.k == 0 or table.concat(ev.k):find('[%c"\\]') then return encode(ev) end
+  return '{"e":"s","s":"' .. ev.s .. '","u":' .. encode(ev.u) .. ',"k":["' .. table.concat(ev.k, '","') .. '"]}'
 end
 
 -- cjson encodes an empty table as {}: no tags are left out instead.
@@ -213,7 +225,7 @@ function File:update(changes, now)
   local lines, events = {}, {}
   for i, set in ipairs(changes.sets) do
     local ev = { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
-    lines[i], events[i] = encode(ev), ev
+    lines[i], events[i] = encode_state(ev), ev
   end
   return self:append(lines, events)
 end
