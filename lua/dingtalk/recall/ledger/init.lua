@@ -44,7 +44,11 @@ M.STATES = { sent = true, recalling = true, recalled = true, failed = true, erro
 local DEFAULT_RECALL_STATES = { "sent" }
 local FINAL = { recalled = true, expired = true }
 
-local DEFAULT_CHUNK = 200
+-- Keys of one conversation marked `recalling` ahead of sending.  A mark
+-- is a durable write (fsync); a larger chunk means fewer of them, and a
+-- crash leaves at most this many keys per conversation marked but not yet
+-- sent: the next recall sends them (nothing is lost or recalled twice).
+local DEFAULT_CHUNK = 500
 
 local FILTER_FIELDS = {
   conversation = "string", robot = "string", tag = "string", since = "number", last = "number",
@@ -74,7 +78,7 @@ M.default_path = default_path
 -- location: nil (the local journal at $XDG_DATA_HOME/dingtalk-recall/ledger),
 -- a file path, or a URL redis://[user:password@]host[:port][/db].
 -- opts: clock (function returning epoch seconds), chunk (keys of one
--- conversation marked `recalling` ahead of sending, default 200; the
+-- conversation marked `recalling` ahead of sending, default 500; the
 -- chunks of all conversations are marked in one durable write), retention (seconds an entry
 -- is kept, default 7 days), on_record_error(err, info) (attach's failures),
 -- redis_client (a connected client with :eval, e.g. resty.redis),
