@@ -7,9 +7,14 @@
  * journal: appends never interleave, and a compaction (which replaces the
  * journal by rename) never loses a line appended by someone else.
  *
- *   core.journal_append(path, lines) -> true | nil, err
+ *   core.journal_append(path, lines) -> true, start, stop, id | nil, err
  *       lines: one string or an array of strings, none holding a newline.
- *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  Missing
+ *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  start
+ *       and stop are the file offsets where the lines begin and end, id the
+ *       journal's id after the write (as journal_read gives it): a reader
+ *       whose offset and id were start and id has read everything but these
+ *       lines, and may take them as read (offset stop) without reading them
+ *       back.  (Nothing appended: true, nothing more.)  Missing
  *       directories are created 0700.  A torn last line (a crash or a full
  *       disk in the middle of an earlier write) is first ended with "\n",
  *       so it stays one bad line that readers skip; a failed write is cut
@@ -149,6 +154,9 @@ static int dtr_l_journal_append(lua_State *L)
     const char *data;
     dtr_jerr e = {NULL, 0, NULL};
     struct stat st;
+    char id[DTR_J_ID];
+    size_t idlen = 0;
+    off_t start = 0;
     int lock, fd, ok = 0;
     dtr_j_push_lines(L, 2, NULL);
     data = lua_tolstring(L, -1, &n);
@@ -169,6 +177,7 @@ static int dtr_l_journal_append(lua_State *L)
         size_t got = 0;
         if (st.st_size > 0 && dtr_j_pread_all(fd, &last, 1, st.st_size - 1, &got) != 0)
             last = '\n';
+        start = st.st_size + (last != '\n' ? 1 : 0);
         if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_j_write_all(fd, data, n) != 0) {
             dtr_j_fail(&e, "write");
             if (ftruncate(fd, st.st_size) != 0) { /* the torn tail stays; readers skip it */
@@ -179,6 +188,7 @@ static int dtr_l_journal_append(lua_State *L)
             /* e is set */
         } else {
             ok = 1;
+            idlen = dtr_j_id(fd, &st, id); /* same file: its first line now exists */
         }
     }
     if (fd >= 0)
@@ -187,7 +197,10 @@ static int dtr_l_journal_append(lua_State *L)
     if (!ok)
         return dtr_j_push_err(L, path, &e);
     lua_pushboolean(L, 1);
-    return 1;
+    lua_pushinteger(L, (lua_Integer)start);
+    lua_pushinteger(L, (lua_Integer)start + (lua_Integer)n);
+    lua_pushlstring(L, id, idlen);
+    return 4;
 }
 
 /* Reads the journal from start (or from 0 when the id differs) into a new

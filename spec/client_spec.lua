@@ -347,9 +347,9 @@ describe("client", function()
       local seen
       local c = client { on_sent = function(info) seen = info end }
       local key = assert(c:send(CID, "sampleText", { content = "hello" }, { tags = { "deploy" }, ttl = 60 }))
-      assert.are.equal(key, seen.processQueryKey)
-      assert.are.equal(CID, seen.openConversationId)
-      assert.are.equal(s.robot, seen.robotCode)
+      assert.are.equal(key, seen.key)
+      assert.are.equal(CID, seen.conversation)
+      assert.are.equal(s.robot, seen.robot)
       assert.are.same({ "deploy" }, seen.tags)
       local report = assert(c:recall(CID, { key }))
       assert.are.same({ key }, report.recalled)

@@ -448,7 +448,7 @@ describe("fault matrix", function()
       local keys = s:seed_keys(5, CID)
       local l = assert(ledger.open(dir .. "/journal"))
       for _, k in ipairs(keys) do
-        assert(l:record { processQueryKey = k, openConversationId = CID, robotCode = s.robot })
+        assert(l:record { key = k, conversation = CID, robot = s.robot })
       end
       env.sh("chmod 0400 " .. env.sh_quote(dir .. "/journal"))
       local c = client()
@@ -483,7 +483,7 @@ describe("fault matrix", function()
       local keys = s:seed_keys(60, CID)
       local entries = {}
       for i, k in ipairs(keys) do
-        entries[i] = { processQueryKey = k, openConversationId = CID, robotCode = s.robot,
+        entries[i] = { key = k, conversation = CID, robot = s.robot,
           sent_at = os.time() - 100 + i }
       end
       assert(l:record_many(entries))

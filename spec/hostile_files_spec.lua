@@ -27,7 +27,7 @@ local function clock()
   return require("dingtalk.recall.clock").now()
 end
 
-local ENTRY = { processQueryKey = "kFiles1", openConversationId = "cidFiles", robotCode = "rFiles" }
+local ENTRY = { key = "kFiles1", conversation = "cidFiles", robot = "rFiles" }
 
 describe("files on shared machines (class 5)", function()
   local dir, n = nil, 0

@@ -57,7 +57,7 @@ describe("ledger crash and resume", function()
       local t0 = os.time() - N
       local entries = {}
       for i, k in ipairs(keys) do
-        entries[i] = { processQueryKey = k, openConversationId = CID, robotCode = s.robot, sent_at = t0 + i }
+        entries[i] = { key = k, conversation = CID, robot = s.robot, sent_at = t0 + i }
       end
       assert(l:record_many(entries))
       assert.are.equal(N, #l:list { state = "sent" })

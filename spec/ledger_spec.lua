@@ -1,5 +1,6 @@
 -- The ledger of sent messages: one set of cases run against both stores
--- (the local journal and Redis), plus the cases of each store alone.
+-- (the local journal and Redis); the cases of each store alone are in
+-- ledger_store_spec.lua.
 -- Recalls go to the simulator; expiry uses a fake clock.
 local ledger = require "dingtalk.recall.ledger"
 local recall = require "dingtalk.recall"
@@ -13,25 +14,10 @@ local sh, sh_quote = sim.sh, sim.sh_quote
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local CID_A, CID_B = "cidLedgerA", "cidLedgerB"
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
-
-local function keys_of(list)
-  local out = {}
-  for i, e in ipairs(list) do out[i] = e.key end
-  return out
-end
-
-local function set_of(list)
-  local s = {}
-  for _, k in ipairs(list) do s[k] = true end
-  return s
-end
+local lh = require "spec.helpers.ledger"
+local shell = require "spec.helpers.shell"
+local trim, read_file = shell.trim, shell.read_file
+local count, keys_of, set_of, fake_client = lh.count, lh.keys_of, lh.set_of, lh.fake_client
 
 local function urlencode(v)
   return (tostring(v):gsub("[^%w%-_.~]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -46,7 +32,7 @@ location /record {
     local a = ngx.req.get_uri_args()
     local l, err = ledger.open(a.loc, { prefix = a.prefix ~= "" and a.prefix or nil })
     if not l then return ngx.say("open: ", tostring(err)) end
-    local ok, rerr = l:record { processQueryKey = a.key, openConversationId = "cidNginx", robotCode = "r",
+    local ok, rerr = l:record { key = a.key, conversation = "cidNginx", robot = "r",
       tags = "nginx" }
     local e = l:get(a.key)
     local cosocket = l.backend.conn and l.backend.conn.ngx and "cosocket" or "-"
@@ -55,37 +41,6 @@ location /record {
   }
 }
 ]==]
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("*a")
-  f:close()
-  return d
-end
-
--- A client over a fake transport (no server): records the recall calls
--- and answers from a table (default: everything recalled; a string is the
--- key's failure reason, an error object fails the key's whole batch).
-local fake = require "spec.helpers.fake_transport"
-local function fake_client(answer)
-  local calls = {}
-  local T = fake.new { answer = function(req)
-    if req.kind ~= "recall" then return fake.code(500, "system.error") end
-    calls[#calls + 1] = { cid = req.cid, keys = req.keys, robot = req.robot }
-    local failed = {}
-    for _, k in ipairs(req.keys) do
-      local a = answer and answer[k]
-      if type(a) == "string" then failed[k] = a end
-      if type(a) == "table" then return fake.code(a.status or 500, a.code) end
-    end
-    return fake.ok(req, failed)
-  end }
-  local c = assert(recall.client { robot_code = "dingFake", access_token = "fake-token", transport = T, qps = 0,
-    max_retries = 0, concurrency = 4 })
-  c.calls = calls
-  return c
-end
 
 local has_socket = pcall(require, "socket")
 local has_redis = redis_helper.available()
@@ -168,8 +123,8 @@ describe("ledger", function()
       it("records an entry and reads it back", function()
         if not guard() then return end
         local l = open()
-        assert.is_true(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "rb1",
-          tags = " deploy, nightly ,deploy", ttl = 600, msgKey = "sampleText" })
+        assert.is_true(l:record { key = "k1", conversation = CID_A, robot = "rb1",
+          tags = " deploy, nightly ,deploy", ttl = 600, msg_key = "sampleText" })
         local e = l:get("k1")
         assert.are.same({ "deploy", "nightly" }, e.tags)
         assert.are.equal("k1", e.key)
@@ -190,49 +145,19 @@ describe("ledger", function()
         l:close()
       end)
 
-      it("refuses an entry without key, conversation or robot; raises on wrong types", function()
-        if not guard() then return end
-        local l = open()
-        for _, bad in ipairs {
-          { openConversationId = CID_A, robotCode = "r" },
-          { processQueryKey = "", openConversationId = CID_A, robotCode = "r" },
-          { processQueryKey = "k", robotCode = "r" },
-          { processQueryKey = "k", openConversationId = CID_A },
-        } do
-          local ok, err = l:record(bad)
-          assert.is_nil(ok)
-          assert.are.equal("ledger.invalid", err.code)
-          assert.is_true(core.is_error(err))
-        end
-        assert.has_error(function() l:record("k") end)
-        assert.has_error(function()
-          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = 5 }
-        end)
-        assert.has_error(function()
-          l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", sent_at = "now" }
-        end)
-        assert.has_error(function() l:list { conversaton = CID_A } end)
-        assert.has_error(function() l:list { since = "600" } end)
-        assert.has_error(function() l:list { state = "gone" } end)
-        assert.has_error(function() l:get(5) end)
-        assert.are.same({}, l:list())
-        l:close()
-        assert.has_error(function() l:list() end)
-      end)
-
       it("lists by conversation, robot, tag, time window, last N, state and due, newest first", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { processQueryKey = "a1", openConversationId = CID_A, robotCode = "r1", sent_at = now - 5000,
+          { key = "a1", conversation = CID_A, robot = "r1", sent_at = now - 5000,
             tags = "deploy" },
-          { processQueryKey = "a2", openConversationId = CID_A, robotCode = "r2", sent_at = now - 400,
+          { key = "a2", conversation = CID_A, robot = "r2", sent_at = now - 400,
             tags = "deploy,alert", ttl = 300 },
-          { processQueryKey = "b1", openConversationId = CID_B, robotCode = "r1", sent_at = now - 300,
+          { key = "b1", conversation = CID_B, robot = "r1", sent_at = now - 300,
             ttl = 3600 },
-          { processQueryKey = "b2", openConversationId = CID_B, robotCode = "r1", sent_at = now - 100,
+          { key = "b2", conversation = CID_B, robot = "r1", sent_at = now - 100,
             tags = { "alert" }, ttl = 50 },
-          { processQueryKey = "a3", openConversationId = CID_A, robotCode = "r1", sent_at = now - 10 },
+          { key = "a3", conversation = CID_A, robot = "r1", sent_at = now - 10 },
         })
         assert.are.same({ "a3", "b2", "b1", "a2", "a1" }, keys_of(l:list()))
         assert.are.same({ "a3", "a2", "a1" }, keys_of(l:list { conversation = CID_A }))
@@ -264,9 +189,9 @@ describe("ledger", function()
       it("keeps the state when a key is recorded again", function()
         if not guard() then return end
         local l = open()
-        assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r1", tags = "old" })
+        assert(l:record { key = "k", conversation = CID_A, robot = "r1", tags = "old" })
         assert(l:recall(fake_client(), {}))
-        assert(l:record { processQueryKey = "k", openConversationId = CID_B, robotCode = "r2", tags = "new" })
+        assert(l:record { key = "k", conversation = CID_B, robot = "r2", tags = "new" })
         local e = l:get("k")
         assert.are.equal("recalled", e.state)
         assert.are.equal(CID_B, e.conversation)
@@ -281,9 +206,9 @@ describe("ledger", function()
         if not guard() then return end
         local l1 = open()
         local l2 = open(nil, true)
-        assert(l1:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
+        assert(l1:record { key = "k1", conversation = CID_A, robot = "r" })
         assert.are.equal("sent", l2:get("k1").state)
-        assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r", sent_at = now + 1 })
+        assert(l2:record { key = "k2", conversation = CID_A, robot = "r", sent_at = now + 1 })
         assert.are.same({ "k2", "k1" }, keys_of(l1:list()))
         assert(l2:recall(fake_client(), { last = 1 }))
         assert.are.equal("recalled", l1:get("k2").state)
@@ -296,7 +221,7 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         local seen = {}
-        local c = client { on_sent = function(info) seen[#seen + 1] = info.processQueryKey end }
+        local c = client { on_sent = function(info) seen[#seen + 1] = info.key end }
         assert.are.equal(c, l:attach(c))
         local k1 = assert(c:send(CID_A, "sampleText", { content = "one" }, { tags = { "deploy" }, ttl = 60 }))
         local k2 = assert(c:send(CID_B, "sampleText", { content = "two" }, { tags = "deploy,x" }))
@@ -322,7 +247,7 @@ describe("ledger", function()
         local c = l:attach(client())
         local d1 = assert(c:send(CID_A, "sampleText", { content = "1" }, { tags = "sel" }))
         local d2 = assert(c:send(CID_B, "sampleText", { content = "2" }, { tags = "sel" }))
-        assert(l:record { processQueryKey = "old-one", openConversationId = CID_A, robotCode = s.robot,
+        assert(l:record { key = "old-one", conversation = CID_A, robot = s.robot,
           sent_at = os.time() - ledger.RECALL_WINDOW - 60, tags = { "sel" } })
         local calls = s:stats().recall_calls
         local sel = assert(l:select { tag = "sel" })
@@ -380,10 +305,10 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { processQueryKey = "a", openConversationId = CID_A, robotCode = "r1", sent_at = now - 3 },
-          { processQueryKey = "b", openConversationId = CID_A, robotCode = "r2", sent_at = now - 2 },
-          { processQueryKey = "c", openConversationId = CID_B, robotCode = "r1", sent_at = now - 1 },
-          { processQueryKey = "d", openConversationId = CID_A, robotCode = "r1", sent_at = now },
+          { key = "a", conversation = CID_A, robot = "r1", sent_at = now - 3 },
+          { key = "b", conversation = CID_A, robot = "r2", sent_at = now - 2 },
+          { key = "c", conversation = CID_B, robot = "r1", sent_at = now - 1 },
+          { key = "d", conversation = CID_A, robot = "r1", sent_at = now },
         })
         local fc = fake_client()
         local rep = assert(l:recall(fc, {}))
@@ -402,7 +327,7 @@ describe("ledger", function()
         local c = l:attach(client())
         local k1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
         local k2 = assert(c:send(CID_A, "sampleText", { content = "2" }))
-        assert(l:record { processQueryKey = "kbad", openConversationId = CID_A, robotCode = "dingnosuchrobot" })
+        assert(l:record { key = "kbad", conversation = CID_A, robot = "dingnosuchrobot" })
         s:config { faults = "failed_key=1" }
         local rep = assert(l:recall(c, {}))
         assert.is_false(rep.ok)
@@ -434,7 +359,7 @@ describe("ledger", function()
         local old2 = assert(c:send(CID_B, "sampleText", { content = "2" }))
         now = os.time() + 86400 + 60
         local fresh = "kfresh"
-        assert(l:record { processQueryKey = fresh, openConversationId = CID_A, robotCode = "r" })
+        assert(l:record { key = fresh, conversation = CID_A, robot = "r" })
         local calls = s:stats().recall_calls
         local rep = assert(l:recall(fake_client(), {}))
         assert.are.same(set_of { old1, old2 }, set_of(rep.expired))
@@ -458,7 +383,7 @@ describe("ledger", function()
           now = now + 1
           keys[i] = assert(c:send(CID_A, "sampleText", { content = tostring(i) }))
           -- sent_at orders the chunks: keys[1..2], keys[3..4], keys[5]
-          assert(l:record { processQueryKey = keys[i], openConversationId = CID_A, robotCode = s.robot,
+          assert(l:record { key = keys[i], conversation = CID_A, robot = s.robot,
             sent_at = now })
         end
         -- The process "dies" right after the server recalled the second
@@ -498,8 +423,8 @@ describe("ledger", function()
         assert.is_true(core.reasons.ALREADY_RECALLED.already_recalled)
         assert.has_error(function() ledger.ALREADY_RECALLED.GONE_ALREADY = true end)
         local l = open()
-        assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
-        assert(l:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
+        assert(l:record { key = "k1", conversation = CID_A, robot = "r" })
+        assert(l:record { key = "k2", conversation = CID_A, robot = "r" })
         local rep = assert(l:recall(fake_client { k1 = "ALREADY_RECALLED", k2 = "NOPE" }, {}))
         assert.are.same({ "k1" }, rep.recalled)
         assert.are.same({ "k1" }, rep.already_recalled)
@@ -513,7 +438,7 @@ describe("ledger", function()
         if not guard() then return end
         local l = open { chunk = 2 }
         for i = 1, 5 do
-          assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
+          assert(l:record { key = "k" .. i, conversation = CID_A, robot = "r",
             sent_at = now + i })
         end
         local steps = {}
@@ -590,159 +515,4 @@ describe("ledger", function()
       end)
     end)
   end
-
-  describe("(file store alone)", function()
-    it("creates its directory 0700 and its journal 0600", function()
-      local base = dir .. "/perm/a/b"
-      local l = assert(ledger.open(base .. "/ledger"))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
-      local out = sh("stat -c '%a %n' " .. sh_quote(dir .. "/perm") .. " " .. sh_quote(dir .. "/perm/a") .. " " ..
-        sh_quote(base) .. " " .. sh_quote(base .. "/ledger"))
-      assert.are.same({ "700", "700", "700", "600" }, (function()
-        local t = {}
-        for m in out:gmatch("(%d+) ") do t[#t + 1] = m end
-        return t
-      end)())
-      l:close()
-    end)
-
-    it("defaults to $XDG_DATA_HOME/dingtalk-recall/ledger, else ~/.local/share", function()
-      local code = "local l = assert(require('dingtalk.recall.ledger').open()) " ..
-        "assert(l:record{processQueryKey='k',openConversationId='cid',robotCode='r'}) io.write(l.location)"
-      local xdg = dir .. "/xdg"
-      local out, rc = sh("XDG_DATA_HOME=" .. sh_quote(xdg) .. " " .. LUA .. " -e " .. sh_quote(code))
-      assert.are.equal(0, rc, out)
-      assert.are.equal(xdg .. "/dingtalk-recall/ledger", out)
-      assert.truthy(read_file(xdg .. "/dingtalk-recall/ledger"):find('"k":"k"', 1, true))
-      local home = dir .. "/home"
-      out, rc = sh("env -u XDG_DATA_HOME HOME=" .. sh_quote(home) .. " " .. LUA .. " -e " .. sh_quote(code))
-      assert.are.equal(0, rc, out)
-      assert.are.equal(home .. "/.local/share/dingtalk-recall/ledger", out)
-      out = sh("HOME=" .. sh_quote(home) .. " XDG_DATA_HOME= " .. LUA ..
-        " -e \"io.write(require('dingtalk.recall.ledger').default_path())\"")
-      assert.are.equal(home .. "/.local/share/dingtalk-recall/ledger", out)
-    end)
-
-    it("skips a torn line and keeps appending after it", function()
-      local path = dir .. "/torn/ledger"
-      local l = assert(ledger.open(path))
-      assert(l:record { processQueryKey = "k1", openConversationId = CID_A, robotCode = "r" })
-      local f = assert(io.open(path, "ab"))
-      f:write('{"e":"r","k":"half') -- a write cut short
-      f:close()
-      local l2 = assert(ledger.open(path))
-      assert.are.equal(1, #l2:list())
-      assert(l2:record { processQueryKey = "k2", openConversationId = CID_A, robotCode = "r" })
-      assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(l:list())))
-      assert.are.same(set_of { "k1", "k2" }, set_of(keys_of(assert(ledger.open(path)):list())))
-      local lines = {}
-      for line in read_file(path):gmatch("[^\n]+") do lines[#lines + 1] = line end
-      assert.are.equal(3, #lines)
-      assert.are.equal('{"e":"r","k":"half', lines[2])
-    end)
-
-    it("compacts a long journal: same entries, fewer lines, old entries dropped", function()
-      local path = dir .. "/compact/ledger"
-      local now = os.time()
-      local l = assert(ledger.open(path, { compact_min = 50, retention = 3600, clock = function() return now end }))
-      local other = assert(ledger.open(path))
-      assert(l:record { processQueryKey = "old", openConversationId = CID_A, robotCode = "r", sent_at = now - 7200 })
-      for i = 1, 10 do
-        assert(l:record { processQueryKey = "k" .. i, openConversationId = CID_A, robotCode = "r",
-          sent_at = now - i, tags = "t" .. i % 2 })
-      end
-      local fc = fake_client { k3 = "SYSTEM_ERROR" }
-      assert(l:recall(fc, {}))
-      for _ = 1, 30 do assert(l:recall(fc, { state = "failed" })) end
-      local lines = 0
-      for _ in read_file(path):gmatch("[^\n]+") do lines = lines + 1 end
-      assert.is_true(lines < 50, lines .. " lines")
-      assert.is_nil(l:get("old"))
-      assert.is_nil(other:get("old")) -- the other reader follows the new journal
-      assert.are.equal(10, #other:list())
-      assert.are.equal("failed", other:get("k3").state)
-      assert.are.equal("SYSTEM_ERROR", other:get("k3").reason)
-      assert.are.equal("recalled", other:get("k4").state)
-      assert.are.same({ "t1" }, other:get("k1").tags)
-      assert.are.equal(5, #other:list { tag = "t0" })
-      assert.is_nil(read_file(path .. ".tmp"))
-    end)
-
-    it("answers nil, err for a location it cannot use", function()
-      local ok, err = ledger.open("/dev/null/ledger")
-      assert.is_nil(ok)
-      assert.are.equal("ledger.io", err.code)
-      assert.truthy(tostring(err):find("/dev/null/ledger", 1, true))
-      local l = assert(ledger.open(dir .. "/ro/ledger"))
-      sh("mkdir -p " .. sh_quote(dir .. "/ro") .. " && chmod 500 " .. sh_quote(dir .. "/ro"))
-      local _, not_root = sh("test $(id -u) -eq 0")
-      if not_root ~= 0 then -- root writes anyway
-        local rok, rerr = l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" }
-        assert.is_nil(rok)
-        assert.are.equal("ledger.io", rerr.code)
-      end
-      sh("chmod 700 " .. sh_quote(dir .. "/ro"))
-      ok, err = ledger.open("ftp://host/x")
-      assert.is_nil(ok)
-      assert.are.equal("ledger.invalid", err.code)
-      assert.has_error(function() ledger.open(5) end)
-      assert.has_error(function() ledger.open(nil, { clock = 5 }) end)
-    end)
-  end)
-
-  describe("(redis store alone)", function()
-    local redis_store = require "dingtalk.recall.ledger.redis"
-
-    it("parses redis:// URLs", function()
-      local p = redis_store.parse_url
-      assert.are.same({ host = "127.0.0.1", port = 6379, db = 0 }, p("redis://"))
-      assert.are.same({ host = "10.0.0.5", port = 6390, db = 3 }, p("redis://10.0.0.5:6390/3"))
-      assert.are.same({ host = "::1", port = 7000, db = 0 }, p("redis://[::1]:7000"))
-      assert.are.same({ host = "h", port = 6379, db = 0, password = "p@ss" }, p("redis://:p%40ss@h"))
-      assert.are.same({ host = "h", port = 6379, db = 1, user = "u", password = "pw" }, p("redis://u:pw@h/1"))
-      assert.is_nil(p("redis://h/x"))
-      assert.is_nil(p("redis://h:99999"))
-    end)
-
-    it("answers nil, err when the server is unreachable, without the password", function()
-      if not has_socket then return pending("luasocket is not installed for " .. _VERSION) end
-      local ok, err = ledger.open("redis://:s3cret@127.0.0.1:1/0")
-      assert.is_nil(ok)
-      assert.are.equal("ledger.redis", err.code)
-      assert.is_nil(tostring(err):find("s3cret", 1, true))
-      assert.truthy(tostring(err):find("127.0.0.1:1", 1, true))
-    end)
-
-    it("selects the database of the URL, keeps prefixes apart and reconnects", function()
-      if not (has_socket and has_redis) then return pending("redis-server or luasocket missing") end
-      local url2 = rs.url:gsub("/0$", "/2")
-      local l = assert(ledger.open(url2, { prefix = "iso:" }))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r" })
-      assert.are.equal("1", (rs:cli("-n", "2", "EXISTS", "iso:e:k")))
-      assert.are.equal("0", (rs:cli("-n", "0", "EXISTS", "iso:e:k")))
-      local l2 = assert(ledger.open(url2, { prefix = "other:" }))
-      assert.are.same({}, l2:list())
-      -- the server drops every client: the next call reconnects
-      rs:cli("CLIENT", "KILL", "TYPE", "normal")
-      assert.are.equal("sent", l:get("k").state)
-      l:close()
-      l2:close()
-    end)
-
-    it("accepts a connected client of lua-redis as opts.redis_client", function()
-      local okr, lua_redis = pcall(require, "redis")
-      if not okr then return pending("lua-redis is not packaged for " .. _VERSION .. " (Debian: 5.1-5.3)") end
-      if not has_redis then return pending("redis-server missing") end
-      local rc = lua_redis.connect("127.0.0.1", rs.port)
-      local l = assert(ledger.open(rs.url, { redis_client = rc, prefix = "lr:" }))
-      assert(l:record { processQueryKey = "k", openConversationId = CID_A, robotCode = "r", tags = "a" })
-      assert.are.same({ "k" }, keys_of(l:list { tag = "a" }))
-      assert(l:recall(fake_client(), {}))
-      assert.are.equal("recalled", l:get("k").state)
-      l:close()
-      assert.is_true(rc:ping()) -- the caller's client is left open
-      rc:quit()
-      assert.has_error(function() ledger.open(rs.url, { redis_client = {} }) end)
-    end)
-  end)
 end)

@@ -138,7 +138,7 @@ describe("a fleet on one Redis #timing", function()
     local l = assert(ledger.open(rs.url, { prefix = "fleet:" }))
     local entries = {}
     for i, k in ipairs(keys) do
-      entries[i] = { processQueryKey = k, openConversationId = CID, robotCode = s.robot,
+      entries[i] = { key = k, conversation = CID, robot = s.robot,
         sent_at = os.time() - 100, ttl = 10 }
     end
     assert(l:record_many(entries))

@@ -45,7 +45,7 @@ describe("ledger order and claims", function()
         local t = os.time()
         -- keys whose string order is the opposite of their send order
         for _, k in ipairs { "zz1", "mm2", "aa3", "AA4" } do
-          assert(l:record { processQueryKey = k, openConversationId = "cidO", robotCode = "r", sent_at = t })
+          assert(l:record { key = k, conversation = "cidO", robot = "r", sent_at = t })
         end
         assert.are.equal("AA4", l:list { last = 1 }[1].key)
         local all = l:list {}
@@ -53,7 +53,7 @@ describe("ledger order and claims", function()
         local two = l:list { last = 2, conversation = "cidO" }
         assert.are.same({ "AA4", "aa3" }, { two[1].key, two[2].key })
         -- recording a key again keeps its place in the sequence
-        assert(l:record { processQueryKey = "zz1", openConversationId = "cidO", robotCode = "r", sent_at = t })
+        assert(l:record { key = "zz1", conversation = "cidO", robot = "r", sent_at = t })
         assert.are.equal("AA4", l:list { last = 1 }[1].key)
         l:close()
       end)
@@ -93,7 +93,7 @@ describe("ledger order and claims", function()
       local keys = {}
       for i = 1, count do
         keys[i] = ("ck%03d"):format(i)
-        assert(l:record { processQueryKey = keys[i], openConversationId = "cidC", robotCode = "r",
+        assert(l:record { key = keys[i], conversation = "cidC", robot = "r",
           sent_at = os.time() - 100 + i })
       end
       return keys
@@ -120,7 +120,9 @@ describe("ledger order and claims", function()
       assert.are.same({}, assert(b.backend:claim(claims({ keys[1] }, "recalling"))))
       assert.is_true(assert(a.backend:claim(claims({ keys[1] }, "recalling")))[keys[1]])
       -- a key whose state changed since it was listed is nobody's
-      assert(a.backend:update({ { key = keys[2], state = "recalled" } }, os.time()))
+      local ch = require("dingtalk.recall.ledger.changes").new()
+      ch:add(keys[2], "recalled")
+      assert(a.backend:update(ch, os.time()))
       assert.are.same({}, assert(b.backend:claim(claims({ keys[2] }, "sent"))))
       assert.are.same({}, assert(b.backend:claim(claims({ keys[2] }, "recalling"))))
       clock.sleep(1.1)
@@ -137,7 +139,7 @@ describe("ledger order and claims", function()
       s:reset()
       local keys = s:seed_keys(60, "cidTwo")
       for i, k in ipairs(keys) do
-        assert(a:record { processQueryKey = k, openConversationId = "cidTwo", robotCode = s.robot,
+        assert(a:record { key = k, conversation = "cidTwo", robot = s.robot,
           sent_at = os.time() - 100 + i })
       end
       -- b takes the second chunk first; a then recalls what is left

@@ -256,7 +256,7 @@ describe("security", function()
       local l = assert(ledger.open(path))
       local keys = s:seed_keys(3, CID)
       for _, k in ipairs(keys) do
-        assert(l:record { processQueryKey = k, openConversationId = CID, robotCode = s.robot, ttl = 0 })
+        assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0 })
       end
       local f = faulty.start { api = "echo", token = "echo_secret" }
       finally(function() f:stop() end)
@@ -362,7 +362,7 @@ describe("security", function()
     local function seed_ledger(path)
       local l = assert(ledger.open(path))
       for _, k in ipairs(s:seed_keys(2, CID)) do
-        assert(l:record { processQueryKey = k, openConversationId = CID, robotCode = s.robot, ttl = 0,
+        assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0,
           sent_at = os.time() - 5 })
       end
       l:close()
@@ -739,7 +739,7 @@ describe("security", function()
         finally(function() f:stop() end)
         local led = dir .. "/ctl-ledger-" .. mode
         local l = assert(ledger.open(led))
-        assert(l:record { processQueryKey = "kCtl1", openConversationId = CID, robotCode = "r" })
+        assert(l:record { key = "kCtl1", conversation = CID, robot = "r" })
         l:close()
         local envs = "env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET DINGTALK_ACCESS_TOKEN=t0ken DINGTALK_ENDPOINT=" ..
           q(f.url) .. " DINGTALK_RECALL_LEDGER=" .. q(led) .. " HOME=" .. q(dir) ..

@@ -117,7 +117,7 @@ end
 local function record_all(l, keys, cid)
   local entries = {}
   for i, k in ipairs(keys) do
-    entries[i] = { processQueryKey = k, openConversationId = cid, robotCode = robot, sent_at = os.time() - 60 + i }
+    entries[i] = { key = k, conversation = cid, robot = robot, sent_at = os.time() - 60 + i }
   end
   assert(l:record_many(entries))
 end

@@ -366,7 +366,9 @@ end
 
 --- client:send(open_conversation_id, msg_key, msg_param [, opts]) ->
 -- process_query_key | nil, err.  msg_param: a table (sent as the JSON
--- string the API wants).  opts.tags and opts.ttl reach the on_sent hook.
+-- string the API wants).  The on_sent hook gets {key, conversation, robot,
+-- msg_key, sent_at, tags, ttl} (opts.tags and opts.ttl): the fields of a
+-- ledger entry, so ledger:record takes it as it is.
 function Client:send(cid, msg_key, msg_param, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("send options must be a table", 2) end
@@ -385,7 +387,7 @@ function Client:send(cid, msg_key, msg_param, opts)
   local pqk = result.processQueryKey
   if self.on_sent then
     self.on_sent {
-      processQueryKey = pqk, openConversationId = cid, robotCode = robot, msgKey = msg_key,
+      key = pqk, conversation = cid, robot = robot, msg_key = msg_key,
       sent_at = os.time(), tags = opts.tags, ttl = opts.ttl,
     }
   end

@@ -15,6 +15,7 @@
 local journal = require "dingtalk.recall.journal"
 local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
+local order = require "dingtalk.recall.ledger.order"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -23,6 +24,7 @@ local File = {}
 File.__index = File
 
 local DEFAULT_RETENTION = 7 * 86400
+local STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
 local COMPACT_MIN = 4096   -- events before a compaction is considered
 
 local function str(v)
@@ -45,7 +47,12 @@ local function copy(e)
   }
 end
 
--- Replays one decoded event into st = {entries = {}, count = 0, events = 0, seq = 0}.
+-- The tags of an entry without any (shared: entries are only read, and
+-- copies handed out get tables of their own).
+local NO_TAGS = setmetatable({}, { __newindex = function() error("ledger: an entry's tags are read-only", 2) end })
+
+-- Replays one decoded event into st = {entries = {key = e}, order = {e in
+-- order of first record}, count, events, seq}.
 local function apply(st, ev)
   st.events = st.events + 1
   local kind = ev.e
@@ -57,14 +64,18 @@ local function apply(st, ev)
       st.seq = st.seq + 1
       e = { key = key, state = "sent", seq = st.seq }
       st.entries[key] = e
+      st.order[st.seq] = e
       st.count = st.count + 1
     end
     e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
     e.sent_at = num(ev.t) or 0
-    local tags = {}
+    local tags = NO_TAGS
     if type(ev.g) == "table" then
       for _, t in ipairs(ev.g) do
-        if type(t) == "string" then tags[#tags + 1] = t end
+        if type(t) == "string" then
+          if tags == NO_TAGS then tags = {} end
+          tags[#tags + 1] = t
+        end
       end
     end
     e.tags, e.ttl, e.msg_key = tags, num(ev.l), str(ev.m)
@@ -75,13 +86,16 @@ local function apply(st, ev)
   elseif kind == "s" then
     local state = str(ev.s)
     if not state or type(ev.k) ~= "table" then return end
-    local why = type(ev.why) == "table" and ev.why or {}
-    local code = type(ev.code) == "table" and ev.code or {}
+    local why = type(ev.why) == "table" and ev.why or nil
+    local code = type(ev.code) == "table" and ev.code or nil
+    local entries, at = st.entries, num(ev.u)
     for _, key in ipairs(ev.k) do
-      local e = st.entries[key]
+      local e = entries[key]
       if e then
-        e.state, e.reason, e.code = state, str(why[key]), str(code[key])
-        e.updated_at = num(ev.u) or e.updated_at
+        e.state = state
+        e.reason = why and str(why[key]) or nil
+        e.code = code and str(code[key]) or nil
+        if at then e.updated_at = at end
       end
     end
   end
@@ -95,11 +109,22 @@ local function replay(st, data)
 end
 
 local function new_state()
-  return { entries = {}, count = 0, events = 0, seq = 0 }
+  return { entries = {}, order = {}, count = 0, events = 0, seq = 0 }
 end
 
 local function encode(t)
   return cjson.encode(t)
+end
+
+-- A state change's line.  Its keys (thousands in one line during a
+-- recall) are joined as they are when none needs escaping in JSON (no
+-- quote, backslash or control character: recall keys are base64), which
+-- is several times cheaper than cjson's per-string escaping; the line is
+-- the same JSON.
+local function encode_state(ev)
+  if ev.why or ev.code or not STATES[ev.s] then return encode(ev) end
+  if #ev.k == 0 or table.concat(ev.k):find('[%c"\\]') then return encode(ev) end
+  return '{"e":"s","s":"' .. ev.s .. '","u":' .. encode(ev.u) .. ',"k":["' .. table.concat(ev.k, '","') .. '"]}'
 end
 
 -- cjson encodes an empty table as {}: no tags are left out instead.
@@ -133,11 +158,20 @@ function File:refresh()
   return true
 end
 
-function File:append(lines)
-  local ok, err = journal.append(self.path, lines)
-  if not ok then return nil, err end
-  ok, err = self:refresh()
-  if not ok then return nil, err end
+-- Appends the lines (events: the same events, decoded).  When nobody else
+-- wrote since this store last read, the events are applied as they are
+-- instead of being read back.
+function File:append(lines, events)
+  local ok, start, stop, id = journal.append(self.path, lines)
+  if not ok then return nil, start end
+  if start == self.offset and id == self.id then
+    for _, ev in ipairs(events) do apply(self.st, ev) end
+    self.offset = stop
+  else
+    local err
+    ok, err = self:refresh()
+    if not ok then return nil, err end
+  end
   local st = self.st
   if st.events >= self.compact_min and st.events > 4 * st.count then
     -- A failed compaction loses nothing (the journal stays as it was).
@@ -176,38 +210,24 @@ function File:compact()
 end
 
 function File:record(entries)
-  local lines = {}
+  local lines, events = {}, {}
   for i, e in ipairs(entries) do
-    lines[i] = encode { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
+    local ev = { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
       l = e.ttl, m = e.msg_key, u = e.updated_at }
+    lines[i], events[i] = encode(ev), ev
   end
-  return self:append(lines)
+  return self:append(lines, events)
 end
 
---- changes: array of {key, state, reason, code}; one line per state.
+--- changes: a ledger.changes (sets of keys by state); one line per state.
 function File:update(changes, now)
-  if #changes == 0 then return true end
-  local by_state, order = {}, {}
-  for _, c in ipairs(changes) do
-    local ev = by_state[c.state]
-    if not ev then
-      ev = { e = "s", s = c.state, u = now, k = {} }
-      by_state[c.state] = ev
-      order[#order + 1] = ev
-    end
-    ev.k[#ev.k + 1] = c.key
-    if c.reason then
-      ev.why = ev.why or {}
-      ev.why[c.key] = c.reason
-    end
-    if c.code then
-      ev.code = ev.code or {}
-      ev.code[c.key] = c.code
-    end
+  if changes.count == 0 then return true end
+  local lines, events = {}, {}
+  for i, set in ipairs(changes.sets) do
+    local ev = { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
+    lines[i], events[i] = encode_state(ev), ev
   end
-  local lines = {}
-  for i, ev in ipairs(order) do lines[i] = encode(ev) end
-  return self:append(lines)
+  return self:append(lines, events)
 end
 
 function File:get(key)
@@ -224,12 +244,15 @@ local function has_tag(e, tag)
   return false
 end
 
---- q: {conversation, robot, tag, states (set), min_t, last, due_at}
-function File:list(q)
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
+-- the matching entries themselves (the caller must not change them), in
+-- no order, or with q.last the newest q.last of them, newest first | nil,
+-- err.  For the ledger's own selection: no copy, no sort unless needed.
+function File:scan(q)
   local ok, err = self:refresh()
   if not ok then return nil, err end
   local out = {}
-  for _, e in pairs(self.st.entries) do
+  for _, e in ipairs(self.st.order) do -- in order of record: often already the order wanted
     if (not q.conversation or e.conversation == q.conversation)
       and (not q.robot or e.robot == q.robot)
       and (not q.states or q.states[e.state])
@@ -239,13 +262,21 @@ function File:list(q)
       out[#out + 1] = e
     end
   end
-  table.sort(out, function(a, b)
-    if a.sent_at ~= b.sent_at then return a.sent_at > b.sent_at end
-    return a.seq > b.seq
-  end)
-  local n = q.last and math.min(q.last, #out) or #out
+  if q.last then
+    out = order.by(out, "sent_at", "seq", true)
+    for i = #out, q.last + 1, -1 do out[i] = nil end
+  end
+  return out
+end
+
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at}
+-- -> copies, newest first (by send time, then by order of record).
+function File:list(q)
+  local found, err = self:scan(q)
+  if not found then return nil, err end
+  if not q.last then found = order.by(found, "sent_at", "seq", true) end
   local res = {}
-  for i = 1, n do res[i] = copy(out[i]) end
+  for i, e in ipairs(found) do res[i] = copy(e) end
   return res
 end
 

@@ -21,6 +21,8 @@
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local plans_mod = require "dingtalk.recall.ledger.plans"
+local order = require "dingtalk.recall.ledger.order"
+local changeset = require "dingtalk.recall.ledger.changes"
 
 local M = {}
 
@@ -42,7 +44,11 @@ M.STATES = { sent = true, recalling = true, recalled = true, failed = true, erro
 local DEFAULT_RECALL_STATES = { "sent" }
 local FINAL = { recalled = true, expired = true }
 
-local DEFAULT_CHUNK = 200
+-- Keys of one conversation marked `recalling` ahead of sending.  A mark
+-- is a durable write (fsync); a larger chunk means fewer of them, and a
+-- crash leaves at most this many keys per conversation marked but not yet
+-- sent: the next recall sends them (nothing is lost or recalled twice).
+local DEFAULT_CHUNK = 500
 
 local FILTER_FIELDS = {
   conversation = "string", robot = "string", tag = "string", since = "number", last = "number",
@@ -71,8 +77,9 @@ M.default_path = default_path
 --- ledger.open([location [, opts]]) -> ledger | nil, err
 -- location: nil (the local journal at $XDG_DATA_HOME/dingtalk-recall/ledger),
 -- a file path, or a URL redis://[user:password@]host[:port][/db].
--- opts: clock (function returning epoch seconds), chunk (keys marked
--- `recalling` and sent at once, default 200), retention (seconds an entry
+-- opts: clock (function returning epoch seconds), chunk (keys of one
+-- conversation marked `recalling` ahead of sending, default 500; the
+-- chunks of all conversations are marked in one durable write), retention (seconds an entry
 -- is kept, default 7 days), on_record_error(err, info) (attach's failures),
 -- redis_client (a connected client with :eval, e.g. resty.redis),
 -- prefix (Redis key prefix), timeout (Redis seconds), lease (Redis:
@@ -149,39 +156,57 @@ local function norm_tags(tags)
   return out
 end
 
-local function field(e, names, want)
-  for _, n in ipairs(names) do
-    local v = e[n]
-    if v ~= nil then
-      if type(v) ~= want then error(("ledger:record: field '%s' must be a %s"):format(n, want), 4) end
-      return v
-    end
-  end
-end
+-- The fields of an entry a caller gives (the ledger's own vocabulary, as
+-- l:list answers them), and the wire names the DingTalk API uses for three
+-- of them: a record spelled the wire's way is refused, never guessed at.
+local RECORD_FIELDS = {
+  key = "string", conversation = "string", robot = "string", sent_at = "number", tags = true, ttl = "number",
+  msg_key = "string",
+  -- an entry read back from l:list may be recorded again: its state and
+  -- history are the ledger's own and are not taken from the caller
+  state = "string", reason = "string", code = "string", updated_at = "number",
+}
+local WIRE_NAMES = {
+  processQueryKey = "key", openConversationId = "conversation", robotCode = "robot", msgKey = "msg_key",
+}
 
--- A normalised entry from the on_sent fields (or the entry's own names).
+local function finite(v) return v == nil or (v == v and v > -math.huge and v < math.huge) end
+
+-- A normalised entry from the caller's fields.
 local function normalize(self, e, now)
   if type(e) ~= "table" then error("ledger:record expects a table", 3) end
-  local key = field(e, { "processQueryKey", "key" }, "string")
-  local cid = field(e, { "openConversationId", "conversation" }, "string")
-  local robot = field(e, { "robotCode", "robot" }, "string")
-  local sent_at = field(e, { "sent_at" }, "number")
-  local ttl = field(e, { "ttl" }, "number")
-  local msg_key = field(e, { "msgKey", "msg_key" }, "string")
+  for name, v in pairs(e) do
+    local want = RECORD_FIELDS[name]
+    if WIRE_NAMES[name] then
+      return invalid(("field '%s' is the API's wire name: the ledger's field is '%s'"):format(name,
+        WIRE_NAMES[name]))
+    elseif not want then
+      return invalid(("unknown field '%s' (an entry has key, conversation, robot, sent_at, tags, ttl, msg_key)")
+        :format(tostring(name)))
+    elseif want ~= true and type(v) ~= want then
+      error(("ledger:record: field '%s' must be a %s"):format(name, want), 3)
+    end
+  end
+  local key, cid, robot, ttl = e.key, e.conversation, e.robot, e.ttl
   local tags = norm_tags(e.tags)
-  if not key or key == "" then return invalid("processQueryKey is missing or empty") end
-  if not cid or cid == "" then return invalid("openConversationId is missing or empty (key " .. key .. ")") end
-  if not robot or robot == "" then return invalid("robotCode is missing or empty (key " .. key .. ")") end
+  if not key or key == "" then return invalid("key is missing or empty") end
+  if not cid or cid == "" then return invalid("conversation is missing or empty (key " .. key .. ")") end
+  if not robot or robot == "" then return invalid("robot is missing or empty (key " .. key .. ")") end
+  if not finite(e.sent_at) or not finite(ttl) then
+    return invalid("sent_at and ttl must be finite numbers (key " .. key .. ")")
+  end
   if ttl and ttl < 0 then return invalid("ttl must not be negative (key " .. key .. ")") end
   return {
-    key = key, conversation = cid, robot = robot, sent_at = sent_at or self.clock(), tags = tags,
-    ttl = ttl, msg_key = msg_key, updated_at = now,
+    key = key, conversation = cid, robot = robot, sent_at = e.sent_at or self.clock(), tags = tags,
+    ttl = ttl, msg_key = e.msg_key, updated_at = now,
   }
 end
 
---- l:record{processQueryKey=, openConversationId=, robotCode=, sent_at=,
--- tags=, ttl=, msgKey=} -> true | nil, err.  Recording a key again updates
--- its fields and keeps its state.
+--- l:record{key=, conversation=, robot= [, sent_at=, tags=, ttl=,
+-- msg_key=]} -> true | nil, err.  Recording a key again updates its fields
+-- and keeps its state.  A wire name (processQueryKey, openConversationId,
+-- robotCode, msgKey) or an unknown field answers nil, err (ledger.invalid);
+-- a field of the wrong type raises.
 function Ledger:record(e)
   local b = live(self, "record")
   local entry, err = normalize(self, e, self.clock())
@@ -275,18 +300,6 @@ end
 -- Recall
 ---------------------------------------------------------------------------
 
--- The change an outcome makes to an entry (the report holds the details).
-local function change_of(r, key, outcome)
-  if outcome == "recalled" then return { key = key, state = "recalled" } end
-  if outcome == "already_recalled" then
-    return { key = key, state = "recalled", reason = "ALREADY_RECALLED" }
-  end
-  if outcome == "failed" then return { key = key, state = "failed", reason = tostring(r.failed[key]) } end
-  local err = r.errors[key] or {}
-  return { key = key, state = "error", code = tostring(err.code or "unknown"),
-    reason = err.message and tostring(err.message) or nil }
-end
-
 -- What l:recall(client, filter) recalls now: the filter's selection, then
 -- the keys an interrupted recall left `recalling`; oldest first; those past
 -- the recall window apart (never sent).  -> {groups = {{conversation, robot,
@@ -295,12 +308,16 @@ local function select_entries(self, b, filter)
   local now = self.clock()
   local selected = {}
   if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
-    local list, err = b:list(query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES))
+    -- The file store hands its entries over as they are (no copy).
+    local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
+    local list, err
+    if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
     if not list then return nil, err end
     selected = list
   end
-  local resumed, err = b:list(query({ conversation = filter.conversation, robot = filter.robot,
-    tag = filter.tag }, now, { "recalling" }))
+  local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now, { "recalling" })
+  local resumed, err
+  if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
   if not resumed then return nil, err end
   local seen, entries = {}, {}
   for _, list in ipairs { selected, resumed } do
@@ -312,10 +329,9 @@ local function select_entries(self, b, filter)
     end
   end
   -- Oldest first: those nearest to the end of the recall window go first.
-  table.sort(entries, function(a, c)
-    if a.sent_at ~= c.sent_at then return a.sent_at < c.sent_at end
-    return a.key < c.key
-  end)
+  -- (several in one second: in the order recorded where the store keeps
+  -- it, the file's sequence; else by key)
+  entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
   local groups, index, was, expired = {}, {}, {}, {}
   for _, e in ipairs(entries) do
     if now - e.sent_at > M.RECALL_WINDOW then
@@ -357,8 +373,9 @@ end
 -- report module decides each key's outcome.  Every (conversation, robot)
 -- group is one plan, and all plans run in one engine run (one pool, fair
 -- across conversations).  Keys are marked `recalling` durably `chunk` keys
--- at a time before they are sent, and their outcomes written when that
--- chunk's batches are done (see ledger/plans.lua).  A key the server calls
+-- of each conversation at a time (one write for every conversation at that
+-- chunk) before they are sent, and their outcomes written with the next
+-- marks and at the end (see ledger/plans.lua).  A key the server calls
 -- already recalled ends `recalled` (the message is gone, whoever recalled
 -- it).  A client without a run method (any object with
 -- recall(cid, keys, opts)) is called once per chunk, one after another.
@@ -380,21 +397,20 @@ function Ledger:recall(client, filter, opts)
   opts = opts or {}
   local sel, err = select_entries(self, b, filter)
   if not sel then return nil, err end
-  local order, was, expired_keys, total = sel.groups, sel.was, sel.expired, sel.total
-  local expired = {}
-  for i, k in ipairs(expired_keys) do expired[i] = { key = k, state = "expired", reason = "RECALL_WINDOW_PASSED" } end
-  if #expired > 0 then
+  local was, expired_keys, total = sel.was, sel.expired, sel.total
+  if #expired_keys > 0 then
+    local expired = changeset.new()
+    for _, k in ipairs(expired_keys) do expired:add(k, "expired", "RECALL_WINDOW_PASSED") end
     local ok, uerr = b:update(expired, self.clock())
     if not ok then return nil, uerr end
-    if opts.on_progress then opts.on_progress(#expired, total) end
+    if opts.on_progress then opts.on_progress(#expired_keys, total) end
   end
-
 
   -- The plans and the hooks that persist them (ledger/plans.lua).
   local refused = report.new()
-  local plans, refused_changes = plans_mod.make(order, self.chunk, refused, change_of)
-  refused.total = #refused_changes
-  if #refused_changes > 0 then
+  local plans, refused_changes = plans_mod.make(sel.groups, self.chunk, refused)
+  refused.total = refused_changes.count
+  if refused_changes.count > 0 then
     local ok, uerr = b:update(refused_changes, self.clock())
     if not ok then return nil, uerr end
   end
@@ -405,7 +421,7 @@ function Ledger:recall(client, filter, opts)
   if #plans > 0 then
     local function save(changes)
       if store_err then return false, store_err end
-      if #changes == 0 then return true end
+      if changes.count == 0 then return true end
       local ok, uerr = b:update(changes, self.clock())
       if not ok then
         store_err = uerr
@@ -413,10 +429,14 @@ function Ledger:recall(client, filter, opts)
       end
       return true
     end
-    local offset = #expired + #refused_changes
-    local hooks = plans_mod.hooks(self.chunk, save, change_of, opts.on_progress and function(done)
-      opts.on_progress(offset + done, total)
-    end, b.claim and function(marks) return b:claim(marks) end, b.claim and function(k) return was[k] end)
+    local offset = #expired_keys + refused_changes.count
+    local hooks = plans_mod.hooks {
+      -- plans marked in step only where the engine runs them side by side
+      chunk = self.chunk, plans = type(client.run) == "function" and plans or nil, save = save,
+      on_progress = opts.on_progress and function(done) opts.on_progress(offset + done, total) end,
+      claim = b.claim and function(marks) return b:claim(marks) end,
+      was = b.claim and function(k) return was[k] end,
+    }
     if type(client.run) == "function" then
       rep = client:run(plans, hooks, { ambiguous = true })
     else

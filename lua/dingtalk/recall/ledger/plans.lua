@@ -11,6 +11,7 @@
 -- group into plans of `chunk` keys.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
+local changeset = require "dingtalk.recall.ledger.changes"
 
 local M = {}
 
@@ -21,11 +22,11 @@ local function per_chunk(chunk)
   return math.max(1, math.floor(chunk / MAX_KEYS))
 end
 
---- make(groups, chunk, refused, change_of) -> plans, refused_changes.
+--- make(groups, chunk, refused) -> plans, refused_changes (ledger.changes).
 -- groups: {conversation, robot, keys} in order.  A group the core refuses whole
 -- (a conversation or robot the API cannot take) ends in `refused` unsent.
-function M.make(groups, chunk, refused, change_of)
-  local plans, changes = {}, {}
+function M.make(groups, chunk, refused)
+  local plans, ch = {}, changeset.new()
   local step = chunk < MAX_KEYS and chunk or nil
   for _, g in ipairs(groups) do
     for first = 1, #g.keys, step or #g.keys do
@@ -39,17 +40,28 @@ function M.make(groups, chunk, refused, change_of)
         plans[#plans + 1] = plan
       else
         local outcomes = report.fail(refused, keys, err)
-        for _, k in ipairs(keys) do changes[#changes + 1] = change_of(refused, k, outcomes[k]) end
+        for _, k in ipairs(keys) do ch:outcome(refused, k, outcomes[k]) end
       end
     end
   end
-  return plans, changes
+  return plans, ch
 end
 
---- hooks(chunk, save, change_of, on_progress [, claim, was]) -> engine
--- hooks, plus hooks.error() -> the first store error and
--- hooks.elsewhere() -> the keys left to other hosts.  save(changes) -> true
--- | false, err.
+--- hooks(o) -> engine hooks, plus hooks.error() -> the first store error
+-- and hooks.elsewhere() -> the keys left to other hosts.  o: chunk, plans
+-- (the run's plans, from make), save(changes) -> true | false, err
+-- (changes: ledger.changes), on_progress, and for a store shared by several hosts (Redis)
+-- claim and was (below).
+--
+-- Marks (file store): when a plan's batch opens its next chunk, that
+-- chunk is marked `recalling` in one durable write together with the
+-- outcomes known so far, and so is the same chunk of every other plan
+-- that has reached the chunk before it (the engine starts batches round
+-- robin over the plans, so they move in step): one fsync per chunk of the
+-- whole run rather than per chunk of each conversation, and no plan is
+-- marked more than one chunk ahead of what it sends.  Without o.plans
+-- (a client run plan after plan), or with a chunk smaller than a batch
+-- (plans of `chunk` keys of one group), each plan is marked on its own.
 --
 -- claim(marks) -> {key = true} | nil, err, and was(key) -> the state a key
 -- was selected in: a store shared by several hosts (Redis).  Each batch's
@@ -59,10 +71,13 @@ end
 -- are that host's, or stay claimed by this one until the lease ends and a
 -- later run takes them over; nothing is written for them, and they leave
 -- this run's report (hooks.elsewhere()).
-function M.hooks(chunk, save, change_of, on_progress, claim, was)
+function M.hooks(o)
+  local chunk, save, claim, was = o.chunk, o.save, o.claim, o.was
   local per = per_chunk(chunk)
+  local together = chunk >= MAX_KEYS and o.plans or nil -- plans marked in step
   local marked = {}   -- plan -> the last chunk marked
-  local pending = {}  -- outcomes not written yet
+  local started = {}  -- plan -> the chunk of its last batch started
+  local pending = changeset.new()  -- outcomes not written yet
   local skipped = {}  -- keys of batches left to other hosts (claim)
   local elsewhere = {}
   local failed
@@ -73,7 +88,7 @@ function M.hooks(chunk, save, change_of, on_progress, claim, was)
       failed = err
       return false, err
     end
-    pending = {}
+    pending = changeset.new()
     return true
   end
   local hooks = {}
@@ -98,35 +113,47 @@ function M.hooks(chunk, save, change_of, on_progress, claim, was)
     local ci = math.ceil(i / per)
     if ci > (marked[plan] or 0) then
       marked[plan] = ci
-      if #pending > 0 then return write(pending) end
+      if pending.count > 0 then return write(pending) end
     end
     return true
+  end
+  -- Adds chunk ci of plan p to changes as `recalling`.
+  local function mark(ch, p, ci)
+    for b = (ci - 1) * per + 1, math.min(ci * per, p.nbatches) do
+      for _, k in ipairs(p[b]) do ch:add(k, "recalling") end
+    end
+    marked[p] = ci
   end
   function hooks.on_batch_start(plan, i)
     if failed then return false, failed end
     if claim then return claim_batch(plan, i) end
     local ci = math.ceil(i / per)
+    started[plan] = ci
     if ci > (marked[plan] or 0) then
       -- Durably `recalling` before any batch of this chunk is sent; the
       -- outcomes known so far go in the same write.
-      local changes = pending
-      for b = (ci - 1) * per + 1, math.min(ci * per, plan.nbatches) do
-        for _, k in ipairs(plan[b]) do changes[#changes + 1] = { key = k, state = "recalling" } end
+      local ch = pending
+      mark(ch, plan, ci)
+      if together then
+        for _, q in ipairs(together) do
+          if (marked[q] or 0) < ci and (started[q] or 0) == ci - 1 and q.nbatches > (ci - 1) * per then
+            mark(ch, q, ci)
+          end
+        end
       end
-      marked[plan] = ci
-      local ok, err = write(changes)
+      local ok, err = write(ch)
       if not ok then return false, err end
     end
   end
   function hooks.on_batch_done(_, _, keys, outcomes, r)
     for _, k in ipairs(keys) do
-      if not skipped[k] then pending[#pending + 1] = change_of(r, k, outcomes[k]) end
+      if not skipped[k] then pending:outcome(r, k, outcomes[k]) end
     end
   end
-  hooks.on_progress = on_progress
+  hooks.on_progress = o.on_progress
   --- Writes the outcomes not written yet; true | false, err.
   function hooks.flush()
-    if #pending == 0 then return not failed, failed end
+    if pending.count == 0 then return not failed, failed end
     return write(pending)
   end
   --- The first store error (after which nothing more is sent).

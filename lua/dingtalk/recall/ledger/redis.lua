@@ -285,11 +285,15 @@ function Redis:record(entries)
   return eval_batches(self, RECORD, { self.prefix, numstr(now), numstr(now - self.retention) }, items)
 end
 
+--- changes: a ledger.changes (sets of keys by state).
 function Redis:update(changes, now)
-  if #changes == 0 then return true end
+  if changes.count == 0 then return true end
   local items = {}
-  for i, c in ipairs(changes) do
-    items[i] = cjson.encode { k = c.key, s = c.state, why = c.reason, code = c.code }
+  for _, set in ipairs(changes.sets) do
+    local why, code = set.why or {}, set.code or {}
+    for _, k in ipairs(set.keys) do
+      items[#items + 1] = cjson.encode { k = k, s = set.state, why = why[k], code = code[k] }
+    end
   end
   return eval_batches(self, UPDATE, { self.prefix, numstr(now) }, items)
 end
