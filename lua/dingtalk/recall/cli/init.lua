@@ -136,7 +136,11 @@ end
 ---------------------------------------------------------------------------
 -- the run context
 ---------------------------------------------------------------------------
+-- isatty(3) through the journal module (plain libc, no process); a
+-- `test -t` child only when that module is older than its isatty.
 local function default_isatty(fd)
+  local ok, journal = pcall(require, "dingtalk.recall.journal")
+  if ok and type(journal) == "table" and journal.isatty then return journal.isatty(fd) end
   local a, _, c = os.execute("test -t " .. tonumber(fd))
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
@@ -271,7 +275,11 @@ function Ctx:open_ledger()
   local cfg = assert(self.cfg)
   local ok, ledger = pcall(require, "dingtalk.recall.ledger")
   if not ok then return nil, self:fail(EXIT_FATAL, "the ledger module is not available: " .. tostring(ledger)) end
-  local l, err = ledger.open(cfg.ledger or cfg.redis) -- one Redis for the fleet (the redis branch's config)
+  -- one Redis for the fleet (the redis branch's config); else the default
+  -- file, found through this run's environment ("" when it has no HOME:
+  -- ledger.open says so)
+  local where = cfg.ledger or cfg.redis or ledger.default_path(self.getenv) or ""
+  local l, err = ledger.open(where)
   if not l then return nil, self:fail(EXIT_FATAL, "cannot open the ledger", err) end
   self.ledger = l
   return l
