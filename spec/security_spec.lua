@@ -6,7 +6,8 @@
 --    and app secret ("...SENTINEL..."): every string it returns (errors,
 --    their fields, reports) is searched for them.  A hostile server
 --    (spec/helpers/faulty_server.lua) echoes them back in its answers.
--- 2. The CLI (bin/dingtalk-recall, child processes): every subcommand, with
+-- 2. The CLI (in-process through spec/helpers/cli.lua, and a few runs of
+--    bin/dingtalk-recall as a child process): every subcommand, with
 --    wrong credentials, --json, --dry-run, --help, config files holding the
 --    secret, an unreachable endpoint and the echoing server; stdout, stderr
 --    and the ledger files it wrote are searched.
@@ -17,6 +18,7 @@
 -- 5. Log lines and text reports escape control characters (no log
 --    injection from chat text or from a server's reasons).
 local sim = require "spec.helpers.sim"
+local cli = require "spec.helpers.cli"
 local faulty = require "spec.helpers.faulty_server"
 local recall = require "dingtalk.recall"
 local core = require "dingtalk.recall.core"
@@ -297,33 +299,26 @@ describe("security", function()
 
   -------------------------------------------------------------------------
   describe("the CLI through every subcommand and error path", function()
-    local outputs, n = {}, 0
-    local SCRUB = { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET", "DINGTALK_ENDPOINT",
-      "DINGTALK_CA_FILE", "DINGTALK_ROBOT_CODE", "DINGTALK_RECALL_LEDGER", "DINGTALK_RECALL_CONFIG",
-      "DINGTALK_CALLBACK_SECRET" }
+    local outputs = {}
+    local fast
 
-    -- run(args, env) -> rc, stdout, stderr; env values false remove a variable.
-    local function run(args, envv, stdin)
-      n = n + 1
+    setup(function()
       -- a config file without credentials that turns retries off (the CLI has no flag for it)
-      local fast = dir .. "/fast-config"
+      fast = dir .. "/fast-config"
       write(fast, "max_retries = 0\ntimeout = 2\n", "600")
+    end)
+
+    -- run(args, env [, how]) -> rc, stdout, stderr; env values false remove a
+    -- variable.  In-process (spec/helpers/cli.lua), or bin/dingtalk-recall
+    -- as a child when how is "spawn".
+    local function run(args, envv, how)
       local e = { XDG_CONFIG_HOME = dir .. "/xdg", HOME = dir .. "/home", DINGTALK_CA_FILE = s.ca_file,
         DINGTALK_ENDPOINT = s.url, DINGTALK_RECALL_LEDGER = dir .. "/cli-ledger", DINGTALK_RECALL_CONFIG = fast }
       for k, v in pairs(envv or {}) do e[k] = v or nil end
-      local parts = { "env" }
-      for _, k in ipairs(SCRUB) do parts[#parts + 1] = "-u " .. k end
-      for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. q(v) end
-      local qa = {}
-      for i, a in ipairs(args) do qa[i] = q(a) end
-      local out, err = dir .. "/out", dir .. "/err"
-      write(dir .. "/in", stdin or "")
-      local _, rc = sim.sh(table.concat(parts, " ") .. " " .. LUA .. " bin/dingtalk-recall " ..
-        table.concat(qa, " ") .. " <" .. q(dir .. "/in") .. " >" .. q(out) .. " 2>" .. q(err))
-      local so, se = read(out), read(err)
-      outputs[#outputs + 1] = so
-      outputs[#outputs + 1] = se
-      return rc, so, se
+      local r = (how == "spawn" and cli.spawn or cli.run)(args, { env = e })
+      outputs[#outputs + 1] = r.stdout
+      outputs[#outputs + 1] = r.stderr
+      return r.code, r.stdout, r.stderr
     end
 
     -- Every subcommand, plain and --json, plus --dry-run and --help.
@@ -388,6 +383,17 @@ describe("security", function()
       rcs = every_command { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET_BAD }
       assert.are.equal(3, rcs[1])
       assert.are.equal(3, rcs[11]) -- token: the credentials do not work
+      -- bin/dingtalk-recall as a process too: its real stdout and stderr
+      for _, c in ipairs {
+        { { DINGTALK_ACCESS_TOKEN = TOKEN }, 1, 0 },
+        { { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET }, 1, 0 },
+        { { DINGTALK_ACCESS_TOKEN = TOKEN_BAD }, 3, 0 }, -- (a static token is reported, not checked)
+        { { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET_BAD }, 3, 3 },
+      } do
+        assert.are.equal(c[2], (run({ "recall", "--conversation", CID, "--robot", s.robot, "kCliSec1", "--json" },
+          c[1], "spawn")))
+        assert.are.equal(c[3], (run({ "token" }, c[1], "spawn")))
+      end
       no_leak { dir .. "/cli-ledger" }
     end)
 
@@ -453,12 +459,11 @@ describe("security", function()
         assert.are.equal("config.insecure", err.code, mode)
         assert.matches("chmod 600", err.message)
         assert.is_nil(tostring(err):find(WORD, 1, true))
-        local _, rc = sim.sh("env -u DINGTALK_ACCESS_TOKEN -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET " ..
-          "-u DINGTALK_RECALL_CONFIG HOME=" .. q(dir) .. " " .. LUA .. " bin/dingtalk-recall token --config " ..
-          q(path) .. " >" .. q(dir .. "/o") .. " 2>" .. q(dir .. "/e"))
-        assert.are.equal(3, rc, mode)
-        assert.matches("chmod 600", read(dir .. "/e"))
-        assert.are.equal("", read(dir .. "/o"))
+        -- the CLI: in-process, and once as a process
+        local r = (mode == "644" and cli.spawn or cli.run)({ "token", "--config", path }, { env = { HOME = dir } })
+        assert.are.equal(3, r.code, mode)
+        assert.matches("chmod 600", r.stderr)
+        assert.are.equal("", r.stdout)
       end
       for _, mode in ipairs { "600", "400" } do
         write(path, "access_token = " .. TOKEN .. "\n", mode)
@@ -715,9 +720,10 @@ describe("security", function()
       for _, mode in ipairs { "ctl_error", "ctl_failed" } do
         local f = faulty.start { api = mode }
         finally(function() f:stop() end)
-        local out = trim((sim.sh("env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET DINGTALK_ACCESS_TOKEN=t0ken " ..
-          "DINGTALK_ENDPOINT=" .. q(f.url) .. " HOME=" .. q(dir) .. " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") ..
-          " " .. LUA .. " bin/dingtalk-recall recall --json --conversation " .. CID .. " --robot r k1 2>/dev/null")))
+        -- (bin/dingtalk-recall as a process: its real stdout)
+        local out = trim(cli.spawn({ "recall", "--json", "--conversation", CID, "--robot", "r", "k1" }, { env = {
+          DINGTALK_ACCESS_TOKEN = "t0ken", DINGTALK_ENDPOINT = f.url, HOME = dir, XDG_CONFIG_HOME = dir .. "/xdg",
+          DINGTALK_RECALL_LEDGER = dir .. "/ctl-json-ledger" } }).stdout)
         assert.is_nil(out:find("[%c\127]"), ("%q"):format(out))
         assert.matches("FAKE%-LOG%-LINE", out)
         assert.is_table(sim.json.decode(out))
@@ -741,13 +747,14 @@ describe("security", function()
         local l = assert(ledger.open(led))
         assert(l:record { processQueryKey = "kCtl1", openConversationId = CID, robotCode = "r" })
         l:close()
-        local envs = "env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET DINGTALK_ACCESS_TOKEN=t0ken DINGTALK_ENDPOINT=" ..
-          q(f.url) .. " DINGTALK_RECALL_LEDGER=" .. q(led) .. " HOME=" .. q(dir) ..
-          " XDG_CONFIG_HOME=" .. q(dir .. "/xdg")
+        local env = { DINGTALK_ACCESS_TOKEN = "t0ken", DINGTALK_ENDPOINT = f.url, DINGTALK_RECALL_LEDGER = led,
+          HOME = dir, XDG_CONFIG_HOME = dir .. "/xdg" }
         local texts = {}
-        texts[1] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall recall --conversation " .. CID .. " --robot r k1")
-        texts[2] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall undo --conversation " .. CID)
-        texts[3] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall ledger show kCtl1")
+        for i, args in ipairs { { "recall", "--conversation", CID, "--robot", "r", "k1" },
+          { "undo", "--conversation", CID }, { "ledger", "show", "kCtl1" } } do
+          local r = cli.run(args, { env = env })
+          texts[i] = r.stdout .. r.stderr
+        end
         f:stop()
         for i, t in ipairs(texts) do
           for line in t:gmatch("[^\n]+") do
