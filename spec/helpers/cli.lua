@@ -9,7 +9,8 @@
 -- the way bin/dingtalk-recall does, with what a process would have:
 --   env    the whole environment the CLI sees (name = value; false or nil
 --          leaves a name out); nothing else leaks in (no HOME unless given)
---   stdin  a string (default ""); isatty: a boolean or function(fd)
+--   stdin  a string (default ""), or a file-like object of one's own;
+--   isatty a boolean or function(fd)
 --          (default false: no terminal, as under a test)
 -- A run starts as a fresh process would: no token cached in this state
 -- (token.clear_cache(), also after the run, so that it leaves none to the
@@ -104,7 +105,8 @@ function M.run(argv, o)
   o = o or {}
   local tokens = require "dingtalk.recall.token"
   local main = require("dingtalk.recall.cli").main
-  local out, err, inp = M.sink(), M.sink(), M.source(o.stdin or "")
+  local out, err = M.sink(), M.sink()
+  local inp = type(o.stdin) == "table" and o.stdin or M.source(o.stdin or "")
   local tty = o.isatty
   local isatty = type(tty) == "function" and tty or function() return tty == true end
   local saved = { exit = os.exit, stdout = io.stdout, stderr = io.stderr, stdin = io.stdin, print = print,
