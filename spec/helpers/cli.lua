@@ -21,7 +21,8 @@
 -- cli.spawn runs `$DINGTALK_RECALL_TEST_LUA bin/dingtalk-recall` for what
 -- only a process shows (the launcher, its exit status, real stdout and
 -- stderr, a pipe on stdin): the same options, plus pipe = true (stdin
--- through a pipe instead of a file) and lua (the interpreter).  The child
+-- through a pipe instead of a file), lua (the interpreter) and timeout
+-- (seconds, through timeout(1): exit 124 when it hangs).  The child
 -- inherits this process's environment without any DINGTALK_* variable,
 -- then env's.  A child that dies of a signal fails the test.
 -- Both return {code =, stdout =, stderr =}.
@@ -147,7 +148,8 @@ function M.spawn(argv, o)
   for i, a in ipairs(argv) do qa[i] = q(a) end
   local inp, out, err = os.tmpname(), os.tmpname(), os.tmpname()
   shell.write_file(inp, o.stdin or "")
-  local cmd = table.concat(parts, " ") .. " " .. (o.lua or M.LUA) .. " " .. M.LAUNCHER .. " " ..
+  local timeout = o.timeout and ("timeout " .. tonumber(o.timeout) .. " ") or ""
+  local cmd = table.concat(parts, " ") .. " " .. timeout .. (o.lua or M.LUA) .. " " .. M.LAUNCHER .. " " ..
     table.concat(qa, " ") .. " >" .. q(out) .. " 2>" .. q(err)
   if o.pipe then
     cmd = "cat " .. q(inp) .. " | " .. cmd
