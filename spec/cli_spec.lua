@@ -56,7 +56,7 @@ describe("dingtalk-recall CLI", function()
     for k, v in pairs(base_env) do env[k] = v end
     for k, v in pairs(o.env or {}) do env[k] = v or nil end
     local how = (o.spawn or o.pipe) and runner.spawn or runner.run
-    local r = how(args, { env = env, stdin = o.stdin, pipe = o.pipe })
+    local r = how(args, { env = env, stdin = o.stdin, pipe = o.pipe, clock = o.clock })
     all_output[#all_output + 1] = r.stdout
     all_output[#all_output + 1] = r.stderr
     return r.code, r.stdout, r.stderr
@@ -67,10 +67,10 @@ describe("dingtalk-recall CLI", function()
     return st.requests.recall + st.requests.send + st.requests.accessToken
   end
 
-  local function send(text, extra)
+  local function send(text, extra, o)
     local args = { "send", "--conversation", CID, "--robot", s.robot, "--text", text }
     for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-    local rc, out, err = run(args)
+    local rc, out, err = run(args, o)
     assert.are.equal(0, rc, err)
     return trim(out)
   end
@@ -369,29 +369,36 @@ describe("dingtalk-recall CLI", function()
       assert.are.equal("sent", s:key(doc.processQueryKey).state)
     end)
 
-    it("sweep recalls what outlived its ttl, and only that", function()
-      -- (sent_at has one-second resolution: 3 s leaves room for a slow machine)
-      local short = send("short-lived", { "--ttl", "3s" })
-      local long = send("long-lived", { "--ttl", "1h" })
-      local rc, out = run { "sweep", "--dry-run" }
+    it("sweep recalls what outlived its ttl, and only that (the ledger on a fake clock)", function()
+      local now = os.time()
+      local o = { clock = function() return now end }
+      local short = send("short-lived", { "--ttl", "3s" }, o)
+      local long = send("long-lived", { "--ttl", "1h" }, o)
+      local rc, out = run({ "sweep", "--dry-run" }, o)
       assert.are.equal(0, rc)
       assert.matches("nothing due", out)
-      for _ = 1, 40 do
-        sim.sh("sleep 0.25")
-        rc, out = run { "sweep", "--dry-run" }
-        if not out:match("nothing due") then break end
-      end
+      now = now + 2
+      rc, out = run({ "sweep", "--dry-run" }, o)
+      assert.are.equal(0, rc)
+      assert.matches("nothing due", out)
+      now = now + 2
+      rc, out = run({ "sweep", "--dry-run" }, o)
       assert.are.equal(0, rc)
       assert.matches("would recall 1 key", out)
       assert.are.equal("sent", s:key(short).state)
-      rc, out = run { "sweep", "--json" }
+      rc, out = run({ "sweep", "--json" }, o)
       assert.are.equal(0, rc)
       assert.are.same({ short }, json.decode(out).recalled)
       assert.are.equal("recalled", s:key(short).state)
       assert.are.equal("sent", s:key(long).state)
-      rc, out = run { "sweep" }
+      rc, out = run({ "sweep" }, o)
       assert.are.equal(0, rc)
       assert.matches("nothing due", out)
+      now = now + 3600
+      rc, out = run({ "sweep", "--json" }, o)
+      assert.are.equal(0, rc)
+      assert.are.same({ long }, json.decode(out).recalled)
+      assert.are.equal("recalled", s:key(long).state)
     end)
   end)
 

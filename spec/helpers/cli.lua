@@ -12,6 +12,7 @@
 --   stdin  a string (default ""), or a file-like object of one's own;
 --   isatty a boolean or function(fd)
 --          (default false: no terminal, as under a test)
+--   clock  the ledger's clock (epoch seconds; default os.time)
 -- A run starts as a fresh process would: no token cached in this state
 -- (token.clear_cache(), also after the run, so that it leaves none to the
 -- test either).  While it runs, io.stdout, io.stderr, io.stdin, io.write,
@@ -123,7 +124,7 @@ function M.run(argv, o)
     out:write(table.concat(t, "\t"), "\n")
   end
   local ok, code = pcall(main, argv, { stdout = out, stderr = err, stdin = inp, getenv = getenv_of(o.env),
-    isatty = isatty })
+    isatty = isatty, clock = o.clock })
   os.exit = saved.exit -- luacheck: ignore 122
   io.stdout, io.stderr, io.stdin = saved.stdout, saved.stderr, saved.stdin -- luacheck: ignore 122
   io.write, io.read = saved.write, saved.read -- luacheck: ignore 122
