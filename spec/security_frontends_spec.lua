@@ -14,7 +14,6 @@
 --    they are read, log lines escaped, no secret in its log or answers.
 local sim = require "spec.helpers.sim"
 local cli = require "spec.helpers.cli"
-local tokens = require "dingtalk.recall.token"
 local callback = require "dingtalk.recall.callback"
 local ledger = require "dingtalk.recall.ledger"
 local sentinels = require "spec.helpers.sentinels"
@@ -30,24 +29,15 @@ local REDIS_PW = sentinels.REDIS_PW
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local has_socket = pcall(require, "socket")
 
-teardown(function() sentinels.stop_faulties() end)
-
 describe("security", function()
-  local s, dir
+  local w, s, dir
 
   setup(function()
-    s = sim.start { tls = true, apps = { APP_KEY .. ":" .. SECRET }, token = TOKEN }
-    dir = trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-security-fe.XXXXXX"))
-    sim.sh("mkdir -p " .. q(dir .. "/xdg") .. " " .. q(dir .. "/home"))
+    w = sentinels.start("security-fe")
+    s, dir = w.sim, w.dir
   end)
-  teardown(function()
-    if s then s:stop() end
-    if dir and dir:match("dtr%-security%-fe") then sim.sh("rm -rf " .. q(dir)) end
-  end)
-  before_each(function()
-    s:reset()
-    tokens.clear_cache()
-  end)
+  teardown(function() sentinels.stop(w) end)
+  before_each(function() sentinels.fresh(w) end)
 
   -------------------------------------------------------------------------
   describe("the CLI through every subcommand and error path", function()

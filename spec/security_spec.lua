@@ -29,27 +29,18 @@ local TOKEN, TOKEN_BAD, SECRET, SECRET_BAD = sentinels.TOKEN, sentinels.TOKEN_BA
 local APP_KEY, CID, WORD = sentinels.APP_KEY, sentinels.CID, sentinels.WORD
 local strings_of, find_leak, faulty_for = sentinels.strings_of, sentinels.find_leak, sentinels.faulty_for
 local trim, read, write = shell.trim, shell.read_file, shell.write_file
-local q = shell.quote
 local REDIS_PW = sentinels.REDIS_PW
 local has_socket = pcall(require, "socket")
 
-teardown(function() sentinels.stop_faulties() end)
-
 describe("security", function()
-  local s, dir
+  local w, s, dir
 
   setup(function()
-    s = sim.start { tls = true, apps = { APP_KEY .. ":" .. SECRET }, token = TOKEN }
-    dir = trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-security-spec.XXXXXX"))
+    w = sentinels.start("security-spec")
+    s, dir = w.sim, w.dir
   end)
-  teardown(function()
-    if s then s:stop() end
-    if dir and dir:match("dtr%-security%-spec") then sim.sh("rm -rf " .. q(dir)) end
-  end)
-  before_each(function()
-    s:reset()
-    tokens.clear_cache()
-  end)
+  teardown(function() sentinels.stop(w) end)
+  before_each(function() sentinels.fresh(w) end)
 
   -------------------------------------------------------------------------
   describe("the library through every error path", function()

@@ -6,6 +6,7 @@
 -- secret; the *_BAD ones are refused.  Every one holds "SENTINEL" (WORD),
 -- and the search is for that word, so that a part of one is found too.
 local faulty = require "spec.helpers.faulty_server"
+local shell = require "spec.helpers.shell"
 
 local M = {
   TOKEN = "tok-SENTINEL-7f3a9c1e",
@@ -51,8 +52,8 @@ function M.find_leak(texts)
 end
 
 -- One faulty server (spec/helpers/faulty_server.lua) per mode, started
--- when first asked for and kept until stop_faulties() (a spec file's
--- teardown); tests count their own requests.
+-- when first asked for and kept until stop_faulties() (stop(w)); tests
+-- count their own requests.
 local faulties = {}
 
 function M.faulty_for(api, token)
@@ -66,6 +67,30 @@ function M.stop_faulties()
     f:stop()
     faulties[k] = nil
   end
+end
+
+--- start(tag) -> {sim =, dir =}: the simulator of these specs (TLS, the
+-- app APP_KEY with SECRET, the static TOKEN) and a scratch folder
+-- holding xdg/ and home/; stop(w) ends both and the faulty servers,
+-- fresh(w) comes before each test (the simulator reset, no token cached).
+function M.start(tag)
+  local sim = require "spec.helpers.sim"
+  local w = { sim = sim.start { tls = true, apps = { M.APP_KEY .. ":" .. M.SECRET }, token = M.TOKEN } }
+  w.dir = shell.trim(shell.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-" .. tag .. ".XXXXXX"))
+  shell.sh("mkdir -p " .. shell.quote(w.dir .. "/xdg") .. " " .. shell.quote(w.dir .. "/home"))
+  return w
+end
+
+function M.stop(w)
+  M.stop_faulties()
+  if not w then return end
+  if w.sim then w.sim:stop() end
+  if w.dir and w.dir:match("/dtr%-[%w-]+%.%w+$") then shell.sh("rm -rf " .. shell.quote(w.dir)) end
+end
+
+function M.fresh(w)
+  w.sim:reset()
+  require("dingtalk.recall.token").clear_cache()
 end
 
 return M
