@@ -179,7 +179,7 @@ describe("hostile output: the rules' chat reply", function()
     local rules = require "dingtalk.recall.rules"
     local ledger = require "dingtalk.recall.ledger"
     local l = assert(ledger.open(dir .. "/ledger" .. i))
-    assert(l:record { processQueryKey = "k" .. i, openConversationId = CID, robotCode = ROBOT, sent_at = os.time() })
+    assert(l:record { key = "k" .. i, conversation = CID, robot = ROBOT, sent_at = os.time() })
     local c = assert(recall.client { endpoint = srv.url, access_token = TOKEN, robot_code = ROBOT, max_retries = 0 })
     local r = rules.new { ledger = l, client = c, admins = { "staff1" } }
     local res = r:handle { msgtype = "text", text = { content = "/recall last 1" }, conversationId = CID,

@@ -239,7 +239,7 @@ describe("hostile secrets: the rules' chat reply", function()
         i = i + 1
         srv:answer(answers("%TOKEN%")[kind])
         local l = assert(ledger.open(dir .. "/ledger" .. i))
-        assert(l:record { processQueryKey = "k" .. i, openConversationId = CID, robotCode = ROBOT,
+        assert(l:record { key = "k" .. i, conversation = CID, robot = ROBOT,
           sent_at = os.time() })
         local c = assert(recall.client { endpoint = srv.url, access_token = tok, robot_code = ROBOT, max_retries = 0 })
         local r = rules.new { ledger = l, client = c, admins = { "staff1" } }

@@ -117,7 +117,7 @@ describe_nvim("Neovim plugin (nvim --headless)", function()
     local now = os.time()
     local l = assert(ledger.open(path))
     local function entry(k, tags, age)
-      return { processQueryKey = k, openConversationId = "cidNvimSpec", robotCode = s.robot, tags = tags,
+      return { key = k, conversation = "cidNvimSpec", robot = s.robot, tags = tags,
         sent_at = now - age }
     end
     assert(l:record_many {

@@ -99,7 +99,7 @@ describe("security", function()
     local function seed_ledger(path)
       local l = assert(ledger.open(path))
       for _, k in ipairs(s:seed_keys(2, CID)) do
-        assert(l:record { processQueryKey = k, openConversationId = CID, robotCode = s.robot, ttl = 0,
+        assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0,
           sent_at = os.time() - 5 })
       end
       l:close()

@@ -203,7 +203,7 @@ describe("security", function()
       local l = assert(ledger.open(path))
       local keys = s:seed_keys(3, CID)
       for _, k in ipairs(keys) do
-        assert(l:record { processQueryKey = k, openConversationId = CID, robotCode = s.robot, ttl = 0 })
+        assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0 })
       end
       local f = faulty_for("echo", "echo_secret")
       keep(l:recall(client { access_token = TOKEN, endpoint = f.url }, {}))
@@ -372,7 +372,7 @@ describe("security", function()
         local f = faulty_for(mode)
         local led = dir .. "/ctl-ledger-" .. mode
         local l = assert(ledger.open(led))
-        assert(l:record { processQueryKey = "kCtl1", openConversationId = CID, robotCode = "r" })
+        assert(l:record { key = "kCtl1", conversation = CID, robot = "r" })
         l:close()
         local env = { DINGTALK_ACCESS_TOKEN = "t0ken", DINGTALK_ENDPOINT = f.url, DINGTALK_RECALL_LEDGER = led,
           HOME = dir, XDG_CONFIG_HOME = dir .. "/xdg" }
