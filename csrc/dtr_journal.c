@@ -410,12 +410,24 @@ static int dtr_l_journal_compact(lua_State *L)
     return dtr_j_push_err(L, path, &e);
 }
 
+/* journal.isatty(fd) -> boolean: whether descriptor 0, 1 or 2 is a
+ * terminal (the CLI's progress bar and stdin; no process spawned). */
+static int dtr_l_journal_isatty(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, fd >= 0 && fd <= 2, 1, "0, 1 or 2");
+    lua_pushboolean(L, isatty((int)fd) == 1);
+    return 1;
+}
+
 /* The module dingtalk.recall.journal: journal.append, journal.read and
- * journal.compact are the core.journal_* described at the top. */
+ * journal.compact are the core.journal_* described at the top; isatty is
+ * the CLI's (this module is the one that is plain libc). */
 static const luaL_Reg dtr_journal_functions[] = {
     {"append", dtr_l_journal_append},
     {"read", dtr_l_journal_read},
     {"compact", dtr_l_journal_compact},
+    {"isatty", dtr_l_journal_isatty},
     {NULL, NULL}};
 
 int luaopen_dingtalk_recall_journal(lua_State *L)

@@ -1,12 +1,13 @@
--- The dingtalk-recall CLI, run as a child process
--- ($DINGTALK_RECALL_TEST_LUA bin/dingtalk-recall ...) against the
--- simulator: exit codes, --json, --dry-run, stdin, config files, and the
--- token and app secret absent from every output.  A few checks run
--- cli.main in-process (argument parsing, the progress bar).
+-- The dingtalk-recall CLI against the simulator: exit codes, --json,
+-- --dry-run, stdin, config files, and the token and app secret absent from
+-- every output.  Most runs are in-process (cli.main through
+-- spec/helpers/cli.lua); some run bin/dingtalk-recall as a child process
+-- ($DINGTALK_RECALL_TEST_LUA) for what only a process shows: the launcher,
+-- its exit status and real stdout/stderr, a pipe or a terminal.
 local sim = require "spec.helpers.sim"
+local runner = require "spec.helpers.cli"
 local cli = require "dingtalk.recall.cli"
 
-local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local q = sim.sh_quote
 local json = sim.json
 
@@ -15,13 +16,10 @@ local STATIC = "StaticTok-9f8e7d6c5b4a"
 local CID = "cidCliSpec"
 
 local shell = require "spec.helpers.shell"
-local trim, read, write = shell.trim, shell.read_file, shell.write_file
+local trim, write = shell.trim, shell.write_file
 
 -- Every output of every run, to look for secrets at the end.
 local all_output = {}
-
-local SCRUB = { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET", "DINGTALK_ENDPOINT",
-  "DINGTALK_CA_FILE", "DINGTALK_ROBOT_CODE", "DINGTALK_RECALL_LEDGER", "DINGTALK_RECALL_CONFIG" }
 
 describe("dingtalk-recall CLI", function()
   local s, dir
@@ -49,31 +47,19 @@ describe("dingtalk-recall CLI", function()
     s:reset()
   end)
 
-  -- run({args}, {env = {...} (false removes), stdin = "...", pipe = true}) -> rc, stdout, stderr
+  -- run({args}, {env = {...} (false removes), stdin = "...", spawn = true, pipe = true})
+  -- -> rc, stdout, stderr.  In-process (spec/helpers/cli.lua), or with spawn
+  -- (or pipe: stdin through a pipe) bin/dingtalk-recall as a child process.
   local function run(args, o)
     o = o or {}
     local env = {}
     for k, v in pairs(base_env) do env[k] = v end
     for k, v in pairs(o.env or {}) do env[k] = v or nil end
-    local parts = { "env" }
-    for _, k in ipairs(SCRUB) do parts[#parts + 1] = "-u " .. k end
-    for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. q(v) end
-    local qa = {}
-    for i, a in ipairs(args) do qa[i] = q(a) end
-    local out, err, inp = dir .. "/out", dir .. "/err", dir .. "/in"
-    write(inp, o.stdin or "")
-    local cmd = table.concat(parts, " ") .. " " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") ..
-      " >" .. q(out) .. " 2>" .. q(err)
-    if o.pipe then
-      cmd = "cat " .. q(inp) .. " | " .. cmd
-    else
-      cmd = cmd .. " <" .. q(inp)
-    end
-    local _, rc = sim.sh(cmd)
-    local so, se = read(out), read(err)
-    all_output[#all_output + 1] = so
-    all_output[#all_output + 1] = se
-    return rc, so, se
+    local how = (o.spawn or o.pipe) and runner.spawn or runner.run
+    local r = how(args, { env = env, stdin = o.stdin, pipe = o.pipe, clock = o.clock })
+    all_output[#all_output + 1] = r.stdout
+    all_output[#all_output + 1] = r.stderr
+    return r.code, r.stdout, r.stderr
   end
 
   local function api_calls()
@@ -81,10 +67,10 @@ describe("dingtalk-recall CLI", function()
     return st.requests.recall + st.requests.send + st.requests.accessToken
   end
 
-  local function send(text, extra)
+  local function send(text, extra, o)
     local args = { "send", "--conversation", CID, "--robot", s.robot, "--text", text }
     for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-    local rc, out, err = run(args)
+    local rc, out, err = run(args, o)
     assert.are.equal(0, rc, err)
     return trim(out)
   end
@@ -97,7 +83,7 @@ describe("dingtalk-recall CLI", function()
         assert.matches("usage: dingtalk%-recall " .. cmd, out)
         assert.matches("exit status", out)
       end
-      local rc, out = run { "--help" }
+      local rc, out = run({ "--help" }, { spawn = true })
       assert.are.equal(0, rc)
       assert.matches("commands:", out)
       rc, out = run { "help", "undo" }
@@ -117,7 +103,7 @@ describe("dingtalk-recall CLI", function()
         { "recall", "--conversation", CID, "--robot", s.robot, "--qps", "fast", "k1" },
         { "recall", "--conversation" },
       } do
-        local rc, _, err = run(args)
+        local rc, _, err = run(args, { spawn = #args == 0 }) -- (no arguments at all: as a process)
         assert.are.equal(2, rc, table.concat(args, " ") .. ": " .. err)
         assert.matches("dingtalk%-recall", err)
       end
@@ -282,7 +268,7 @@ describe("dingtalk-recall CLI", function()
   describe("exit 3: nothing could be done", function()
     it("without credentials", function()
       local rc, _, err = run({ "recall", "--conversation", CID, "--robot", s.robot, "k1" },
-        { env = { DINGTALK_APP_KEY = false, DINGTALK_APP_SECRET = false } })
+        { env = { DINGTALK_APP_KEY = false, DINGTALK_APP_SECRET = false }, spawn = true })
       assert.are.equal(3, rc)
       assert.matches("no credentials", err)
     end)
@@ -383,29 +369,36 @@ describe("dingtalk-recall CLI", function()
       assert.are.equal("sent", s:key(doc.processQueryKey).state)
     end)
 
-    it("sweep recalls what outlived its ttl, and only that", function()
-      -- (sent_at has one-second resolution: 3 s leaves room for a slow machine)
-      local short = send("short-lived", { "--ttl", "3s" })
-      local long = send("long-lived", { "--ttl", "1h" })
-      local rc, out = run { "sweep", "--dry-run" }
+    it("sweep recalls what outlived its ttl, and only that (the ledger on a fake clock)", function()
+      local now = os.time()
+      local o = { clock = function() return now end }
+      local short = send("short-lived", { "--ttl", "3s" }, o)
+      local long = send("long-lived", { "--ttl", "1h" }, o)
+      local rc, out = run({ "sweep", "--dry-run" }, o)
       assert.are.equal(0, rc)
       assert.matches("nothing due", out)
-      for _ = 1, 40 do
-        sim.sh("sleep 0.25")
-        rc, out = run { "sweep", "--dry-run" }
-        if not out:match("nothing due") then break end
-      end
+      now = now + 2
+      rc, out = run({ "sweep", "--dry-run" }, o)
+      assert.are.equal(0, rc)
+      assert.matches("nothing due", out)
+      now = now + 2
+      rc, out = run({ "sweep", "--dry-run" }, o)
       assert.are.equal(0, rc)
       assert.matches("would recall 1 key", out)
       assert.are.equal("sent", s:key(short).state)
-      rc, out = run { "sweep", "--json" }
+      rc, out = run({ "sweep", "--json" }, o)
       assert.are.equal(0, rc)
       assert.are.same({ short }, json.decode(out).recalled)
       assert.are.equal("recalled", s:key(short).state)
       assert.are.equal("sent", s:key(long).state)
-      rc, out = run { "sweep" }
+      rc, out = run({ "sweep" }, o)
       assert.are.equal(0, rc)
       assert.matches("nothing due", out)
+      now = now + 3600
+      rc, out = run({ "sweep", "--json" }, o)
+      assert.are.equal(0, rc)
+      assert.are.same({ long }, json.decode(out).recalled)
+      assert.are.equal("recalled", s:key(long).state)
     end)
   end)
 
@@ -414,7 +407,7 @@ describe("dingtalk-recall CLI", function()
       local rc, out = run { "token" }
       assert.are.equal(0, rc)
       assert.matches("credentials work", out)
-      rc, out = run({ "token", "--json" }, { env = { DINGTALK_ACCESS_TOKEN = STATIC } })
+      rc, out = run({ "token", "--json" }, { env = { DINGTALK_ACCESS_TOKEN = STATIC }, spawn = true })
       assert.are.equal(0, rc)
       local doc = json.decode(out)
       assert.is_true(doc.ok)
@@ -435,7 +428,7 @@ describe("dingtalk-recall CLI", function()
       assert.matches("app_key %+ app_secret in ", out)
 
       sim.sh("chmod 644 " .. q(cfgfile))
-      rc, out, err = run({ "token" }, { env = env })
+      rc, out, err = run({ "token" }, { env = env, spawn = true })
       assert.are.equal(3, rc)
       assert.matches("chmod 600", err)
       assert.are.equal("", out)
@@ -459,54 +452,54 @@ describe("dingtalk-recall CLI", function()
     end)
   end)
 
-  describe("in-process", function()
-    local function buffer()
-      local b = { parts = {} }
-      function b:write(...)
-        for _, x in ipairs { ... } do self.parts[#self.parts + 1] = tostring(x) end
-        return self
-      end
-      function b:read() return table.concat(self.data or {}) end
-      function b:text() return table.concat(self.parts) end
-      return b
-    end
-
-    it("draws a progress bar on stderr when it is a terminal, and none otherwise", function()
+  describe("the progress bar", function()
+    it("is drawn on stderr when it is a terminal, and not otherwise", function()
       local keys = s:seed_keys(45, CID, s.robot)
-      local function main(tty)
-        local out, err = buffer(), buffer()
-        local env = {}
-        for k, v in pairs(base_env) do env[k] = v end
-        local args = { "recall", "--conversation", CID, "--robot", s.robot }
-        for _, k in ipairs(keys) do args[#args + 1] = k end
-        local rc = cli.main(args, { stdout = out, stderr = err, getenv = function(k) return env[k] end,
-          isatty = function() return tty end })
-        return rc, out:text(), err:text()
-      end
-      local rc, out, err = main(true)
-      assert.are.equal(0, rc, err)
-      assert.matches("recalled 45 of 45", out)
-      assert.matches("%[#+%] 45/45 keys\n$", err)
-      assert.matches("\r", err, 1, true)
-      rc, out, err = main(false)
-      assert.are.equal(0, rc, out) -- (already recalled counts as recalled)
-      assert.are.equal("", err)
-      assert.matches("45 of 45", out)
+      local args = { "recall", "--conversation", CID, "--robot", s.robot }
+      for _, k in ipairs(keys) do args[#args + 1] = k end
+      local r = runner.run(args, { env = base_env, isatty = function(fd) return fd == 2 end })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.matches("recalled 45 of 45", r.stdout)
+      assert.matches("%[#+%] 45/45 keys\n$", r.stderr)
+      assert.matches("\r", r.stderr, 1, true)
+      r = runner.run(args, { env = base_env, isatty = false })
+      assert.are.equal(0, r.code, r.stdout) -- (already recalled counts as recalled)
+      assert.are.equal("", r.stderr)
+      assert.matches("45 of 45", r.stdout)
+    end)
+
+    local has_script = select(2, sim.sh("command -v script >/dev/null 2>&1")) == 0
+    local it_tty = has_script and it or pending
+    it_tty("is drawn by bin/dingtalk-recall on a real terminal (script(1)), not into a file", function()
+      local keys = s:seed_keys(3, CID, s.robot)
+      local env = {}
+      for k, v in pairs(base_env) do env[#env + 1] = k .. "=" .. q(v) end
+      local cmd = "env " .. table.concat(env, " ") .. " " .. runner.LUA .. " " .. runner.LAUNCHER ..
+        " recall --conversation " .. CID .. " --robot " .. q(s.robot) .. " " .. keys[1] .. " " .. keys[2]
+      -- stdin, stdout and stderr on a pseudo-terminal
+      local out = sim.sh("script -qec " .. q(cmd) .. " /dev/null </dev/null")
+      assert.matches("recalled 2 of 2", out)
+      assert.matches("\r[##############################] 2/2 keys", out, 1, true)
+      -- stderr into a file: no bar
+      local r = runner.spawn({ "recall", "--conversation", CID, "--robot", s.robot, keys[3] }, { env = base_env })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("", r.stderr)
     end)
   end)
 
   it("never prints the access token or the app secret", function()
-    -- a few more runs through the paths that handle credentials
-    run({ "token" }, { env = { DINGTALK_ACCESS_TOKEN = STATIC } })
-    run({ "token", "--json" })
-    run({ "recall", "--conversation", CID, "--robot", s.robot, "k" }, { env = { DINGTALK_ACCESS_TOKEN = STATIC } })
+    -- a few more runs through the paths that handle credentials, as processes
+    -- (bin/dingtalk-recall's real stdout and stderr)
+    local static = { DINGTALK_ACCESS_TOKEN = STATIC }
+    run({ "token" }, { env = static, spawn = true })
+    run({ "token", "--json" }, { spawn = true })
+    run({ "recall", "--conversation", CID, "--robot", s.robot, "k" }, { env = static, spawn = true })
     run({ "recall", "--dry-run", "--json", "--conversation", CID, "--robot", s.robot, "k" },
-      { env = { DINGTALK_ACCESS_TOKEN = STATIC } })
-    run({ "send", "--conversation", CID, "--robot", s.robot, "--text", "x" },
-      { env = { DINGTALK_ACCESS_TOKEN = STATIC } })
+      { env = static, spawn = true })
+    run({ "send", "--conversation", CID, "--robot", s.robot, "--text", "x" }, { env = static, spawn = true })
     run({ "recall", "--conversation", CID, "--robot", s.robot, "k" },
-      { env = { DINGTALK_ACCESS_TOKEN = "Rejected-Token-0002" } })
-    run({ "token" }, { env = { DINGTALK_APP_SECRET = "Wrong-Secret-0001" } })
+      { env = { DINGTALK_ACCESS_TOKEN = "Rejected-Token-0002" }, spawn = true })
+    run({ "token" }, { env = { DINGTALK_APP_SECRET = "Wrong-Secret-0001" }, spawn = true })
     assert.is_true(#all_output > 40)
     local text = table.concat(all_output, "\n")
     for _, secret in ipairs { STATIC, APP_SECRET, "Rejected-Token-0002", "Wrong-Secret-0001" } do

@@ -4,14 +4,15 @@
 -- CR/LF, NUL and invalid UTF-8 into error messages, request ids, per-key
 -- reasons and the keys `send` returns; a careless caller puts them on the
 -- command line.  Every surface shows them as visible escapes: the CLI's
--- text (stdout and stderr), its --json (decoded with cjson, checked valid
+-- text (stdout and stderr; in-process through spec/helpers/cli.lua, the
+-- first payload's runs as bin/dingtalk-recall processes), its --json (decoded with cjson, checked valid
 -- UTF-8, also for internal errors), the rules' chat reply and the Neovim
 -- results buffer (which must open, whatever the server sent).
 local hh = require "spec.helpers.hostile_http"
 local shell = require "spec.helpers.shell"
+local cli = require "spec.helpers.cli"
 local cjson = require "cjson"
 
-local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local q, trim = shell.quote, shell.trim
 local ROOT = trim(shell.sh("pwd"))
 local TOKEN = "TokOut-8c1f0e2d3b4a5968"
@@ -48,20 +49,17 @@ describe("hostile output: the CLI", function()
     if dir and dir:match("dtr%-hostile%-out") then shell.sh("rm -rf " .. q(dir)) end
   end)
 
-  -- run(args [, ledger]) -> rc, stdout, stderr; fails on a signal.
-  local function run(args, ledger)
+  -- run(args [, ledger [, how]]) -> rc, stdout, stderr: in-process, or
+  -- bin/dingtalk-recall as a child when how is "spawn" (fails on a signal).
+  local function run(args, ledger, how)
     n = n + 1
-    local env = { "env", "-u", "DINGTALK_APP_KEY", "-u", "DINGTALK_APP_SECRET", "-u", "DINGTALK_RECALL_CONFIG",
-      "DINGTALK_ENDPOINT=" .. q(srv.url), "DINGTALK_ACCESS_TOKEN=" .. q(TOKEN),
-      "DINGTALK_RECALL_LEDGER=" .. q(ledger or (dir .. "/ledger" .. n)), "XDG_CONFIG_HOME=" .. q(dir .. "/xdg") }
-    local qa = {}
-    for i, a in ipairs(args) do qa[i] = q(a) end
-    local out, err = dir .. "/out", dir .. "/err"
-    local _, rc = shell.sh(table.concat(env, " ") .. " " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") ..
-      " >" .. q(out) .. " 2>" .. q(err) .. " </dev/null")
-    assert.is_true(rc < 128, "the CLI died of a signal: " .. rc)
-    return rc, shell.read_file(out), shell.read_file(err)
+    local env = { DINGTALK_ENDPOINT = srv.url, DINGTALK_ACCESS_TOKEN = TOKEN,
+      DINGTALK_RECALL_LEDGER = ledger or (dir .. "/ledger" .. n), XDG_CONFIG_HOME = dir .. "/xdg" }
+    local r = (how == "spawn" and cli.spawn or cli.run)(args, { env = env })
+    return r.code, r.stdout, r.stderr
   end
+  -- the first payload's runs are real processes: bin/dingtalk-recall's own stdout and stderr
+  local function how_for(name) return name == NAMES[1] and "spawn" or nil end
 
   local RECALL = { "recall", "--conversation", CID, "--robot", ROBOT, "--quiet", "k1", "k2" }
   local function with(list, ...)
@@ -76,13 +74,13 @@ describe("hostile output: the CLI", function()
 
     it(name .. " in an error's message, code and request id: text and --json", function()
       srv:answer { kind = "error", code = "Bad" .. p, message = "msg " .. p, request_id = "rid" .. p }
-      local rc, out, err = run(RECALL)
+      local rc, out, err = run(RECALL, nil, how_for(name))
       assert.is_true(rc == 1 or rc == 3, err)
       assert_safe(out, "stdout")
       assert_safe(err, "stderr")
       assert.matches("error     k1", out, 1, true)
       local rc2
-      rc2, out, err = run(with(RECALL, "--json"))
+      rc2, out, err = run(with(RECALL, "--json"), nil, how_for(name))
       assert.are.equal(rc, rc2, err)
       local doc = assert_json(out, "--json")
       assert.are.equal(rc, doc.exit_code)
@@ -137,7 +135,7 @@ describe("hostile output: the CLI", function()
           { "send", "--conversation", CID, "--robot", ROBOT, "--text", "t", "--dry-run", "--tag", "t" .. p },
           { "ledger", "show", "nokey" .. p }, { "ledger", "frob" .. p },
         } do
-          local rc, out, err = run(args)
+          local rc, out, err = run(args, nil, args[1] == "frob" .. p and how_for(name) or nil)
           assert.is_true(rc ~= 0 and rc < 128, "exit " .. rc .. " for " .. table.concat(args, " "))
           assert_safe(out, "stdout")
           assert_safe(err, "stderr")
@@ -152,22 +150,15 @@ describe("hostile output: the CLI", function()
   end
 
   it("an internal error still prints one valid JSON document, escaped", function()
-    local cli = require "dingtalk.recall.cli"
-    local out, err = {}, {}
-    local function sink(t) return { write = function(_, ...) for _, s in ipairs { ... } do t[#t + 1] = s end end } end
-    local rc = cli.main({ "recall", "--conversation", CID, "--robot", ROBOT, "--json", "-" }, {
-      stdout = sink(out), stderr = sink(err), isatty = function() return false end,
-      getenv = function(k)
-        return ({ DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_ENDPOINT = srv.url,
-          DINGTALK_RECALL_LEDGER = dir .. "/internal" })[k]
-      end,
+    local r = cli.run({ "recall", "--conversation", CID, "--robot", ROBOT, "--json", "-" }, {
+      env = { DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_ENDPOINT = srv.url, DINGTALK_RECALL_LEDGER = dir .. "/internal" },
       stdin = { read = function() error("boom " .. P.esc .. P.c1 .. P.bad_utf8 .. "\nFAKE-LINE: x") end },
     })
-    assert.are.equal(3, rc)
-    local doc = assert_json(table.concat(out), "internal error --json")
+    assert.are.equal(3, r.code)
+    local doc = assert_json(r.stdout, "internal error --json")
     assert.are.equal(3, doc.exit_code)
     assert.matches("internal error", doc.error.message, 1, true)
-    assert_safe(table.concat(err), "stderr")
+    assert_safe(r.stderr, "stderr")
   end)
 end)
 

@@ -5,15 +5,17 @@
 -- an error's code, message and request id, in per-key reasons and as the
 -- key `send` returns.  Tokens of 1, 5 and 23 bytes.  No surface may show
 -- "[[secret]]": the error objects and their tostring (in-process), the
--- CLI's text and --json, the Neovim results buffer, the rules' chat reply
+-- CLI's text and --json (in-process through spec/helpers/cli.lua; the
+-- first token's and secret's runs with an error as bin/dingtalk-recall
+-- processes), the Neovim results buffer, the rules' chat reply
 -- (the OpenResty transport's errors: spec/openresty_spec.lua).  The
 -- redaction is one point (the client's run) plus the renderer for output.
 local hh = require "spec.helpers.hostile_http"
 local shell = require "spec.helpers.shell"
+local cli = require "spec.helpers.cli"
 local cjson = require "cjson"
 local render = require "dingtalk.recall.report.render"
 
-local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local q, trim = shell.quote, shell.trim
 local ROOT = trim(shell.sh("pwd"))
 local CID, ROBOT = "cidHostileSecrets", "dingHostileSecrets"
@@ -48,10 +50,10 @@ describe("hostile secrets: the renderer", function()
   end)
 
   it("the CLI knows every configured secret (an app secret with no token too)", function()
-    local cli = require "dingtalk.recall.cli"
-    local ctx = setmetatable({ cfg = { app_key = "k", app_secret = "Sx9Kq" }, opts = {} }, cli.Ctx)
+    local Ctx = require("dingtalk.recall.cli").Ctx
+    local ctx = setmetatable({ cfg = { app_key = "k", app_secret = "Sx9Kq" }, opts = {} }, Ctx)
     assert.are.equal("x *** y", ctx:safe("x Sx9Kq y"))
-    ctx = setmetatable({ cfg = { access_token = "Q" }, opts = {} }, cli.Ctx)
+    ctx = setmetatable({ cfg = { access_token = "Q" }, opts = {} }, Ctx)
     assert.are.equal("[[***]]", ctx:safe("[[Q]]"))
   end)
 
@@ -157,20 +159,19 @@ describe("hostile secrets: the CLI", function()
     if dir and dir:match("dtr%-hostile%-sec") then shell.sh("rm -rf " .. q(dir)) end
   end)
 
-  local function run(args, creds)
+  -- run(args, creds [, how]) -> rc, stdout, stderr: in-process, or
+  -- bin/dingtalk-recall as a child when how is "spawn" (fails on a signal).
+  local function run(args, creds, how)
     n = n + 1
-    local env = { "env", "-u", "DINGTALK_APP_KEY", "-u", "DINGTALK_APP_SECRET", "-u", "DINGTALK_ACCESS_TOKEN",
-      "-u", "DINGTALK_RECALL_CONFIG", "DINGTALK_ENDPOINT=" .. q(srv.url),
-      "DINGTALK_RECALL_LEDGER=" .. q(dir .. "/ledger" .. n), "XDG_CONFIG_HOME=" .. q(dir .. "/xdg") }
-    for k, v in pairs(creds) do env[#env + 1] = k .. "=" .. q(v) end
-    local qa = {}
-    for i, a in ipairs(args) do qa[i] = q(a) end
-    local out, err = dir .. "/out", dir .. "/err"
-    local _, rc = shell.sh(table.concat(env, " ") .. " " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") ..
-      " >" .. q(out) .. " 2>" .. q(err) .. " </dev/null")
-    assert.is_true(rc < 128, "the CLI died of a signal: " .. rc)
-    return rc, shell.read_file(out), shell.read_file(err)
+    local env = { DINGTALK_ENDPOINT = srv.url, DINGTALK_RECALL_LEDGER = dir .. "/ledger" .. n,
+      XDG_CONFIG_HOME = dir .. "/xdg" }
+    for k, v in pairs(creds) do env[k] = v end
+    local r = (how == "spawn" and cli.spawn or cli.run)(args, { env = env })
+    return r.code, r.stdout, r.stderr
   end
+  -- the first token's and secret's runs with an echoing error are real
+  -- processes: bin/dingtalk-recall's own stdout and stderr
+  local function how_for(which, kind) return which == ORDER[1] and kind == "error" and "spawn" or nil end
 
   for _, which in ipairs(ORDER) do
     local tok = TOKENS[which]
@@ -181,7 +182,7 @@ describe("hostile secrets: the CLI", function()
         for _, json in ipairs { false, true } do
           local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--quiet", "k1" }
           if json then args[#args + 1] = "--json" end
-          local rc, out, err = run(args, creds)
+          local rc, out, err = run(args, creds, how_for(which, kind))
           assert.is_true(rc == 1 or rc == 3, kind .. " exit " .. rc .. "\n" .. err)
           assert_clean(out, tok, kind .. " stdout")
           assert_clean(err, tok, kind .. " stderr")
@@ -192,7 +193,7 @@ describe("hostile secrets: the CLI", function()
       for _, json in ipairs { false, true } do
         local args = { "send", "--conversation", CID, "--robot", ROBOT, "--text", "hi" }
         if json then args[#args + 1] = "--json" end
-        local _, out, err = run(args, creds)
+        local _, out, err = run(args, creds, how_for(which, "error"))
         assert_clean(out, tok, "send stdout")
         assert_clean(err, tok, "send stderr")
       end
@@ -206,7 +207,7 @@ describe("hostile secrets: the CLI", function()
         for _, args in ipairs { { "token" }, { "token", "--json" },
           { "recall", "--conversation", CID, "--robot", ROBOT, "k1" },
           { "recall", "--conversation", CID, "--robot", ROBOT, "k1", "--json" } } do
-          local rc, out, err = run(args, creds)
+          local rc, out, err = run(args, creds, how_for(which, kind))
           assert.is_true(rc == 1 or rc == 3, table.concat(args, " ") .. ": exit " .. rc .. "\n" .. err)
           assert_clean(out, secret, kind .. " stdout")
           assert_clean(err, secret, kind .. " stderr")

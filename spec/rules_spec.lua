@@ -289,17 +289,21 @@ describe("rules hooks", function()
   end)
 end)
 
+-- One simulator for the file (the rules and the bot), started when a test
+-- that needs it first runs.
+local s
+setup(function() s = sim.start {} end)
+teardown(function() if s then s:stop() end end)
+
 describe("rules against the simulator", function()
-  local s, recall, ledger
+  local recall, ledger
   local dir
   setup(function()
-    s = sim.start {}
     recall = require "dingtalk.recall"
     ledger = require "dingtalk.recall.ledger"
     dir = (sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-rules-spec.XXXXXX"):gsub("%s+$", ""))
   end)
   teardown(function()
-    if s then s:stop() end
     if dir and dir:match("dtr%-rules%-spec") then sim.sh("rm -rf " .. sim.sh_quote(dir)) end
   end)
 
@@ -414,13 +418,12 @@ end)
 describe("examples/bot.lua against the simulator", function()
   local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
   local q = sim.sh_quote
-  local s, dir
+  local dir
   local bots = {}
 
   local function trim(x) return (x:gsub("^%s+", ""):gsub("%s+$", "")) end
 
   setup(function()
-    s = sim.start {}
     dir = trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-bot-spec.XXXXXX"))
   end)
   teardown(function()
@@ -428,7 +431,6 @@ describe("examples/bot.lua against the simulator", function()
       os.execute("kill " .. b.pid .. " 2>/dev/null")
       b.pipe:close()
     end
-    if s then s:stop() end
     if dir and dir:match("dtr%-bot%-spec") then sim.sh("rm -rf " .. q(dir)) end
   end)
 

@@ -1,98 +1,46 @@
 -- Security: secrets never shown, config files guarded, callbacks refused
 -- when replayed, out of their window or oversized, and log lines that chat
--- text (or a server's text) cannot split or colour.
+-- text (or a server's text) cannot split or colour.  The CLI and the bot
+-- through every error path: spec/security_frontends_spec.lua.
 --
 -- 1. The library through every error path with a recognisable access token
---    and app secret ("...SENTINEL..."): every string it returns (errors,
---    their fields, reports) is searched for them.  A hostile server
---    (spec/helpers/faulty_server.lua) echoes them back in its answers.
--- 2. The CLI (bin/dingtalk-recall, child processes): every subcommand, with
---    wrong credentials, --json, --dry-run, --help, config files holding the
---    secret, an unreachable endpoint and the echoing server; stdout, stderr
---    and the ledger files it wrote are searched.
--- 3. Config files readable by others are refused (exit 3, "chmod 600").
--- 4. Callbacks: replays and out-of-window timestamps refused, oversized
---    bodies refused before parsing, in the library and through the bot
---    (examples/bot.lua, a child process).
--- 5. Log lines and text reports escape control characters (no log
+--    and app secret ("...SENTINEL...", spec/helpers/sentinels.lua): every
+--    string it returns (errors, their fields, reports) is searched for
+--    them.  A hostile server (spec/helpers/faulty_server.lua) echoes them
+--    back in its answers.
+-- 2. Config files readable by others are refused (exit 3, "chmod 600").
+-- 3. Callbacks in the library: replays and out-of-window timestamps
+--    refused, oversized bodies refused before parsing.
+-- 4. Log lines and text reports escape control characters (no log
 --    injection from chat text or from a server's reasons).
 local sim = require "spec.helpers.sim"
-local faulty = require "spec.helpers.faulty_server"
+local cli = require "spec.helpers.cli"
 local recall = require "dingtalk.recall"
 local core = require "dingtalk.recall.core"
 local tokens = require "dingtalk.recall.token"
 local callback = require "dingtalk.recall.callback"
 local config = require "dingtalk.recall.config"
 local ledger = require "dingtalk.recall.ledger"
+local sentinels = require "spec.helpers.sentinels"
+local shell = require "spec.helpers.shell"
 
-local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
-local q = sim.sh_quote
+local TOKEN, TOKEN_BAD, SECRET, SECRET_BAD = sentinels.TOKEN, sentinels.TOKEN_BAD, sentinels.SECRET,
+  sentinels.SECRET_BAD
+local APP_KEY, CID, WORD = sentinels.APP_KEY, sentinels.CID, sentinels.WORD
+local strings_of, find_leak, faulty_for = sentinels.strings_of, sentinels.find_leak, sentinels.faulty_for
+local trim, read, write = shell.trim, shell.read_file, shell.write_file
+local REDIS_PW = sentinels.REDIS_PW
 local has_socket = pcall(require, "socket")
 
--- The sentinels.  TOKEN is the simulator's valid static token and SECRET
--- its app's valid secret; the *_BAD ones are refused.  Every one holds
--- "SENTINEL", and the search is for that word, so that a part of one is
--- found too.
-local TOKEN = "tok-SENTINEL-7f3a9c1e"
-local TOKEN_BAD = "tok-SENTINEL-bad-0d41"
-local SECRET = "sec-SENTINEL-5e1b2d4f"
-local SECRET_BAD = "sec-SENTINEL-bad-93e8"
-local REDIS_PW = "pw-SENTINEL-0c9d"
-local APP_KEY = "dingsecspecapp"
-local CID = "cidSecuritySpec"
-local WORD = "SENTINEL"
-
-local shell = require "spec.helpers.shell"
-local trim, read, write = shell.trim, shell.read_file, shell.write_file
-
--- Every string in v (tables walked, keys too), plus tostring of tables
--- with a __tostring (error objects).
-local function strings_of(v, out, seen)
-  out, seen = out or {}, seen or {}
-  local t = type(v)
-  if t == "string" then
-    out[#out + 1] = v
-  elseif t == "number" or t == "boolean" then
-    out[#out + 1] = tostring(v)
-  elseif t == "table" and not seen[v] then
-    seen[v] = true
-    local mt = getmetatable(v)
-    if mt and mt.__tostring then out[#out + 1] = tostring(v) end
-    for k, x in pairs(v) do
-      strings_of(k, out, seen)
-      strings_of(x, out, seen)
-    end
-  end
-  return out
-end
-
--- Where WORD occurs in a list of texts: nil, or a description.
-local function find_leak(texts)
-  for i, s in ipairs(texts) do
-    local at = s:find(WORD, 1, true)
-    if at then
-      return ("text %d of %d: ...%s..."):format(i, #texts, s:sub(math.max(1, at - 60), at + 40))
-    end
-  end
-  return nil
-end
-
 describe("security", function()
-  local s, dir
+  local w, s, dir
 
   setup(function()
-    s = sim.start { tls = true, apps = { APP_KEY .. ":" .. SECRET }, token = TOKEN }
-    dir = trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-security-spec.XXXXXX"))
-    sim.sh("mkdir -p " .. q(dir .. "/xdg") .. " " .. q(dir .. "/home"))
+    w = sentinels.start("security-spec")
+    s, dir = w.sim, w.dir
   end)
-  teardown(function()
-    if s then s:stop() end
-    if dir and dir:match("dtr%-security%-spec") then sim.sh("rm -rf " .. q(dir)) end
-  end)
-  before_each(function()
-    s:reset()
-    tokens.clear_cache()
-  end)
+  teardown(function() sentinels.stop(w) end)
+  before_each(function() sentinels.fresh(w) end)
 
   -------------------------------------------------------------------------
   describe("the library through every error path", function()
@@ -198,13 +146,12 @@ describe("security", function()
 
     it("a server that echoes the token and the secret back (code, message, request id, header, HTML)", function()
       for _, mode in ipairs { "echo", "echo_code", "echo_html" } do
-        local f = faulty.start { api = mode, token = "echo_secret" }
-        finally(function() f:stop() end)
+        local f = faulty_for(mode, "echo_secret")
+        local asked = f:requests()
         exercise(client { access_token = TOKEN, endpoint = f.url })
         tokens.clear_cache()
         exercise(client { app_key = APP_KEY, app_secret = SECRET, endpoint = f.url })
-        assert.is_true(f:requests() >= 4, "the echoing server was not asked")
-        f:stop()
+        assert.is_true(f:requests() - asked >= 4, "the echoing server was not asked")
       end
       -- the core itself, given the secrets to redact
       local body = '{"code":"Auth.' .. TOKEN .. '","message":"token ' .. TOKEN .. ' bad","requestid":"' .. TOKEN .. '"}'
@@ -258,8 +205,7 @@ describe("security", function()
       for _, k in ipairs(keys) do
         assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0 })
       end
-      local f = faulty.start { api = "echo", token = "echo_secret" }
-      finally(function() f:stop() end)
+      local f = faulty_for("echo", "echo_secret")
       keep(l:recall(client { access_token = TOKEN, endpoint = f.url }, {}))
       keep(l:recall(client { app_key = APP_KEY, app_secret = SECRET, endpoint = f.url }, { state = "error" }))
       keep(l:list {})
@@ -275,17 +221,14 @@ describe("security", function()
       -- calls a dtr_redact_result(L, secrets) when n == 1, which runs
       -- dtr_redact_string over the result's request_id and over every string
       -- value of its failedResult (the exact patch is in the report of issue 6).
-      local f = faulty.start { api = "echo_failed" }
-      finally(function() f:stop() end)
+      local f = faulty_for("echo_failed")
       local c = client { access_token = TOKEN, endpoint = f.url }
       local report = assert(c:recall(CID, { "kSec1" }))
       c:close()
-      f:stop()
       assert.is_string(report.failed.kSec1)
       assert.is_nil(report.failed.kSec1:find(WORD, 1, true), "reason: " .. report.failed.kSec1)
       -- a 200 that names no key: the key's response.missing_key error carries the header's request id
-      local g = faulty.start { api = "echo_ok_rid" }
-      finally(function() g:stop() end)
+      local g = faulty_for("echo_ok_rid")
       c = client { access_token = TOKEN, endpoint = g.url }
       report = assert(c:recall(CID, { "kSec1" }))
       c:close()
@@ -295,153 +238,6 @@ describe("security", function()
     end)
   end)
 
-  -------------------------------------------------------------------------
-  describe("the CLI through every subcommand and error path", function()
-    local outputs, n = {}, 0
-    local SCRUB = { "DINGTALK_ACCESS_TOKEN", "DINGTALK_APP_KEY", "DINGTALK_APP_SECRET", "DINGTALK_ENDPOINT",
-      "DINGTALK_CA_FILE", "DINGTALK_ROBOT_CODE", "DINGTALK_RECALL_LEDGER", "DINGTALK_RECALL_CONFIG",
-      "DINGTALK_CALLBACK_SECRET" }
-
-    -- run(args, env) -> rc, stdout, stderr; env values false remove a variable.
-    local function run(args, envv, stdin)
-      n = n + 1
-      -- a config file without credentials that turns retries off (the CLI has no flag for it)
-      local fast = dir .. "/fast-config"
-      write(fast, "max_retries = 0\ntimeout = 2\n", "600")
-      local e = { XDG_CONFIG_HOME = dir .. "/xdg", HOME = dir .. "/home", DINGTALK_CA_FILE = s.ca_file,
-        DINGTALK_ENDPOINT = s.url, DINGTALK_RECALL_LEDGER = dir .. "/cli-ledger", DINGTALK_RECALL_CONFIG = fast }
-      for k, v in pairs(envv or {}) do e[k] = v or nil end
-      local parts = { "env" }
-      for _, k in ipairs(SCRUB) do parts[#parts + 1] = "-u " .. k end
-      for k, v in pairs(e) do parts[#parts + 1] = k .. "=" .. q(v) end
-      local qa = {}
-      for i, a in ipairs(args) do qa[i] = q(a) end
-      local out, err = dir .. "/out", dir .. "/err"
-      write(dir .. "/in", stdin or "")
-      local _, rc = sim.sh(table.concat(parts, " ") .. " " .. LUA .. " bin/dingtalk-recall " ..
-        table.concat(qa, " ") .. " <" .. q(dir .. "/in") .. " >" .. q(out) .. " 2>" .. q(err))
-      local so, se = read(out), read(err)
-      outputs[#outputs + 1] = so
-      outputs[#outputs + 1] = se
-      return rc, so, se
-    end
-
-    -- Every subcommand, plain and --json, plus --dry-run and --help.
-    local function every_command(envv)
-      local key = "kCliSec1"
-      local cmds = {
-        { "recall", "--conversation", CID, "--robot", s.robot, key, "kCliSec2" },
-        { "recall", "--dry-run", "--conversation", CID, "--robot", s.robot, key },
-        { "undo", "--conversation", CID, "--last", "2" },
-        { "undo", "--dry-run", "--conversation", CID },
-        { "send", "--conversation", CID, "--robot", s.robot, "--text", "hello", "--tag", "t1", "--ttl", "1s" },
-        { "send", "--dry-run", "--conversation", CID, "--robot", s.robot, "--text", "hello" },
-        { "sweep" },
-        { "sweep", "--dry-run" },
-        { "ledger", "list" },
-        { "ledger", "show", key },
-        { "token" },
-        { "token", "--dry-run" },
-        { "recall", "--help" },
-        { "help", "token" },
-        { "recall", "--conversation", CID, "--robot", s.robot, "bad key!" },
-        { "bogus-command" },
-      }
-      local rcs = {}
-      for _, c in ipairs(cmds) do
-        rcs[#rcs + 1] = run(c, envv)
-        local j = {}
-        for i, a in ipairs(c) do j[i] = a end
-        j[#j + 1] = "--json"
-        run(j, envv)
-      end
-      return rcs
-    end
-
-    -- seeds the ledger with a due entry, so that undo and sweep send something
-    local function seed_ledger(path)
-      local l = assert(ledger.open(path))
-      for _, k in ipairs(s:seed_keys(2, CID)) do
-        assert(l:record { key = k, conversation = CID, robot = s.robot, ttl = 0,
-          sent_at = os.time() - 5 })
-      end
-      l:close()
-    end
-
-    local function no_leak(extra_files)
-      local texts = {}
-      for i, t in ipairs(outputs) do texts[i] = t end
-      for _, p in ipairs(extra_files or {}) do texts[#texts + 1] = read(p) end
-      assert.is_true(#texts > 10)
-      local leak = find_leak(texts)
-      assert.is_nil(leak, leak)
-    end
-
-    it("valid and wrong credentials from the environment", function()
-      seed_ledger(dir .. "/cli-ledger")
-      local rcs = every_command { DINGTALK_ACCESS_TOKEN = TOKEN }
-      assert.are.equal(1, rcs[1]) -- keys the server never issued: failed, exit 1
-      every_command { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET }
-      seed_ledger(dir .. "/cli-ledger")
-      rcs = every_command { DINGTALK_ACCESS_TOKEN = TOKEN_BAD }
-      assert.are.equal(3, rcs[1]) -- a rejected token: nothing could be done
-      rcs = every_command { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET_BAD }
-      assert.are.equal(3, rcs[1])
-      assert.are.equal(3, rcs[11]) -- token: the credentials do not work
-      no_leak { dir .. "/cli-ledger" }
-    end)
-
-    it("credentials from config files (0600 used, 0644 refused), and a ledger URL with a password", function()
-      local cfgdir = dir .. "/xdg/dingtalk-recall"
-      sim.sh("mkdir -p " .. q(cfgdir))
-      local cfgfile = cfgdir .. "/config.lua"
-      finally(function() os.remove(cfgfile) end)
-      local xdg = { DINGTALK_RECALL_CONFIG = false } -- the default file, under $XDG_CONFIG_HOME
-      write(cfgfile, "access_token = " .. TOKEN_BAD .. "\nendpoint = " .. s.url .. "\nmax_retries = 0\n", "600")
-      every_command(xdg)
-      write(cfgfile, "app_key = " .. APP_KEY .. "\napp_secret = \"" .. SECRET .. "\"\nmax_retries = 0\n", "600")
-      every_command(xdg)
-      write(cfgfile, "return { app_key = '" .. APP_KEY .. "', app_secret = '" .. SECRET_BAD ..
-        "', max_retries = 0 }\n", "600")
-      every_command(xdg)
-      write(cfgfile, "app_key = " .. APP_KEY .. "\napp_secret = " .. SECRET .. "\n", "644")
-      local rcs = every_command(xdg)
-      assert.are.equal(3, rcs[1])
-      -- --config FILE too, and a broken one
-      local other = dir .. "/other-config"
-      write(other, "app_secret = " .. SECRET .. " {{\n", "600")
-      run({ "token", "--config", other })
-      run({ "token", "--config", other, "--json" })
-      write(other, "access_token = '" .. TOKEN .. "'\nendpoint = 'http://127.0.0.1:1'\n", "600")
-      run({ "recall", "--config", other, "--conversation", CID, "--robot", s.robot, "k1" })
-      run({ "send", "--config", other, "--conversation", CID, "--robot", s.robot, "--text", "x", "--json" })
-      -- a Redis ledger whose password must not be shown
-      local url = "redis://:" .. REDIS_PW .. "@127.0.0.1:1/0"
-      for _, c in ipairs { { "ledger", "list" }, { "undo", "--conversation", CID }, { "sweep", "--json" },
-        { "send", "--conversation", CID, "--robot", s.robot, "--text", "x" } } do
-        local rc = run(c, { DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_RECALL_LEDGER = url })
-        assert.are.equal(3, rc)
-      end
-      no_leak()
-    end)
-
-    it("an unreachable endpoint and a server that echoes the token and secret", function()
-      every_command { DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_ENDPOINT = "http://127.0.0.1:1" }
-      for _, mode in ipairs { "echo", "echo_code", "echo_html" } do
-        local f = faulty.start { api = mode, token = "echo_secret" }
-        finally(function() f:stop() end)
-        local path = dir .. "/cli-ledger-" .. mode
-        seed_ledger(path)
-        every_command { DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_ENDPOINT = f.url, DINGTALK_RECALL_LEDGER = path }
-        seed_ledger(path)
-        every_command { DINGTALK_APP_KEY = APP_KEY, DINGTALK_APP_SECRET = SECRET, DINGTALK_ENDPOINT = f.url,
-          DINGTALK_RECALL_LEDGER = path }
-        assert.is_true(f:requests() >= 10, "the echoing server was not asked")
-        f:stop()
-        no_leak { path }
-      end
-    end)
-  end)
 
   -------------------------------------------------------------------------
   describe("config files", function()
@@ -453,12 +249,11 @@ describe("security", function()
         assert.are.equal("config.insecure", err.code, mode)
         assert.matches("chmod 600", err.message)
         assert.is_nil(tostring(err):find(WORD, 1, true))
-        local _, rc = sim.sh("env -u DINGTALK_ACCESS_TOKEN -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET " ..
-          "-u DINGTALK_RECALL_CONFIG HOME=" .. q(dir) .. " " .. LUA .. " bin/dingtalk-recall token --config " ..
-          q(path) .. " >" .. q(dir .. "/o") .. " 2>" .. q(dir .. "/e"))
-        assert.are.equal(3, rc, mode)
-        assert.matches("chmod 600", read(dir .. "/e"))
-        assert.are.equal("", read(dir .. "/o"))
+        -- the CLI: in-process, and once as a process
+        local r = (mode == "644" and cli.spawn or cli.run)({ "token", "--config", path }, { env = { HOME = dir } })
+        assert.are.equal(3, r.code, mode)
+        assert.matches("chmod 600", r.stderr)
+        assert.are.equal("", r.stdout)
       end
       for _, mode in ipairs { "600", "400" } do
         write(path, "access_token = " .. TOKEN .. "\n", mode)
@@ -466,6 +261,7 @@ describe("security", function()
       end
     end)
   end)
+
 
   -------------------------------------------------------------------------
   describe("callbacks", function()
@@ -533,172 +329,11 @@ describe("security", function()
     end)
   end)
 
-  -------------------------------------------------------------------------
-  describe("the bot (examples/bot.lua)", function()
-    local bot
-    local socket = has_socket and require("socket")
-
-    -- Starts the bot as a child on a free port; its stderr is its log.
-    local function start_bot()
-      local b = { dir = dir .. "/bot", log = dir .. "/bot/stderr" }
-      sim.sh("rm -rf " .. q(b.dir) .. " && mkdir -p " .. q(b.dir .. "/xdg"))
-      local envs = {
-        DINGTALK_ACCESS_TOKEN = TOKEN, DINGTALK_CALLBACK_SECRET = SECRET, DINGTALK_ENDPOINT = s.url,
-        DINGTALK_CA_FILE = s.ca_file, DINGTALK_ROBOT_CODE = s.robot, DINGTALK_RECALL_LEDGER = b.dir .. "/ledger",
-        BOT_ADMINS = "staff1", BOT_SWEEP_EVERY = "0", XDG_CONFIG_HOME = b.dir .. "/xdg", HOME = b.dir,
-      }
-      local parts = {}
-      for k, v in pairs(envs) do parts[#parts + 1] = k .. "=" .. q(v) end
-      local child = "echo $$ > " .. q(b.dir .. "/pid") .. "; exec env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET " ..
-        table.concat(parts, " ") .. " " .. LUA .. " examples/bot.lua --port 0"
-      os.execute("nohup sh -c " .. q(child) .. " </dev/null >" .. q(b.dir .. "/stdout") .. " 2>" ..
-        q(b.log) .. " &")
-      for _ = 1, 100 do
-        b.port = tonumber(read(b.dir .. "/stdout"):match("listening on http://127%.0%.0%.1:(%d+)/"))
-        if b.port then break end
-        sim.sh("sleep 0.05")
-      end
-      b.pid = trim(read(b.dir .. "/pid"))
-      if b.pid:match("^%d+$") then -- stop it when this process is gone, whatever happens
-        os.execute("nohup sh -c " .. q("while kill -0 " .. sim.sh("echo $PPID"):gsub("%s+", "") ..
-          " 2>/dev/null && kill -0 " .. b.pid .. " 2>/dev/null; do sleep 1; done; kill " .. b.pid ..
-          " 2>/dev/null") .. " </dev/null >/dev/null 2>&1 &")
-      end
-      assert(b.port, "the bot did not start: " .. read(b.log))
-      return b
-    end
-
-    setup(function()
-      if has_socket then bot = start_bot() end
-    end)
-    teardown(function()
-      if bot and bot.pid:match("^%d+$") then sim.sh("kill " .. bot.pid .. " 2>/dev/null; true") end
-    end)
-
-    -- Sends raw bytes, returns the answer's status, body and seconds taken.
-    local function raw(text)
-      local c = assert(socket.tcp())
-      c:settimeout(10)
-      local t0 = socket.gettime()
-      assert(c:connect("127.0.0.1", bot.port))
-      c:send(text)
-      local data, _, partial = c:receive("*a")
-      data = data or partial or ""
-      c:close()
-      local body = data:match("\r\n\r\n(.*)$") or ""
-      return tonumber(data:match("^HTTP/1%.1 (%d+)")), body, socket.gettime() - t0
-    end
-
-    local function post(headers, body)
-      local h = { "POST / HTTP/1.1", "Host: 127.0.0.1", "Content-Length: " .. #body }
-      for k, v in pairs(headers) do h[#h + 1] = k .. ": " .. v end
-      return raw(table.concat(h, "\r\n") .. "\r\n\r\n" .. body)
-    end
-
-    -- Each callback gets a timestamp of its own (a signature is accepted once).
-    local last_ts = 0
-    local function next_ts()
-      last_ts = math.max(math.floor(socket.gettime() * 1000), last_ts + 1)
-      return last_ts
-    end
-    local function chat(text, staff, at_ms)
-      at_ms = at_ms or next_ts()
-      local body = require("cjson").encode { msgtype = "text", text = { content = text }, conversationId = CID,
-        conversationType = "2", senderStaffId = staff or "staff1", isAdmin = false, robotCode = s.robot }
-      return post(callback.headers(SECRET, at_ms), body)
-    end
-
-    local function log_lines()
-      local lines = {}
-      for l in read(bot.log):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
-      return lines
-    end
-
-    it("refuses a replayed callback and one out of its window, over HTTP", function()
-      if not bot then return pending("luasocket is not installed for " .. _VERSION) end
-      local h = callback.headers(SECRET, next_ts())
-      local body = '{"msgtype":"text","text":{"content":"hello"},"conversationId":"' .. CID .. '"}'
-      assert.are.equal(200, (post(h, body)))
-      local status, answer = post(h, body)
-      assert.are.equal(401, status)
-      assert.matches("callback.replayed", answer)
-      local now = math.floor(socket.gettime() * 1000)
-      for _, skew in ipairs { -3700000, 3700000 } do
-        status, answer = post(callback.headers(SECRET, now + skew), body)
-        assert.are.equal(401, status)
-        assert.matches("callback.expired", answer)
-      end
-      status, answer = post({ timestamp = string.format("%d", now), sign = "AAAA" }, body)
-      assert.are.equal(401, status)
-      assert.matches("callback.bad_signature", answer)
-    end)
-
-    it("refuses an oversized body from its Content-Length, before reading it", function()
-      if not bot then return pending("luasocket is not installed for " .. _VERSION) end
-      -- announces 100 MB and sends none of it: a bot that read the body would wait out its 5 s timeout
-      local status, _, took = raw("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
-      assert.are.equal(413, status)
-      assert.is_true(took < 2, "took " .. took .. " s")
-      status = post(callback.headers(SECRET, next_ts()), string.rep("[", callback.MAX_BODY))
-      assert.are.equal(400, status) -- at the limit it is read, verified, then found not JSON
-    end)
-
-    it("chat text with newlines cannot forge a log line", function()
-      if not bot then return pending("luasocket is not installed for " .. _VERSION) end
-      local before = #log_lines()
-      for _, text in ipairs { "/recall last 1\nFAKE-LOG-LINE audit {\"event\":\"recalled\"}",
-        "/recall tag a\r\nFAKE-LOG-LINE", "/recall since 5m\rFAKE-LOG-LINE", "/recall\n\n\nhelp" } do
-        assert.are.equal(200, (chat(text)))
-      end
-      local lines = log_lines()
-      assert.is_true(#lines > before, "the bot logged nothing")
-      for i = before + 1, #lines do
-        assert.matches("^%d%d%d%d%-%d%d%-%d%dT", lines[i], 1) -- every line is one of the bot's
-        assert.is_nil(lines[i]:find("FAKE-LOG-LINE", 1, true), lines[i])
-        assert.is_nil(lines[i]:find("[%c\127]"), ("%q"):format(lines[i]))
-      end
-    end)
-
-    it("chat text with ANSI escapes reaches the log raw", function()
-      -- Fix (examples/bot.lua): escape control characters in log():
-      --   local function clean(v)
-      --     return (tostring(v):gsub("[%c\127]", function(c) return ("\\x%02x"):format(c:byte()) end))
-      --   end
-      --   local function log(...)
-      --     local parts = { ... }
-      --     for i = 1, select("#", ...) do parts[i] = clean(parts[i]) end
-      --     io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ "), table.concat(parts), "\n")
-      --     io.stderr:flush()
-      --   end
-      -- (the "command from ..." line logs the first line of the reply, which
-      -- quotes the unknown command or duration the user typed)
-      if not bot then return pending("luasocket is not installed for " .. _VERSION) end
-      local before = #log_lines()
-      for _, text in ipairs { "/recall \27[31mFAKE\27[0m", "/recall since 5\27[2J", "/recall \7\8\127" } do
-        assert.are.equal(200, (chat(text)))
-      end
-      local lines = log_lines()
-      assert.is_true(#lines >= before + 3, "the bot logged nothing")
-      for i = before + 1, #lines do
-        assert.is_nil(lines[i]:find("[%c\127]"), ("raw control character in the log: %q"):format(lines[i]))
-      end
-    end)
-
-    it("never logs or answers with the token or the secret", function()
-      if not bot then return pending("luasocket is not installed for " .. _VERSION) end
-      local _, a1 = chat("/say hello")
-      local _, a2 = chat("/recall last 1")
-      local _, a3 = post({ timestamp = "1", sign = SECRET }, "{}")
-      local leak = find_leak { read(bot.log), read(bot.dir .. "/stdout"), a1, a2, a3, read(bot.dir .. "/ledger") }
-      assert.is_nil(leak, leak)
-    end)
-  end)
 
   -------------------------------------------------------------------------
   describe("log lines escape control characters", function()
     it("an error's one-line form: no newline, carriage return or escape, whatever the server sent", function()
-      local f = faulty.start { api = "ctl_error" }
-      finally(function() f:stop() end)
+      local f = faulty_for("ctl_error")
       local c = assert(recall.client { robot_code = "r", endpoint = f.url, access_token = "t0ken", max_retries = 0 })
       local report = assert(c:recall(CID, { "k1" }))
       local e = report.errors.k1
@@ -713,15 +348,14 @@ describe("security", function()
 
     it("the CLI's --json output escapes them", function()
       for _, mode in ipairs { "ctl_error", "ctl_failed" } do
-        local f = faulty.start { api = mode }
-        finally(function() f:stop() end)
-        local out = trim((sim.sh("env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET DINGTALK_ACCESS_TOKEN=t0ken " ..
-          "DINGTALK_ENDPOINT=" .. q(f.url) .. " HOME=" .. q(dir) .. " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") ..
-          " " .. LUA .. " bin/dingtalk-recall recall --json --conversation " .. CID .. " --robot r k1 2>/dev/null")))
+        local f = faulty_for(mode)
+        -- (bin/dingtalk-recall as a process: its real stdout)
+        local out = trim(cli.spawn({ "recall", "--json", "--conversation", CID, "--robot", "r", "k1" }, { env = {
+          DINGTALK_ACCESS_TOKEN = "t0ken", DINGTALK_ENDPOINT = f.url, HOME = dir, XDG_CONFIG_HOME = dir .. "/xdg",
+          DINGTALK_RECALL_LEDGER = dir .. "/ctl-json-ledger" } }).stdout)
         assert.is_nil(out:find("[%c\127]"), ("%q"):format(out))
         assert.matches("FAKE%-LOG%-LINE", out)
         assert.is_table(sim.json.decode(out))
-        f:stop()
       end
     end)
 
@@ -735,20 +369,19 @@ describe("security", function()
       --   "error     ", k, "  ", oneline(e.code) .. ": " .. oneline(e.message);
       -- commands.ledger (show): tostring(r[2]) -> oneline(r[2]).
       for _, mode in ipairs { "ctl_error", "ctl_failed" } do
-        local f = faulty.start { api = mode }
-        finally(function() f:stop() end)
+        local f = faulty_for(mode)
         local led = dir .. "/ctl-ledger-" .. mode
         local l = assert(ledger.open(led))
         assert(l:record { key = "kCtl1", conversation = CID, robot = "r" })
         l:close()
-        local envs = "env -u DINGTALK_APP_KEY -u DINGTALK_APP_SECRET DINGTALK_ACCESS_TOKEN=t0ken DINGTALK_ENDPOINT=" ..
-          q(f.url) .. " DINGTALK_RECALL_LEDGER=" .. q(led) .. " HOME=" .. q(dir) ..
-          " XDG_CONFIG_HOME=" .. q(dir .. "/xdg")
+        local env = { DINGTALK_ACCESS_TOKEN = "t0ken", DINGTALK_ENDPOINT = f.url, DINGTALK_RECALL_LEDGER = led,
+          HOME = dir, XDG_CONFIG_HOME = dir .. "/xdg" }
         local texts = {}
-        texts[1] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall recall --conversation " .. CID .. " --robot r k1")
-        texts[2] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall undo --conversation " .. CID)
-        texts[3] = sim.sh(envs .. " " .. LUA .. " bin/dingtalk-recall ledger show kCtl1")
-        f:stop()
+        for i, args in ipairs { { "recall", "--conversation", CID, "--robot", "r", "k1" },
+          { "undo", "--conversation", CID }, { "ledger", "show", "kCtl1" } } do
+          local r = cli.run(args, { env = env })
+          texts[i] = r.stdout .. r.stderr
+        end
         for i, t in ipairs(texts) do
           for line in t:gmatch("[^\n]+") do
             assert.is_nil(line:find("FAKE-LOG-LINE", 1, true) == 1 and line or nil,

@@ -165,10 +165,11 @@ C.recall = {
     -- The ledger's entries among these keys: marked recalling first (as
     -- l:recall does), then with their outcome.
     -- No ledger (none configured, or it cannot be opened): recall all the same.
-    local lok, l, lerr = pcall(require("dingtalk.recall.ledger").open, ctx.cfg.ledger or ctx.cfg.redis)
+    local ledger = require "dingtalk.recall.ledger"
+    local lok, l, lerr = pcall(ledger.open, ctx:ledger_args(ledger))
     if not (lok and l) then
       ctx:note("dingtalk-recall: note: the ledger is not updated (", ctx:safe(tostring(lok and lerr or l)), ")\n")
-      l = { list = function() return {} end, clock = os.time }
+      l = { list = function() return {} end, clock = ctx.clock or os.time }
     else
       ctx.ledger = l
     end

@@ -5,7 +5,8 @@
 --
 -- main(argv [, env]) returns the exit status and never calls os.exit, so
 -- it runs in-process under tests.  env may replace stdout, stderr,
--- stdin (objects with write / read), getenv and isatty(fd).
+-- stdin (objects with write / read), getenv, isatty(fd) and the ledger's
+-- clock (a function returning epoch seconds).
 --
 -- The commands are a declarative table (dingtalk.recall.cli.commands):
 -- each names its options (kind, type, validator) and a handler.  One
@@ -136,7 +137,11 @@ end
 ---------------------------------------------------------------------------
 -- the run context
 ---------------------------------------------------------------------------
+-- isatty(3) through the journal module (plain libc, no process); a
+-- `test -t` child only when that module is older than its isatty.
 local function default_isatty(fd)
+  local ok, journal = pcall(require, "dingtalk.recall.journal")
+  if ok and type(journal) == "table" and journal.isatty then return journal.isatty(fd) end
   local a, _, c = os.execute("test -t " .. tonumber(fd))
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
@@ -266,12 +271,21 @@ function Ctx:client(robot)
   return client
 end
 
+--- ctx:ledger_args(ledger) -> location, opts for ledger.open: the
+-- configured ledger, or one Redis for the fleet (the redis branch's
+-- config), else the default file found through this run's environment (""
+-- when it has no HOME: ledger.open says so); the run's clock when main was
+-- given one.
+function Ctx:ledger_args(ledger)
+  local cfg = assert(self.cfg)
+  return cfg.ledger or cfg.redis or ledger.default_path(self.getenv) or "", { clock = self.clock }
+end
+
 function Ctx:open_ledger()
   if self.ledger then return self.ledger end
-  local cfg = assert(self.cfg)
   local ok, ledger = pcall(require, "dingtalk.recall.ledger")
   if not ok then return nil, self:fail(EXIT_FATAL, "the ledger module is not available: " .. tostring(ledger)) end
-  local l, err = ledger.open(cfg.ledger or cfg.redis) -- one Redis for the fleet (the redis branch's config)
+  local l, err = ledger.open(self:ledger_args(ledger))
   if not l then return nil, self:fail(EXIT_FATAL, "cannot open the ledger", err) end
   self.ledger = l
   return l
@@ -390,7 +404,7 @@ function M.main(argv, env)
   for i = 1, #argv do list[i] = argv[i] end
   local ctx = setmetatable({
     stdout = env.stdout or io.stdout, stderr = env.stderr or io.stderr, stdin = env.stdin or io.stdin,
-    getenv = env.getenv or os.getenv, isatty = env.isatty or default_isatty, opts = {},
+    getenv = env.getenv or os.getenv, isatty = env.isatty or default_isatty, clock = env.clock, opts = {},
   }, Ctx)
   local parsed, perr = M.parse(list)
   if not parsed then

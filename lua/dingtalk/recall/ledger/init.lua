@@ -63,10 +63,11 @@ local function invalid(msg)
     { hint = "See README, \"The ledger of sent messages\", for the fields of an entry." })
 end
 
-local function default_path()
-  local base = os.getenv("XDG_DATA_HOME")
+local function default_path(getenv)
+  getenv = getenv or os.getenv
+  local base = getenv("XDG_DATA_HOME")
   if not base or base:sub(1, 1) ~= "/" then
-    local home = os.getenv("HOME")
+    local home = getenv("HOME")
     if not home or home == "" then return nil end
     base = home .. "/.local/share"
   end
