@@ -129,8 +129,7 @@ end
 
 local function exists(path)
   local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
+  return f ~= nil and (f:close() or true)
 end
 
 -- Whether process pid is gone (or a zombie); false where /proc is missing.
