@@ -2,7 +2,8 @@
 #   make                       build the three C modules for LUA_VERSION (default 5.1; `jit` for LuaJIT):
 #                              dingtalk/recall/{core,curl,journal}.so
 #   make demo                  a bulk recall against the bundled simulator
-#   make test                  the suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by side
+#   make test                  the suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by side: one
+#                              queue of (runtime, spec file), the longest first, TEST_JOBS at a time
 #                              (all but the real-time checks: `make test-timing`)
 #   make check                 everyday: Lua 5.4 only, without the real-time checks (< 90 s)
 #   make test-timing           the real-time checks (#timing), one runtime after another
@@ -104,7 +105,7 @@ deps:
 # fails, showing the failed files' output.  The real-time checks (#timing:
 # arrival counts at a server) need a quiet machine: `make test-timing` runs
 # them one runtime after another; CI runs both.
-NPROC     := $(shell nproc 2>/dev/null || echo 2)
+NPROC      = $(shell nproc 2>/dev/null || echo 2)
 # cores + 2: the suite waits (servers, children) about half of its time
 TEST_JOBS ?= $(shell echo $$(( $(NPROC) + 2 )))
 TEST_SPECS ?=
