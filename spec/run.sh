@@ -38,21 +38,21 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/dingtalk-run.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
-# The runtimes: $TMP/rt.<k>.{lua,cdir,name}, k = 1..nrt.
+# The runtimes: RT_LUA_<k>, RT_CDIR_<k>, RT_NAME_<k> (exported), k = 1..nrt.
 nrt=0
 add_runtime() { # lua-command build-dir
   nrt=$((nrt + 1))
-  printf '%s\n' "$1" >"$TMP/rt.$nrt.lua"
-  printf '%s\n' "$2" >"$TMP/rt.$nrt.cdir"
-  # the name: the interpreter (the last word: valgrind ... lua5.4 -> lua5.4)
-  printf '%s\n' "$1" | awk '{print $NF}' | sed 's|.*/||' >"$TMP/rt.$nrt.name"
+  # the name: the interpreter (the last word: valgrind ... lua5.4 -> lua5.4), without its folder
+  # shellcheck disable=SC2034 # (used in the eval)
+  n=${1##* }
+  eval "RT_LUA_$nrt=\$1; RT_CDIR_$nrt=\$2; RT_NAME_$nrt=\${n##*/}; export RT_LUA_$nrt RT_CDIR_$nrt RT_NAME_$nrt"
 }
 if [ -n "${RUNTIMES:-}" ]; then
   for r in $RUNTIMES; do add_runtime "${r%%=*}" "${r#*=}"; done
 else
   add_runtime "${LUA:-lua5.1}" "${LUA_CPATH_DIR:-build/5.1}"
 fi
-rt() { cat "$TMP/rt.$1.$2"; } # k field
+rt() { eval "printf '%s\n' \"\$RT_$2_$1\""; } # k LUA|CDIR|NAME
 
 # busted's summary line: "N successes / N failures / N errors / N pending : T seconds"
 SUMMARY_RE='[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?'
@@ -75,8 +75,8 @@ done
 [ -n "$paths" ] || { paths=spec; set -- "$@" spec; }
 
 if [ "$JOBS" -le 1 ] && [ "$nrt" = 1 ]; then
-  LUA=$(rt 1 lua)
-  LUA_CPATH="$ROOT/$(rt 1 cdir)/?.so;;"
+  LUA=$RT_LUA_1
+  LUA_CPATH="$ROOT/$RT_CDIR_1/?.so;;"
   # The interpreter the specs use for child processes (CLI, simulator).
   DINGTALK_RECALL_TEST_LUA=$(echo "$LUA" | awk '{print $NF}')
   export LUA_CPATH DINGTALK_RECALL_TEST_LUA
@@ -105,7 +105,7 @@ files=$(find $paths -name '*_spec.lua' -type f | sort)
 [ -n "$files" ] || { echo "no spec file in:$paths"; exit 1; }
 k=1
 while [ "$k" -le "$nrt" ]; do
-  key="$(rt "$k" name)@$(rt "$k" cdir)"
+  key="$(rt "$k" NAME)@$(rt "$k" CDIR)"
   # shellcheck disable=SC2086
   wc -c $files | awk -v k="$k" -v key="$key" '$2 != "total" { print k, key, $2, $1 }'
   k=$((k + 1))
@@ -118,21 +118,25 @@ awk 'FILENAME == ARGV[1] { t[$1 " " $2] = $3; if (!($2 in any) || $3 > any[$2]) 
   "$TMP/times.old" "$TMP/tasks" | sort -k1,1gr -k3,3 -k2,2n | awk '{print NR, $2, $3}' >"$TMP/list"
 ntasks=$(wc -l <"$TMP/list")
 export BUSTED TMP opts ROOT nrt
+# Each task: its log, and $TMP/<i>.res = "passed failed seconds summary"
+# ("- 1 seconds" without a summary).
 # shellcheck disable=SC2016
 xargs -P "$JOBS" -L 1 sh -c '
   i=$1 k=$2 f=$3
-  LUA=$(cat "$TMP/rt.$k.lua")
-  LUA_CPATH="$ROOT/$(cat "$TMP/rt.$k.cdir")/?.so;;"
-  DINGTALK_RECALL_TEST_LUA=$(echo "$LUA" | awk "{print \$NF}")
+  eval "LUA=\$RT_LUA_$k CDIR=\$RT_CDIR_$k name=\$RT_NAME_$k"
+  LUA_CPATH="$ROOT/$CDIR/?.so;;"
+  DINGTALK_RECALL_TEST_LUA=${LUA##* }
   export LUA_CPATH DINGTALK_RECALL_TEST_LUA
   eval "set -- $opts"
   start=$(date +%s%N)
   $LUA "$BUSTED" --output=utfTerminal "$@" "$f" >"$TMP/$i.log" 2>&1
-  secs=$(( ($(date +%s%N) - start) / 1000000 ))
-  secs=$(printf "%d.%03d" $((secs / 1000)) $((secs % 1000)))
-  echo "$secs" >"$TMP/$i.secs"
-  s=$(grep -aE "[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?" "$TMP/$i.log" | tail -n 1)
-  who=""; [ "$nrt" = 1 ] || who="$(cat "$TMP/rt.$k.name") "
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  awk -v secs="$((ms / 1000)).$((ms % 1000 / 100))$((ms % 100 / 10))$((ms % 10))" "
+    match(\$0, /[0-9]+ success(es)? \/ [0-9]+ failures? \/ [0-9]+ errors?/) { s = substr(\$0, RSTART) }
+    END { if (s == \"\") print \"- 1\", secs; else { split(s, a, \" \"); print a[1], a[4] + a[7], secs, s } }
+  " "$TMP/$i.log" >"$TMP/$i.res"
+  read -r p x secs s <"$TMP/$i.res"
+  who=""; [ "$nrt" = 1 ] || who="$name "
   echo "  ... $who$f: ${s:-no busted summary} ($secs s)"
 ' sh <"$TMP/list"
 
@@ -141,27 +145,24 @@ k=1
 while [ "$k" -le "$nrt" ]; do
   : >"$TMP/report.$k"
   : >"$TMP/summary.$k"
-  echo "0 0" >"$TMP/counts.$k"
+  eval "P_$k=0 X_$k=0"
   k=$((k + 1))
 done
 : >"$TMP/times.new"
 while read -r i k f; do
-  c=$(counts "$TMP/$i.log")
-  secs=$(cat "$TMP/$i.secs" 2>/dev/null || echo "?")
-  name=$(rt "$k" name)
-  if [ -z "$c" ]; then
+  p=- x=1 secs="?" s=""
+  [ -f "$TMP/$i.res" ] && read -r p x secs s <"$TMP/$i.res"
+  eval "name=\$RT_NAME_$k cdir=\$RT_CDIR_$k"
+  note=""
+  if [ "$p" = - ]; then
     p=0 x=1
     note=" (no busted summary: crash?)"
-  else
-    # shellcheck disable=SC2086
-    set -- $c
-    p=$1 x=$2 note=""
   fi
-  read -r tp tx <"$TMP/counts.$k"
-  echo "$((tp + p)) $((tx + x))" >"$TMP/counts.$k"
+  eval "P_$k=\$((P_$k + p)) X_$k=\$((X_$k + x))"
   { [ "$x" = 0 ] && [ "${VERBOSE:-0}" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
   printf '  %-40s %4d passed, %d failed, %8s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary.$k"
-  [ "$secs" = "?" ] || echo "$name@$(rt "$k" cdir) $f $secs" >>"$TMP/times.new"
+  # shellcheck disable=SC2154 # (cdir: set by the eval)
+  [ "$secs" = "?" ] || echo "$name@$cdir $f $secs" >>"$TMP/times.new"
 done <"$TMP/list"
 
 # The timing record: this run's times replace the old ones.
@@ -176,8 +177,7 @@ failed=0
 k=1
 : >"$TMP/lines"
 while [ "$k" -le "$nrt" ]; do
-  name=$(rt "$k" name)
-  read -r p x <"$TMP/counts.$k"
+  eval "name=\$RT_NAME_$k p=\$P_$k x=\$X_$k"
   passed=$((passed + p))
   failed=$((failed + x))
   cat "$TMP/report.$k"
