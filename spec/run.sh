@@ -28,6 +28,9 @@ JOBS=${JOBS:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 TIMES=${TIMES-$ROOT/build/test-logs/times}
+# This run's settings, kept from the specs (a spec may run run.sh itself).
+runtimes=${RUNTIMES:-} log_dir=${LOG_DIR:-} test_log=${TEST_LOG:-} verbose=${VERBOSE:-0} jobs=$JOBS times=$TIMES
+unset RUNTIMES LOG_DIR TEST_LOG VERBOSE JOBS TIMES
 # A clean Lua environment, whatever the caller's (`luarocks path` for
 # another Lua, LUA_INIT): only this checkout and the system's modules.
 unset LUA_INIT LUA_INIT_5_2 LUA_INIT_5_3 LUA_INIT_5_4 \
@@ -47,8 +50,8 @@ add_runtime() { # lua-command build-dir
   n=${1##* }
   eval "RT_LUA_$nrt=\$1; RT_CDIR_$nrt=\$2; RT_NAME_$nrt=\${n##*/}; export RT_LUA_$nrt RT_CDIR_$nrt RT_NAME_$nrt"
 }
-if [ -n "${RUNTIMES:-}" ]; then
-  for r in $RUNTIMES; do add_runtime "${r%%=*}" "${r#*=}"; done
+if [ -n "$runtimes" ]; then
+  for r in $runtimes; do add_runtime "${r%%=*}" "${r#*=}"; done
 else
   add_runtime "${LUA:-lua5.1}" "${LUA_CPATH_DIR:-build/5.1}"
 fi
@@ -74,7 +77,7 @@ for a in "$@"; do
 done
 [ -n "$paths" ] || { paths=spec; set -- "$@" spec; }
 
-if [ "$JOBS" -le 1 ] && [ "$nrt" = 1 ]; then
+if [ "$jobs" -le 1 ] && [ "$nrt" = 1 ]; then
   LUA=$RT_LUA_1
   LUA_CPATH="$ROOT/$RT_CDIR_1/?.so;;"
   # The interpreter the specs use for child processes (CLI, simulator).
@@ -84,7 +87,7 @@ if [ "$JOBS" -le 1 ] && [ "$nrt" = 1 ]; then
   # judged by busted's summary, not by the pipeline's status
   $LUA "$BUSTED" --output=utfTerminal "$@" 2>&1 | tee "$TMP/all.log"
   c=$(counts "$TMP/all.log")
-  [ -z "${TEST_LOG:-}" ] || cp "$TMP/all.log" "$TEST_LOG"
+  [ -z "$test_log" ] || cp "$TMP/all.log" "$test_log"
   if [ -z "$c" ]; then
     echo "$name: no busted summary (crash?)"
     exit 1
@@ -99,7 +102,7 @@ fi
 # Expected: the file's last time under that runtime (TIMES), else under
 # another runtime, else first of all (a new file: its time is unknown).
 start_all=$(date +%s)
-[ "$JOBS" -ge 1 ] || JOBS=1
+[ "$jobs" -ge 1 ] || jobs=1
 # shellcheck disable=SC2086
 files=$(find $paths -name '*_spec.lua' -type f | sort)
 [ -n "$files" ] || { echo "no spec file in:$paths"; exit 1; }
@@ -110,7 +113,7 @@ while [ "$k" -le "$nrt" ]; do
   wc -c $files | awk -v k="$k" -v key="$key" '$2 != "total" { print k, key, $2, $1 }'
   k=$((k + 1))
 done >"$TMP/tasks"
-{ [ -n "$TIMES" ] && [ -f "$TIMES" ] && cat "$TIMES"; } >"$TMP/times.old" 2>/dev/null || : >"$TMP/times.old"
+{ [ -n "$times" ] && [ -f "$times" ] && cat "$times"; } >"$TMP/times.old" 2>/dev/null || : >"$TMP/times.old"
 # expected seconds: recorded; or another runtime's; or, unknown, first of
 # all, the biggest files first (1e9 + bytes)
 awk 'FILENAME == ARGV[1] { t[$1 " " $2] = $3; if (!($2 in any) || $3 > any[$2]) any[$2] = $3; next }
@@ -121,7 +124,7 @@ export BUSTED TMP opts ROOT nrt
 # Each task: its log, and $TMP/<i>.res = "passed failed seconds summary"
 # ("- 1 seconds" without a summary).
 # shellcheck disable=SC2016
-xargs -P "$JOBS" -L 1 sh -c '
+xargs -P "$jobs" -L 1 sh -c '
   i=$1 k=$2 f=$3
   eval "LUA=\$RT_LUA_$k CDIR=\$RT_CDIR_$k name=\$RT_NAME_$k"
   LUA_CPATH="$ROOT/$CDIR/?.so;;"
@@ -159,17 +162,17 @@ while read -r i k f; do
     note=" (no busted summary: crash?)"
   fi
   eval "P_$k=\$((P_$k + p)) X_$k=\$((X_$k + x))"
-  { [ "$x" = 0 ] && [ "${VERBOSE:-0}" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
+  { [ "$x" = 0 ] && [ "$verbose" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
   printf '  %-40s %4d passed, %d failed, %8s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary.$k"
   # shellcheck disable=SC2154 # (cdir: set by the eval)
   [ "$secs" = "?" ] || echo "$name@$cdir $f $secs" >>"$TMP/times.new"
 done <"$TMP/list"
 
 # The timing record: this run's times replace the old ones.
-if [ -n "$TIMES" ] && [ -s "$TMP/times.new" ]; then
-  mkdir -p "$(dirname "$TIMES")" &&
+if [ -n "$times" ] && [ -s "$TMP/times.new" ]; then
+  mkdir -p "$(dirname "$times")" &&
     awk 'FILENAME == ARGV[1] { new[$1 " " $2] = 1; print; next } !(($1 " " $2) in new)' \
-      "$TMP/times.new" "$TMP/times.old" | sort >"$TIMES.tmp.$$" && mv "$TIMES.tmp.$$" "$TIMES"
+      "$TMP/times.new" "$TMP/times.old" | sort >"$times.tmp.$$" && mv "$times.tmp.$$" "$times"
 fi
 
 passed=0
@@ -184,15 +187,15 @@ while [ "$k" -le "$nrt" ]; do
   # the table of files (with several runtimes: in the logs only)
   [ "$nrt" != 1 ] || sort -k1,1 "$TMP/summary.$k"
   line="$name: $p passed, $x failed"
-  if [ -n "${LOG_DIR:-}" ]; then
-    mkdir -p "$LOG_DIR"
+  if [ -n "$log_dir" ]; then
+    mkdir -p "$log_dir"
     { cat "$TMP/report.$k" "$TMP/summary.$k"
       while read -r i kk f; do [ "$kk" = "$k" ] && { echo "==== $f"; cat "$TMP/$i.log"; }; done <"$TMP/list"
-      echo "$line"; } >"$LOG_DIR/$name.log"
-    [ "$nrt" = 1 ] || line="$line   (log: $LOG_DIR/$name.log)"
+      echo "$line"; } >"$log_dir/$name.log"
+    [ "$nrt" = 1 ] || line="$line   (log: $log_dir/$name.log)"
   fi
-  [ -z "${TEST_LOG:-}" ] || [ "$nrt" != 1 ] ||
-    cat "$TMP/report.$k" "$TMP/summary.$k" "$TMP"/*.log >"$TEST_LOG"
+  [ -z "$test_log" ] || [ "$nrt" != 1 ] ||
+    cat "$TMP/report.$k" "$TMP/summary.$k" "$TMP"/*.log >"$test_log"
   echo "$line" >>"$TMP/lines"
   k=$((k + 1))
 done
@@ -202,5 +205,5 @@ if [ "$nrt" != 1 ]; then
 fi
 cat "$TMP/lines"
 [ "$nrt" = 1 ] ||
-  echo "$passed passed, $failed failed ($nrt runtimes, $ntasks tasks, $JOBS side by side, $(( $(date +%s) - start_all )) s)"
+  echo "$passed passed, $failed failed ($nrt runtimes, $ntasks tasks, $jobs side by side, $(( $(date +%s) - start_all )) s)"
 [ "$failed" = 0 ]

@@ -29,7 +29,8 @@ describe("spec/run.sh's queue", function()
   local function run(env, files)
     local paths = {}
     for i, f in ipairs(files) do paths[i] = q(dir .. "/" .. f) end
-    return sh("env TIMES=" .. q(dir .. "/times") .. " " .. env .. " sh spec/run.sh " .. table.concat(paths, " "))
+    return sh("env -u RUNTIMES -u LOG_DIR -u TEST_LOG -u VERBOSE TIMES=" .. q(dir .. "/times") .. " " .. env ..
+      " sh spec/run.sh " .. table.concat(paths, " "))
   end
 
   it("gives the runtime's line last, shows what failed, counts a crash, records each file's time", function()
