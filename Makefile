@@ -2,7 +2,8 @@
 #   make                       build the three C modules for LUA_VERSION (default 5.1; `jit` for LuaJIT):
 #                              dingtalk/recall/{core,curl,journal}.so
 #   make demo                  a bulk recall against the bundled simulator
-#   make test                  the suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by side
+#   make test                  the suite under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT, side by side: one
+#                              queue of (runtime, spec file), the longest first, TEST_JOBS at a time
 #                              (all but the real-time checks: `make test-timing`)
 #   make check                 everyday: Lua 5.4 only, without the real-time checks (< 90 s)
 #   make test-timing           the real-time checks (#timing), one runtime after another
@@ -94,14 +95,19 @@ check-symbols: all
 deps:
 	@sh .ci/deps
 
-# The suite.  `make test`: the five runtimes side by side, each with its own
-# build folder (build/<v>/, build/jit/) and log (build/test-logs/<lua>.log),
-# TEST_JOBS spec files at a time within each, all but the real-time checks.
-# A line per runtime ("<lua>: N passed, N failed") and a total; fails if
-# anything fails.  The real-time checks (#timing: arrival counts at a
-# server) need a quiet machine: `make test-timing` runs them one runtime
-# after another; CI runs both.
-TEST_JOBS ?= 2
+# The suite.  `make test`: the five runtimes in one queue, each runtime
+# with its own build folder (build/<v>/, build/jit/), all but the
+# real-time checks.  spec/run.sh makes a task of every (runtime, spec
+# file), orders them by the times of the last run (build/test-logs/times,
+# the longest first) and runs TEST_JOBS at a time, so the run ends when the
+# last short file does.  A line per runtime ("<lua>: N passed, N failed",
+# its log in build/test-logs/<lua>.log) and a total; fails if anything
+# fails, showing the failed files' output.  The real-time checks (#timing:
+# arrival counts at a server) need a quiet machine: `make test-timing` runs
+# them one runtime after another; CI runs both.
+NPROC      = $(shell nproc 2>/dev/null || echo 2)
+# cores + 2: the suite waits (servers, children) about half of its time
+TEST_JOBS ?= $(shell echo $$(( $(NPROC) + 2 )))
 TEST_SPECS ?=
 TEST_LOGS  = build/test-logs
 # The tests that count arrivals in real time: kept apart (test-timing).
@@ -118,26 +124,9 @@ test: deps
 	@$(MAKE) --no-print-directory test-suite
 
 test-suite: cores
-	@mkdir -p $(TEST_LOGS); start=$$(date +%s); \
-	for v in $(LUAS); do \
-	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
-	  LUA=$$lua LUA_CPATH_DIR=build/$$v JOBS=$(TEST_JOBS) \
-	    sh spec/run.sh --exclude-tags=$(TIMING_TAGS) $(TEST_SPECS) >$(TEST_LOGS)/$$lua.log 2>&1 & \
-	done; wait; \
-	passed=0; failed=0; rc=0; \
-	for v in $(LUAS); do \
-	  lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
-	  line=$$(tail -n 1 $(TEST_LOGS)/$$lua.log); \
-	  case $$line in "$$lua: "*" passed, "*" failed") ;; *) line="$$lua: 0 passed, 1 failed (no summary)";; esac; \
-	  p=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\1/'); \
-	  f=$$(echo "$$line" | sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed.*/\2/'); \
-	  passed=$$((passed + p)); failed=$$((failed + f)); \
-	  if [ "$$f" != 0 ]; then rc=1; sed -n '/^==== /,$$p' $(TEST_LOGS)/$$lua.log | head -n 400; fi; \
-	done; \
-	for v in $(LUAS); do lua=$$(case $$v in jit) echo luajit;; *) echo lua$$v;; esac); \
-	  echo "$$(tail -n 1 $(TEST_LOGS)/$$lua.log)   (log: $(TEST_LOGS)/$$lua.log)"; done; \
-	echo "$$passed passed, $$failed failed ($(words $(LUAS)) runtimes side by side in $$(( $$(date +%s) - start )) s)"; \
-	exit $$rc
+	@mkdir -p $(TEST_LOGS); \
+	RUNTIMES="$(foreach v,$(LUAS),$(call lua_of,$(v))=build/$(v))" JOBS=$(TEST_JOBS) LOG_DIR=$(TEST_LOGS) \
+	  sh spec/run.sh --exclude-tags=$(TIMING_TAGS) $(TEST_SPECS)
 
 # The real-time checks, one runtime after another (they count requests per
 # second at a server: a loaded machine can make them flake).
@@ -151,8 +140,8 @@ test-timing: cores
 	done; echo "timing: $$passed passed, $$failed failed"; exit $$rc
 
 # Everyday: the suite under Lua 5.4 only, without the real-time checks,
-# CHECK_JOBS spec files side by side.
-CHECK_JOBS ?= 4
+# CHECK_JOBS spec files side by side, the longest first (see test-suite).
+CHECK_JOBS ?= $(TEST_JOBS)
 check:
 	@$(MAKE) --no-print-directory LUA_VERSION=5.1 all
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 all

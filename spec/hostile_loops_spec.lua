@@ -2,12 +2,12 @@
 -- endpoint (expireIn of 1e-9, 0, -5, NaN, 1e300, a string; an answer that
 -- trickles) and a hostile API (InvalidAuthentication forever, QpsLimit
 -- forever with huge Retry-After headers) are served by
--- spec/helpers/hostile_server.lua on 127.0.0.1.  Each case bounds the run in
+-- spec/helpers/hostile_http.lua on 127.0.0.1.  Each case bounds the run in
 -- time, counts the requests the server saw, and checks that every key is
 -- accounted for, through the client API and through the CLI.
 local recall = require "dingtalk.recall"
 local tokens = require "dingtalk.recall.token"
-local hostile = require "spec.helpers.hostile_server"
+local hh = require "spec.helpers.hostile_http"
 local invariant = require "spec.helpers.invariant"
 local shell = require "spec.helpers.shell"
 
@@ -37,6 +37,24 @@ local function bounded(seconds, fn)
   debug.sethook()
   if jit then jit.on() end
   if not ok then error(err, 0) end
+end
+
+-- The hostile answers (spec/helpers/hostile_http.lua), by name.
+local API = {
+  ok = { kind = "ok" },
+  -- InvalidAuthentication forever
+  auth = { kind = "error", code = "InvalidAuthentication", message = "token is invalid", request_id = "h1" },
+  -- QpsLimit forever, with absurd Retry-After and reset headers
+  qps = { kind = "error", status = 403, code = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+    message = "slow down", request_id = "h2",
+    headers = { ["Retry-After"] = "99999999", ["x-ratelimit-reset"] = "1e300" } },
+}
+
+-- A server whose token answers carry expireIn = `expire` (raw JSON text;
+-- each a new token "hostile-tok-N"), trickled at `trickle` s per byte when
+-- given, and whose API answers are API[api].
+local function hostile(o)
+  return hh.start { token = { kind = "token", expire = o.expire, trickle = o.trickle }, api = API[o.api or "ok"] }
 end
 
 local function keys_of(n, tag)
@@ -72,7 +90,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
   for _, c in ipairs(EXPIRES) do
     local raw, code = c[1], c[2]
     it("client: expireIn " .. raw .. " ends the run with every key failed, after a few token requests", function()
-      local h = hostile.start { expire = raw, api = "ok" }
+      local h = hostile { expire = raw, api = "ok" }
       local ok, err = pcall(bounded, 30, function()
         local cl = client(h)
         local keys = keys_of(45, "e")
@@ -98,7 +116,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
 
   for _, life in ipairs { 1e-9, 0 / 0, -1, 59 } do
     it("client: a token_provider's lifetime " .. tostring(life) .. " ends the run (token.lifetime), bounded", function()
-      local h = hostile.start { api = "ok" }
+      local h = hostile { api = "ok" }
       local calls = 0
       local ok, err = pcall(bounded, 30, function()
         local cl = client(h, { app_key = false, app_secret = false,
@@ -118,7 +136,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
   end
 
   it("client: token() with a 1e-9 lifetime fails after a bounded number of requests", function()
-    local h = hostile.start { expire = "1e-9" }
+    local h = hostile { expire = "1e-9" }
     local ok, err = pcall(bounded, 30, function()
       local cl = client(h)
       local tok, terr = cl:token()
@@ -136,14 +154,16 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     setup(function() dir = shell.trim(shell.sh("mktemp -d ${TMPDIR:-/tmp}/dtr-hloops.XXXXXX")) end)
     teardown(function() if dir and dir:match("dtr%-hloops") then shell.sh("rm -rf " .. q(dir)) end end)
 
-    -- Runs bin/dingtalk-recall under `timeout 60`; returns rc, stdout, seconds.
-    local function cli(h, args)
+    -- Runs bin/dingtalk-recall under `timeout 60` (per-request --timeout
+    -- 2, or `timeout`); returns rc, stdout, seconds, stderr.
+    local function cli(h, args, timeout)
       local qa = {}
       for i, a in ipairs(args) do qa[i] = q(a) end
       local cmd = "env -u DINGTALK_ACCESS_TOKEN -u DINGTALK_CA_FILE -u DINGTALK_RECALL_CONFIG" ..
         " DINGTALK_ENDPOINT=" .. q(h.url) .. " DINGTALK_APP_KEY=hostileKey DINGTALK_APP_SECRET=hostileSecret" ..
         " DINGTALK_RECALL_LEDGER=" .. q(dir .. "/ledger") .. " XDG_CONFIG_HOME=" .. q(dir .. "/xdg") ..
-        " timeout 60 " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") .. " --timeout 2 --quiet" ..
+        " timeout 60 " .. LUA .. " bin/dingtalk-recall " .. table.concat(qa, " ") ..
+        " --timeout " .. (timeout or 2) .. " --quiet" ..
         " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err") .. " </dev/null"
       local t0 = clock()
       local _, rc = shell.sh(cmd)
@@ -152,7 +172,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
 
     for _, raw in ipairs { "1e-9", "0", "-5", "NaN", '"x"' } do
       it("`token` with expireIn " .. raw .. " exits 3 at once, a few token requests", function()
-        local h = hostile.start { expire = raw }
+        local h = hostile { expire = raw }
         local ok, err = pcall(function()
           local rc, _, took, se = cli(h, { "token" })
           assert.are.equal(3, rc, se)
@@ -166,7 +186,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     end
 
     it("`recall` with expireIn 1e-9 ends, every key reported as an error", function()
-      local h = hostile.start { expire = "1e-9" }
+      local h = hostile { expire = "1e-9" }
       local ok, err = pcall(function()
         local keys = keys_of(30, "k")
         local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
@@ -187,7 +207,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     end)
 
     it("`recall` against InvalidAuthentication forever ends with a bounded number of requests", function()
-      local h = hostile.start { api = "auth" }
+      local h = hostile { api = "auth" }
       local ok, err = pcall(function()
         local keys = keys_of(200, "i")
         local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
@@ -209,7 +229,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     end)
 
     it("`recall` against QpsLimit forever with huge Retry-After ends in bounded time", function()
-      local h = hostile.start { api = "qps" }
+      local h = hostile { api = "qps" }
       local ok, err = pcall(function()
         local rc, so, took, se = cli(h, { "recall", "--conversation", CID, "--robot", ROBOT, "--json", "qk1", "qk2" })
         assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
@@ -223,9 +243,11 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     end)
 
     it("`token` against a trickling token endpoint ends after the timeout and bounded retries", function()
-      local h = hostile.start { token = "trickle", trickle = 0.3 }
+      -- 0.3 s a byte: the ~110-byte answer would take 30 s; each attempt
+      -- gives up after --timeout 0.5
+      local h = hostile { trickle = 0.3 }
       local ok, err = pcall(function()
-        local rc, _, took, se = cli(h, { "token" })
+        local rc, _, took, se = cli(h, { "token" }, 0.5)
         assert.are.equal(3, rc, se)
         assert.is_true(took < 25, "took " .. took)
         assert.is_true(h:counts().token <= 4)

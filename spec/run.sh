@@ -1,37 +1,61 @@
 #!/bin/sh
-# Runs the busted suite under one Lua, with the freshly built core first on
-# the path.
+# Runs the busted suite under one Lua or several, each with its freshly
+# built core first on the path.
 #   LUA            the interpreter command (may carry a prefix such as valgrind)
 #   LUA_CPATH_DIR  the build folder of that Lua's core.so (default build/5.1)
-#   JOBS           spec files run side by side (default 1: one busted for all);
-#                  with JOBS > 1 each spec file gets its own busted process and
-#                  log, the slowest files first, and the output of a file is
-#                  shown when it fails (all of it with VERBOSE=1)
-#   TEST_LOG       also keep the whole output in this file
+#   RUNTIMES       several runtimes in one run instead of LUA/LUA_CPATH_DIR:
+#                  "lua5.1=build/5.1 lua5.4=build/5.4 luajit=build/jit"
+#   JOBS           busted processes side by side (default 1: one busted for
+#                  all, one runtime only).  With JOBS > 1 or several runtimes,
+#                  every (runtime, spec file) pair is a task in one queue,
+#                  the longest expected first (TIMES), JOBS workers taking
+#                  the next task as they finish, so the run ends with a short
+#                  tail; a task's output is shown when it fails (all with
+#                  VERBOSE=1)
+#   TIMES          the per-file timing record the queue is ordered by and
+#                  that each queued run updates (default
+#                  build/test-logs/times; lines "<lua>@<build dir> <file>
+#                  <seconds>"; a file not in it is put first)
+#   LOG_DIR        keep each runtime's whole output in LOG_DIR/<lua>.log
+#   TEST_LOG       (one runtime) keep the whole output in this file
 # Arguments: busted options (--exclude-tags=timing, ...) and spec files or
-# folders (default: spec).  Prints "<lua>: N passed, N failed" last; exits
-# non-zero on any failure or when busted gives no summary (a crash).
+# folders (default: spec).  Prints "<lua>: N passed, N failed" per runtime
+# (last, with one runtime; then a total line with several); exits non-zero
+# on any failure or when busted gives no summary (a crash).
 set -u
-LUA=${LUA:-lua5.1}
-CDIR=${LUA_CPATH_DIR:-build/5.1}
 BUSTED=${BUSTED:-$(command -v busted)}
 JOBS=${JOBS:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
+TIMES=${TIMES-$ROOT/build/test-logs/times}
+# This run's settings, kept from the specs (a spec may run run.sh itself).
+runtimes=${RUNTIMES:-} log_dir=${LOG_DIR:-} test_log=${TEST_LOG:-} verbose=${VERBOSE:-0} jobs=$JOBS times=$TIMES
+unset RUNTIMES LOG_DIR TEST_LOG VERBOSE JOBS TIMES
 # A clean Lua environment, whatever the caller's (`luarocks path` for
 # another Lua, LUA_INIT): only this checkout and the system's modules.
 unset LUA_INIT LUA_INIT_5_2 LUA_INIT_5_3 LUA_INIT_5_4 \
   LUA_PATH_5_2 LUA_PATH_5_3 LUA_PATH_5_4 LUA_CPATH_5_2 LUA_CPATH_5_3 LUA_CPATH_5_4
 LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/?.lua;;"
-LUA_CPATH="$ROOT/$CDIR/?.so;;"
-export LUA_PATH LUA_CPATH
-# The interpreter the specs use for child processes (CLI, simulator).
-DINGTALK_RECALL_TEST_LUA=$(echo "$LUA" | awk '{print $NF}')
-export DINGTALK_RECALL_TEST_LUA
-name=$DINGTALK_RECALL_TEST_LUA
+export LUA_PATH
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dingtalk-run.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
+
+# The runtimes: RT_LUA_<k>, RT_CDIR_<k>, RT_NAME_<k> (exported), k = 1..nrt.
+nrt=0
+add_runtime() { # lua-command build-dir
+  nrt=$((nrt + 1))
+  # the name: the interpreter (the last word: valgrind ... lua5.4 -> lua5.4), without its folder
+  # shellcheck disable=SC2034 # (used in the eval)
+  n=${1##* }
+  eval "RT_LUA_$nrt=\$1; RT_CDIR_$nrt=\$2; RT_NAME_$nrt=\${n##*/}; export RT_LUA_$nrt RT_CDIR_$nrt RT_NAME_$nrt"
+}
+if [ -n "$runtimes" ]; then
+  for r in $runtimes; do add_runtime "${r%%=*}" "${r#*=}"; done
+else
+  add_runtime "${LUA:-lua5.1}" "${LUA_CPATH_DIR:-build/5.1}"
+fi
+rt() { eval "printf '%s\n' \"\$RT_$2_$1\""; } # k LUA|CDIR|NAME
 
 # busted's summary line: "N successes / N failures / N errors / N pending : T seconds"
 SUMMARY_RE='[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?'
@@ -53,11 +77,17 @@ for a in "$@"; do
 done
 [ -n "$paths" ] || { paths=spec; set -- "$@" spec; }
 
-if [ "$JOBS" -le 1 ]; then
+if [ "$jobs" -le 1 ] && [ "$nrt" = 1 ]; then
+  LUA=$RT_LUA_1
+  LUA_CPATH="$ROOT/$RT_CDIR_1/?.so;;"
+  # The interpreter the specs use for child processes (CLI, simulator).
+  DINGTALK_RECALL_TEST_LUA=$(echo "$LUA" | awk '{print $NF}')
+  export LUA_CPATH DINGTALK_RECALL_TEST_LUA
+  name=$DINGTALK_RECALL_TEST_LUA
   # judged by busted's summary, not by the pipeline's status
   $LUA "$BUSTED" --output=utfTerminal "$@" 2>&1 | tee "$TMP/all.log"
   c=$(counts "$TMP/all.log")
-  [ -z "${TEST_LOG:-}" ] || cp "$TMP/all.log" "$TEST_LOG"
+  [ -z "$test_log" ] || cp "$TMP/all.log" "$test_log"
   if [ -z "$c" ]; then
     echo "$name: no busted summary (crash?)"
     exit 1
@@ -68,44 +98,112 @@ if [ "$JOBS" -le 1 ]; then
   exit
 fi
 
-# JOBS > 1: one busted per spec file, JOBS at a time, the biggest files
-# (a fair proxy for the slowest) first.
+# The queue: one task per (runtime, spec file), the longest expected first.
+# Expected: the file's last time under that runtime (TIMES), else under
+# another runtime, else first of all (a new file: its time is unknown).
+start_all=$(date +%s)
+[ "$jobs" -ge 1 ] || jobs=1
 # shellcheck disable=SC2086
-files=$(find $paths -name '*_spec.lua' -type f -exec ls -S {} + | tr '\n' ' ')
-n=0
-for f in $files; do n=$((n + 1)); echo "$n $f"; done >"$TMP/list"
-export LUA BUSTED TMP opts
+files=$(find $paths -name '*_spec.lua' -type f | sort)
+[ -n "$files" ] || { echo "no spec file in:$paths"; exit 1; }
+k=1
+while [ "$k" -le "$nrt" ]; do
+  key="$(rt "$k" NAME)@$(rt "$k" CDIR)"
+  # shellcheck disable=SC2086
+  wc -c $files | awk -v k="$k" -v key="$key" '$2 != "total" { print k, key, $2, $1 }'
+  k=$((k + 1))
+done >"$TMP/tasks"
+{ [ -n "$times" ] && [ -f "$times" ] && cat "$times"; } >"$TMP/times.old" 2>/dev/null || : >"$TMP/times.old"
+# expected seconds: recorded; or another runtime's; or, unknown, first of
+# all, the biggest files first (1e9 + bytes)
+awk 'FILENAME == ARGV[1] { t[$1 " " $2] = $3; if (!($2 in any) || $3 > any[$2]) any[$2] = $3; next }
+     { e = ($2 " " $3) in t ? t[$2 " " $3] : (($3 in any) ? any[$3] : 1e9 + $4); print e, $1, $3 }' \
+  "$TMP/times.old" "$TMP/tasks" | sort -k1,1gr -k3,3 -k2,2n | awk '{print NR, $2, $3}' >"$TMP/list"
+ntasks=$(wc -l <"$TMP/list")
+export BUSTED TMP opts ROOT nrt
+# Each task: its log, and $TMP/<i>.res = "passed failed seconds summary"
+# ("- 1 seconds" without a summary).
 # shellcheck disable=SC2016
-xargs -P "$JOBS" -L 1 sh -c '
-  start=$(date +%s)
-  i=$1 f=$2
+xargs -P "$jobs" -L 1 sh -c '
+  i=$1 k=$2 f=$3
+  eval "LUA=\$RT_LUA_$k CDIR=\$RT_CDIR_$k name=\$RT_NAME_$k"
+  LUA_CPATH="$ROOT/$CDIR/?.so;;"
+  DINGTALK_RECALL_TEST_LUA=${LUA##* }
+  export LUA_CPATH DINGTALK_RECALL_TEST_LUA
   eval "set -- $opts"
+  start=$(date +%s%N)
   $LUA "$BUSTED" --output=utfTerminal "$@" "$f" >"$TMP/$i.log" 2>&1
-  echo $(( $(date +%s) - start )) >"$TMP/$i.secs"
-  s=$(grep -aE "[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?" "$TMP/$i.log" | tail -n 1)
-  echo "  ... $f: ${s:-no busted summary} ($(cat "$TMP/$i.secs") s)"
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  awk -v secs="$((ms / 1000)).$((ms % 1000 / 100))$((ms % 100 / 10))$((ms % 10))" "
+    match(\$0, /[0-9]+ success(es)? \/ [0-9]+ failures? \/ [0-9]+ errors?/) { s = substr(\$0, RSTART) }
+    END { if (s == \"\") print \"- 1\", secs; else { split(s, a, \" \"); print a[1], a[4] + a[7], secs, s } }
+  " "$TMP/$i.log" >"$TMP/$i.res"
+  read -r p x secs s <"$TMP/$i.res"
+  who=""; [ "$nrt" = 1 ] || who="$name "
+  echo "  ... $who$f: ${s:-no busted summary} ($secs s)"
 ' sh <"$TMP/list"
+
+# Results per runtime: report (failed files' logs), summary lines, counts.
+k=1
+while [ "$k" -le "$nrt" ]; do
+  : >"$TMP/report.$k"
+  : >"$TMP/summary.$k"
+  eval "P_$k=0 X_$k=0"
+  k=$((k + 1))
+done
+: >"$TMP/times.new"
+while read -r i k f; do
+  p=- x=1 secs="?" s=""
+  [ -f "$TMP/$i.res" ] && read -r p x secs s <"$TMP/$i.res"
+  eval "name=\$RT_NAME_$k cdir=\$RT_CDIR_$k"
+  note=""
+  if [ "$p" = - ]; then
+    p=0 x=1
+    note=" (no busted summary: crash?)"
+  fi
+  eval "P_$k=\$((P_$k + p)) X_$k=\$((X_$k + x))"
+  { [ "$x" = 0 ] && [ "$verbose" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
+  printf '  %-40s %4d passed, %d failed, %8s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary.$k"
+  # shellcheck disable=SC2154 # (cdir: set by the eval)
+  [ "$secs" = "?" ] || echo "$name@$cdir $f $secs" >>"$TMP/times.new"
+done <"$TMP/list"
+
+# The timing record: this run's times replace the old ones.
+if [ -n "$times" ] && [ -s "$TMP/times.new" ]; then
+  mkdir -p "$(dirname "$times")" &&
+    awk 'FILENAME == ARGV[1] { new[$1 " " $2] = 1; print; next } !(($1 " " $2) in new)' \
+      "$TMP/times.new" "$TMP/times.old" | sort >"$times.tmp.$$" && mv "$times.tmp.$$" "$times"
+fi
 
 passed=0
 failed=0
-: >"$TMP/report"
-while read -r i f; do
-  c=$(counts "$TMP/$i.log")
-  secs=$(cat "$TMP/$i.secs" 2>/dev/null || echo "?")
-  if [ -z "$c" ]; then
-    p=0 x=1
-    note=" (no busted summary: crash?)"
-  else
-    # shellcheck disable=SC2086
-    set -- $c
-    p=$1 x=$2 note=""
-  fi
+k=1
+: >"$TMP/lines"
+while [ "$k" -le "$nrt" ]; do
+  eval "name=\$RT_NAME_$k p=\$P_$k x=\$X_$k"
   passed=$((passed + p))
   failed=$((failed + x))
-  { [ "$x" = 0 ] && [ "${VERBOSE:-0}" = 0 ]; } || { echo "==== $f"; cat "$TMP/$i.log"; } >>"$TMP/report"
-  printf '  %-40s %4d passed, %d failed, %4s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary"
-done <"$TMP/list"
-cat "$TMP/report" "$TMP/summary"
-[ -z "${TEST_LOG:-}" ] || cat "$TMP/report" "$TMP/summary" "$TMP"/*.log >"$TEST_LOG"
-echo "$name: $passed passed, $failed failed"
+  cat "$TMP/report.$k"
+  # the table of files (with several runtimes: in the logs only)
+  [ "$nrt" != 1 ] || sort -k1,1 "$TMP/summary.$k"
+  line="$name: $p passed, $x failed"
+  if [ -n "$log_dir" ]; then
+    mkdir -p "$log_dir"
+    { cat "$TMP/report.$k" "$TMP/summary.$k"
+      while read -r i kk f; do [ "$kk" = "$k" ] && { echo "==== $f"; cat "$TMP/$i.log"; }; done <"$TMP/list"
+      echo "$line"; } >"$log_dir/$name.log"
+    [ "$nrt" = 1 ] || line="$line   (log: $log_dir/$name.log)"
+  fi
+  [ -z "$test_log" ] || [ "$nrt" != 1 ] ||
+    cat "$TMP/report.$k" "$TMP/summary.$k" "$TMP"/*.log >"$test_log"
+  echo "$line" >>"$TMP/lines"
+  k=$((k + 1))
+done
+if [ "$nrt" != 1 ]; then
+  echo "  the slowest tasks (seconds, runtime, file):"
+  sort -k3,3gr "$TMP/times.new" | head -n 8 | awk '{ sub(/@.*/, "", $1); printf "  %8s  %-8s %s\n", $3, $1, $2 }'
+fi
+cat "$TMP/lines"
+[ "$nrt" = 1 ] ||
+  echo "$passed passed, $failed failed ($nrt runtimes, $ntasks tasks, $jobs side by side, $(( $(date +%s) - start_all )) s)"
 [ "$failed" = 0 ]

@@ -14,7 +14,8 @@
 --     server = "location /x { ... }",          -- the server{} body (listen is added)
 --   }
 --   local status, body, headers, seconds = n:request("POST", "/x", { body = "..." })
---   local job = n:spawn("GET", "/slow")        -- a request in the background
+--                                              -- (in-process: LuaSocket)
+--   local job = n:spawn("GET", "/slow")        -- a request in the background (the curl CLI)
 --   local status2, body2, _, seconds2 = job:wait()
 --   n:stop()                                   -- always, in teardown (idempotent)
 --
@@ -25,8 +26,9 @@
 --
 -- nginx's LuaJIT loads the Lua 5.1 ABI, so lua_package_cpath points at the
 -- repository's build/5.1/?.so; the helper builds it (make LUA_VERSION=5.1)
--- when it is missing.  Plain Lua (5.1-5.4, LuaJIT), io/os and the curl CLI.
--- A watchdog stops nginx when the Lua process that started it is gone.
+-- when it is missing.  Plain Lua (5.1-5.4, LuaJIT), io/os, LuaSocket and
+-- the curl CLI (spawn only).  A watchdog stops nginx when the Lua process
+-- that started it is gone.
 local M = {}
 
 local shell = require "spec.helpers.shell"
@@ -74,17 +76,27 @@ M.root = repo_root()
 
 M.modules_dir = os.getenv("DINGTALK_TEST_NGINX_MODULES") or "/usr/lib/nginx/modules"
 
+local binary -- false: looked for, none
 local function nginx_binary()
   local env = os.getenv("DINGTALK_TEST_NGINX") or os.getenv("DINGTALK_SIM_NGINX")
   if env and env ~= "" then return env end
-  local out = trim(sh("command -v nginx || ls /usr/sbin/nginx"))
-  if out ~= "" and not out:match("No such file") then return out:match("[^\n]+") end
-  return nil
+  if binary == nil then
+    local out = trim(sh("command -v nginx || ls /usr/sbin/nginx"))
+    binary = out ~= "" and not out:match("No such file") and out:match("[^\n]+") or false
+  end
+  return binary or nil
 end
 
 --- available() -> true | false, reason: nginx, the lua module and
--- lua-resty-core (which every cosocket-era API here relies on).
+-- lua-resty-core (which every cosocket-era API here relies on).  Asked
+-- once per process.
+local verdict
 function M.available()
+  if not verdict then verdict = { M.check() } end
+  return verdict[1], verdict[2]
+end
+
+function M.check()
   local bin = nginx_binary()
   if not bin then return false, "nginx is not installed (apt-get install nginx libnginx-mod-http-lua)" end
   for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
@@ -129,6 +141,7 @@ end
 local Server = {}
 Server.__index = Server
 
+-- The curl CLI's command for spawn().
 local function curl_cmd(self, method, path, opts)
   opts = opts or {}
   local url = path:match("^https?://") and path or (self.url .. path)
@@ -166,12 +179,32 @@ local function prepare(opts)
 end
 
 --- request(method, path [, {body=, headers=, timeout=}]) -> status, body,
--- headers (lower-case names), seconds (curl's time_total, client side).
+-- headers (lower-case names), seconds (client side); 0 and the error
+-- when there is no answer.  In-process (LuaSocket): no child.
 function Server:request(method, path, opts)
-  local o = prepare(opts)
-  local out = sh(curl_cmd(self, method, path, o))
-  if o.body_file then os.remove(o.body_file) end
-  return parse_curl(out, o.dump_headers)
+  opts = opts or {}
+  local socket, http, ltn12 = require "socket", require "socket.http", require "ltn12"
+  local url = path:match("^https?://") and path or (self.url .. path)
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  local source
+  if opts.body ~= nil then
+    headers["content-length"] = tostring(#opts.body)
+    headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded" -- as curl -d
+    source = ltn12.source.string(opts.body)
+  end
+  local out = {}
+  local t0 = socket.gettime()
+  local ok, status, rheaders = http.request { url = url, method = method, headers = headers, source = source,
+    sink = ltn12.sink.table(out), redirect = false,
+    create = function()
+      local c = socket.tcp()
+      c:settimeout(opts.timeout or 60)
+      return c
+    end }
+  local secs = socket.gettime() - t0
+  if not ok then return 0, tostring(status), {}, nil end
+  return status, table.concat(out), rheaders or {}, secs
 end
 
 --- spawn(method, path [, opts]) -> job: the same request, in the
@@ -188,7 +221,7 @@ function Server:spawn(method, path, opts)
     local deadline = os.time() + (timeout or 60)
     while not exists(mark) do
       if os.time() > deadline then error("background request did not finish", 2) end
-      sh("sleep 0.05")
+      require("socket").sleep(0.05)
     end
     local text = read_file(out) or ""
     os.remove(out)
@@ -212,20 +245,24 @@ function Server:stop()
   if self.stopped then return end
   self.stopped = true
   local pid = self:pid()
+  local rm = self.keep and "" or ("rm -rf " .. sh_quote(self.prefix))
   if pid:match("^%d+$") then
     sh("kill -TERM " .. pid .. " 2>/dev/null; for i in $(seq 100); do kill -0 " .. pid ..
-      " 2>/dev/null || exit 0; sleep 0.05; done; kill -KILL " .. pid .. " 2>/dev/null; exit 0")
+      " 2>/dev/null || break; sleep 0.05; done; kill -KILL " .. pid .. " 2>/dev/null; " .. rm .. "; exit 0")
+  elseif rm ~= "" then
+    sh(rm)
   end
-  if not self.keep then sh("rm -rf " .. sh_quote(self.prefix)) end
   if self.claimed then ports.release(self.port) end
 end
 
 ---------------------------------------------------------------------------
 -- configuration
 ---------------------------------------------------------------------------
+local uid
 local function context(port, prefix, opts)
   local root = M.root
-  local is_root = trim(sh("id -u")) == "0"
+  uid = uid or trim(sh("id -u"))
+  local is_root = uid == "0"
   local ctx = {
     port = port, prefix = prefix, root = root, modules_dir = M.modules_dir,
     lua_path = prefix .. "/lua/?.lua;" .. root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. root .. "?.lua;;",
@@ -296,10 +333,16 @@ local function env_prefix(env)
 end
 
 local function wait_port(port)
-  local probe = "for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/" .. port .. ") 2>/dev/null && exit 0; " ..
-    "sleep 0.05; done; exit 1"
-  local _, rc = sh("bash -c " .. sh_quote(probe))
-  return rc == 0
+  local socket = require "socket"
+  for _ = 1, 100 do
+    local c = socket.tcp()
+    c:settimeout(1)
+    local ok = c:connect("127.0.0.1", port)
+    c:close()
+    if ok then return true end
+    socket.sleep(0.05)
+  end
+  return false
 end
 
 --- start(opts) -> server (see the header).  Raises when nginx fails.
@@ -309,8 +352,8 @@ function M.start(opts)
   if not ok then error(why, 2) end
   M.ensure_core()
   local bin = nginx_binary()
-  local prefix = trim(sh("mktemp -d ${TMPDIR:-/tmp}/dingtalk-nginx-spec.XXXXXX"))
-  sh("mkdir -p " .. sh_quote(prefix .. "/tmp") .. " " .. sh_quote(prefix .. "/lua"))
+  local prefix = trim(sh("d=$(mktemp -d ${TMPDIR:-/tmp}/dingtalk-nginx-spec.XXXXXX) && " ..
+    "mkdir -p \"$d/tmp\" \"$d/lua\" && echo \"$d\""))
   for name, code in pairs(opts.modules or {}) do
     write_file(prefix .. "/lua/" .. name:gsub("%.", "/") .. ".lua", code)
   end
@@ -333,8 +376,10 @@ function M.start(opts)
       local pidfile = prefix .. "/nginx.pid"
       -- (a zombie counts as gone: kill -0 still reaches it)
       local lp = lua_pid()
-      local wd = "while kill -0 " .. lp .. " 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' /proc/" .. lp ..
-        "/stat 2>/dev/null && [ -f " .. sh_quote(pidfile) .. " ]; do sleep 1; done; " ..
+      -- (builtins but sleep: one child every 2 s)
+      local wd = "while kill -0 " .. lp .. " 2>/dev/null && { st=; read -r st </proc/" .. lp .. "/stat 2>/dev/null; " ..
+        "case \"$st\" in *') Z '*) false;; *) true;; esac; } && [ -f " .. sh_quote(pidfile) .. " ]; " ..
+        "do sleep 2; done; " ..
         "if [ -f " .. sh_quote(pidfile) .. " ]; then kill -TERM $(cat " .. sh_quote(pidfile) .. ") 2>/dev/null; " ..
         (opts.keep and "" or ("sleep 1; rm -rf " .. sh_quote(prefix) .. "; ")) .. "fi"
       -- its own session (setsid), so that a runner killing the test's

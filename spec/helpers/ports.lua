@@ -16,7 +16,8 @@
 --    two claimers get the same port while the owner lives; the claim of a
 --    process that is gone is taken over.
 -- Servers started by another program can still hold a port: callers retry
--- with a new claim on "address in use".  Plain Lua 5.1-5.4 / LuaJIT, io/os.
+-- with a new claim on "address in use".  Plain Lua 5.1-5.4 / LuaJIT, io/os;
+-- with LuaFileSystem (busted's own dependency) most claims need no shell.
 local M = {}
 
 local shell = require "spec.helpers.shell"
@@ -25,28 +26,73 @@ local sh, quote = shell.sh, shell.quote
 M.LOW, M.HIGH = 20000, 32767
 M.DIR = (os.getenv("TMPDIR") or "/tmp") .. "/dingtalk-recall-ports"
 
+local lfs_ok, lfs = pcall(require, "lfs")
+if not lfs_ok then lfs = nil end
+
+-- Whether process pid is alive; nil when this cannot be told without a shell.
+local function alive(pid)
+  if not pid:match("^%d+$") then return false end
+  local self = io.open("/proc/self/stat", "rb")
+  if not self then return nil end
+  self:close()
+  local f = io.open("/proc/" .. pid .. "/stat", "rb")
+  return f ~= nil and (f:close() or true)
+end
+
+-- One try at port in Lua alone (LuaFileSystem's mkdir is atomic too):
+-- true (ours), false (held), or nil when a shell must decide.
+local function try_lua(port, owner)
+  local d = M.DIR .. "/" .. port
+  if lfs.mkdir(d) then
+    shell.write_file(d .. "/owner", owner .. "\n")
+    return true
+  end
+  local o = shell.trim(shell.read_file(d .. "/owner"))
+  if o == "" then return false end -- being claimed right now
+  local a = alive(o)
+  if a == nil then return nil end
+  if a then return false end
+  return nil -- a dead owner's claim: the shell takes it over (rm -rf + mkdir)
+end
+
+local made_dir
 --- claim() -> port: a port that no other claimer on this machine holds.
 function M.claim()
   local owner = shell.own_pid()
+  if lfs and not made_dir then
+    made_dir = lfs.attributes(M.DIR, "mode") == "directory"
+  end
   for _ = 1, 200 do
     local port = shell.rand_int(M.LOW, M.HIGH)
-    local d = quote(M.DIR .. "/" .. port)
-    local script = "mkdir -p " .. quote(M.DIR) .. " 2>/dev/null; chmod 1777 " .. quote(M.DIR) .. " 2>/dev/null; " ..
-      "if mkdir " .. d .. " 2>/dev/null; then echo " .. owner .. " >" .. d .. "/owner; exit 0; fi; " ..
-      "o=$(cat " .. d .. "/owner 2>/dev/null); " ..
-      "if [ -n \"$o\" ] && ! kill -0 \"$o\" 2>/dev/null; then " ..
-      "rm -rf " .. d .. " && mkdir " .. d .. " 2>/dev/null && echo " .. owner .. " >" .. d .. "/owner && exit 0; " ..
-      "fi; " ..
-      "exit 1"
-    local _, rc = sh(script)
-    if rc == 0 then return port end
+    local got = nil
+    if lfs and made_dir then got = try_lua(port, owner) end
+    if got then return port end
+    if got == nil then
+      local d = quote(M.DIR .. "/" .. port)
+      local script = "mkdir -p " .. quote(M.DIR) .. " 2>/dev/null; chmod 1777 " .. quote(M.DIR) .. " 2>/dev/null; " ..
+        "if mkdir " .. d .. " 2>/dev/null; then echo " .. owner .. " >" .. d .. "/owner; exit 0; fi; " ..
+        "o=$(cat " .. d .. "/owner 2>/dev/null); " ..
+        "if [ -n \"$o\" ] && ! kill -0 \"$o\" 2>/dev/null; then " ..
+        "rm -rf " .. d .. " && mkdir " .. d .. " 2>/dev/null && echo " .. owner .. " >" .. d .. "/owner && exit 0; " ..
+        "fi; " ..
+        "exit 1"
+      local _, rc = sh(script)
+      made_dir = lfs ~= nil
+      if rc == 0 then return port end
+    end
   end
   error("no free test port in " .. M.LOW .. "-" .. M.HIGH .. " (see " .. M.DIR .. ")", 2)
 end
 
 --- release(port): gives the claim back (idempotent).
 function M.release(port)
-  if port then sh("rm -rf " .. quote(M.DIR .. "/" .. tostring(port))) end
+  if not port then return end
+  local d = M.DIR .. "/" .. tostring(port)
+  if lfs then
+    os.remove(d .. "/owner")
+    if lfs.rmdir(d) or not lfs.attributes(d) then return end
+  end
+  sh("rm -rf " .. quote(d))
 end
 
 --- in_use(port) -> bool: something listens on 127.0.0.1:port.
