@@ -125,7 +125,7 @@ end
 
 -- Batch jobs: {kind = "batch", plan, i, p (plan index), keys, attempts, ...}
 local function batch_job(plan, p, i)
-  return { kind = "batch", plan = plan, p = p, i = i, keys = plan[i], attempts = 0, needs_token = true,
+  return { kind = "batch", plan = plan, p = p, i = i, keys = core.batch(plan, i), attempts = 0, needs_token = true,
     limited = true }
 end
 
