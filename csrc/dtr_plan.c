@@ -471,6 +471,17 @@ static int dtr_l_batch(lua_State *L)
     return 1;
 }
 
+/* core.new_array(n) -> an empty table with room for n array entries (a
+ * report's recalled keys, filled in order without growing). */
+static int dtr_l_new_array(lua_State *L)
+{
+    lua_Number n = luaL_checknumber(L, 1);
+    if (!(n >= 0 && n <= 0x7fffffff) || n != floor(n))
+        return luaL_argerror(L, 1, "a count in 0..2^31-1 expected");
+    lua_createtable(L, (int)n, 0);
+    return 1;
+}
+
 /* A string field of a plan, raw; a plan changed into nonsense raises. */
 static void dtr_plan_field(lua_State *L, int plan, const char *name, dtr_str *out)
 {
@@ -571,6 +582,7 @@ static const luaL_Reg dtr_plan_functions[] = {
     {"target", dtr_l_target},
     {"build_batch", dtr_l_build_batch},
     {"batch", dtr_l_batch},
+    {"new_array", dtr_l_new_array},
     {NULL, NULL}};
 
 /* The plan and target metatables, and the functions. */
