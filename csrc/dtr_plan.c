@@ -475,7 +475,9 @@ static int dtr_l_batch(lua_State *L)
  * report's recalled keys, filled in order without growing). */
 static int dtr_l_new_array(lua_State *L)
 {
-    lua_Number n = luaL_checknumber(L, 1);
+    lua_Number n;
+    luaL_checktype(L, 1, LUA_TNUMBER);
+    n = lua_tonumber(L, 1);
     if (!(n >= 0 && n <= 0x7fffffff) || n != floor(n))
         return luaL_argerror(L, 1, "a count in 0..2^31-1 expected");
     lua_createtable(L, (int)n, 0);
