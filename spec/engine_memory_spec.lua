@@ -27,9 +27,18 @@ local function instant(on_start)
   }
 end
 
-local function keys_of(n, prefix)
-  local t = {}
-  for i = 1, n do t[i] = ("%s-%08d-%s"):format(prefix or "mem", i, ("k"):rep(32)) end
+-- n keys like the server's: 44 base64 characters, random (fixed seed).
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function keys_of(n)
+  math.randomseed(n)
+  local t, chars = {}, {}
+  for i = 1, n do
+    for j = 1, 43 do
+      local r = math.random(1, 64)
+      chars[j] = B64:sub(r, r)
+    end
+    t[i] = table.concat(chars) .. "="
+  end
   return t
 end
 

@@ -75,10 +75,10 @@ local NOFLAGS = {}
 -- in a bulk recall the caller's own keys are most of that size, and the
 -- run's garbage (requests, answers: 7-9 KB a batch) would double the
 -- caller's heap.  A run instead drives a cycle to its end (incremental
--- steps of GC_STEP KB, one per finished batch; a full collection on 5.4,
--- see GC_FULL) once the heap is GC_MIN_SLACK KB above its size at the
--- start, then once it is GC_SLACK of the size a cycle left (at least
--- GC_MIN_SLACK KB) above that.  A run that stays under it (a few batches)
+-- steps of GC_STEP KB, one per finished batch) once the heap is
+-- GC_MIN_SLACK KB above its size at the start, then once it is GC_SLACK
+-- of the size a cycle left (at least GC_MIN_SLACK KB) above that; a full
+-- collection when the heap gets twice that far above it all the same.  A run that stays under it (a few batches)
 -- does no extra work.  With 100,000 keys (a 13 MB heap) the run's share
 -- of peak RSS drops from 12-17 MB to 3-5 MB at no measurable CPU cost
 -- (bench/rss.lua).  A caller with a far larger heap pays one more cycle
@@ -88,11 +88,6 @@ local GC_SLACK, GC_MIN_SLACK, GC_STEP = 0.1, 1024, 256
 -- LuaJIT's steps cost more (0.1 of slack: +30% CPU over a 100,000-key run
 -- without pacing); 0.2 keeps its share at 3.8 MB for +3% (bench/rss.lua).
 if rawget(_G, "jit") then GC_SLACK, GC_MIN_SLACK, GC_STEP = 0.2, 2048, 512 end
--- Lua 5.4's explicit steps add to a debt the pause has made negative, and
--- a run's steps then let the heap grow without end (measured: +7.5 MB over
--- 3,000 batches, +12.8 MB over 5,000); a full collection there costs about
--- 1 ms for a 13 MB heap, so 5.4 and later collect instead of stepping.
-local GC_FULL = _VERSION >= "Lua 5.4"
 -- collectgarbage("isrunning") arrived in 5.2.
 local IS_RUNNING = pcall(collectgarbage, "isrunning")
 
@@ -143,13 +138,21 @@ end
 -- size (at the start, then after each finished cycle).
 function Run:pace()
   local limit = self.gc_limit
-  if not limit or collectgarbage("count") <= limit then return end
+  if not limit then return end
+  local now = collectgarbage("count")
+  if now <= limit then return end
   if IS_RUNNING and not collectgarbage("isrunning") then return end
-  if GC_FULL then collectgarbage("collect") end
-  if GC_FULL or collectgarbage("step", GC_STEP) then
-    local live = collectgarbage("count")
-    self.gc_limit = live + math.max(GC_MIN_SLACK, live * GC_SLACK)
+  local slack = self.gc_slack
+  if now > limit + 2 * slack then
+    -- The steps did not keep up (seen on Lua 5.4, whose steps can leave
+    -- the heap growing by ~2 KB a batch): one full collection.
+    collectgarbage("collect")
+  elseif not collectgarbage("step", GC_STEP) then
+    return
   end
+  local live = collectgarbage("count")
+  slack = math.max(GC_MIN_SLACK, live * GC_SLACK)
+  self.gc_limit, self.gc_slack = live + slack, slack
 end
 
 function Run:log(level, msg)
@@ -513,7 +516,7 @@ function Engine:run(plans, hooks, opts)
   end
   run.total = r.total
   r.recalled = core.new_array(r.total) -- filled in order, never grown
-  run.gc_limit = collectgarbage("count") + GC_MIN_SLACK
+  run.gc_limit, run.gc_slack = collectgarbage("count") + GC_MIN_SLACK, GC_MIN_SLACK
   for _, plan in ipairs(plans) do
     if plan.ninvalid > 0 then
       local keys = {}
