@@ -1,5 +1,5 @@
 /*
- * dingtalk-recall: plans and targets (sans I/O).
+ * dingtalk-recall: plans and their batches (sans I/O).
  *
  *   core.plan(conversation, robot, keys) -> plan | nil, err
  *       Validates the conversation and robot once and each key once,
@@ -9,11 +9,19 @@
  *       plan.invalid[key] = err.  A sparse array or a non-string entry
  *       fails the whole plan (nil, err naming the index): nothing is sent
  *       for input that cannot be honoured.
- *   core.target(options) -> target | nil, err
- *       The transport settings, checked once: a read-only userdata.
  *   core.build_batch(plan, i, target, token) -> built | nil, err
  *       Batch i of the plan, built for the target; the keys are not
  *       checked again (the plan did), the token is.
+ *   core.batch(plan, i) -> keys | nil
+ *       Batch i as a fresh array the plan does not keep (plan[i] makes it
+ *       once and keeps it): an engine holds only the batches in flight.
+ *   core.new_array(n) -> table
+ *       An empty table with room for n array entries.
+ *
+ * A plan holds its deduplicated keys once, in one array; batch i is the
+ * range (i-1)*20+1 .. i*20 of it, computed, not stored.  Duplicates are
+ * found with a hash set of entry numbers in the allocator's memory, freed
+ * before core.plan returns (no Lua table of seen keys).
  */
 #include <math.h>
 #include <stdint.h>
@@ -25,81 +33,9 @@
 #include "dtr_text.h"
 #include "dtr_encode.h"
 #include "dtr_plan.h"
+#include "dtr_target.h"
 
 #define DTR_PLAN_MT "dingtalk.recall.plan"
-
-/* ---------------------------------------------------------------------
- * Targets
- * ------------------------------------------------------------------- */
-
-/* core.target([options]) -> target | nil, err */
-static int dtr_l_target(lua_State *L)
-{
-    dtr_opts o;
-    dtr_err e;
-    lua_settop(L, 1);
-    if (!dtr_read_transport(L, 1, 1, &o, &e))
-        return dtr_push_err(L, &e);
-    /* ca_file's string is anchored at 2 until it is copied. */
-    dtr_push_target(L, &o);
-    return 1;
-}
-
-/* target.<field>: read-only fields. */
-static int dtr_target_index(lua_State *L)
-{
-    const dtr_opts *o = dtr_test_target(L, 1);
-    const char *k = luaL_checkstring(L, 2);
-    size_t eplen;
-    if (o == NULL)
-        return luaL_argerror(L, 1, "a dingtalk.recall.target expected");
-    eplen = strlen(o->endpoint);
-    if (strcmp(k, "endpoint") == 0) {
-        lua_pushlstring(L, o->endpoint, eplen);
-    } else if (strcmp(k, "https") == 0) {
-        lua_pushboolean(L, o->https);
-    } else if (strcmp(k, "host") == 0) {
-        /* Without the brackets of an IPv6 literal: what connect() takes. */
-        const char *h = o->endpoint + o->host_off;
-        size_t n = o->host_len;
-        if (n >= 2 && h[0] == '[')
-            lua_pushlstring(L, h + 1, n - 2);
-        else
-            lua_pushlstring(L, h, n);
-    } else if (strcmp(k, "port") == 0) {
-        lua_pushinteger(L, o->port);
-    } else if (strcmp(k, "authority") == 0) {
-        /* host[:port] as written: the Host header. */
-        lua_pushlstring(L, o->endpoint + o->host_off, o->path_off - o->host_off);
-    } else if (strcmp(k, "path") == 0) {
-        lua_pushlstring(L, o->endpoint + o->path_off, eplen - o->path_off);
-    } else if (strcmp(k, "loopback") == 0) {
-        lua_pushboolean(L, o->loopback);
-    } else if (strcmp(k, "timeout") == 0) {
-        lua_pushnumber(L, o->timeout);
-    } else if (strcmp(k, "connect_timeout") == 0) {
-        lua_pushnumber(L, o->connect_timeout);
-    } else if (strcmp(k, "max_response_bytes") == 0) {
-        lua_pushnumber(L, o->max_response);
-    } else if (strcmp(k, "ca_file") == 0 && o->ca_file.n > 0) {
-        lua_pushlstring(L, o->ca_file.s, o->ca_file.n);
-    } else {
-        lua_pushnil(L);
-    }
-    return 1;
-}
-
-static int dtr_target_newindex(lua_State *L)
-{
-    return luaL_error(L, "a dingtalk.recall.target is read-only");
-}
-
-static int dtr_target_tostring(lua_State *L)
-{
-    const dtr_opts *o = dtr_test_target(L, 1);
-    lua_pushfstring(L, "dingtalk.recall.target (%s)", o != NULL ? o->endpoint : "?");
-    return 1;
-}
 
 /* ---------------------------------------------------------------------
  * Plans
@@ -581,7 +517,6 @@ static int dtr_plan_tostring(lua_State *L)
 
 static const luaL_Reg dtr_plan_functions[] = {
     {"plan", dtr_l_plan},
-    {"target", dtr_l_target},
     {"build_batch", dtr_l_build_batch},
     {"batch", dtr_l_batch},
     {"new_array", dtr_l_new_array},
@@ -599,17 +534,6 @@ void dtr_plan_open(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, DTR_TARGET_MT);
-    lua_pushliteral(L, DTR_TARGET_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pushcfunction(L, dtr_target_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dtr_target_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, dtr_target_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    dtr_target_open(L);
     dtr_register(L, dtr_plan_functions);
 }

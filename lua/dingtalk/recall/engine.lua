@@ -77,13 +77,14 @@ local NOFLAGS = {}
 -- caller's heap.  A run instead drives a cycle to its end (incremental
 -- steps of GC_STEP KB, one per finished batch) once the heap is
 -- GC_MIN_SLACK KB above its size at the start, then once it is GC_SLACK
--- of the size a cycle left (at least GC_MIN_SLACK KB) above that; a full
--- collection when the heap gets twice that far above it all the same.  A run that stays under it (a few batches)
--- does no extra work.  With 100,000 keys (a 13 MB heap) the run's share
--- of peak RSS drops from 12-17 MB to 3-5 MB at no measurable CPU cost
--- (bench/rss.lua).  A caller with a far larger heap pays one more cycle
--- per GC_SLACK of its size in garbage (a 1 GB heap: one per 100 MB, some
--- 12,000 batches).  A stopped collector is left stopped (5.2+).
+-- of the size a cycle left (at least GC_MIN_SLACK KB) above that; and
+-- collects in full if the heap gets two such slacks further all the same.
+-- A run that stays under it (a few batches) does no extra work.  With
+-- 100,000 keys (a 13 MB heap) the run's share of peak RSS drops from 12-17
+-- MB to 3-6 MB and its CPU time does not grow (bench/rss.lua).  A caller
+-- with a far larger heap pays one more cycle per GC_SLACK of its size in
+-- garbage (a 1 GB heap: one per 100 MB, some 12,000 batches).  A stopped
+-- collector is left stopped (5.2+).
 local GC_SLACK, GC_MIN_SLACK, GC_STEP = 0.1, 1024, 256
 -- LuaJIT's steps cost more (0.1 of slack: +30% CPU over a 100,000-key run
 -- without pacing); 0.2 keeps its share at 3.8 MB for +3% (bench/rss.lua).
