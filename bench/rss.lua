@@ -34,7 +34,19 @@ end
 
 local recall = require "dingtalk.recall"
 local keys = {}
-for i = 1, n do keys[i] = ("bench-%08d-%s"):format(i, ("k"):rep(32)) end
+-- Like the server's keys: 44 base64 characters, random (sequential keys
+-- with a long common tail hash badly in Lua 5.1 and are not what DingTalk
+-- hands out).
+math.randomseed(7)
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local chars = {}
+for i = 1, n do
+  for j = 1, 43 do
+    local r = math.random(1, 64)
+    chars[j] = B64:sub(r, r)
+  end
+  keys[i] = table.concat(chars) .. "="
+end
 -- A transport that answers every request at once: success for every key.
 local pending = {}
 local T = {

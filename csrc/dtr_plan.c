@@ -1,5 +1,5 @@
 /*
- * dingtalk-recall: plans and targets (sans I/O).
+ * dingtalk-recall: plans and their batches (sans I/O).
  *
  *   core.plan(conversation, robot, keys) -> plan | nil, err
  *       Validates the conversation and robot once and each key once,
@@ -9,13 +9,22 @@
  *       plan.invalid[key] = err.  A sparse array or a non-string entry
  *       fails the whole plan (nil, err naming the index): nothing is sent
  *       for input that cannot be honoured.
- *   core.target(options) -> target | nil, err
- *       The transport settings, checked once: a read-only userdata.
  *   core.build_batch(plan, i, target, token) -> built | nil, err
  *       Batch i of the plan, built for the target; the keys are not
  *       checked again (the plan did), the token is.
+ *   core.batch(plan, i) -> keys | nil
+ *       Batch i as a fresh array the plan does not keep (plan[i] makes it
+ *       once and keeps it): an engine holds only the batches in flight.
+ *   core.new_array(n) -> table
+ *       An empty table with room for n array entries.
+ *
+ * A plan holds its deduplicated keys once, in one array; batch i is the
+ * range (i-1)*20+1 .. i*20 of it, computed, not stored.  Duplicates are
+ * found with a hash set of entry numbers in the allocator's memory, freed
+ * before core.plan returns (no Lua table of seen keys).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,81 +33,9 @@
 #include "dtr_text.h"
 #include "dtr_encode.h"
 #include "dtr_plan.h"
+#include "dtr_target.h"
 
 #define DTR_PLAN_MT "dingtalk.recall.plan"
-
-/* ---------------------------------------------------------------------
- * Targets
- * ------------------------------------------------------------------- */
-
-/* core.target([options]) -> target | nil, err */
-static int dtr_l_target(lua_State *L)
-{
-    dtr_opts o;
-    dtr_err e;
-    lua_settop(L, 1);
-    if (!dtr_read_transport(L, 1, 1, &o, &e))
-        return dtr_push_err(L, &e);
-    /* ca_file's string is anchored at 2 until it is copied. */
-    dtr_push_target(L, &o);
-    return 1;
-}
-
-/* target.<field>: read-only fields. */
-static int dtr_target_index(lua_State *L)
-{
-    const dtr_opts *o = dtr_test_target(L, 1);
-    const char *k = luaL_checkstring(L, 2);
-    size_t eplen;
-    if (o == NULL)
-        return luaL_argerror(L, 1, "a dingtalk.recall.target expected");
-    eplen = strlen(o->endpoint);
-    if (strcmp(k, "endpoint") == 0) {
-        lua_pushlstring(L, o->endpoint, eplen);
-    } else if (strcmp(k, "https") == 0) {
-        lua_pushboolean(L, o->https);
-    } else if (strcmp(k, "host") == 0) {
-        /* Without the brackets of an IPv6 literal: what connect() takes. */
-        const char *h = o->endpoint + o->host_off;
-        size_t n = o->host_len;
-        if (n >= 2 && h[0] == '[')
-            lua_pushlstring(L, h + 1, n - 2);
-        else
-            lua_pushlstring(L, h, n);
-    } else if (strcmp(k, "port") == 0) {
-        lua_pushinteger(L, o->port);
-    } else if (strcmp(k, "authority") == 0) {
-        /* host[:port] as written: the Host header. */
-        lua_pushlstring(L, o->endpoint + o->host_off, o->path_off - o->host_off);
-    } else if (strcmp(k, "path") == 0) {
-        lua_pushlstring(L, o->endpoint + o->path_off, eplen - o->path_off);
-    } else if (strcmp(k, "loopback") == 0) {
-        lua_pushboolean(L, o->loopback);
-    } else if (strcmp(k, "timeout") == 0) {
-        lua_pushnumber(L, o->timeout);
-    } else if (strcmp(k, "connect_timeout") == 0) {
-        lua_pushnumber(L, o->connect_timeout);
-    } else if (strcmp(k, "max_response_bytes") == 0) {
-        lua_pushnumber(L, o->max_response);
-    } else if (strcmp(k, "ca_file") == 0 && o->ca_file.n > 0) {
-        lua_pushlstring(L, o->ca_file.s, o->ca_file.n);
-    } else {
-        lua_pushnil(L);
-    }
-    return 1;
-}
-
-static int dtr_target_newindex(lua_State *L)
-{
-    return luaL_error(L, "a dingtalk.recall.target is read-only");
-}
-
-static int dtr_target_tostring(lua_State *L)
-{
-    const dtr_opts *o = dtr_test_target(L, 1);
-    lua_pushfstring(L, "dingtalk.recall.target (%s)", o != NULL ? o->endpoint : "?");
-    return 1;
-}
 
 /* ---------------------------------------------------------------------
  * Plans
@@ -190,13 +127,107 @@ static void dtr_plan_setint(lua_State *L, int t, const char *name, size_t v)
     lua_setfield(L, t, name);
 }
 
+/* The plan's keys (the deduplicated, valid ones, in input order) live in
+ * one array under this light-userdata key of the plan table; batch i is
+ * keys[(i-1)*20+1 .. min(i*20, #keys)], computed, never stored.  Only its
+ * address matters (immutable). */
+static const char dtr_plan_keys_slot = 'k';
+
+static void dtr_plan_push_keys(lua_State *L, int plan)
+{
+    lua_pushlightuserdata(L, (void *)&dtr_plan_keys_slot);
+    lua_rawget(L, plan);
+}
+
+/* A key's state in the first pass (one byte per input entry). */
+#define DTR_KEY_DUP 0
+#define DTR_KEY_KEEP 1
+#define DTR_KEY_BAD 2
+
+/* FNV-1a, 32 bits: the dedupe set's hash. */
+static unsigned long dtr_plan_hash(const char *s, size_t n)
+{
+    unsigned long h = 2166136261UL;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h = (h * 16777619UL) & 0xffffffffUL;
+    }
+    return h;
+}
+
+/* First pass, raising nothing: marks each entry of the array at idx (n
+ * strings) keep, duplicate or bad in state[0..n-1], with an open-addressing
+ * set of entry numbers (slots: a power of two above 2n, zeroed).  Counts
+ * the kept and the bad. */
+static void dtr_plan_mark(lua_State *L, int idx, size_t n, unsigned char *state, uint32_t *slots,
+                          size_t mask, size_t *nkeep, size_t *nbad)
+{
+    size_t i;
+    for (i = 1; i <= n; i++) {
+        dtr_str k;
+        size_t at;
+        int dup = 0;
+        lua_rawgeti(L, idx, (int)i);
+        k.s = lua_tolstring(L, -1, &k.n); /* anchored by the keys table */
+        lua_pop(L, 1);
+        for (at = dtr_plan_hash(k.s, k.n) & mask; slots[at] != 0; at = (at + 1) & mask) {
+            size_t on;
+            const char *o;
+            lua_rawgeti(L, idx, (int)slots[at]);
+            o = lua_tolstring(L, -1, &on);
+            lua_pop(L, 1);
+            if (on == k.n && memcmp(o, k.s, on) == 0) {
+                dup = 1;
+                break;
+            }
+        }
+        if (dup) {
+            state[i - 1] = DTR_KEY_DUP;
+            continue;
+        }
+        slots[at] = (uint32_t)i;
+        if (k.n == 0 || k.n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k.s, k.n) != 0) {
+            state[i - 1] = DTR_KEY_BAD;
+            (*nbad)++;
+        } else {
+            state[i - 1] = DTR_KEY_KEEP;
+            (*nkeep)++;
+        }
+    }
+}
+
+/* Dedupes and checks the n strings of the array at idx: state[] as in
+ * dtr_plan_mark.  The set is the allocator's memory, freed before
+ * anything can raise.  0 when it cannot be had. */
+static int dtr_plan_dedupe(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
+{
+    void *ud;
+    lua_Alloc alloc = lua_getallocf(L, &ud);
+    size_t nslots = 16, bytes;
+    uint32_t *slots;
+    while (nslots < 2 * n)
+        nslots *= 2; /* n <= 2^31 - 1: at most 2^32 */
+    if (nslots > ((size_t)-1) / sizeof *slots)
+        return 0;
+    bytes = nslots * sizeof *slots;
+    slots = (uint32_t *)alloc(ud, NULL, 0, bytes);
+    if (slots == NULL)
+        return 0;
+    memset(slots, 0, bytes);
+    dtr_plan_mark(L, idx, n, state, slots, nslots - 1, nkeep, nbad);
+    alloc(ud, slots, bytes, 0);
+    return 1;
+}
+
 /* core.plan(conversation, robot, keys) -> plan | nil, err */
 static int dtr_l_plan(lua_State *L)
 {
     dtr_str cid, robot;
     dtr_err e;
-    size_t n, i, total = 0, dups = 0, ninvalid = 0, nbatches = 0, inbatch = 0;
-    int plan, seen, invalid, batch = 0;
+    size_t n, i, total = 0, ninvalid = 0, nkeep = 0, nbad = 0;
+    unsigned char *state;
+    int plan, store, invalid;
     lua_settop(L, 3);
     /* Types first: a wrong type raises whatever the values. */
     if (!lua_isnil(L, 1) && lua_type(L, 1) != LUA_TSTRING)
@@ -230,60 +261,162 @@ static int dtr_l_plan(lua_State *L)
             return dtr_push_err(L, &e);
         }
     }
-    lua_createtable(L, (int)(n / DTR_MAX_KEYS + 1), 8);
+    /* One byte per entry (a userdata: freed by the collector if
+     * anything below raises), then the set, freed at once. */
+    state = (unsigned char *)dtr_newuserdata(L, n); /* at 4 */
+    if (!dtr_plan_dedupe(L, 3, n, state, &nkeep, &nbad))
+        return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
+    lua_createtable(L, 0, 9);
     plan = lua_gettop(L);
-    lua_createtable(L, 0, (int)n);
-    seen = lua_gettop(L);
-    lua_newtable(L);
+    lua_createtable(L, (int)nkeep, 0);
+    store = lua_gettop(L);
+    lua_createtable(L, 0, (int)nbad);
     invalid = lua_gettop(L);
     for (i = 1; i <= n; i++) {
-        dtr_str k;
-        lua_rawgeti(L, 3, (int)i);
-        k.s = lua_tolstring(L, -1, &k.n); /* anchored by the keys table and the stack */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, seen);
-        if (!lua_isnil(L, -1)) {
-            lua_pop(L, 2);
-            dups++;
-            continue;
-        }
-        lua_pop(L, 1);
-        lua_pushvalue(L, -1);
-        lua_pushboolean(L, 1);
-        lua_rawset(L, seen);
-        if (k.n == 0 || k.n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k.s, k.n) != 0) {
+        if (state[i - 1] == DTR_KEY_KEEP) {
+            lua_rawgeti(L, 3, (int)i);
+            lua_rawseti(L, store, (int)++total);
+        } else if (state[i - 1] == DTR_KEY_BAD) {
+            dtr_str k;
+            lua_rawgeti(L, 3, (int)i);
+            k.s = lua_tolstring(L, -1, &k.n);
             dtr_plan_key_error(L, &k, i);
             lua_rawset(L, invalid);
             ninvalid++;
-            continue;
-        }
-        if (inbatch == 0) {
-            lua_createtable(L, DTR_MAX_KEYS, 0);
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, plan, (int)++nbatches);
-            lua_insert(L, -2); /* batch below the key */
-            batch = lua_gettop(L) - 1;
-        }
-        lua_rawseti(L, batch, (int)++inbatch);
-        total++;
-        if (inbatch == DTR_MAX_KEYS) {
-            lua_pop(L, 1);
-            inbatch = 0;
         }
     }
-    lua_settop(L, invalid);
     lua_setfield(L, plan, "invalid");
-    lua_pop(L, 1); /* seen */
+    lua_pushlightuserdata(L, (void *)&dtr_plan_keys_slot);
+    lua_insert(L, store);
+    lua_rawset(L, plan);
     lua_pushvalue(L, 1);
     lua_setfield(L, plan, "conversation");
     lua_pushvalue(L, 2);
     lua_setfield(L, plan, "robot");
     dtr_plan_setint(L, plan, "total", total);
-    dtr_plan_setint(L, plan, "nbatches", nbatches);
-    dtr_plan_setint(L, plan, "duplicates", dups);
+    dtr_plan_setint(L, plan, "nbatches", (total + DTR_MAX_KEYS - 1) / DTR_MAX_KEYS);
+    dtr_plan_setint(L, plan, "duplicates", n - nkeep - nbad);
     dtr_plan_setint(L, plan, "ninvalid", ninvalid);
     luaL_getmetatable(L, DTR_PLAN_MT);
     lua_setmetatable(L, plan);
+    return 1;
+}
+
+/* Whether the value at idx is a plan of core.plan. */
+static int dtr_is_plan(lua_State *L, int idx)
+{
+    int ismt;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return 0;
+    ismt = lua_getmetatable(L, idx);
+    if (ismt) {
+        luaL_getmetatable(L, DTR_PLAN_MT);
+        ismt = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    return ismt;
+}
+
+/* Pushes the keys array of plan and sets the range [*first, *last] of
+ * batch bi in it; 0 (nothing pushed) when the plan has no such batch. */
+static int dtr_plan_range(lua_State *L, int plan, lua_Integer bi, size_t *first, size_t *last)
+{
+    size_t total;
+    dtr_plan_push_keys(L, plan);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    total = dtr_rawlen(L, -1);
+    if (bi < 1 || (size_t)(bi - 1) >= (total + DTR_MAX_KEYS - 1) / DTR_MAX_KEYS) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    *first = (size_t)(bi - 1) * DTR_MAX_KEYS + 1;
+    *last = *first + DTR_MAX_KEYS - 1;
+    if (*last > total)
+        *last = total;
+    return 1;
+}
+
+/* Pushes batch bi of the plan at idx as a fresh array, or nil. */
+static void dtr_plan_push_batch(lua_State *L, int plan, lua_Integer bi)
+{
+    size_t first, last, j;
+    int keys;
+    if (!dtr_plan_range(L, plan, bi, &first, &last)) {
+        lua_pushnil(L);
+        return;
+    }
+    keys = lua_gettop(L);
+    lua_createtable(L, (int)(last - first + 1), 0);
+    for (j = first; j <= last; j++) {
+        lua_rawgeti(L, keys, (int)j);
+        lua_rawseti(L, -2, (int)(j - first + 1));
+    }
+    lua_remove(L, keys);
+}
+
+/* The index of a batch number at idx, or 0 when it is none. */
+static lua_Integer dtr_plan_index(lua_State *L, int idx)
+{
+    lua_Number d;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    d = lua_tonumber(L, idx);
+    if (!(d >= 1 && d <= 0x7fffffff) || d != floor(d))
+        return 0;
+    return (lua_Integer)d;
+}
+
+/* plan[i]: batch i, made at first use and kept in the plan (so that it
+ * is the same table each time); other keys are nil. */
+static int dtr_plan_index_mm(lua_State *L)
+{
+    lua_Integer bi = dtr_plan_index(L, 2);
+    if (bi == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    dtr_plan_push_batch(L, 1, bi);
+    if (!lua_isnil(L, -1)) {
+        lua_pushinteger(L, bi);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1);
+    }
+    return 1;
+}
+
+/* core.batch(plan, i) -> keys | nil: batch i as an array (the plan's own
+ * plan[i] when it was made already, else a fresh array the plan does not
+ * keep: an engine holds only the batches in flight). */
+static int dtr_l_batch(lua_State *L)
+{
+    lua_Integer bi;
+    if (!dtr_is_plan(L, 1))
+        return luaL_argerror(L, 1, "a plan from core.plan expected");
+    bi = luaL_checkinteger(L, 2);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    if (!lua_isnil(L, -1))
+        return 1;
+    if (bi < 1 || bi > 0x7fffffff)
+        lua_pushnil(L);
+    else
+        dtr_plan_push_batch(L, 1, bi);
+    return 1;
+}
+
+/* core.new_array(n) -> an empty table with room for n array entries (a
+ * report's recalled keys, filled in order without growing). */
+static int dtr_l_new_array(lua_State *L)
+{
+    lua_Number n;
+    luaL_checktype(L, 1, LUA_TNUMBER);
+    n = lua_tonumber(L, 1);
+    if (!(n >= 0 && n <= 0x7fffffff) || n != floor(n))
+        return luaL_argerror(L, 1, "a count in 0..2^31-1 expected");
+    lua_createtable(L, (int)n, 0);
     return 1;
 }
 
@@ -297,6 +430,44 @@ static void dtr_plan_field(lua_State *L, int plan, const char *name, dtr_str *ou
     out->s = lua_tolstring(L, -1, &out->n); /* stays on the stack */
 }
 
+/* The keys of batch bi onto the stack (anchors) and into keys[]: from
+ * plan[bi] when it was made (checked again: the caller may have changed
+ * it), else straight from the plan's keys.  Returns their number; raises
+ * when there is no such batch or the plan was modified. */
+static int dtr_plan_keys(lua_State *L, int plan, lua_Integer bi, dtr_str *keys)
+{
+    int nkeys, j;
+    size_t first, last, k;
+    lua_rawgeti(L, plan, (int)bi);
+    if (!lua_isnil(L, -1)) {
+        int batch = lua_gettop(L);
+        if (lua_type(L, batch) != LUA_TTABLE)
+            return luaL_argerror(L, 2, "no such batch in the plan");
+        nkeys = (int)dtr_rawlen(L, batch);
+        if (nkeys < 1 || nkeys > DTR_MAX_KEYS)
+            return luaL_error(L, "batch %d of the plan has %d keys: the plan was modified", (int)bi, nkeys);
+        for (j = 0; j < nkeys; j++) {
+            lua_rawgeti(L, batch, j + 1); /* stays on the stack: an anchor */
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "batch %d of the plan holds a non-string: the plan was modified", (int)bi);
+            keys[j].s = lua_tolstring(L, -1, &keys[j].n);
+        }
+        return nkeys;
+    }
+    lua_pop(L, 1);
+    if (!dtr_plan_range(L, plan, bi, &first, &last))
+        return luaL_argerror(L, 2, "no such batch in the plan");
+    nkeys = (int)(last - first + 1);
+    for (k = first; k <= last; k++) {
+        /* the keys array anchors them; it is at the top - (k - first) - 1 */
+        lua_rawgeti(L, -(int)(k - first) - 1, (int)k);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "batch %d of the plan holds a non-string: the plan was modified", (int)bi);
+        keys[k - first].s = lua_tolstring(L, -1, &keys[k - first].n);
+    }
+    return nkeys;
+}
+
 /* core.build_batch(plan, i, target, token) -> built | nil, err */
 static int dtr_l_build_batch(lua_State *L)
 {
@@ -304,16 +475,10 @@ static int dtr_l_build_batch(lua_State *L)
     dtr_opts o;
     dtr_err e;
     lua_Integer bi;
-    int batch, nkeys, j, ismt;
+    int nkeys;
     const dtr_opts *t;
     luaL_checktype(L, 1, LUA_TTABLE);
-    ismt = lua_getmetatable(L, 1);
-    if (ismt) {
-        luaL_getmetatable(L, DTR_PLAN_MT);
-        ismt = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    if (!ismt)
+    if (!dtr_is_plan(L, 1))
         return luaL_argerror(L, 1, "a plan from core.plan expected");
     bi = luaL_checkinteger(L, 2);
     t = dtr_test_target(L, 3);
@@ -325,10 +490,6 @@ static int dtr_l_build_batch(lua_State *L)
     luaL_checkstack(L, DTR_MAX_KEYS + 16, "dingtalk.recall.core");
     if (bi < 1 || bi > 0x7fffffff)
         return luaL_argerror(L, 2, "no such batch in the plan");
-    lua_rawgeti(L, 1, (int)bi);
-    if (lua_type(L, -1) != LUA_TTABLE)
-        return luaL_argerror(L, 2, "no such batch in the plan");
-    batch = lua_gettop(L);
     o = *t;
     if (lua_isnil(L, 4)) {
         o.token.s = "";
@@ -336,19 +497,11 @@ static int dtr_l_build_batch(lua_State *L)
     } else {
         o.token.s = lua_tolstring(L, 4, &o.token.n);
     }
-    if (!dtr_token_ok(&o.token, &e))
-        return dtr_push_err(L, &e);
     dtr_plan_field(L, 1, "conversation", &cid);
     dtr_plan_field(L, 1, "robot", &robot);
-    nkeys = (int)dtr_rawlen(L, batch);
-    if (nkeys < 1 || nkeys > DTR_MAX_KEYS)
-        return luaL_error(L, "batch %d of the plan has %d keys: the plan was modified", (int)bi, nkeys);
-    for (j = 0; j < nkeys; j++) {
-        lua_rawgeti(L, batch, j + 1); /* stays on the stack: an anchor */
-        if (lua_type(L, -1) != LUA_TSTRING)
-            return luaL_error(L, "batch %d of the plan holds a non-string: the plan was modified", (int)bi);
-        keys[j].s = lua_tolstring(L, -1, &keys[j].n);
-    }
+    nkeys = dtr_plan_keys(L, 1, bi, keys);
+    if (!dtr_token_ok(&o.token, &e))
+        return dtr_push_err(L, &e);
     dtr_push_recall(L, &cid, &robot, keys, nkeys, &o);
     return 1;
 }
@@ -364,8 +517,9 @@ static int dtr_plan_tostring(lua_State *L)
 
 static const luaL_Reg dtr_plan_functions[] = {
     {"plan", dtr_l_plan},
-    {"target", dtr_l_target},
     {"build_batch", dtr_l_build_batch},
+    {"batch", dtr_l_batch},
+    {"new_array", dtr_l_new_array},
     {NULL, NULL}};
 
 /* The plan and target metatables, and the functions. */
@@ -376,19 +530,10 @@ void dtr_plan_open(lua_State *L)
     lua_setfield(L, -2, "__name");
     lua_pushcfunction(L, dtr_plan_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, dtr_plan_index_mm);
+    lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, DTR_TARGET_MT);
-    lua_pushliteral(L, DTR_TARGET_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pushcfunction(L, dtr_target_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dtr_target_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, dtr_target_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    dtr_target_open(L);
     dtr_register(L, dtr_plan_functions);
 }

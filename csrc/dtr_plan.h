@@ -1,5 +1,5 @@
 /*
- * dingtalk-recall: plans, targets and batches (dtr_plan.c).
+ * dingtalk-recall: plans and batches (dtr_plan.c).
  */
 #ifndef DTR_PLAN_H
 #define DTR_PLAN_H
@@ -8,7 +8,7 @@
 
 DTR_HIDDEN_BEGIN
 
-/* Adds plan, target, build_batch. */
+/* Adds plan, build_batch, batch, new_array (and target: dtr_target.c). */
 void dtr_plan_open(lua_State *L);
 
 DTR_HIDDEN_END

@@ -140,6 +140,19 @@ describe("core.plan", function()
     assert.has_error(function() core.plan(CID, ROBOT, 7) end)
   end)
 
+  it("dedupes long keys by content (distinct string objects of equal bytes)", function()
+    local ks = {}
+    for i = 1, 300 do ks[i] = table.concat { ("x"):rep(60), "-", tostring(i % 7) } end
+    ks[301] = ("x"):rep(60) .. "-" -- a prefix of the others: not a duplicate
+    local plan = assert(core.plan(CID, ROBOT, ks))
+    assert.are.equal(8, plan.total)
+    assert.are.equal(293, plan.duplicates)
+    local want = {}
+    for i = 1, 7 do want[i] = ks[i] end
+    want[8] = ks[301]
+    assert.are.same(want, all_keys(plan))
+  end)
+
   it("100,000 keys with duplicates", function()
     local ks = {}
     for i = 1, 100000 do ks[i] = "key" .. (i % 50000) end
