@@ -306,6 +306,18 @@ static void dtr_multi_drive(dtr_multi *m, double wait_ms)
     }
 }
 
+/* m:drive() -> in_flight
+ * Drives every transfer once without waiting and without collecting:
+ * a request just added goes out now; what finishes stays queued in
+ * libcurl for the next perform. */
+static int dtr_multi_drive_l(lua_State *L)
+{
+    dtr_multi *m = dtr_check_multi(L);
+    dtr_multi_drive(m, 0);
+    lua_pushinteger(L, (lua_Integer)m->running);
+    return 1;
+}
+
 /* m:perform([wait_seconds]) -> done, in_flight
  * Drives every transfer; waits up to wait_seconds (default 0: never
  * blocks) for activity when nothing has finished yet.  `done` is an
@@ -388,6 +400,7 @@ static int dtr_multi_tostring(lua_State *L)
 static const luaL_Reg dtr_multi_methods[] = {
     {"add", dtr_multi_add},
     {"perform", dtr_multi_perform},
+    {"drive", dtr_multi_drive_l},
     {"timeout", dtr_multi_timeout},
     {"fds", dtr_multi_fds},
     {"in_flight", dtr_multi_in_flight},

@@ -28,7 +28,7 @@ end
 -- once and, when none finished, hands control to the host loop for up
 -- to `wait` seconds (less when a socket becomes ready first).
 function M:poll(wait)
-  local done = self:take_early() or self.multi:perform(0)
+  local done = self.multi:perform(0)
   if #done > 0 then return done end
   if async.in_task() then
     async.wait(self, wait)

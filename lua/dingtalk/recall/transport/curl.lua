@@ -24,30 +24,14 @@ M.now = curl.now
 function M:start(built, tag)
   local id, err = self.multi:add(built, tag)
   if not id then return nil, err end
-  local done = self.multi:perform(0)
-  if #done > 0 then
-    local early = self.early or {}
-    for i = 1, #done do early[#early + 1] = done[i] end
-    self.early = early
-  end
+  self.multi:drive() -- what finishes stays queued for poll()
   return id
-end
-
---- Completions that came while starting, with those of now (nil if none
--- came early).
-function M:take_early()
-  local early = self.early
-  if not early then return nil end
-  self.early = nil
-  local done = self.multi:perform(0)
-  for i = 1, #done do early[#early + 1] = done[i] end
-  return early
 end
 
 --- Waits up to `wait` seconds for completions; returns an array of
 -- {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
-  return self:take_early() or (self.multi:perform(wait))
+  return (self.multi:perform(wait))
 end
 
 function M:in_flight()
