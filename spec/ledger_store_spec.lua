@@ -151,6 +151,29 @@ describe("ledger", function()
       reader:close()
     end)
 
+    it("marks and settles keys recalled outside l:recall (the CLI's recall KEY...)", function()
+      local l = open()
+      assert(l:record_many {
+        { key = "kr", conversation = CID_A, robot = "r" }, { key = "kf", conversation = CID_A, robot = "r" },
+        { key = "ka", conversation = CID_A, robot = "r" }, { key = "ke", conversation = CID_A, robot = "r" },
+      })
+      assert(l:mark({ "kr", "kf", "ka", "ke", "notInTheLedger" }, "recalling"))
+      assert.are.equal("recalling", l:get("kr").state)
+      assert.has_error(function() l:mark({ "kr" }, "gone") end)
+      local r = { recalled = { "kr", "ka" }, already_recalled = { "ka" }, failed = { kf = "MSG_NOT_FOUND" },
+        errors = { ke = { code = "system.error", message = "boom" } } }
+      assert(l:settle(r, { "kr", "kf", "ka", "ke" }))
+      assert.are.equal("recalled", l:get("kr").state)
+      assert.are.equal("recalled", l:get("ka").state)
+      assert.are.equal("failed", l:get("kf").state)
+      assert.are.equal("MSG_NOT_FOUND", l:get("kf").reason)
+      assert.are.equal("error", l:get("ke").state)
+      assert.are.equal("system.error", l:get("ke").code)
+      -- what the journal holds, read afresh
+      local again = assert(ledger.open(l.location))
+      assert.are.equal("failed", again:get("kf").state)
+    end)
+
     it("writes a state change line that any JSON reader decodes, whatever its keys hold", function()
       local l = open()
       local changes = require "dingtalk.recall.ledger.changes"

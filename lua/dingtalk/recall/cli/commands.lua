@@ -9,7 +9,6 @@
 local core = require "dingtalk.recall.core"
 local selector = require "dingtalk.recall.selector"
 local render = require "dingtalk.recall.report.render"
-local reports = require "dingtalk.recall.report"
 local U = require "dingtalk.recall.cli.usage"
 
 local M = {}
@@ -175,36 +174,19 @@ C.recall = {
     end
     local known, entries = {}, l:list { conversation = cid } or {}
     for _, e in ipairs(entries) do if seen[e.key] then known[#known + 1] = e.key end end
-    local b = l.backend
-    local function mark(changes)
-      if #changes == 0 or not (b and b.update) then return true end
-      return b:update(changes, l.clock())
+    if #known > 0 then
+      local mok, merr = l:mark(known, "recalling")
+      if not mok then return ctx:fail(EXIT_FATAL, "cannot write the ledger", merr) end
     end
-    local marks = {}
-    for i, k in ipairs(known) do marks[i] = { key = k, state = "recalling" } end
-    local mok, merr = mark(marks)
-    if not mok then return ctx:fail(EXIT_FATAL, "cannot write the ledger", merr) end
     local client = ctx:client(robot)
     if not client then return ctx.code end
     -- ambiguous: these keys may have been recalled before (by a bot, an
     -- earlier run): the server's "already recalled" then counts recalled.
     local report = client:run({ plan }, { on_progress = ctx:progress() }, { ambiguous = true })
-    local changes = {}
-    for _, k in ipairs(known) do
-      local out = reports.outcome(report, k)
-      if out == "recalled" or out == "already_recalled" then
-        changes[#changes + 1] = { key = k, state = "recalled" }
-      elseif out == "failed" then
-        changes[#changes + 1] = { key = k, state = "failed", reason = tostring(report.failed[k]) }
-      else
-        local e = report.errors[k]
-        changes[#changes + 1] = { key = k, state = "error",
-          reason = type(e) == "table" and tostring(e.message) or tostring(e),
-          code = type(e) == "table" and e.code or nil }
-      end
+    if #known > 0 then
+      local uok, uerr = l:settle(report, known)
+      if not uok then ctx:note("dingtalk-recall: the ledger was not updated: ", ctx:safe(tostring(uerr)), "\n") end
     end
-    local uok, uerr = mark(changes)
-    if not uok then ctx:note("dingtalk-recall: the ledger was not updated: ", ctx:safe(tostring(uerr)), "\n") end
     return ctx:print_report(report, "recall")
   end,
 }

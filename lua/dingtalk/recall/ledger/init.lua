@@ -466,6 +466,30 @@ function Ledger:recall(client, filter, opts)
 end
 
 --- l:close(): releases the store (the Redis connection).  Safe twice.
+--- l:mark(keys, state) -> true | nil, err: the entries of these keys (an
+-- array; keys not in the ledger are passed over) take the state, in one
+-- durable write.  For a recall made outside l:recall (the CLI's
+-- `recall KEY...`): mark them "recalling" first, then l:settle.
+function Ledger:mark(keys, state)
+  if type(keys) ~= "table" then error("ledger:mark: keys must be an array", 2) end
+  if not M.STATES[state] then error("ledger:mark: unknown state " .. tostring(state), 2) end
+  local ch = changeset.new()
+  for _, k in ipairs(keys) do ch:add(k, state) end
+  if ch.count == 0 then return true end
+  return self.backend:update(ch, self.clock())
+end
+
+--- l:settle(r, keys) -> true | nil, err: each key's entry takes the
+-- outcome the report module gives it in the report r (recalled, already
+-- recalled, failed with the reason, error with the code), in one write.
+function Ledger:settle(r, keys)
+  if type(r) ~= "table" or type(keys) ~= "table" then error("ledger:settle(report, keys)", 2) end
+  local ch = changeset.new()
+  for _, k in ipairs(keys) do ch:outcome(r, k, report.outcome(r, k)) end
+  if ch.count == 0 then return true end
+  return self.backend:update(ch, self.clock())
+end
+
 function Ledger:close()
   if self.backend then
     self.backend:close()
