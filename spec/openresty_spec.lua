@@ -688,7 +688,15 @@ describe("openresty transport", function()
     end)
     teardown(function() if ex then ex:stop() end end)
 
-    local seq = 0
+    local seq, last_ms = 0, 0
+    -- DingTalk signs the timestamp only, so two callbacks signed in the
+    -- same millisecond carry one signature and the bot's replay store
+    -- refuses the second: each post gets a millisecond of its own.
+    local function signed()
+      local ms = math.max(math.floor(require("socket").gettime() * 1000), last_ms + 1)
+      last_ms = ms
+      return callback.headers(s.app_secret, ms)
+    end
     local function post(text, o)
       o = o or {}
       seq = seq + 1
@@ -698,7 +706,7 @@ describe("openresty transport", function()
         isAdmin = o.admin or false, robotCode = s.robot, msgId = "msg" .. seq,
       }
       local status, body = ex:request("POST", "/dingtalk/callback", { body = json.encode(msg),
-        headers = o.headers or callback.headers(s.app_secret) })
+        headers = o.headers or signed() })
       return status, json.decode(body)
     end
 
@@ -717,7 +725,7 @@ describe("openresty transport", function()
       assert.are.same({ 401, "callback.bad_signature" }, { status, res.error })
       status, res = post("/recall last 1", { headers = callback.headers(s.app_secret, (os.time() - 7200) * 1000) })
       assert.are.same({ 401, "callback.expired" }, { status, res.error })
-      local h = callback.headers(s.app_secret)
+      local h = signed()
       status = post("/recall help", { headers = h })
       assert.are.equal(200, status)
       for _ = 1, 3 do -- whichever worker takes it: the replay store is shared
