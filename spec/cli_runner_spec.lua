@@ -29,7 +29,8 @@ describe("the CLI runner (spec/helpers/cli.lua)", function()
   -- the time a run took is the one part of its output that may differ
   local function timeless(s)
     -- and the server's keys, a new one per send
-    return (s:gsub("%d+%.%d+ s%)", "T s)"):gsub('"elapsed":[-+%d.e]+', '"elapsed":T'):gsub("hostileKey%d+", "hostileKeyN"))
+    return (s:gsub("%d+%.%d+ s%)", "T s)"):gsub('"elapsed":[-+%d.e]+', '"elapsed":T')
+      :gsub("hostileKey%d+", "hostileKeyN"))
   end
 
   it("gives what bin/dingtalk-recall gives: exit status, stdout and stderr", function()
