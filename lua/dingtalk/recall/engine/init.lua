@@ -40,6 +40,7 @@
 -- flight); with a fake transport and clock every path runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
+local pacer = require "dingtalk.recall.engine.pacer"
 local render = require "dingtalk.recall.report.render"
 
 local M = {}
@@ -69,28 +70,6 @@ local MAX_POLL = 1.0
 local MAX_LIMIT_WAIT = 60
 
 local NOFLAGS = {}
-
---- GC pacing of a batch run (see Run:pace).  The collector lets the heap
--- grow to twice its live size (the default pause of 200%) before a cycle;
--- in a bulk recall the caller's own keys are most of that size, and the
--- run's garbage (requests, answers: 7-9 KB a batch) would double the
--- caller's heap.  A run instead drives a cycle to its end (incremental
--- steps of GC_STEP KB, one per finished batch) once the heap is
--- GC_MIN_SLACK KB above its size at the start, then once it is GC_SLACK
--- of the size a cycle left (at least GC_MIN_SLACK KB) above that; and
--- collects in full if the heap gets two such slacks further all the same.
--- A run that stays under it (a few batches) does no extra work.  With
--- 100,000 keys (a 13 MB heap) the run's share of peak RSS drops from 12-17
--- MB to 3-6 MB and its CPU time does not grow (bench/rss.lua).  A caller
--- with a far larger heap pays one more cycle per GC_SLACK of its size in
--- garbage (a 1 GB heap: one per 100 MB, some 12,000 batches).  A stopped
--- collector is left stopped (5.2+).
-local GC_SLACK, GC_MIN_SLACK, GC_STEP = 0.1, 1024, 256
--- LuaJIT's steps cost more (0.1 of slack: +30% CPU over a 100,000-key run
--- without pacing); 0.2 keeps its share at 3.8 MB for +3% (bench/rss.lua).
-if rawget(_G, "jit") then GC_SLACK, GC_MIN_SLACK, GC_STEP = 0.2, 2048, 512 end
--- collectgarbage("isrunning") arrived in 5.2.
-local IS_RUNNING = pcall(collectgarbage, "isrunning")
 
 --- engine.new(opts) -> engine.  Wrong types raise: the client checks a
 -- caller's values before; the engine trusts what it is given.
@@ -133,27 +112,6 @@ local function new_run(e, stats)
     calls = {},          -- single requests (send, token) not started yet
     done = 0, total = 0,
   }, Run)
-end
-
--- Steps the collector when the heap has grown GC_SLACK above its live
--- size (at the start, then after each finished cycle).
-function Run:pace()
-  local limit = self.gc_limit
-  if not limit then return end
-  local now = collectgarbage("count")
-  if now <= limit then return end
-  if IS_RUNNING and not collectgarbage("isrunning") then return end
-  local slack = self.gc_slack
-  if now > limit + 2 * slack then
-    -- The steps did not keep up (seen on Lua 5.4, whose steps can leave
-    -- the heap growing by ~2 KB a batch): one full collection.
-    collectgarbage("collect")
-  elseif not collectgarbage("step", GC_STEP) then
-    return
-  end
-  local live = collectgarbage("count")
-  slack = math.max(GC_MIN_SLACK, live * GC_SLACK)
-  self.gc_limit, self.gc_slack = live + slack, slack
 end
 
 function Run:log(level, msg)
@@ -406,7 +364,7 @@ function Run:complete(c, t)
   if result then
     if job.kind == "batch" then
       self:batch_done(job, report.classify(self.stats, job.keys, result, job.ambiguous or self.ambiguous))
-      self:pace()
+      self.pacer:step()
     elseif job.kind == "token" then
       self.token_job, self.token, self.token_at = nil, result, t
     else
@@ -518,7 +476,7 @@ function Engine:run(plans, hooks, opts)
   end
   run.total = r.total
   r.recalled = core.new_array(r.total) -- filled in order, never grown
-  run.gc_limit, run.gc_slack = collectgarbage("count") + GC_MIN_SLACK, GC_MIN_SLACK
+  run.pacer = pacer.new()
   for _, plan in ipairs(plans) do
     if plan.ninvalid > 0 then
       local keys = {}
