@@ -93,9 +93,11 @@ build = {
       ["dingtalk_recall.health"] = "lua/dingtalk_recall/health.lua",
       ["dingtalk_recall"] = "lua/dingtalk_recall/init.lua",
       ["dingtalk_sim.admin"] = "lua/dingtalk_sim/admin.lua",
+      ["dingtalk_sim.answer"] = "lua/dingtalk_sim/answer.lua",
       ["dingtalk_sim.conf"] = "lua/dingtalk_sim/conf.lua",
       ["dingtalk_sim.main"] = "lua/dingtalk_sim/main.lua",
       ["dingtalk_sim.proc"] = "lua/dingtalk_sim/proc.lua",
+      ["dingtalk_sim.request"] = "lua/dingtalk_sim/request.lua",
       ["dingtalk_sim.server"] = "lua/dingtalk_sim/server.lua",
       ["dingtalk_sim.state"] = "lua/dingtalk_sim/state.lua",
       -- END LUA MODULES

@@ -2,6 +2,7 @@
 -- No side effects at require time.
 local cjson = require "cjson"
 local state = require "dingtalk_sim.state"
+local request = require "dingtalk_sim.request"
 
 local ngx = ngx
 local type, pairs, ipairs, tostring, tonumber, floor = type, pairs, ipairs, tostring, tonumber, math.floor
@@ -30,18 +31,7 @@ local function loopback(addr)
 end
 
 local function body_table()
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    local file = ngx.req.get_body_file()
-    if file then
-      local fh = io.open(file, "rb")
-      if fh then
-        body = fh:read("*a")
-        fh:close()
-      end
-    end
-  end
+  local body = request.read_body()
   if not body or body:match("^%s*$") then return {} end
   local ok, v = pcall(cjson.decode, body)
   if not ok or type(v) ~= "table" then return nil end
