@@ -21,7 +21,7 @@
  * A plan holds its deduplicated keys once, in one array; batch i is the
  * range (i-1)*20+1 .. i*20 of it, computed, not stored.  Duplicates are
  * found with a hash set of entry numbers in the allocator's memory, freed
- * before core.plan returns (no Lua table of seen keys).
+ * before core.plan returns (no Lua table of seen keys; dtr_dedupe.c).
  */
 #include <math.h>
 #include <stdint.h>
@@ -33,6 +33,7 @@
 #include "dtr_text.h"
 #include "dtr_encode.h"
 #include "dtr_plan.h"
+#include "dtr_dedupe.h"
 #include "dtr_target.h"
 
 #define DTR_PLAN_MT "dingtalk.recall.plan"
@@ -139,87 +140,6 @@ static void dtr_plan_push_keys(lua_State *L, int plan)
     lua_rawget(L, plan);
 }
 
-/* A key's state in the first pass (one byte per input entry). */
-#define DTR_KEY_DUP 0
-#define DTR_KEY_KEEP 1
-#define DTR_KEY_BAD 2
-
-/* FNV-1a, 32 bits: the dedupe set's hash. */
-static unsigned long dtr_plan_hash(const char *s, size_t n)
-{
-    unsigned long h = 2166136261UL;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h = (h * 16777619UL) & 0xffffffffUL;
-    }
-    return h;
-}
-
-/* First pass, raising nothing: marks each entry of the array at idx (n
- * strings) keep, duplicate or bad in state[0..n-1], with an open-addressing
- * set of entry numbers (slots: a power of two above 2n, zeroed).  Counts
- * the kept and the bad. */
-static void dtr_plan_mark(lua_State *L, int idx, size_t n, unsigned char *state, uint32_t *slots,
-                          size_t mask, size_t *nkeep, size_t *nbad)
-{
-    size_t i;
-    for (i = 1; i <= n; i++) {
-        dtr_str k;
-        size_t at;
-        int dup = 0;
-        lua_rawgeti(L, idx, (int)i);
-        k.s = lua_tolstring(L, -1, &k.n); /* anchored by the keys table */
-        lua_pop(L, 1);
-        for (at = dtr_plan_hash(k.s, k.n) & mask; slots[at] != 0; at = (at + 1) & mask) {
-            size_t on;
-            const char *o;
-            lua_rawgeti(L, idx, (int)slots[at]);
-            o = lua_tolstring(L, -1, &on);
-            lua_pop(L, 1);
-            if (on == k.n && memcmp(o, k.s, on) == 0) {
-                dup = 1;
-                break;
-            }
-        }
-        if (dup) {
-            state[i - 1] = DTR_KEY_DUP;
-            continue;
-        }
-        slots[at] = (uint32_t)i;
-        if (k.n == 0 || k.n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k.s, k.n) != 0) {
-            state[i - 1] = DTR_KEY_BAD;
-            (*nbad)++;
-        } else {
-            state[i - 1] = DTR_KEY_KEEP;
-            (*nkeep)++;
-        }
-    }
-}
-
-/* Dedupes and checks the n strings of the array at idx: state[] as in
- * dtr_plan_mark.  The set is the allocator's memory, freed before
- * anything can raise.  0 when it cannot be had. */
-static int dtr_plan_dedupe(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
-{
-    void *ud;
-    lua_Alloc alloc = lua_getallocf(L, &ud);
-    size_t nslots = 16, bytes;
-    uint32_t *slots;
-    while (nslots < 2 * n)
-        nslots *= 2; /* n <= 2^31 - 1: at most 2^32 */
-    if (nslots > ((size_t)-1) / sizeof *slots)
-        return 0;
-    bytes = nslots * sizeof *slots;
-    slots = (uint32_t *)alloc(ud, NULL, 0, bytes);
-    if (slots == NULL)
-        return 0;
-    memset(slots, 0, bytes);
-    dtr_plan_mark(L, idx, n, state, slots, nslots - 1, nkeep, nbad);
-    alloc(ud, slots, bytes, 0);
-    return 1;
-}
-
 /* core.plan(conversation, robot, keys) -> plan | nil, err */
 static int dtr_l_plan(lua_State *L)
 {
@@ -264,7 +184,7 @@ static int dtr_l_plan(lua_State *L)
     /* One byte per entry (a userdata: freed by the collector if
      * anything below raises), then the set, freed at once. */
     state = (unsigned char *)dtr_newuserdata(L, n); /* at 4 */
-    if (!dtr_plan_dedupe(L, 3, n, state, &nkeep, &nbad))
+    if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
     lua_createtable(L, 0, 9);
     plan = lua_gettop(L);

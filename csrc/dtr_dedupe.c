@@ -1,0 +1,89 @@
+/*
+ * dingtalk-recall: the first pass of core.plan (sans I/O): each key of an
+ * array checked once and its duplicates found, with an open-addressing
+ * set of entry numbers in the allocator's memory (no Lua table of seen
+ * keys), freed before anything can raise.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "dtr.h"
+#include "dtr_text.h"
+#include "dtr_encode.h"
+#include "dtr_dedupe.h"
+
+/* FNV-1a, 32 bits: the dedupe set's hash. */
+static unsigned long dtr_dedupe_hash(const char *s, size_t n)
+{
+    unsigned long h = 2166136261UL;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h = (h * 16777619UL) & 0xffffffffUL;
+    }
+    return h;
+}
+
+/* First pass, raising nothing: marks each entry of the array at idx (n
+ * strings) keep, duplicate or bad in state[0..n-1], with an open-addressing
+ * set of entry numbers (slots: a power of two above 2n, zeroed).  Counts
+ * the kept and the bad. */
+static void dtr_dedupe_mark(lua_State *L, int idx, size_t n, unsigned char *state, uint32_t *slots,
+                          size_t mask, size_t *nkeep, size_t *nbad)
+{
+    size_t i;
+    for (i = 1; i <= n; i++) {
+        dtr_str k;
+        size_t at;
+        int dup = 0;
+        lua_rawgeti(L, idx, (int)i);
+        k.s = lua_tolstring(L, -1, &k.n); /* anchored by the keys table */
+        lua_pop(L, 1);
+        for (at = dtr_dedupe_hash(k.s, k.n) & mask; slots[at] != 0; at = (at + 1) & mask) {
+            size_t on;
+            const char *o;
+            lua_rawgeti(L, idx, (int)slots[at]);
+            o = lua_tolstring(L, -1, &on);
+            lua_pop(L, 1);
+            if (on == k.n && memcmp(o, k.s, on) == 0) {
+                dup = 1;
+                break;
+            }
+        }
+        if (dup) {
+            state[i - 1] = DTR_KEY_DUP;
+            continue;
+        }
+        slots[at] = (uint32_t)i;
+        if (k.n == 0 || k.n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k.s, k.n) != 0) {
+            state[i - 1] = DTR_KEY_BAD;
+            (*nbad)++;
+        } else {
+            state[i - 1] = DTR_KEY_KEEP;
+            (*nkeep)++;
+        }
+    }
+}
+
+/* Dedupes and checks the n strings of the array at idx: state[] as in
+ * dtr_dedupe_mark.  The set is the allocator's memory, freed before
+ * anything can raise.  0 when it cannot be had. */
+int dtr_dedupe(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
+{
+    void *ud;
+    lua_Alloc alloc = lua_getallocf(L, &ud);
+    size_t nslots = 16, bytes;
+    uint32_t *slots;
+    while (nslots < 2 * n)
+        nslots *= 2; /* n <= 2^31 - 1: at most 2^32 */
+    if (nslots > ((size_t)-1) / sizeof *slots)
+        return 0;
+    bytes = nslots * sizeof *slots;
+    slots = (uint32_t *)alloc(ud, NULL, 0, bytes);
+    if (slots == NULL)
+        return 0;
+    memset(slots, 0, bytes);
+    dtr_dedupe_mark(L, idx, n, state, slots, nslots - 1, nkeep, nbad);
+    alloc(ud, slots, bytes, 0);
+    return 1;
+}
