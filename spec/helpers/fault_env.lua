@@ -94,4 +94,17 @@ function M.redis_restart(r)
   return (pcall(r.restart, r))
 end
 
+--- A fresh client of the simulator s for a fault row (and so fresh
+-- connections: libcurl replays a request on a reused connection that
+-- closed before answering, which would hide a reset from the engine):
+-- concurrency 4, no QPS limit, max_retries 2, short backoffs; `extra`
+-- overrides (app_key drops the static token).
+function M.client(s, extra)
+  local cfg = { robot_code = s.robot, endpoint = s.url, access_token = s.token, concurrency = 4, qps = 0,
+    max_retries = 2, backoff_base = 0.01, backoff_max = 0.05 }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  if cfg.app_key then cfg.access_token = nil end
+  return assert(require("dingtalk.recall").client(cfg))
+end
+
 return M
