@@ -143,11 +143,18 @@ describe("a fleet on one Redis #timing", function()
     end
     assert(l:record_many(entries))
     local function out(name) return { out = f.dir .. "/sweep-" .. name, log = f.dir .. "/sweep-" .. name .. ".log" } end
-    local function sweep(name, lease)
-      return f:child("sweep", { tostring(lease), out(name).out }, "sweep-" .. name)
+    local go = f.dir .. "/sweep-go"
+    local function sweep(name, lease, env)
+      return f:child("sweep", { tostring(lease), out(name).out }, "sweep-" .. name, env)
     end
-    local a, b = sweep("a", 3), sweep("b", 3)
+    -- a and b begin at once, whatever their start-up takes on a loaded machine
+    local a, b = sweep("a", 3, "GO=" .. shell.quote(go) .. " "), sweep("b", 3, "GO=" .. shell.quote(go) .. " ")
     local deadline = clock.now() + 30
+    while not (shell.read_file(out("a").out .. ".ready") and shell.read_file(out("b").out .. ".ready")) do
+      assert.is_true(clock.now() < deadline, "the sweeps did not get ready")
+      clock.sleep(0.02)
+    end
+    shell.write_file(go, "go")
     while s:stats().recalled < N / 4 do
       assert.is_true(clock.now() < deadline, "no progress")
       clock.sleep(0.05)
