@@ -12,13 +12,8 @@ M.SEND = "/v1.0/robot/groupMessages/send"
 M.TOKEN = "/v1.0/oauth2/accessToken"
 M.CORP_TOKEN = "/v1.0/oauth2/corpAccessToken"
 
-function M.read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+-- The whole file, or "" when it cannot be read.
+M.read_all = require("spec.helpers.shell").read_file
 
 -- One HTTP exchange with the curl CLI, an independent client (and the one
 -- that speaks TLS here). Returns a table {rc, status, headers, body, json, time}.
