@@ -2,7 +2,6 @@
 -- retries, tokens and the per-key invariant under random faults.
 local sim = require "spec.helpers.sim"
 local recall = require "dingtalk.recall"
-local tokens = require "dingtalk.recall.token"
 
 local CID = "cidClientSpec"
 
@@ -18,17 +17,9 @@ end
 describe("client", function()
   local s
 
-  setup(function()
-    s = sim.start { latency = 0 }
-  end)
-  teardown(function()
-    if s then s:stop() end
-  end)
-  before_each(function()
-    s:reset()
-    s:config { qps = 0, latency = 0, faults = "" }
-    tokens.clear_cache()
-  end)
+  setup(function() s = sim.start { latency = 0 } end)
+  teardown(function() if s then s:stop() end end)
+  before_each(function() s:fresh() end) -- clean server, no token cached
 
   local function client(extra)
     local cfg = { robot_code = s.robot, endpoint = s.url, access_token = s.token, concurrency = 4, qps = 0,

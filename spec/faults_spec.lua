@@ -9,7 +9,6 @@ local sim = require "spec.helpers.sim"
 local env = require "spec.helpers.fault_env"
 local invariant = require "spec.helpers.invariant"
 local recall = require "dingtalk.recall"
-local tokens = require "dingtalk.recall.token"
 
 local CID = "cidFaultSpec"
 
@@ -29,17 +28,9 @@ end
 describe("fault matrix", function()
   local s
 
-  setup(function()
-    s = sim.start {}
-  end)
-  teardown(function()
-    if s then s:stop() end
-  end)
-  before_each(function()
-    s:reset()
-    s:config { qps = 0, latency = 0, faults = "" }
-    tokens.clear_cache()
-  end)
+  setup(function() s = sim.start {} end)
+  teardown(function() if s then s:stop() end end)
+  before_each(function() s:fresh() end) -- clean server, no token cached
 
   local function client(extra) return env.client(s, extra) end
 

@@ -5,8 +5,6 @@ local core = require "dingtalk.recall.core"
 local clock = require "dingtalk.recall.clock"
 local redis_helper = require "spec.helpers.redis"
 
-local has_socket = pcall(require, "socket")
-local has_redis = redis_helper.available()
 
 -- Passwords with every character a URL parser trips on.
 local PASSWORD = "s3/cr@t?x:y#z%"
@@ -78,15 +76,10 @@ describe("redis client", function()
   end)
 
   describe("against redis-server", function()
-    local rs
-    setup(function()
-      if has_redis and has_socket then rs = redis_helper.start() end
-    end)
+    local rs, missing
+    setup(function() rs, missing = redis_helper.try_start() end)
     teardown(function() if rs then rs:stop() end end)
-    before_each(function()
-      if not rs then return pending("redis-server or luasocket missing") end
-      rs:flush()
-    end)
+    before_each(function() if rs then rs:flush() else pending(missing) end end)
 
     it("answers strings, integers, nil bulk strings, arrays and binary data", function()
       if not rs then return end
@@ -227,7 +220,7 @@ describe("redis client", function()
 
   describe("AUTH", function()
     it("authenticates with a password holding / @ ? : and never shows it", function()
-      if not (has_redis and has_socket) then return pending("redis-server or luasocket missing") end
+      if redis_helper.missing() then return pending(redis_helper.missing()) end
       local rs = redis_helper.start { args = { "--requirepass", PASSWORD }, auth = { "-a", PASSWORD } }
       finally(function() rs:stop() end)
       local base = "127.0.0.1:" .. rs.port .. "/0"
@@ -266,7 +259,7 @@ describe("redis client", function()
     end)
 
     it("authenticates an ACL user with user and password", function()
-      if not (has_redis and has_socket) then return pending("redis-server or luasocket missing") end
+      if redis_helper.missing() then return pending(redis_helper.missing()) end
       local rs = redis_helper.start {
         args = { "--user", "alice", "on", ">" .. USER_PW, "~app:*", "&*", "+@all" },
       }

@@ -9,19 +9,12 @@ local redis_helper = require "spec.helpers.redis"
 local sim = require "spec.helpers.sim"
 
 local unpack_first = table.unpack or unpack -- luacheck: ignore 113 143
-local has_socket = pcall(require, "socket")
-local has_redis = redis_helper.available()
 
 describe("shared state on Redis", function()
-  local rs
-  setup(function()
-    if has_redis and has_socket then rs = redis_helper.start() end
-  end)
+  local rs, missing
+  setup(function() rs, missing = redis_helper.try_start() end)
   teardown(function() if rs then rs:stop() end end)
-  before_each(function()
-    if not rs then return pending("redis-server or luasocket missing") end
-    rs:flush()
-  end)
+  before_each(function() if rs then rs:flush() else pending(missing) end end)
 
   local function logger()
     local lines = {}

@@ -12,18 +12,9 @@ local function assert_error(r, status, code) return H.assert_error(assert, r, st
 describe("dingtalk-sim over http: faults", function()
   local s
 
-  setup(function()
-    s = sim.start({ seed = 42 })
-  end)
-
-  teardown(function()
-    if s then s:stop() end
-  end)
-
-  before_each(function()
-    s:reset(true)
-    s:script({ clear = true })
-  end)
+  setup(function() s = sim.start({ seed = 42 }) end)
+  teardown(function() if s then s:stop() end end)
+  before_each(function() H.clean(s) end)
 
   describe("faults", function()
     local function scripted(name, opts)

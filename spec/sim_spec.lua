@@ -25,18 +25,9 @@ end
 describe("dingtalk-sim over http", function()
   local s
 
-  setup(function()
-    s = sim.start({ seed = 42 })
-  end)
-
-  teardown(function()
-    if s then s:stop() end
-  end)
-
-  before_each(function()
-    s:reset(true)
-    s:script({ clear = true })
-  end)
+  setup(function() s = sim.start({ seed = 42 }) end)
+  teardown(function() if s then s:stop() end end)
+  before_each(function() H.clean(s) end)
 
   describe("access tokens", function()
     it("issues a token for good app credentials", function()

@@ -29,6 +29,20 @@ local ENV = "env -u LD_PRELOAD "
 -- would answer our PING): spec/helpers/ports.lua
 local function rand_port() return require("spec.helpers.ports").claim() end
 
+--- Why the Redis specs cannot run here ("redis-server or luasocket
+-- missing": the library's Redis client needs luasocket), or nil.
+function M.missing()
+  if M.available() and pcall(require, "socket") then return nil end
+  return "redis-server or luasocket missing"
+end
+
+--- try_start([opts]) -> server | nil, why: M.start when Redis can run here.
+function M.try_start(opts)
+  local why = M.missing()
+  if why then return nil, why end
+  return M.start(opts)
+end
+
 --- Is redis-server (and redis-cli) installed?
 function M.available()
   local _, rc = sh("command -v redis-server && command -v redis-cli")

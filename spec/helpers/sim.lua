@@ -241,6 +241,15 @@ function Sim:send(cid, robot, token)
   return json.decode(body).processQueryKey
 end
 
+--- Before each test: the server's state and settings back to a clean
+-- start (no QPS limit, no latency, no fault) and no token cached in this
+-- Lua state (dingtalk.recall.token), as a fresh process would have.
+function Sim:fresh()
+  self:reset()
+  self:config { qps = 0, latency = 0, faults = "" }
+  require("dingtalk.recall.token").clear_cache()
+end
+
 function Sim:stop()
   if self.stopped then return end
   self.stopped = true

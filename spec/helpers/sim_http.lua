@@ -12,6 +12,13 @@ M.SEND = "/v1.0/robot/groupMessages/send"
 M.TOKEN = "/v1.0/oauth2/accessToken"
 M.CORP_TOKEN = "/v1.0/oauth2/corpAccessToken"
 
+--- Before each simulator test: everything the server holds forgotten (keys,
+-- tokens, counters: reset(true)) and no scripted answer left.
+function M.clean(s)
+  s:reset(true)
+  s:script({ clear = true })
+end
+
 -- The whole file, or "" when it cannot be read.
 M.read_all = require("spec.helpers.shell").read_file
 
