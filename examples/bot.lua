@@ -32,22 +32,10 @@
 -- Options: --host H (default 127.0.0.1), --port N (default 8080; 0 = any
 -- free port).  It prints "bot listening on http://HOST:PORT/" when ready.
 
--- From a checkout, find lua/ and the built core next to this script.
-local function script_root()
-  local src = arg and arg[0] or ""
-  local dir = src:match("^(.*)/[^/]*$") or "."
-  return dir .. "/.."
-end
-do
-  local root = script_root()
-  local f = io.open(root .. "/lua/dingtalk/recall/rules.lua", "r")
-  if f then
-    f:close()
-    package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-    local v = rawget(_G, "jit") and "5.1" or (_VERSION:match("(%d+%.%d+)") or "5.1")
-    package.cpath = root .. "/build/" .. v .. "/?.so;" .. package.cpath
-  end
-end
+-- From a checkout, lua/ and the built core next to this script (checkout.lua).
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+local checkout = loadfile(here .. "/checkout.lua")
+if checkout then checkout(here .. "/..") end
 
 local socket = require "socket"
 local cjson = require "cjson"
@@ -122,21 +110,10 @@ local r = rules.new {
 }
 local replay = callback.memory_store()
 
--- the audit log: one JSON line per event
+-- the audit log: one JSON line per event (rules.audit's record)
 local function audit(ev)
-  if ev.event == "swept" and ev.report.total == 0 then return end
-  local line = {
-    event = ev.event, command = ev.command, sender = ev.sender, conversation = ev.conversation,
-    reason = ev.reason, err = ev.err and tostring(ev.err) or nil,
-  }
-  if ev.report then
-    line.recalled = #ev.report.recalled
-    local n = 0
-    for _ in pairs(ev.report.failed or {}) do n = n + 1 end
-    for _ in pairs(ev.report.errors or {}) do n = n + 1 end
-    line.not_recalled = n
-  end
-  log("audit ", cjson.encode(line))
+  local line = rules.audit(ev)
+  if line then log("audit ", cjson.encode(line)) end
 end
 for _, e in ipairs { "recalled", "refused", "failed", "confirm", "swept" } do rules.on(e, audit) end
 

@@ -12,20 +12,10 @@
 -- (default now).  Prints the bot's reply text (or the HTTP status and body)
 -- and exits 0 on HTTP 200, 1 otherwise.
 
-local function script_root()
-  local src = arg and arg[0] or ""
-  return (src:match("^(.*)/[^/]*$") or ".") .. "/.."
-end
-do
-  local root = script_root()
-  local f = io.open(root .. "/lua/dingtalk/recall/callback.lua", "r")
-  if f then
-    f:close()
-    package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-    local v = rawget(_G, "jit") and "5.1" or (_VERSION:match("(%d+%.%d+)") or "5.1")
-    package.cpath = root .. "/build/" .. v .. "/?.so;" .. package.cpath
-  end
-end
+-- From a checkout, lua/ and the built core next to this script (checkout.lua).
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+local checkout = loadfile(here .. "/checkout.lua")
+if checkout then checkout(here .. "/..") end
 
 local http = require "socket.http"
 local ltn12 = require "ltn12"

@@ -263,6 +263,19 @@ describe("rules hooks", function()
     assert.matches("audit log is down", res.hook_errors[1])
   end)
 
+  it("audit gives one plain record per event, with the report's counts, and none for an empty sweep", function()
+    local err = setmetatable({ code = "ledger.io" }, { __tostring = function() return "ledger.io: disk full" end })
+    local report = { recalled = { "k1" }, failed = { k2 = "SYSTEM_ERROR" }, errors = { k3 = {} }, total = 3 }
+    assert.are.same({ event = "failed", command = "last", sender = "staff1", conversation = CID,
+      err = "ledger.io: disk full", recalled = 1, not_recalled = 2 },
+      rules.audit { event = "failed", command = "last", sender = "staff1", conversation = CID, err = err,
+        report = report, args = { action = "last" } })
+    assert.are.same({ event = "refused", sender = "mallory", reason = "not an admin" },
+      rules.audit { event = "refused", sender = "mallory", reason = "not an admin" })
+    assert.is_nil(rules.audit { event = "swept", report = { recalled = {}, total = 0 } })
+    assert.are.equal(1, rules.audit({ event = "swept", report = { recalled = { "k" }, total = 1 } }).recalled)
+  end)
+
   it("refuses unknown events and non-functions", function()
     assert.has_error(function() rules.on("nope", function() end) end)
     assert.has_error(function() rules.new({}):on("recalled", "x") end)

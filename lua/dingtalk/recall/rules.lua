@@ -220,6 +220,26 @@ function M.summary(report, secrets)
   return render.render(report, "chat", { secrets = secrets })
 end
 
+--- audit(ev) -> the record of one event for an audit log (plain fields,
+-- ready for a JSON line: event, command, sender, conversation, reason,
+-- err as text, and with a report the counts recalled and not_recalled),
+-- or nil for a sweep that found nothing due (nothing worth a line).
+function M.audit(ev)
+  if ev.event == "swept" and ev.report and ev.report.total == 0 then return nil end
+  local line = {
+    event = ev.event, command = ev.command, sender = ev.sender, conversation = ev.conversation,
+    reason = ev.reason, err = ev.err and tostring(ev.err) or nil,
+  }
+  if ev.report then
+    line.recalled = #ev.report.recalled
+    local n = 0
+    for _ in pairs(ev.report.failed or {}) do n = n + 1 end
+    for _ in pairs(ev.report.errors or {}) do n = n + 1 end
+    line.not_recalled = n
+  end
+  return line
+end
+
 -- The secrets of a client (its token and app secret), for redaction.
 local function client_secrets(client) return render.secrets_of(client) end
 
