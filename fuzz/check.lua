@@ -31,18 +31,10 @@ function M.header_safe(s)
   return type(s) == "string" and #s > 0 and #s <= 1024 and not s:find("[^\33-\126]")
 end
 
--- Plain (non-pattern) replacement of every `from` in s by `to`.
-function M.replace(s, from, to)
-  local out, i = {}, 1
-  while true do
-    local a, b = s:find(from, i, true)
-    if not a then break end
-    out[#out + 1] = s:sub(i, a - 1)
-    out[#out + 1] = to
-    i = b + 1
-  end
-  out[#out + 1] = s:sub(i)
-  return table.concat(out)
+-- Fills a template: every "$S" by s and every "$T" by t, in one pass
+-- (s and t are taken as they are, never as patterns or as templates).
+function M.fill(template, s, t)
+  return (template:gsub("%$([ST])", function(c) return c == "S" and s or t end))
 end
 
 -- err must be a core error: code (non-empty) and message strings, hint

@@ -69,10 +69,10 @@ local function parse(kind, flags, f)
   local fn = ({ core.parse, core.parse_send, core.parse_token })[kind + 1]
   local s1, s2 = "sk~~" .. f[3], "sq~~" .. f[5]
   local status = STATUS[(flags & 15) + 1] or math.tointeger(tonumber(f[4]) or 0) or 0
-  local body = C.replace(C.replace(f[1], "$S", s1), "$T", s2)
+  local body = C.fill(f[1], s1, s2)
   local headers = nil
   if not bit(flags, 4) then
-    headers = { ["x-acs-request-id"] = C.replace(C.replace(f[2], "$S", s1), "$T", s2),
+    headers = { ["x-acs-request-id"] = C.fill(f[2], s1, s2),
       ["content-type"] = "application/json" }
   end
   local secrets, list

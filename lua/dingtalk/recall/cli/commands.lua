@@ -13,7 +13,11 @@ local U = require "dingtalk.recall.cli.usage"
 
 local M = {}
 
-local EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+-- The exit statuses, one table for the commands and the preamble
+-- (dingtalk.recall.cli.EXIT): 0 done, 1 some keys not recalled, 2 usage
+-- (nothing sent), 3 nothing could be done.
+M.EXIT = { ok = 0, partial = 1, usage = 2, fatal = 3 }
+local EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = M.EXIT.ok, M.EXIT.partial, M.EXIT.usage, M.EXIT.fatal
 local array = render.array
 
 ---------------------------------------------------------------------------

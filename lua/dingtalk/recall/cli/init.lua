@@ -27,8 +27,8 @@ local commands = require "dingtalk.recall.cli.commands"
 
 local M = {}
 
-local EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
-M.EXIT = { ok = EXIT_OK, partial = EXIT_PARTIAL, usage = EXIT_USAGE, fatal = EXIT_FATAL }
+M.EXIT = commands.EXIT -- (defined once, beside the commands that return them)
+local EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = M.EXIT.ok, M.EXIT.partial, M.EXIT.usage, M.EXIT.fatal
 
 M.to_json = function(v) return render.json(v) end
 M.json_array = render.array
