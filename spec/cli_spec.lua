@@ -20,10 +20,7 @@ local run, send, api_calls = fx.run, fx.send, fx.api_calls
 
 describe("dingtalk-recall CLI", function()
   local s, dir
-  setup(function()
-    fx.start()
-    s, dir = fx.s, fx.dir
-  end)
+  setup(function() s, dir = fx.start() end)
   teardown(fx.stop)
   before_each(fx.fresh)
 

@@ -5,7 +5,7 @@
 -- :checkhealth on a loopback endpoint (the Neovim part under LuaJIT, Neovim's
 -- own Lua).
 local shell = require "spec.helpers.shell"
-local sh, q, trim = shell.sh, shell.quote, shell.trim
+local sh, q, trim, exists = shell.sh, shell.quote, shell.trim, shell.exists
 
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 local VER = LUA:match("luajit") and "jit" or LUA:match("(%d%.%d)$") or "5.1"
@@ -31,12 +31,6 @@ local function first_line(path)
   local l = f:read("*l")
   f:close()
   return l
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
 end
 
 -- Starts the installed simulator (plain http, a kernel port) and runs the

@@ -6,7 +6,8 @@
 --   local cli_sim = require "spec.helpers.cli_sim"
 --   local fx = cli_sim.new "dtr-cli-spec"
 --   describe("...", function()
---     setup(fx.start)          -- the simulator and the scratch folder
+--     local s, dir
+--     setup(function() s, dir = fx.start() end)   -- the simulator, a scratch folder
 --     teardown(fx.stop)
 --     before_each(fx.fresh)    -- a fresh ledger; credentials by key + secret
 --     it("...", function()
@@ -21,12 +22,12 @@ local runner = require "spec.helpers.cli"
 local shell = require "spec.helpers.shell"
 local assert = require "luassert"
 
-local M = {
-  APP_KEY = "dingcliapp",
-  APP_SECRET = "AppSecret-S3cr3t-5150",
-  STATIC = "StaticTok-9f8e7d6c5b4a",
-  CID = "cidCliSpec",
-}
+local M = {}
+
+-- The simulator's app (key + secret), its static token, the conversation.
+M.APP_KEY, M.APP_SECRET = "dingcliapp", "AppSecret-S3cr3t-5150"
+M.STATIC = "StaticTok-9f8e7d6c5b4a"
+M.CID = "cidCliSpec"
 
 --- new(name) -> fixture; name: the scratch folder's prefix under $TMPDIR.
 function M.new(name)
@@ -35,10 +36,12 @@ function M.new(name)
   local n = 0
   local q = shell.quote
 
+  --- -> the simulator, the scratch folder (also fx.s, fx.dir)
   function fx.start()
     fx.s = sim.start { tls = true, apps = { M.APP_KEY .. ":" .. M.APP_SECRET }, token = M.STATIC }
     fx.dir = shell.trim(sim.sh("mktemp -d ${TMPDIR:-/tmp}/" .. name .. ".XXXXXX"))
     sim.sh("mkdir -p " .. q(fx.dir .. "/xdg"))
+    return fx.s, fx.dir
   end
 
   function fx.stop()

@@ -33,16 +33,11 @@ local M = {}
 
 local shell = require "spec.helpers.shell"
 local sh_quote, sh, trim = shell.quote, shell.sh, shell.trim
+local exists, write_file = shell.exists, shell.write_file
 M.sh_quote = sh_quote
 
 M.sh = sh
 
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
 
 local function read_file(path)
   local f = io.open(path, "rb")
@@ -53,11 +48,6 @@ local function read_file(path)
 end
 M.read_file = read_file
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
 
 -- The repository root, absolute, with a trailing slash.
 local function repo_root()

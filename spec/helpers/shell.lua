@@ -55,6 +55,13 @@ end
 
 function M.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
+--- Whether the file exists and can be opened for reading.
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
 --- The whole file, or "" when it cannot be read.
 function M.read_file(path)
   local f = io.open(path, "rb")
