@@ -109,19 +109,8 @@ end
 
 -- The audit log: one line per recall, refusal and confirmation.
 local function audit(ev)
-  if ev.event == "swept" and ev.report and ev.report.total == 0 then return end
-  local line = {
-    event = ev.event, command = ev.command, sender = ev.sender, conversation = ev.conversation,
-    reason = ev.reason, err = ev.err and tostring(ev.err) or nil,
-  }
-  if ev.report then
-    line.recalled = #ev.report.recalled
-    local n = 0
-    for _ in pairs(ev.report.failed or {}) do n = n + 1 end
-    for _ in pairs(ev.report.errors or {}) do n = n + 1 end
-    line.not_recalled = n
-  end
-  log(ngx.NOTICE, "audit ", cjson.encode(line))
+  local line = rules.audit(ev) -- nil for a sweep that found nothing due
+  if line then log(ngx.NOTICE, "audit ", cjson.encode(line)) end
 end
 
 --- The chat commands: dingtalk.recall.rules (/recall ...), then /say.
