@@ -39,30 +39,12 @@ M.sh_quote = sh_quote
 M.sh = sh
 
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = shell.read -- nil when it cannot be read
 M.read_file = read_file
 
 
 -- The repository root, absolute, with a trailing slash.
-local function repo_root()
-  local src = debug.getinfo(1, "S").source
-  local root = "./"
-  if src:sub(1, 1) == "@" then
-    root = src:sub(2):match("^(.*)spec/helpers/nginx%.lua$") or "./"
-    if root == "" then root = "./" end
-  end
-  if root:sub(1, 1) ~= "/" then
-    root = trim(sh("cd " .. sh_quote(root) .. " && pwd")) .. "/"
-  end
-  return root
-end
-M.root = repo_root()
+M.root = shell.repo_root()
 
 M.modules_dir = os.getenv("DINGTALK_TEST_NGINX_MODULES") or "/usr/lib/nginx/modules"
 

@@ -1,12 +1,20 @@
 -- spec/helpers/shell.lua: the shell plumbing every test helper shares
 -- (simulator, nginx, redis, the faulty server, fault environments).
--- Plain Lua 5.1-5.4 and LuaJIT; io/os only; never loads the project.
+-- Plain Lua 5.1-5.4 and LuaJIT; io/os only; loads nothing of the library.
 local M = {}
 
+-- Quoting, trimming and whole-file reads are the simulator launcher's own
+-- (dingtalk_sim.proc, plain Lua as well): one copy for the launcher and
+-- the test helpers.
+local proc = require "dingtalk_sim.proc"
 --- Quotes s for sh.
-function M.quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+M.quote = proc.quote
+--- s without leading and trailing white space.
+M.trim = proc.trim
+--- Whether the file exists and can be opened for reading.
+M.exists = proc.exists
+--- The whole file, or nil when it cannot be read.
+M.read = proc.read_file
 
 -- The lines a shell prints when a child it waits for dies of a signal
 -- (dash and bash: the signal's description alone on a line, maybe with
@@ -53,22 +61,25 @@ function M.sh(cmd, opts)
   return body, rc
 end
 
-function M.trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
---- Whether the file exists and can be opened for reading.
-function M.exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
 --- The whole file, or "" when it cannot be read.
-function M.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
+function M.read_file(path) return M.read(path) or "" end
+
+local root_dir
+--- The checkout's root, absolute, with a trailing slash (found from this
+-- file's own path, whatever the current directory).
+function M.repo_root()
+  if root_dir then return root_dir end
+  local src = debug.getinfo(1, "S").source
+  local root = "./"
+  if src:sub(1, 1) == "@" then
+    root = src:sub(2):match("^(.*)spec/helpers/shell%.lua$") or "./"
+    if root == "" then root = "./" end
+  end
+  if root:sub(1, 1) ~= "/" then
+    root = M.trim(M.sh("cd " .. M.quote(root) .. " && pwd")) .. "/"
+  end
+  root_dir = root
+  return root
 end
 
 --- Writes the file, then chmods it to `mode` when given.

@@ -54,7 +54,7 @@ function sim.alive(pid)
   return rc == 0
 end
 
-local root_dir, lua_cmd -- found once a process
+local lua_cmd -- found once a process
 
 -- The test CA and certificates the launcher generates (openssl, five runs)
 -- are kept from a --tls simulator of this process for the next ones, which
@@ -82,20 +82,8 @@ local function put_certs(dir)
   end
   sh("chmod 600 " .. sh_quote(dir .. "/server.key") .. " " .. sh_quote(dir .. "/wrong-host.key"))
 end
-local function repo_root()
-  if root_dir then return root_dir end
-  local src = debug.getinfo(1, "S").source
-  local root = "./"
-  if src:sub(1, 1) == "@" then
-    root = src:sub(2):match("^(.*)spec/helpers/sim%.lua$") or "./"
-    if root == "" then root = "./" end
-  end
-  if root:sub(1, 1) ~= "/" then -- absolute, so that stop works from any directory
-    root = trim(sh("pwd")) .. "/" .. root:gsub("^%./", "")
-  end
-  root_dir = root
-  return root
-end
+-- absolute, so that stop works from any directory
+local repo_root = shell.repo_root
 
 local function interpreter()
   if lua_cmd then return lua_cmd end

@@ -7,13 +7,7 @@
 local root = os.getenv("DTR_ROOT")
 local H = dofile(root .. "/spec/nvim/harness.lua")
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = dofile(root .. "/spec/helpers/shell.lua").read -- nil when it cannot be read
 
 H.guard(function()
   H.watchdog(tonumber(H.env("DTR_WATCHDOG", "60")))
