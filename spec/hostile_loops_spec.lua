@@ -52,9 +52,12 @@ local API = {
 
 -- A server whose token answers carry expireIn = `expire` (raw JSON text;
 -- each a new token "hostile-tok-N"), trickled at `trickle` s per byte when
--- given, and whose API answers are API[api].
+-- given, and whose API answers are API[api]; stopped when the test ends
+-- (busted's finally), whether it passed or not.
 local function hostile(o)
-  return hh.start { token = { kind = "token", expire = o.expire, trickle = o.trickle }, api = API[o.api or "ok"] }
+  local h = hh.start { token = { kind = "token", expire = o.expire, trickle = o.trickle }, api = API[o.api or "ok"] }
+  finally(function() h:stop() end)
+  return h
 end
 
 local function keys_of(n, tag)
@@ -91,7 +94,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     local raw, code = c[1], c[2]
     it("client: expireIn " .. raw .. " ends the run with every key failed, after a few token requests", function()
       local h = hostile { expire = raw, api = "ok" }
-      local ok, err = pcall(bounded, 30, function()
+      bounded(30, function()
         local cl = client(h)
         local keys = keys_of(45, "e")
         local t0 = clock()
@@ -109,8 +112,6 @@ describe("hostile servers cannot make a run loop (class 1)", function()
           if code then assert.are.equal(code, e.code) end
         end
       end)
-      h:stop()
-      assert(ok, err)
     end)
   end
 
@@ -118,7 +119,7 @@ describe("hostile servers cannot make a run loop (class 1)", function()
     it("client: a token_provider's lifetime " .. tostring(life) .. " ends the run (token.lifetime), bounded", function()
       local h = hostile { api = "ok" }
       local calls = 0
-      local ok, err = pcall(bounded, 30, function()
+      bounded(30, function()
         local cl = client(h, { app_key = false, app_secret = false,
           token_provider = function() calls = calls + 1; return "prov-token", life end })
         local keys = keys_of(25, "p")
@@ -130,14 +131,12 @@ describe("hostile servers cannot make a run loop (class 1)", function()
         assert.is_true(calls >= 1 and calls <= 6, "provider calls: " .. calls)
         for _, e in pairs(rep.errors) do assert.are.equal("token.lifetime", e.code) end
       end)
-      h:stop()
-      assert(ok, err)
     end)
   end
 
   it("client: token() with a 1e-9 lifetime fails after a bounded number of requests", function()
     local h = hostile { expire = "1e-9" }
-    local ok, err = pcall(bounded, 30, function()
+    bounded(30, function()
       local cl = client(h)
       local tok, terr = cl:token()
       cl:close()
@@ -145,8 +144,6 @@ describe("hostile servers cannot make a run loop (class 1)", function()
       assert.are.equal("response.invalid", terr.code)
       assert.is_true(h:counts().token <= 3)
     end)
-    h:stop()
-    assert(ok, err)
   end)
 
   describe("the CLI", function()
@@ -170,90 +167,76 @@ describe("hostile servers cannot make a run loop (class 1)", function()
       return rc, shell.read_file(dir .. "/out"), clock() - t0, shell.read_file(dir .. "/err")
     end
 
+    -- `recall --json` of these keys through cli() -> rc, stdout, seconds, stderr.
+    local function cli_recall(h, keys)
+      local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
+      for _, k in ipairs(keys) do args[#args + 1] = k end
+      return cli(h, args)
+    end
+
+    -- How many keys the --json report `so` lists under these fields.
+    local function listed(so, ...)
+      local doc = require("cjson").decode(so)
+      local n = 0
+      for _, field in ipairs { ... } do
+        for _ in pairs(doc[field] or {}) do n = n + 1 end
+      end
+      return n
+    end
+
     for _, raw in ipairs { "1e-9", "0", "-5", "NaN", '"x"' } do
       it("`token` with expireIn " .. raw .. " exits 3 at once, a few token requests", function()
         local h = hostile { expire = raw }
-        local ok, err = pcall(function()
-          local rc, _, took, se = cli(h, { "token" })
-          assert.are.equal(3, rc, se)
-          assert.is_true(took < 15, "took " .. took)
-          local n = h:counts().token
-          assert.is_true(n >= 1 and n <= 4, "token requests: " .. n)
-        end)
-        h:stop()
-        assert(ok, err)
+        local rc, _, took, se = cli(h, { "token" })
+        assert.are.equal(3, rc, se)
+        assert.is_true(took < 15, "took " .. took)
+        local n = h:counts().token
+        assert.is_true(n >= 1 and n <= 4, "token requests: " .. n)
       end)
     end
 
     it("`recall` with expireIn 1e-9 ends, every key reported as an error", function()
       local h = hostile { expire = "1e-9" }
-      local ok, err = pcall(function()
-        local keys = keys_of(30, "k")
-        local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
-        for _, k in ipairs(keys) do args[#args + 1] = k end
-        local rc, so, took, se = cli(h, args)
-        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
-        assert.is_true(took < 15, "took " .. took)
-        local n = h:counts()
-        assert.is_true(n.token <= 4, "token requests: " .. n.token)
-        assert.are.equal(0, n.api)
-        local doc = require("cjson").decode(so)
-        local seen = 0
-        for _ in pairs(doc.errors or {}) do seen = seen + 1 end
-        assert.are.equal(#keys, seen, so)
-      end)
-      h:stop()
-      assert(ok, err)
+      local keys = keys_of(30, "k")
+      local rc, so, took, se = cli_recall(h, keys)
+      assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+      assert.is_true(took < 15, "took " .. took)
+      local n = h:counts()
+      assert.is_true(n.token <= 4, "token requests: " .. n.token)
+      assert.are.equal(0, n.api)
+      assert.are.equal(#keys, listed(so, "errors"), so)
     end)
 
     it("`recall` against InvalidAuthentication forever ends with a bounded number of requests", function()
       local h = hostile { api = "auth" }
-      local ok, err = pcall(function()
-        local keys = keys_of(200, "i")
-        local args = { "recall", "--conversation", CID, "--robot", ROBOT, "--json" }
-        for _, k in ipairs(keys) do args[#args + 1] = k end
-        local rc, so, took, se = cli(h, args)
-        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
-        assert.is_true(took < 30, "took " .. took)
-        local n = h:counts()
-        assert.is_true(n.token <= tokens.MAX_FETCHES, "token requests: " .. n.token)
-        assert.is_true(n.api <= 2 * 10, "API requests: " .. n.api) -- 10 batches, each at most twice
-        local doc = require("cjson").decode(so)
-        local seen = 0
-        for _ in pairs(doc.errors or {}) do seen = seen + 1 end
-        for _ in pairs(doc.failed or {}) do seen = seen + 1 end
-        assert.are.equal(#keys, seen)
-      end)
-      h:stop()
-      assert(ok, err)
+      local keys = keys_of(200, "i")
+      local rc, so, took, se = cli_recall(h, keys)
+      assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+      assert.is_true(took < 30, "took " .. took)
+      local n = h:counts()
+      assert.is_true(n.token <= tokens.MAX_FETCHES, "token requests: " .. n.token)
+      assert.is_true(n.api <= 2 * 10, "API requests: " .. n.api) -- 10 batches, each at most twice
+      assert.are.equal(#keys, listed(so, "errors", "failed"))
     end)
 
     it("`recall` against QpsLimit forever with huge Retry-After ends in bounded time", function()
       local h = hostile { api = "qps" }
-      local ok, err = pcall(function()
-        local rc, so, took, se = cli(h, { "recall", "--conversation", CID, "--robot", ROBOT, "--json", "qk1", "qk2" })
-        assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
-        assert.is_true(took < 30, "took " .. took)
-        local n = h:counts()
-        assert.is_true(n.api >= 1 and n.api <= 4, "API requests: " .. n.api) -- 1 + default max_retries (3)
-        assert.matches("QpsLimit", so)
-      end)
-      h:stop()
-      assert(ok, err)
+      local rc, so, took, se = cli_recall(h, { "qk1", "qk2" })
+      assert.is_true(rc == 1 or rc == 3, "rc " .. rc .. ": " .. se)
+      assert.is_true(took < 30, "took " .. took)
+      local n = h:counts()
+      assert.is_true(n.api >= 1 and n.api <= 4, "API requests: " .. n.api) -- 1 + default max_retries (3)
+      assert.matches("QpsLimit", so)
     end)
 
     it("`token` against a trickling token endpoint ends after the timeout and bounded retries", function()
       -- 0.3 s a byte: the ~110-byte answer would take 30 s; each attempt
       -- gives up after --timeout 0.5
       local h = hostile { trickle = 0.3 }
-      local ok, err = pcall(function()
-        local rc, _, took, se = cli(h, { "token" }, 0.5)
-        assert.are.equal(3, rc, se)
-        assert.is_true(took < 25, "took " .. took)
-        assert.is_true(h:counts().token <= 4)
-      end)
-      h:stop()
-      assert(ok, err)
+      local rc, _, took, se = cli(h, { "token" }, 0.5)
+      assert.are.equal(3, rc, se)
+      assert.is_true(took < 25, "took " .. took)
+      assert.is_true(h:counts().token <= 4)
     end)
   end)
 end)
