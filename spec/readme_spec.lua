@@ -11,12 +11,7 @@ local sh, q, trim = shell.sh, shell.quote, shell.trim
 
 local LUA = os.getenv("DINGTALK_RECALL_TEST_LUA") or "lua"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(path) return assert(shell.read(path), "cannot read " .. path) end
 
 --- The fenced blocks of a language: { {code =, line =, heading =}, ... }.
 local function blocks(text, lang)

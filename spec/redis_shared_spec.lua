@@ -225,14 +225,18 @@ describe("shared state on Redis", function()
     setup(function() s = sim.start { qps = 0 } end)
     teardown(function() if s then s:stop() end end)
 
+    -- A client of the simulator's app (key + secret) whose token and QPS
+    -- budget live in the test's Redis.
+    local function shared_client(qps)
+      return assert(recall.client { robot_code = s.robot, endpoint = s.url, app_key = s.app_key,
+        app_secret = s.app_secret, redis = rs.url, qps = qps })
+    end
+
     it("two clients of one app with `redis` fetch one token and share one budget", function()
       if not rs then return end
       s:reset()
       local keys = s:seed_keys(40, "cidShared")
-      local function client()
-        return assert(recall.client { robot_code = s.robot, endpoint = s.url, app_key = s.app_key,
-          app_secret = s.app_secret, redis = rs.url, qps = 20 })
-      end
+      local function client() return shared_client(20) end
       local c1, c2 = client(), client()
       assert.is_table(c1.redis)
       local r1 = assert(c1:recall("cidShared", { unpack_first(keys, 1, 20) }))
@@ -249,10 +253,7 @@ describe("shared state on Redis", function()
       if not rs then return end
       s:reset()
       local keys = s:seed_keys(80, "cidAuth")
-      local function client()
-        return assert(recall.client { robot_code = s.robot, endpoint = s.url, app_key = s.app_key,
-          app_secret = s.app_secret, redis = rs.url, qps = 0 })
-      end
+      local function client() return shared_client(0) end
       local c1, c2 = client(), client()
       assert(c1:recall("cidAuth", { keys[1] }))
       assert(c2:recall("cidAuth", { keys[2] }))

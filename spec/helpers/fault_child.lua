@@ -122,6 +122,28 @@ local function record_all(l, keys, cid)
   assert(l:record_many(entries))
 end
 
+-- The start of the ledger-disk scenarios: a client, and the journal on the
+-- namespace's tmpfs holding the keys (read_keys) as sent to cid
+-- -> the ledger module, the keys, the journal's path, the client, the ledger.
+local function recorded_ledger(cid, opts)
+  local ledger = require "dingtalk.recall.ledger"
+  local keys = read_keys()
+  local path = dir .. "/ledger/journal"
+  local c = client()
+  local l = assert(ledger.open(path, opts))
+  record_all(l, keys, cid)
+  return ledger, keys, path, c, l
+end
+
+-- l:recall of cid through c -> whether it gave a report, its error, the
+-- recall requests the simulator saw meanwhile, and the entries' states.
+local function recall_outcome(l, c, cid)
+  local calls0 = sim_stats().recall_calls or 0
+  local rep, err = l:recall(c, { conversation = cid })
+  return { report = rep ~= nil, err = err_table(err), recall_calls = (sim_stats().recall_calls or 0) - calls0,
+    states = states(l, cid) }
+end
+
 -- A client that runs `after` once, right after its first recall came back.
 local function hooked(c, after)
   local w = { calls = 0 }
@@ -136,20 +158,12 @@ end
 
 -- The disk fills up: before a recall, in the middle of one, and under a send.
 function scenarios.disk_full()
-  local ledger = require "dingtalk.recall.ledger"
   local cid = "cidDiskFull"
-  local keys = read_keys()
-  local path = dir .. "/ledger/journal"
-  local c = client()
-  local l = assert(ledger.open(path, { chunk = 20 }))
-  record_all(l, keys, cid)
+  local ledger, keys, path, c, l = recorded_ledger(cid, { chunk = 20 })
 
   -- 1. full before the recall starts
-  local calls0 = sim_stats().recall_calls or 0
   out.df = fill(path)
-  local rep, err = l:recall(c, { conversation = cid })
-  out.before = { report = rep ~= nil, err = err_table(err), recall_calls = (sim_stats().recall_calls or 0) - calls0,
-    states = states(l, cid) }
+  out.before = recall_outcome(l, c, cid)
 
   -- 2. a send while the disk is full: the message is out, the record is not
   local record_errs = {}
@@ -162,14 +176,12 @@ function scenarios.disk_full()
 
   -- 3. the disk fills in the middle of a recall: after the first chunk came back
   local full_mid = hooked(c, function() fill(path) end)
-  calls0 = sim_stats().recall_calls or 0
-  rep, err = l:recall(full_mid, { conversation = cid })
-  out.mid = { report = rep ~= nil, err = err_table(err), recall_calls = (sim_stats().recall_calls or 0) - calls0,
-    client_calls = full_mid.calls, states = states(l, cid) }
+  out.mid = recall_outcome(l, full_mid, cid)
+  out.mid.client_calls = full_mid.calls
   free()
 
   -- 4. space again: the next recall finishes the job
-  rep, err = l:recall(c, { conversation = cid })
+  local rep, err = l:recall(c, { conversation = cid })
   out.after = rep and report_table(rep, keys) or { err = err_table(err) }
   out.after_states = states(l, cid)
   out.server_recalled = sim_stats().recalled
@@ -179,21 +191,13 @@ end
 
 -- The ledger's file system turns read-only (even root cannot write).
 function scenarios.read_only()
-  local ledger = require "dingtalk.recall.ledger"
   local cid = "cidReadOnly"
-  local keys = read_keys()
-  local path = dir .. "/ledger/journal"
-  local c = client()
-  local l = assert(ledger.open(path))
-  record_all(l, keys, cid)
+  local ledger, keys, path, c, l = recorded_ledger(cid)
   local record_errs = {}
   local l_send = assert(ledger.open(path, { on_record_error = function(e) record_errs[#record_errs + 1] = e end }))
   local _, rc = sh("mount -o remount,ro " .. dir)
   out.remount_rc = rc
-  local calls0 = sim_stats().recall_calls or 0
-  local rep, err = l:recall(c, { conversation = cid })
-  out.before = { report = rep ~= nil, err = err_table(err), recall_calls = (sim_stats().recall_calls or 0) - calls0,
-    states = states(l, cid) }
+  out.before = recall_outcome(l, c, cid)
   local reopen, reopen_err = ledger.open(path)
   out.reopen = { ok = reopen ~= nil, err = reopen_err and err_table(reopen_err) }
   local sc = l_send:attach(client())
@@ -201,7 +205,7 @@ function scenarios.read_only()
   out.send = { key = key, err = serr and err_table(serr), record_errors = l_send.record_errors,
     hook_err = record_errs[1] and err_table(record_errs[1]) }
   sh("mount -o remount,rw " .. dir)
-  rep, err = l:recall(c, { conversation = cid })
+  local rep, err = l:recall(c, { conversation = cid })
   out.after = rep and report_table(rep, keys) or { err = err_table(err) }
   out.after_states = states(l, cid)
   c:close()
