@@ -17,7 +17,7 @@ teardown(fx.stop)
 before_each(fx.fresh)
 local run, send = fx.run, fx.send
 
-describe("send, ledger, undo, sweep", function()
+describe("dingtalk-recall CLI send, ledger, undo, sweep", function()
   it("sends, lists, undoes the last one, then by tag and since", function()
     local k1 = send("one", { "--tag", "deploy" })
     local k2 = send("two")
@@ -116,7 +116,7 @@ describe("send, ledger, undo, sweep", function()
   end)
 end)
 
-describe("token and config", function()
+describe("dingtalk-recall CLI token and config", function()
   it("token checks key + secret, and reports a static token as set", function()
     local rc, out = run { "token" }
     assert.are.equal(0, rc)
@@ -166,7 +166,7 @@ describe("token and config", function()
   end)
 end)
 
-describe("the progress bar", function()
+describe("dingtalk-recall CLI the progress bar", function()
   it("is drawn on stderr when it is a terminal, and not otherwise", function()
     local keys = s:seed_keys(45, CID, s.robot)
     local args = { "recall", "--conversation", CID, "--robot", s.robot }
@@ -201,6 +201,8 @@ describe("the progress bar", function()
   end)
 end)
 
-it("never prints the access token or the app secret (this file's runs)", function()
-  fx.assert_no_secret({ STATIC, APP_SECRET }, 20)
+describe("dingtalk-recall CLI", function()
+  it("never prints the access token or the app secret (this file's runs)", function()
+    fx.assert_no_secret({ STATIC, APP_SECRET }, 20)
+  end)
 end)
