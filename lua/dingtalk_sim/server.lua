@@ -169,18 +169,33 @@ local function check_nonempty_string(ctx, name, v)
   return true
 end
 
-local function api_send(ctx)
-  local d = ctx.d
+-- the token's app and the JSON object body of an API call; nil once an answer is sent
+local function authorized_body(ctx)
   local app = check_token(ctx)
-  if not app then return end
+  if not app then return nil end
   local body = json_object(read_body())
   if not body then
-    return fail(ctx, 400, "invalidParameter.param.invalid", "The request body must be a JSON object.")
+    fail(ctx, 400, "invalidParameter.param.invalid", "The request body must be a JSON object.")
+    return nil
   end
+  return app, body
+end
+
+-- the body's openConversationId and robotCode; nil once an answer is sent
+local function target_fields(ctx, body)
   local cid = str_field(ctx, body, "openConversationId", "miss.openConversationId")
-  if not cid then return end
+  if not cid then return nil end
   local robot = str_field(ctx, body, "robotCode", "miss.chatbotId")
-  if not robot then return end
+  if not robot then return nil end
+  return cid, robot
+end
+
+local function api_send(ctx)
+  local d = ctx.d
+  local app, body = authorized_body(ctx)
+  if not app then return end
+  local cid, robot = target_fields(ctx, body)
+  if not cid then return end
   local msg_key = str_field(ctx, body, "msgKey")
   if not msg_key then return end
   local msg_param = str_field(ctx, body, "msgParam")
@@ -232,18 +247,12 @@ local function api_recall(ctx)
   local now = ngx.now()
   d:incr("s:recall_calls", 1, 0)
   state.record_recall_start(d, now)
-  local app = check_token(ctx)
+  local app, body = authorized_body(ctx)
   if not app then return end
-  local body = json_object(read_body())
-  if not body then
-    return fail(ctx, 400, "invalidParameter.param.invalid", "The request body must be a JSON object.")
-  end
   local keys = body.processQueryKeys
   if type(keys) == "table" then d:incr("s:recall_keys", #keys, 0) end
-  local cid = str_field(ctx, body, "openConversationId", "miss.openConversationId")
+  local cid, robot = target_fields(ctx, body)
   if not cid then return end
-  local robot = str_field(ctx, body, "robotCode", "miss.chatbotId")
-  if not robot then return end
   if absent(keys) or (type(keys) == "table" and next(keys) == nil) then
     return fail(ctx, 400, "invalidParameter.processQueryKey.missing", "Missing processQueryKeys.")
   end
