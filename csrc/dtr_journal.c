@@ -61,6 +61,7 @@
 #include "dtr.h"
 #include "dtr_error.h"
 #include "dtr_files.h"
+#include "dtr_jline.h"
 
 /* Pushes nil, err (code ledger.io); returns 2. */
 static int dtr_j_push_err(lua_State *L, const char *path, const dtr_jerr *e)
@@ -422,7 +423,8 @@ static int dtr_l_journal_isatty(lua_State *L)
 
 /* The module dingtalk.recall.journal: journal.append, journal.read and
  * journal.compact are the core.journal_* described at the top; isatty is
- * the CLI's (this module is the one that is plain libc). */
+ * the CLI's (this module is the one that is plain libc); keys_line is
+ * dtr_jline.c's. */
 static const luaL_Reg dtr_journal_functions[] = {
     {"append", dtr_l_journal_append},
     {"read", dtr_l_journal_read},
@@ -435,6 +437,7 @@ int luaopen_dingtalk_recall_journal(lua_State *L)
     lua_newtable(L); /* the module */
     dtr_push_upvalues(L, 0);
     dtr_register(L, dtr_journal_functions);
+    dtr_jline_open(L);
     lua_pop(L, DTR_NUPVALUES);
     return 1;
 }

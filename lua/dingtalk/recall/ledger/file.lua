@@ -16,6 +16,7 @@ local journal = require "dingtalk.recall.journal"
 local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
 local order = require "dingtalk.recall.ledger.order"
+local changeset = require "dingtalk.recall.ledger.changes"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -50,6 +51,29 @@ end
 -- The tags of an entry without any (shared: entries are only read, and
 -- copies handed out get tables of their own).
 local NO_TAGS = setmetatable({}, { __newindex = function() error("ledger: an entry's tags are read-only", 2) end })
+
+-- A state change of the keys of an array (why, code: {key = string}?).
+local function apply_keys(entries, state, at, keys, why, code)
+  if why or code then
+    for _, key in ipairs(keys) do
+      local e = entries[key]
+      if e then
+        e.state = state
+        e.reason = why and str(why[key]) or nil
+        e.code = code and str(code[key]) or nil
+        if at then e.updated_at = at end
+      end
+    end
+    return
+  end
+  for _, key in ipairs(keys) do
+    local e = entries[key]
+    if e then
+      e.state, e.reason, e.code = state, nil, nil
+      if at then e.updated_at = at end
+    end
+  end
+end
 
 -- Replays one decoded event into st = {entries = {key = e}, order = {e in
 -- order of first record}, count, events, seq}.
@@ -88,16 +112,7 @@ local function apply(st, ev)
     if not state or type(ev.k) ~= "table" then return end
     local why = type(ev.why) == "table" and ev.why or nil
     local code = type(ev.code) == "table" and ev.code or nil
-    local entries, at = st.entries, num(ev.u)
-    for _, key in ipairs(ev.k) do
-      local e = entries[key]
-      if e then
-        e.state = state
-        e.reason = why and str(why[key]) or nil
-        e.code = code and str(code[key]) or nil
-        if at then e.updated_at = at end
-      end
-    end
+    apply_keys(st.entries, state, num(ev.u), ev.k, why, code)
   end
 end
 
@@ -116,15 +131,15 @@ local function encode(t)
   return cjson.encode(t)
 end
 
--- A state change's line.  Its keys (thousands in one line during a
--- recall) are joined as they are when none needs escaping in JSON (no
--- quote, backslash or control character: recall keys are base64), which
--- is several times cheaper than cjson's per-string escaping; the line is
--- the same JSON.
-local function encode_state(ev)
-  if ev.why or ev.code or not STATES[ev.s] then return encode(ev) end
-  if #ev.k == 0 or table.concat(ev.k):find('[%c"\\]') then return encode(ev) end
-  return '{"e":"s","s":"' .. ev.s .. '","u":' .. encode(ev.u) .. ',"k":["' .. table.concat(ev.k, '","') .. '"]}'
+-- A state change's line: {"e":"s","s":state,"u":at,"k":[keys],"why":{..},"code":{..}}.
+-- Its keys (thousands in one line during a recall, handed over as the
+-- plans' batch arrays) are written by journal.keys_line in one C call;
+-- a set with reasons or codes (failures: few) goes through cjson.
+local function encode_state(set, now)
+  if set.why or set.code or not STATES[set.state] then
+    return encode { e = "s", s = set.state, u = now, k = changeset.keys(set), why = set.why, code = set.code }
+  end
+  return journal.keys_line('{"e":"s","s":"' .. set.state .. '","u":' .. encode(now) .. ',"k":[', set.parts, "]}")
 end
 
 -- cjson encodes an empty table as {}: no tags are left out instead.
@@ -158,14 +173,14 @@ function File:refresh()
   return true
 end
 
--- Appends the lines (events: the same events, decoded).  When nobody else
--- wrote since this store last read, the events are applied as they are
+-- Appends the lines; apply(st) replays the same events into the state.
+-- When nobody else wrote since this store last read, they are applied so
 -- instead of being read back.
-function File:append(lines, events)
+function File:append(lines, apply_to)
   local ok, start, stop, id = journal.append(self.path, lines)
   if not ok then return nil, start end
   if start == self.offset and id == self.id then
-    for _, ev in ipairs(events) do apply(self.st, ev) end
+    apply_to(self.st)
     self.offset = stop
   else
     local err
@@ -216,18 +231,23 @@ function File:record(entries)
       l = e.ttl, m = e.msg_key, u = e.updated_at }
     lines[i], events[i] = encode(ev), ev
   end
-  return self:append(lines, events)
+  return self:append(lines, function(st)
+    for _, ev in ipairs(events) do apply(st, ev) end
+  end)
 end
 
 --- changes: a ledger.changes (sets of keys by state); one line per state.
 function File:update(changes, now)
   if changes.count == 0 then return true end
-  local lines, events = {}, {}
-  for i, set in ipairs(changes.sets) do
-    local ev = { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
-    lines[i], events[i] = encode_state(ev), ev
-  end
-  return self:append(lines, events)
+  local lines = {}
+  for i, set in ipairs(changes.sets) do lines[i] = encode_state(set, now) end
+  return self:append(lines, function(st)
+    st.events = st.events + #lines
+    local at = num(now)
+    for _, set in ipairs(changes.sets) do
+      for _, part in ipairs(set.parts) do apply_keys(st.entries, set.state, at, part, set.why, set.code) end
+    end
+  end)
 end
 
 function File:get(key)

@@ -119,9 +119,7 @@ function M.hooks(o)
   end
   -- Adds chunk ci of plan p to changes as `recalling`.
   local function mark(ch, p, ci)
-    for b = (ci - 1) * per + 1, math.min(ci * per, p.nbatches) do
-      for _, k in ipairs(p[b]) do ch:add(k, "recalling") end
-    end
+    for b = (ci - 1) * per + 1, math.min(ci * per, p.nbatches) do ch:add_all(p[b], "recalling") end
     marked[p] = ci
   end
   function hooks.on_batch_start(plan, i)
@@ -146,6 +144,7 @@ function M.hooks(o)
     end
   end
   function hooks.on_batch_done(_, _, keys, outcomes, r)
+    if not claim then return pending:outcomes(r, keys, outcomes) end
     for _, k in ipairs(keys) do
       if not skipped[k] then pending:outcome(r, k, outcomes[k]) end
     end
