@@ -8,7 +8,8 @@
  * journal by rename) never loses a line appended by someone else.
  *
  *   core.journal_append(path, lines) -> true, start, stop, id | nil, err
- *       lines: one string or an array of strings, none holding a newline.
+ *       lines: one string or an array of strings, none holding a newline;
+ *       an item may also be a key line {head, parts, tail} (dtr_jline.c).
  *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  start
  *       and stop are the file offsets where the lines begin and end, id the
  *       journal's id after the write (as journal_read gives it): a reader
@@ -100,51 +101,14 @@ static const char *dtr_j_path(lua_State *L, int idx)
     return p;
 }
 
-/* Raises for bad lines: an argument error of the caller, or (what != NULL)
- * an error naming what returned them. */
-static int dtr_j_bad_lines(lua_State *L, int idx, const char *what, const char *msg)
-{
-    if (what != NULL)
-        return luaL_error(L, "%s: %s", what, msg);
-    return luaL_argerror(L, idx, msg);
-}
-
-/* Collects the value at idx (a string or an array of strings) into one
- * string of lines, each ended by "\n", pushed on the stack. */
+/* Pushes the lines at idx (absolute; see dtr_jline.h) as one string, each
+ * ended by "\n"; what names whose lines they are (NULL: an argument). */
 static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
 {
-    luaL_Buffer b;
-    size_t n;
-    const char *s;
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        s = lua_tolstring(L, idx, &n);
-        if (memchr(s, '\n', n) != NULL)
-            dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
-        luaL_buffinit(L, &b);
-        luaL_addlstring(&b, s, n);
-        luaL_addchar(&b, '\n');
-    } else if (lua_type(L, idx) == LUA_TTABLE) {
-        size_t i, len = dtr_rawlen(L, idx);
-        for (i = 1; i <= len; i++) { /* checked first: no error while the buffer is open */
-            lua_rawgeti(L, idx, (int)i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                dtr_j_bad_lines(L, idx, what, "journal lines must be strings");
-            s = lua_tolstring(L, -1, &n);
-            if (memchr(s, '\n', n) != NULL)
-                dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
-            lua_pop(L, 1);
-        }
-        luaL_buffinit(L, &b);
-        for (i = 1; i <= len; i++) {
-            lua_rawgeti(L, idx, (int)i);
-            luaL_addvalue(&b);
-            luaL_addchar(&b, '\n');
-        }
-    } else {
-        dtr_j_bad_lines(L, idx, what, "a string or an array of strings expected");
-        return;
-    }
-    luaL_pushresult(&b);
+    size_t n = dtr_jline_size(L, idx, what);
+    char *buf = (char *)dtr_newuserdata(L, n + 1);
+    dtr_jline_fill(L, idx, buf);
+    lua_pushlstring(L, buf, n);
 }
 
 /* core.journal_append(path, lines) -> true | nil, err */
@@ -152,22 +116,29 @@ static int dtr_l_journal_append(lua_State *L)
 {
     const char *path = dtr_j_path(L, 1);
     size_t n;
-    const char *data;
+    char *data;
     dtr_jerr e = {NULL, 0, NULL};
     struct stat st;
     char id[DTR_J_ID];
     size_t idlen = 0;
     off_t start = 0;
     int lock, fd, ok = 0;
-    dtr_j_push_lines(L, 2, NULL);
-    data = lua_tolstring(L, -1, &n);
+    /* Checked (may raise), then gathered in the C heap: nothing below
+     * raises until data is freed. */
+    n = dtr_jline_size(L, 2, NULL);
     if (n == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
+    data = (char *)malloc(n);
+    if (data == NULL)
+        return luaL_error(L, "journal.append: not enough memory");
+    dtr_jline_fill(L, 2, data);
     lock = dtr_j_lock(path, 1, 1, &e);
-    if (lock < 0)
+    if (lock < 0) {
+        free(data);
         return dtr_j_push_err(L, path, &e);
+    }
     fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         dtr_j_open_fail(&e, "open");
@@ -195,6 +166,7 @@ static int dtr_l_journal_append(lua_State *L)
     if (fd >= 0)
         close(fd);
     dtr_j_unlock(lock);
+    free(data);
     if (!ok)
         return dtr_j_push_err(L, path, &e);
     lua_pushboolean(L, 1);

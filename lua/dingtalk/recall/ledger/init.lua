@@ -43,6 +43,9 @@ M.STATES = { sent = true, recalling = true, recalled = true, failed = true, erro
 -- never sends (final ones).
 local DEFAULT_RECALL_STATES = { "sent" }
 local FINAL = { recalled = true, expired = true }
+-- States a recall selects whatever its filter's time and due fields say
+-- (an interrupted recall's keys).
+local RESUMED = { recalling = true }
 
 -- Keys of one conversation marked `recalling` ahead of sending.  A mark
 -- is a durable write (fsync); a larger chunk means fewer of them, and a
@@ -307,46 +310,71 @@ end
 -- keys}}, was = {key = state selected in}, expired = {keys}, total} | nil, err
 local function select_entries(self, b, filter)
   local now = self.clock()
-  local selected = {}
-  if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
-    -- The file store hands its entries over as they are (no copy).
-    local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
-    local list, err
-    if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
-    if not list then return nil, err end
-    selected = list
-  end
-  local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now, { "recalling" })
-  local resumed, err
-  if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
-  if not resumed then return nil, err end
-  local seen, entries = {}, {}
-  for _, list in ipairs { selected, resumed } do
-    for _, e in ipairs(list) do
-      if not seen[e.key] and not FINAL[e.state] then
-        seen[e.key] = true
-        entries[#entries + 1] = e
+  local selecting = not (filter.last and filter.last < 1) and not FINAL[filter.state]
+  local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
+  local entries, sorted
+  if b.select and not q.last then
+    -- One pass over the store (the file's): each entry once, in order of
+    -- record, and whether that is already oldest first.
+    if not selecting then q.states = {} end
+    q.resume = RESUMED
+    entries, sorted = b:select(q)
+    if not entries then return nil, sorted end
+  else
+    local selected = {}
+    if selecting then
+      local list, err
+      if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
+      if not list then return nil, err end
+      selected = list
+    end
+    local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now,
+      { "recalling" })
+    local resumed, err
+    if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
+    if not resumed then return nil, err end
+    local seen = {}
+    entries = {}
+    for _, list in ipairs { selected, resumed } do
+      for _, e in ipairs(list) do
+        if not seen[e.key] and not FINAL[e.state] then
+          seen[e.key] = true
+          entries[#entries + 1] = e
+        end
       end
     end
   end
   -- Oldest first: those nearest to the end of the recall window go first.
   -- (several in one second: in the order recorded where the store keeps
   -- it, the file's sequence; else by key)
-  entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
-  local groups, index, was, expired = {}, {}, {}, {}
+  if not sorted then entries = order.by(entries, "sent_at", b.scan and "seq" or "key") end
+  -- The groups, in order of their oldest entry; was (for a store shared by
+  -- hosts, which claims keys from the state they were selected in).
+  local groups, index, expired = {}, {}, {}
+  local was = b.claim and {} or nil
+  local window, g, gc, gr = M.RECALL_WINDOW, nil, nil, nil
   for _, e in ipairs(entries) do
-    if now - e.sent_at > M.RECALL_WINDOW then
+    if now - e.sent_at > window then
       expired[#expired + 1] = e.key
     else
-      local gk = e.conversation .. "\0" .. e.robot
-      local g = index[gk]
-      if not g then
-        g = { conversation = e.conversation, robot = e.robot, keys = {} }
-        index[gk] = g
-        groups[#groups + 1] = g
+      local cid, robot = e.conversation, e.robot
+      if cid ~= gc or robot ~= gr then
+        local of = index[cid]
+        if not of then
+          of = {}
+          index[cid] = of
+        end
+        g = of[robot]
+        if not g then
+          g = { conversation = cid, robot = robot, keys = {} }
+          of[robot] = g
+          groups[#groups + 1] = g
+        end
+        gc, gr = cid, robot
       end
-      g.keys[#g.keys + 1] = e.key
-      was[e.key] = e.state
+      local keys = g.keys
+      keys[#keys + 1] = e.key
+      if was then was[e.key] = e.state end
     end
   end
   return { groups = groups, was = was, expired = expired, total = #entries }
