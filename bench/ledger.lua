@@ -9,19 +9,27 @@
 --
 --   LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/?.lua;;" \
 --   LUA_CPATH="$PWD/build/5.4/?.so;;" lua5.4 bench/ledger.lua [--runs N] [--keys N] [--groups N]
---     [--concurrency N] [--tls]
+--     [--concurrency N] [--tls] [--dir DIR]
+--
+-- --dir DIR: where the journals go (default: a fresh directory from
+-- os.tmpname, usually /tmp).  Every mark is an fsync, which
+-- client:recall_groups never pays: --dir /dev/shm (tmpfs, where fsync
+-- returns at once) measures the same work without the disk's wait.
 --
 -- Needs the simulator's nginx (docs/simulator.md).  Exits 1 when a run
 -- did not recall every key or missed the concurrency.
 local curl_now = require("dingtalk.recall.curl").now
 
-local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false }
+local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false, dir = false }
 do
   local i = 1
   while arg[i] do
     local a = arg[i]
     if a == "--tls" then
       opts.tls = true
+    elseif a == "--dir" then
+      i = i + 1
+      opts.dir = assert(arg[i], "--dir DIR")
     elseif opts[a:sub(3)] ~= nil then
       i = i + 1
       opts[a:sub(3)] = assert(tonumber(arg[i]), a .. " N")
@@ -69,6 +77,7 @@ end
 local s = sim.start { tls = opts.tls, latency = 0, workers = 2 }
 local dir = os.tmpname()
 os.remove(dir)
+if opts.dir then dir = opts.dir .. "/" .. dir:match("[^/]+$") end
 local results = { ledger = {}, groups = {} }
 local ok, err = pcall(function()
   s:config { qps = 0, latency = 0, faults = "" }
@@ -153,9 +162,9 @@ end
 local lw, gw = median(col(results.ledger, "wall")), median(col(results.groups, "wall"))
 local lp, gp = median(col(results.ledger, "peak")), median(col(results.groups, "peak"))
 local lc, gc = median(col(results.ledger, "cpu")), median(col(results.groups, "cpu"))
-print(("\n== %d conversations x %d keys, concurrency %d, %s, %s (medians of %d)"):format(opts.groups, opts.keys,
-  opts.concurrency, opts.tls and "https" or "http", rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION,
-  opts.runs))
+print(("\n== %d conversations x %d keys, concurrency %d, %s, %s (medians of %d), journal in %s"):format(opts.groups,
+  opts.keys, opts.concurrency, opts.tls and "https" or "http", rawget(_G, "jit") and rawget(_G, "jit").version or
+  _VERSION, opts.runs, dir:match("^(.*)/[^/]+$")))
 print("| path | wall s | client CPU s | peak in flight |")
 print("|---|---:|---:|---:|")
 print(("| Ledger:recall (file journal) | %.3f | %.3f | %d |"):format(lw, lc, lp))

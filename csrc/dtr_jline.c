@@ -16,6 +16,8 @@
  * writes exactly that many bytes and never raises, so a caller may fill
  * memory of its own (malloc) between the two without leaking it.
  */
+#include <stdint.h>
+
 #include "dtr_jline.h"
 
 #define DTR_JLINE_MAX ((size_t)1 << 30) /* bytes in one append */
@@ -36,11 +38,33 @@ static const unsigned char dtr_jl_extra[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, /* DEL */
 };
 
+/* The length of the run of bytes from s[i] on that need no escaping (recall
+ * keys are base64: usually all of them), eight bytes at a time: a word
+ * holds none of '"', '\\', DEL or a byte below 0x20 when the usual
+ * "has a zero byte" and "has a byte less than n" tests all fail. */
+static size_t dtr_jl_plain_run(const unsigned char *s, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    while (i + 8 <= n) {
+        uint64_t x, q, b, d;
+        memcpy(&x, s + i, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        d = x ^ (ones * 0x7f);
+        if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high)
+            break;
+        i += 8;
+    }
+    while (i < n && dtr_jl_extra[s[i]] == 0)
+        i++;
+    return i;
+}
+
 /* Bytes the key takes in JSON, quotes included. */
 static size_t dtr_jl_key_size(const unsigned char *s, size_t n)
 {
-    size_t i, out = n + 2;
-    for (i = 0; i < n; i++)
+    size_t i = dtr_jl_plain_run(s, 0, n), out = n + 2;
+    for (; i < n; i++)
         out += dtr_jl_extra[s[i]];
     return out;
 }
@@ -51,8 +75,7 @@ static char *dtr_jl_put_key(char *o, const unsigned char *s, size_t n)
     *o++ = '"';
     while (i < n) {
         unsigned char c;
-        for (run = i; run < n && dtr_jl_extra[s[run]] == 0; run++) {
-        }
+        run = dtr_jl_plain_run(s, i, n);
         memcpy(o, s + i, run - i); /* the plain bytes, as they are */
         o += run - i;
         if (run == n)

@@ -21,7 +21,7 @@
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local plans_mod = require "dingtalk.recall.ledger.plans"
-local order = require "dingtalk.recall.ledger.order"
+local selection = require "dingtalk.recall.ledger.select"
 local changeset = require "dingtalk.recall.ledger.changes"
 
 local M = {}
@@ -39,13 +39,6 @@ M.ALREADY_RECALLED = setmetatable({}, {
 --- Every state an entry can have.
 M.STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
 
---- States l:recall selects when the filter names none, and states it
--- never sends (final ones).
-local DEFAULT_RECALL_STATES = { "sent" }
-local FINAL = { recalled = true, expired = true }
--- States a recall selects whatever its filter's time and due fields say
--- (an interrupted recall's keys).
-local RESUMED = { recalling = true }
 
 -- Keys of one conversation marked `recalling` ahead of sending.  A mark
 -- is a durable write (fsync); a larger chunk means fewer of them, and a
@@ -270,19 +263,6 @@ local function check_filter(filter, method, extra)
   return filter
 end
 
--- The backends' query: {conversation, robot, tag, states (set), min_t, last, due_at}.
-local function query(filter, now, states)
-  local q = { conversation = filter.conversation, robot = filter.robot, tag = filter.tag }
-  if filter.since then q.min_t = now - filter.since end
-  if filter.last then q.last = math.max(0, math.floor(filter.last)) end
-  if filter.due then q.due_at = now end
-  if states then
-    q.states = {}
-    for _, s in ipairs(states) do q.states[s] = true end
-  end
-  return q
-end
-
 --- l:get(key) -> entry | nil (unknown) | nil, err
 function Ledger:get(key)
   local b = live(self, "get")
@@ -297,88 +277,12 @@ function Ledger:list(filter)
   local b = live(self, "list")
   filter = check_filter(filter, "list")
   if filter.last and filter.last < 1 then return {} end
-  return b:list(query(filter, self.clock(), filter.state and { filter.state } or nil))
+  return b:list(selection.query(filter, self.clock(), filter.state and { filter.state } or nil))
 end
 
 ---------------------------------------------------------------------------
 -- Recall
 ---------------------------------------------------------------------------
-
--- What l:recall(client, filter) recalls now: the filter's selection, then
--- the keys an interrupted recall left `recalling`; oldest first; those past
--- the recall window apart (never sent).  -> {groups = {{conversation, robot,
--- keys}}, was = {key = state selected in}, expired = {keys}, total} | nil, err
-local function select_entries(self, b, filter)
-  local now = self.clock()
-  local selecting = not (filter.last and filter.last < 1) and not FINAL[filter.state]
-  local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
-  local entries, sorted
-  if b.select and not q.last then
-    -- One pass over the store (the file's): each entry once, in order of
-    -- record, and whether that is already oldest first.
-    if not selecting then q.states = {} end
-    q.resume = RESUMED
-    entries, sorted = b:select(q)
-    if not entries then return nil, sorted end
-  else
-    local selected = {}
-    if selecting then
-      local list, err
-      if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
-      if not list then return nil, err end
-      selected = list
-    end
-    local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now,
-      { "recalling" })
-    local resumed, err
-    if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
-    if not resumed then return nil, err end
-    local seen = {}
-    entries = {}
-    for _, list in ipairs { selected, resumed } do
-      for _, e in ipairs(list) do
-        if not seen[e.key] and not FINAL[e.state] then
-          seen[e.key] = true
-          entries[#entries + 1] = e
-        end
-      end
-    end
-  end
-  -- Oldest first: those nearest to the end of the recall window go first.
-  -- (several in one second: in the order recorded where the store keeps
-  -- it, the file's sequence; else by key)
-  if not sorted then entries = order.by(entries, "sent_at", b.scan and "seq" or "key") end
-  -- The groups, in order of their oldest entry; was (for a store shared by
-  -- hosts, which claims keys from the state they were selected in).
-  local groups, index, expired = {}, {}, {}
-  local was = b.claim and {} or nil
-  local window, g, gc, gr = M.RECALL_WINDOW, nil, nil, nil
-  for _, e in ipairs(entries) do
-    if now - e.sent_at > window then
-      expired[#expired + 1] = e.key
-    else
-      local cid, robot = e.conversation, e.robot
-      if cid ~= gc or robot ~= gr then
-        local of = index[cid]
-        if not of then
-          of = {}
-          index[cid] = of
-        end
-        g = of[robot]
-        if not g then
-          g = { conversation = cid, robot = robot, keys = {} }
-          of[robot] = g
-          groups[#groups + 1] = g
-        end
-        gc, gr = cid, robot
-      end
-      local keys = g.keys
-      keys[#keys + 1] = e.key
-      if was then was[e.key] = e.state end
-    end
-  end
-  return { groups = groups, was = was, expired = expired, total = #entries }
-end
 
 --- l:select(filter) -> selection | nil, err: what l:recall(client, filter)
 -- would recall now, without recalling: selection.groups (each
@@ -387,7 +291,7 @@ end
 function Ledger:select(filter)
   local b = live(self, "select")
   filter = check_filter(filter, "select")
-  local sel, err = select_entries(self, b, filter)
+  local sel, err = selection.recall(b, filter, self.clock(), M.RECALL_WINDOW)
   if not sel then return nil, err end
   sel.was = nil
   return sel
@@ -424,7 +328,7 @@ function Ledger:recall(client, filter, opts)
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
   opts = opts or {}
-  local sel, err = select_entries(self, b, filter)
+  local sel, err = selection.recall(b, filter, self.clock(), M.RECALL_WINDOW)
   if not sel then return nil, err end
   local was, expired_keys, total = sel.was, sel.expired, sel.total
   if #expired_keys > 0 then
