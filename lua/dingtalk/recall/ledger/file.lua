@@ -311,16 +311,15 @@ function File:scan(q)
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, due_at, resume
--- (set)}, add(e) -> the entries matching q, plus those of q's
--- conversation, robot and tag whose state is in q.resume whatever min_t
--- and due_at say, each once, in order of record; and whether that is also
--- the order of their send times.  Each is handed to add as it is found
--- (while it is in the cache).  The entries themselves: the caller must
--- not change them.  The ledger's selection of a recall (ledger/select.lua).
+-- (set)}, add(e) -> true | nil, err: hands add the entries matching q,
+-- plus those of q's conversation, robot and tag whose state is in
+-- q.resume whatever min_t and due_at say, each once, in order of record,
+-- as they are found (while in the cache).  The entries themselves: the
+-- caller must not change them.  The ledger's selection of a recall
+-- (ledger/select.lua).
 function File:select(q, add)
   local ok, err = self:refresh()
   if not ok then return nil, err end
-  local out, n, sorted, last = {}, 0, true, -math.huge
   local cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or {}, q.resume or {}
   local min_t, due_at = q.min_t, q.due_at
   local list = self.st.order
@@ -330,15 +329,10 @@ function File:select(q, add)
     if (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
       and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
         and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at)))) then
-      n = n + 1
-      out[n] = e
-      local t = e.sent_at
-      if t < last or t ~= t then sorted = false end
-      last = t
       add(e)
     end
   end
-  return out, sorted
+  return true
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}

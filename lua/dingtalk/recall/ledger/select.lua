@@ -40,16 +40,20 @@ function M.query(filter, now, states)
   return q
 end
 
---- collector(now, window, claims) -> c: c.add(e) takes the entries in
--- order; c.sel is the selection (was only when claims).
+--- collector(now, window, claims) -> c: c.add(e) takes the entries
+-- oldest first; c.done() -> the selection (was only when claims), or nil
+-- when the entries came in another order (c.add does not check that they
+-- do: c.done says whether they did).
 function M.collector(now, window, claims)
   local groups, index, expired, was = {}, {}, {}, claims and {} or nil
-  local sel = { groups = groups, expired = expired, was = was, total = 0 }
   local g, gc, gr
-  local c = { sel = sel }
+  local last, sorted = -math.huge, true
+  local c = {}
   function c.add(e)
-    sel.total = sel.total + 1
-    if now - e.sent_at > window then
+    local t = e.sent_at
+    if t < last or t ~= t then sorted = false end
+    last = t
+    if now - t > window then
       expired[#expired + 1] = e.key
       return
     end
@@ -71,6 +75,12 @@ function M.collector(now, window, claims)
     local keys = g.keys
     keys[#keys + 1] = e.key
     if was then was[e.key] = e.state end
+  end
+  function c.done()
+    if not sorted then return nil end
+    local total = #expired
+    for i = 1, #groups do total = total + #groups[i].keys end
+    return { groups = groups, expired = expired, was = was, total = total }
   end
   return c
 end
@@ -112,11 +122,14 @@ function M.recall(b, filter, now, window)
     if not selecting then q.states = {} end
     q.resume = RESUMED
     local c = M.collector(now, window, claims)
-    local sorted
-    entries, sorted = b:select(q, c.add)
-    if not entries then return nil, sorted end
-    -- in order of record and of send time: the collector has it all
-    if sorted then return c.sel end
+    local ok, serr = b:select(q, c.add)
+    if not ok then return nil, serr end
+    -- in order of record and of send time (the usual case): all done
+    local sel = c.done()
+    if sel then return sel end
+    entries = {}
+    ok, serr = b:select(q, function(e) entries[#entries + 1] = e end)
+    if not ok then return nil, serr end
   else
     entries, err = queried(b, filter, q, selecting, now)
     if not entries then return nil, err end
@@ -128,7 +141,7 @@ function M.recall(b, filter, now, window)
   local c = M.collector(now, window, claims)
   local add = c.add
   for i = 1, #entries do add(entries[i]) end
-  return c.sel
+  return c.done()
 end
 
 return M
