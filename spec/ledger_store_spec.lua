@@ -238,6 +238,49 @@ describe("ledger", function()
   end)
 
   describe("(file store alone)", function()
+    it("appends key lines {head, parts, tail}: the keys of batch arrays as JSON strings, checked first", function()
+      local cjson = require "cjson"
+      local path = dir .. "/keylines/journal"
+      local odd = { 'q"uote', "back\\slash", "nl\nx", "\0z", "\1\31\127", "caf\195\169", "\255raw" }
+      local plain = { "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "kB+/=" }
+      assert.is_true((journal.append(path, { "first", { '{"k":[', { plain, {}, odd }, "]}" }, "last" })))
+      local data = journal.read(path)
+      local lines = {}
+      for line in data:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.are.equal(3, #lines) -- no raw newline from a key
+      assert.are.same({ "first", "last" }, { lines[1], lines[3] })
+      local want = {}
+      for _, k in ipairs(plain) do want[#want + 1] = k end
+      for _, k in ipairs(odd) do want[#want + 1] = k end
+      assert.are.same({ k = want }, cjson.decode(lines[2]))
+      assert.are.equal('{"k":["' .. plain[1] .. '","kB+/=",', lines[2]:sub(1, #plain[1] + 17))
+      assert.are.equal(journal.keys_line('{"k":[', { plain, {}, odd }, "]}"), lines[2])
+      -- checked before anything is written: a bad key line raises, the journal stays as it was
+      for _, bad in ipairs { { "h", { { 1 } }, "t" }, { "h", { "k" }, "t" }, { "h", {}, "t\n" }, { "h", nil, "t" },
+        { 7, {}, "t" } } do
+        assert.has_error(function() journal.append(path, { "ok", bad }) end)
+      end
+      assert.has_error(function() journal.keys_line("h", { { "a", false } }, "t") end)
+      assert.are.equal(data, (journal.read(path)))
+    end)
+
+    it("applies its own state changes in order with its records, in memory as on disk", function()
+      local l = open()
+      assert(l:record { key = "k1", conversation = CID_A, robot = "r" })
+      assert(l:mark({ "k1", "k2" }, "recalling")) -- k2 is not recorded yet: passed over
+      assert(l:record { key = "k2", conversation = CID_A, robot = "r" })
+      assert(l:mark({ "k1" }, "recalled"))
+      assert(l:mark({ "k1" }, "failed"))
+      local fresh = assert(ledger.open(l.location)) -- replays the journal from disk
+      for _, which in ipairs { l, fresh } do
+        assert.are.equal("failed", which:get("k1").state)
+        assert.are.equal("sent", which:get("k2").state)
+        assert.are.same({ "k2" }, keys_of(which:list { state = "sent" }))
+      end
+      l:close()
+      fresh:close()
+    end)
+
     it("creates its directory 0700 and its journal 0600", function()
       local base = dir .. "/perm/a/b"
       local l = assert(ledger.open(base .. "/ledger"))
