@@ -12,8 +12,8 @@
 -- the caller's own array (add_all: a batch of a plan, which nobody changes
 -- afterwards) or one the set fills key by key (add).  A recall hands over
 -- its batches whole, so marking and settling 20,000 keys costs a table
--- append per batch, not per key; the file store writes the parts with one
--- C call (journal.keys_line).
+-- append per batch, not per key; the file store hands the parts to
+-- journal.append as they are (a key line, written in C).
 local M = {}
 
 local Changes = {}
