@@ -12,13 +12,8 @@ describe("ledger recall", function()
   local env = require("spec.helpers.ledger_stores").harness {
     setup = setup, teardown = teardown, before_each = before_each, describe = describe, pending = pending }
 
-  env.each_store(function(B)
-      local s, now
-      local function clock() return now end
-      local function open(extra, same) return env.open(B, clock, extra, same) end
-      local function guard() return env.guard(B) end
-      local client = env.client
-      before_each(function() s, now = env.s, os.time() end)
+  env.each_store(function(_, t)
+      local open, guard, client = t.open, t.guard, t.client
 
       it("select shows what recall then recalls: groups oldest first, expired apart, nothing sent", function()
         if not guard() then return end
@@ -26,16 +21,16 @@ describe("ledger recall", function()
         local c = l:attach(client())
         local d1 = assert(c:send(CID_A, "sampleText", { content = "1" }, { tags = "sel" }))
         local d2 = assert(c:send(CID_B, "sampleText", { content = "2" }, { tags = "sel" }))
-        assert(l:record { key = "old-one", conversation = CID_A, robot = s.robot,
+        assert(l:record { key = "old-one", conversation = CID_A, robot = t.s.robot,
           sent_at = os.time() - ledger.RECALL_WINDOW - 60, tags = { "sel" } })
-        local calls = s:stats().recall_calls
+        local calls = t.s:stats().recall_calls
         local sel = assert(l:select { tag = "sel" })
-        assert.are.equal(calls, s:stats().recall_calls) -- select sends nothing
+        assert.are.equal(calls, t.s:stats().recall_calls) -- select sends nothing
         assert.are.equal(3, sel.total)
         assert.are.same({ "old-one" }, sel.expired)
         local shown = {}
         for _, g in ipairs(sel.groups) do
-          assert.are.equal(s.robot, g.robot)
+          assert.are.equal(t.s.robot, g.robot)
           for _, k in ipairs(g.keys) do shown[#shown + 1] = k end
         end
         assert.are.same(set_of { d1, d2 }, set_of(shown))
@@ -63,17 +58,17 @@ describe("ledger recall", function()
         assert.are.equal(2, rep.requests) -- one per conversation
         for _, k in ipairs { d1, d2, d3 } do
           assert.are.equal("recalled", l:get(k).state)
-          assert.are.equal("recalled", s:key(k).state)
+          assert.are.equal("recalled", t.s:key(k).state)
         end
         assert.are.equal("sent", l:get(other).state)
-        assert.are.equal("sent", s:key(other).state)
-        assert.are.equal(3, s:stats().recalled)
+        assert.are.equal("sent", t.s:key(other).state)
+        assert.are.equal(3, t.s:stats().recalled)
         -- nothing left to recall for that filter: no request at all
-        local calls = s:stats().recall_calls
+        local calls = t.s:stats().recall_calls
         local again = assert(l:recall(c, { tag = "deploy" }))
         assert.are.equal(0, again.total)
         assert.is_true(again.ok)
-        assert.are.equal(calls, s:stats().recall_calls)
+        assert.are.equal(calls, t.s:stats().recall_calls)
         -- state = recalled selects nothing to send either
         assert.are.equal(0, assert(l:recall(c, { state = "recalled" })).total)
         c:close()
@@ -84,10 +79,10 @@ describe("ledger recall", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { key = "a", conversation = CID_A, robot = "r1", sent_at = now - 3 },
-          { key = "b", conversation = CID_A, robot = "r2", sent_at = now - 2 },
-          { key = "c", conversation = CID_B, robot = "r1", sent_at = now - 1 },
-          { key = "d", conversation = CID_A, robot = "r1", sent_at = now },
+          { key = "a", conversation = CID_A, robot = "r1", sent_at = t.now - 3 },
+          { key = "b", conversation = CID_A, robot = "r2", sent_at = t.now - 2 },
+          { key = "c", conversation = CID_B, robot = "r1", sent_at = t.now - 1 },
+          { key = "d", conversation = CID_A, robot = "r1", sent_at = t.now },
         })
         local fc = fake_client()
         local rep = assert(l:recall(fc, {}))
@@ -107,7 +102,7 @@ describe("ledger recall", function()
         local k1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
         local k2 = assert(c:send(CID_A, "sampleText", { content = "2" }))
         assert(l:record { key = "kbad", conversation = CID_A, robot = "dingnosuchrobot" })
-        s:config { faults = "failed_key=1" }
+        t.s:config { faults = "failed_key=1" }
         local rep = assert(l:recall(c, {}))
         assert.is_false(rep.ok)
         assert.are.same({ [k1] = "SYSTEM_ERROR", [k2] = "SYSTEM_ERROR" }, rep.failed)
@@ -120,12 +115,12 @@ describe("ledger recall", function()
         assert.is_string(eb.reason)
         -- the default selection (sent) does not pick them again
         assert.are.equal(0, assert(l:recall(c, {})).total)
-        s:config { faults = "" }
+        t.s:config { faults = "" }
         rep = assert(l:recall(c, { state = "failed" }))
         assert.are.same(set_of { k1, k2 }, set_of(rep.recalled))
         assert.are.equal("recalled", l:get(k1).state)
         assert.is_nil(l:get(k1).reason)
-        assert.are.equal(2, s:stats().recalled)
+        assert.are.equal(2, t.s:stats().recalled)
         c:close()
         l:close()
       end)
@@ -136,18 +131,18 @@ describe("ledger recall", function()
         local c = l:attach(client())
         local old1 = assert(c:send(CID_A, "sampleText", { content = "1" }))
         local old2 = assert(c:send(CID_B, "sampleText", { content = "2" }))
-        now = os.time() + 86400 + 60
+        t.now = os.time() + 86400 + 60
         local fresh = "kfresh"
         assert(l:record { key = fresh, conversation = CID_A, robot = "r" })
-        local calls = s:stats().recall_calls
+        local calls = t.s:stats().recall_calls
         local rep = assert(l:recall(fake_client(), {}))
         assert.are.same(set_of { old1, old2 }, set_of(rep.expired))
         assert.are.same({ fresh }, rep.recalled)
         assert.are.equal(3, rep.total)
         assert.is_false(rep.ok)
-        assert.are.equal(calls, s:stats().recall_calls)
+        assert.are.equal(calls, t.s:stats().recall_calls)
         assert.are.equal("expired", l:get(old1).state)
-        assert.are.equal("sent", s:key(old1).state)
+        assert.are.equal("sent", t.s:key(old1).state)
         assert.are.same(set_of { old1, old2 }, set_of(keys_of(l:list { state = "expired" })))
         c:close()
         l:close()
@@ -159,11 +154,11 @@ describe("ledger recall", function()
         local c = l:attach(client())
         local keys = {}
         for i = 1, 5 do
-          now = now + 1
+          t.now = t.now + 1
           keys[i] = assert(c:send(CID_A, "sampleText", { content = tostring(i) }))
           -- sent_at orders the chunks: keys[1..2], keys[3..4], keys[5]
-          assert(l:record { key = keys[i], conversation = CID_A, robot = s.robot,
-            sent_at = now })
+          assert(l:record { key = keys[i], conversation = CID_A, robot = t.s.robot,
+            sent_at = t.now })
         end
         -- The process "dies" right after the server recalled the second
         -- chunk: its transport raises when the second answer comes back.
@@ -179,7 +174,7 @@ describe("ledger recall", function()
         }, { __index = curl })
         local dying = client { concurrency = 1, transport = dying_transport }
         assert.has_error(function() l:recall(dying, {}) end, nil)
-        assert.are.equal(4, s:stats().recalled)
+        assert.are.equal(4, t.s:stats().recalled)
         assert.are.equal("recalled", l:get(keys[1]).state)
         assert.are.same(set_of { keys[3], keys[4] }, set_of(keys_of(l:list { state = "recalling" })))
         assert.are.equal("sent", l:get(keys[5]).state)
@@ -189,7 +184,7 @@ describe("ledger recall", function()
         assert.are.same(set_of { keys[3], keys[4] }, set_of(rep.already_recalled))
         assert.are.same({}, rep.failed)
         assert.is_true(rep.ok)
-        assert.are.equal(5, s:stats().recalled)
+        assert.are.equal(5, t.s:stats().recalled)
         for _, k in ipairs(keys) do assert.are.equal("recalled", l:get(k).state) end
         assert.are.equal(5, #l:list { state = "recalled" })
         c:close()
@@ -218,12 +213,13 @@ describe("ledger recall", function()
         local l = open { chunk = 2 }
         for i = 1, 5 do
           assert(l:record { key = "k" .. i, conversation = CID_A, robot = "r",
-            sent_at = now + i })
+            sent_at = t.now + i })
         end
         local steps = {}
         local gone = { status = 400, code = "miss.openConversationId" }
         local broken = fake_client { k1 = gone, k3 = gone, k5 = gone }
-        local rep = assert(l:recall(broken, {}, { on_progress = function(d, t) steps[#steps + 1] = d .. "/" .. t end }))
+        local rep = assert(l:recall(broken, {},
+          { on_progress = function(d, total) steps[#steps + 1] = d .. "/" .. total end }))
         assert.are.same({ "2/5", "4/5", "5/5" }, steps)
         assert.are.equal(5, count(rep.errors))
         assert.are.equal("miss.openConversationId", l:get("k3").code)

@@ -42,13 +42,8 @@ describe("ledger", function()
   local env = require("spec.helpers.ledger_stores").harness {
     setup = setup, teardown = teardown, before_each = before_each, describe = describe, pending = pending }
 
-  env.each_store(function(B)
-      local s, now
-      local function clock() return now end
-      local function open(extra, same) return env.open(B, clock, extra, same) end
-      local function guard() return env.guard(B) end
-      local client = env.client
-      before_each(function() s, now = env.s, os.time() end)
+  env.each_store(function(B, t)
+      local open, guard, client = t.open, t.guard, t.client
 
       it("records an entry and reads it back", function()
         if not guard() then return end
@@ -60,17 +55,17 @@ describe("ledger", function()
         assert.are.equal("k1", e.key)
         assert.are.equal(CID_A, e.conversation)
         assert.are.equal("rb1", e.robot)
-        assert.are.equal(now, e.sent_at)
+        assert.are.equal(t.now, e.sent_at)
         assert.are.equal(600, e.ttl)
         assert.are.equal("sampleText", e.msg_key)
         assert.are.equal("sent", e.state)
-        assert.are.equal(now, e.updated_at)
+        assert.are.equal(t.now, e.updated_at)
         assert.is_nil(e.reason)
         assert.is_nil(e.code)
         assert.is_nil(l:get("unknown"))
-        assert.is_true(l:record { key = "k2", conversation = CID_A, robot = "rb1", sent_at = now - 5,
+        assert.is_true(l:record { key = "k2", conversation = CID_A, robot = "rb1", sent_at = t.now - 5,
           tags = { "x" } })
-        assert.are.equal(now - 5, l:get("k2").sent_at)
+        assert.are.equal(t.now - 5, l:get("k2").sent_at)
         assert.is_nil(l:get("k2").ttl)
         l:close()
       end)
@@ -79,15 +74,15 @@ describe("ledger", function()
         if not guard() then return end
         local l = open()
         assert(l:record_many {
-          { key = "a1", conversation = CID_A, robot = "r1", sent_at = now - 5000,
+          { key = "a1", conversation = CID_A, robot = "r1", sent_at = t.now - 5000,
             tags = "deploy" },
-          { key = "a2", conversation = CID_A, robot = "r2", sent_at = now - 400,
+          { key = "a2", conversation = CID_A, robot = "r2", sent_at = t.now - 400,
             tags = "deploy,alert", ttl = 300 },
-          { key = "b1", conversation = CID_B, robot = "r1", sent_at = now - 300,
+          { key = "b1", conversation = CID_B, robot = "r1", sent_at = t.now - 300,
             ttl = 3600 },
-          { key = "b2", conversation = CID_B, robot = "r1", sent_at = now - 100,
+          { key = "b2", conversation = CID_B, robot = "r1", sent_at = t.now - 100,
             tags = { "alert" }, ttl = 50 },
-          { key = "a3", conversation = CID_A, robot = "r1", sent_at = now - 10 },
+          { key = "a3", conversation = CID_A, robot = "r1", sent_at = t.now - 10 },
         })
         assert.are.same({ "a3", "b2", "b1", "a2", "a1" }, keys_of(l:list()))
         assert.are.same({ "a3", "a2", "a1" }, keys_of(l:list { conversation = CID_A }))
@@ -111,7 +106,7 @@ describe("ledger", function()
         assert.are.same({ "b2" }, keys_of(l:list { state = "error" }))
         assert.are.same({ "a3", "b1", "a1" }, keys_of(l:list { state = "sent" }))
         assert.are.same({}, l:list { due = true })
-        now = now + 3600
+        t.now = t.now + 3600
         assert.are.same({ "b1" }, keys_of(l:list { due = true }))
         l:close()
       end)
@@ -138,7 +133,7 @@ describe("ledger", function()
         local l2 = open(nil, true)
         assert(l1:record { key = "k1", conversation = CID_A, robot = "r" })
         assert.are.equal("sent", l2:get("k1").state)
-        assert(l2:record { key = "k2", conversation = CID_A, robot = "r", sent_at = now + 1 })
+        assert(l2:record { key = "k2", conversation = CID_A, robot = "r", sent_at = t.now + 1 })
         assert.are.same({ "k2", "k1" }, keys_of(l1:list()))
         assert(l2:recall(fake_client(), { last = 1 }))
         assert.are.equal("recalled", l1:get("k2").state)
@@ -159,7 +154,7 @@ describe("ledger", function()
         assert.are.same({ k1, k2, k3 }, seen)
         local e1 = l:get(k1)
         assert.are.equal(CID_A, e1.conversation)
-        assert.are.equal(s.robot, e1.robot)
+        assert.are.equal(t.s.robot, e1.robot)
         assert.are.same({ "deploy" }, e1.tags)
         assert.are.equal(60, e1.ttl)
         assert.are.equal("sampleText", e1.msg_key)

@@ -5,7 +5,7 @@
 --   local env = require("spec.helpers.ledger_stores").harness(busted)  -- inside a describe;
 --   -- busted: {setup, teardown, before_each, describe, pending} (the spec's
 --   -- own: busted puts them in the spec file's environment only)
---   env.each_store(function(B) ... end)     -- a describe per store
+--   env.each_store(function(B, t) ... end)  -- a describe per store (t: below)
 --   env.open(B, clock [, extra [, same]])   -- a fresh ledger of store B (same: the last one)
 --   env.guard(B)                            -- false (the case pending) when B cannot run here
 --   env.client([extra])                     -- a client of the simulator env.s
@@ -74,9 +74,21 @@ function M.harness(busted)
     },
   }
 
+  --- each_store(body): a describe per store, calling body(B, t) in it:
+  -- t.s (the simulator) and t.now (the fake clock's time, os.time() at the
+  -- start of each case) are set before each case; t.open([extra [, same]])
+  -- a ledger of that store on the fake clock, t.guard() false when the
+  -- store cannot run here (the case pending), t.client([extra]).
   function env.each_store(body)
     for _, B in ipairs(env.stores) do
-      describe("(" .. B.name .. " store)", function() body(B) end)
+      describe("(" .. B.name .. " store)", function()
+        local t = { client = env.client }
+        local function clock() return t.now end
+        function t.open(extra, same) return env.open(B, clock, extra, same) end
+        function t.guard() return env.guard(B) end
+        before_each(function() t.s, t.now = env.s, os.time() end)
+        body(B, t)
+      end)
     end
   end
 
