@@ -192,14 +192,15 @@ function File:refresh()
   return true
 end
 
--- Appends the lines; apply(st) replays the same events into the state.
--- When nobody else wrote since this store last read, they are applied so
--- instead of being read back.
-function File:append(lines, apply_to)
+-- Appends the lines; apply_to(st) replays the same events into the state
+-- (queued: it only queues state changes in st.pending, behind those
+-- already there).  When nobody else wrote since this store last read, they
+-- are applied so instead of being read back.
+function File:append(lines, apply_to, queued)
   local ok, start, stop, id = journal.append(self.path, lines)
   if not ok then return nil, start end
   if start == self.offset and id == self.id then
-    catch_up(self.st)
+    if not queued then catch_up(self.st) end
     apply_to(self.st)
     self.offset = stop
   else
@@ -268,7 +269,7 @@ function File:update(changes, now)
   return self:append(lines, function(st)
     st.events = st.events + #lines
     st.pending[#st.pending + 1] = { sets = sets, at = num(now) }
-  end)
+  end, true)
 end
 
 function File:get(key)
