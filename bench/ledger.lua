@@ -115,8 +115,8 @@ local ok, err = pcall(function()
           end
         end
         assert(l:record_many(entries))
-        -- time spent in the store (journal reads, appends with fsync)
-        local store = { scan = { 0, 0 }, update = { 0, 0 } }
+        -- time spent in the store (the selection's pass, appends with fsync)
+        local store = { select = { 0, 0 }, update = { 0, 0 } }
         for m, acc in pairs(store) do
           local f = l.backend[m]
           l.backend[m] = function(...)
@@ -131,10 +131,10 @@ local ok, err = pcall(function()
         rep = assert(l:recall(c, {}))
         t1, c1 = curl_now(), os.clock()
         l:close()
-        io.write(("        store: scan %.3f s (%d calls), update %.3f s (%d calls)\n"):format(store.scan[1],
-          store.scan[2], store.update[1], store.update[2]))
+        io.write(("        store: select %.3f s (%d calls), update %.3f s (%d calls)\n"):format(store.select[1],
+          store.select[2], store.update[1], store.update[2]))
         results.store = results.store or {}
-        results.store[#results.store + 1] = store.scan[1] + store.update[1]
+        results.store[#results.store + 1] = store.select[1] + store.update[1]
       else
         collectgarbage()
         t0, c0 = curl_now(), os.clock()
@@ -175,7 +175,8 @@ print("| path | wall s | client CPU s | peak in flight |")
 print("|---|---:|---:|---:|")
 print(("| Ledger:recall (file journal) | %.3f | %.3f | %d |"):format(lw, lc, lp))
 print(("| client:recall_groups | %.3f | %.3f | %d |"):format(gw, gc, gp))
-print(("Ledger:recall's time in the file store (scan + update): median %.3f s"):format(median(results.store)))
+print(("Ledger:recall's time in the file store (select + update, with fsync): median %.3f s"):format(
+  median(results.store)))
 print(("ratio ledger / recall_groups: %.2fx wall (target <= 1.2x), %.2fx CPU; ledger peak %d of %d (target: ="
   .. " concurrency)"):format(lw / gw, lc / gc, lp, opts.concurrency))
 os.exit((lp == opts.concurrency) and 0 or 1)
