@@ -94,13 +94,22 @@ function Changes:outcome(r, key, outcome)
   return self:add(key, "error", err.message and tostring(err.message) or nil, tostring(err.code or "unknown"))
 end
 
+-- The report module's shared outcomes of a batch recalled whole, once seen.
+local all_recalled
+
 --- ch:outcomes(r, keys, outcomes): ch:outcome for each key of a batch
 -- (outcomes: the engine's, outcomes[key]).  A batch the server recalled
 -- whole comes with the report module's shared outcomes, which answer
 -- "recalled" for every key and have no pairs: its keys go in as they are.
+-- (Known by identity once seen: `next` is not compiled by LuaJIT, and the
+-- engine's loop runs through here once per batch.)
 function Changes:outcomes(r, keys, outcomes)
-  if keys[1] ~= nil and next(outcomes) == nil and outcomes[keys[1]] == "recalled" then
-    return self:add_all(keys, "recalled")
+  if keys[1] ~= nil then
+    if outcomes == all_recalled then return self:add_all(keys, "recalled") end
+    if next(outcomes) == nil and getmetatable(outcomes) ~= nil and outcomes[keys[1]] == "recalled" then
+      all_recalled = outcomes
+      return self:add_all(keys, "recalled")
+    end
   end
   for _, k in ipairs(keys) do self:outcome(r, k, outcomes[k]) end
 end
