@@ -7,9 +7,11 @@
  * journal: appends never interleave, and a compaction (which replaces the
  * journal by rename) never loses a line appended by someone else.
  *
- *   core.journal_append(path, lines) -> true, start, stop, id | nil, err
+ *   core.journal_append(path, lines [, async]) -> true, start, stop, id [, sync] | nil, err
  *       lines: one string or an array of strings, none holding a newline;
  *       an item may also be a key line {head, parts, tail} (dtr_jline.c).
+ *       async: the fsync runs in a thread; sync:wait() says when the lines
+ *       are durable (dtr_jsync.c).
  *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  start
  *       and stop are the file offsets where the lines begin and end, id the
  *       journal's id after the write (as journal_read gives it): a reader
@@ -63,6 +65,7 @@
 #include "dtr_error.h"
 #include "dtr_files.h"
 #include "dtr_jline.h"
+#include "dtr_jsync.h"
 
 /* Pushes nil, err (code ledger.io); returns 2. */
 static int dtr_j_push_err(lua_State *L, const char *path, const dtr_jerr *e)
@@ -111,7 +114,7 @@ static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
     lua_pushlstring(L, buf, n);
 }
 
-/* core.journal_append(path, lines) -> true | nil, err */
+/* core.journal_append(path, lines [, async]) -> true, start, stop, id [, sync] | nil, err */
 static int dtr_l_journal_append(lua_State *L)
 {
     const char *path = dtr_j_path(L, 1);
@@ -122,13 +125,19 @@ static int dtr_l_journal_append(lua_State *L)
     char id[DTR_J_ID];
     size_t idlen = 0;
     off_t start = 0;
-    int lock, fd, ok = 0;
-    /* Checked (may raise), then gathered in the C heap: nothing below
-     * raises until data is freed. */
+    int lock, fd, ok = 0, later = 0;
+    void *sync = NULL;
+    /* Checked (may raise), the handle of an async fsync made, then the
+     * lines gathered in the C heap: nothing below raises until data is
+     * freed and the descriptor closed or handed to the handle. */
     n = dtr_jline_size(L, 2, NULL);
     if (n == 0) {
         lua_pushboolean(L, 1);
         return 1;
+    }
+    if (lua_toboolean(L, 3)) {
+        lua_settop(L, 3);
+        sync = dtr_jsync_new(L, path); /* at 4 */
     }
     data = (char *)malloc(n);
     if (data == NULL)
@@ -150,11 +159,13 @@ static int dtr_l_journal_append(lua_State *L)
         if (st.st_size > 0 && dtr_j_pread_all(fd, &last, 1, st.st_size - 1, &got) != 0)
             last = '\n';
         start = st.st_size + (last != '\n' ? 1 : 0);
+        /* a new journal is made durable at once, with its directory */
+        later = sync != NULL && st.st_size > 0;
         if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_j_write_all(fd, data, n) != 0) {
             dtr_j_fail(&e, "write");
             if (ftruncate(fd, st.st_size) != 0) { /* the torn tail stays; readers skip it */
             }
-        } else if (fsync(fd) != 0) {
+        } else if (!later && fsync(fd) != 0) {
             dtr_j_fail(&e, "fsync");
         } else if (st.st_size == 0 && dtr_j_sync_dir(path, &e) != 0) {
             /* e is set */
@@ -163,17 +174,28 @@ static int dtr_l_journal_append(lua_State *L)
             idlen = dtr_j_id(fd, &st, id); /* same file: its first line now exists */
         }
     }
-    if (fd >= 0)
-        close(fd);
     dtr_j_unlock(lock);
     free(data);
+    if (ok && later) {
+        if (dtr_jsync_begin(sync, fd) == 0) {
+            fd = -1; /* the handle's now */
+        } else if (fsync(fd) != 0) { /* no thread: at once */
+            dtr_j_fail(&e, "fsync");
+            ok = 0;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
     if (!ok)
         return dtr_j_push_err(L, path, &e);
     lua_pushboolean(L, 1);
     lua_pushinteger(L, (lua_Integer)start);
     lua_pushinteger(L, (lua_Integer)start + (lua_Integer)n);
     lua_pushlstring(L, id, idlen);
-    return 4;
+    if (sync == NULL)
+        return 4;
+    lua_pushvalue(L, 4);
+    return 5;
 }
 
 /* Reads the journal from start (or from 0 when the id differs) into a new
@@ -410,6 +432,7 @@ int luaopen_dingtalk_recall_journal(lua_State *L)
     dtr_push_upvalues(L, 0);
     dtr_register(L, dtr_journal_functions);
     dtr_jline_open(L);
+    dtr_jsync_open(L);
     lua_pop(L, DTR_NUPVALUES);
     return 1;
 }

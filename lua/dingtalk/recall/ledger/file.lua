@@ -194,10 +194,11 @@ end
 
 -- Appends the lines; apply_to(st) replays the same events into the state
 -- (queued: it only queues state changes in st.pending, behind those
--- already there).  When nobody else wrote since this store last read, they
--- are applied so instead of being read back.
-function File:append(lines, apply_to, queued)
-  local ok, start, stop, id = journal.append(self.path, lines)
+-- already there).  When nobody else wrote since this store last read,
+-- they are applied so instead of being read back.  -> true [, sync]
+-- (async: see File:update) | nil, err.
+function File:append(lines, apply_to, queued, async)
+  local ok, start, stop, id, sync = journal.append(self.path, lines, async)
   if not ok then return nil, start end
   if start == self.offset and id == self.id then
     if not queued then catch_up(self.st) end
@@ -213,7 +214,7 @@ function File:append(lines, apply_to, queued)
     -- A failed compaction loses nothing (the journal stays as it was).
     self:compact()
   end
-  return true
+  return true, sync
 end
 
 --- Rewrites the journal as one line per entry (dropping entries older
@@ -258,7 +259,9 @@ function File:record(entries)
 end
 
 --- changes: a ledger.changes (sets of keys by state); one line per state.
-function File:update(changes, now)
+-- async: the fsync runs in a thread (-> true, sync: sync:wait() -> true |
+-- nil, err once the lines are durable).
+function File:update(changes, now, async)
   if changes.count == 0 then return true end
   local lines = {}
   for i, set in ipairs(changes.sets) do lines[i] = encode_state(set, now) end
@@ -269,7 +272,7 @@ function File:update(changes, now)
   return self:append(lines, function(st)
     st.events = st.events + #lines
     st.pending[#st.pending + 1] = { sets = sets, at = num(now) }
-  end, true)
+  end, true, async)
 end
 
 function File:get(key)

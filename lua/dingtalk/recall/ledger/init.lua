@@ -42,8 +42,9 @@ M.STATES = { sent = true, recalling = true, recalled = true, failed = true, erro
 
 -- Keys of one conversation marked `recalling` ahead of sending.  A mark
 -- is a durable write (fsync); a larger chunk means fewer of them, and a
--- crash leaves at most this many keys per conversation marked but not yet
--- sent: the next recall sends them (nothing is lost or recalled twice).
+-- crash leaves at most twice this many keys per conversation marked but
+-- not yet sent (the next chunk is marked while one is sent): the next
+-- recall sends them (nothing is lost or recalled twice).
 local DEFAULT_CHUNK = 500
 
 local FILTER_FIELDS = {
@@ -352,15 +353,17 @@ function Ledger:recall(client, filter, opts)
   local store_err
   local hooks_elsewhere = {}
   if #plans > 0 then
-    local function save(changes)
+    -- -> true [, sync] | false, err (async: the store may answer a handle
+    -- whose sync:wait() says when the write is durable)
+    local function save(changes, async)
       if store_err then return false, store_err end
       if changes.count == 0 then return true end
-      local ok, uerr = b:update(changes, self.clock())
+      local ok, uerr = b:update(changes, self.clock(), async)
       if not ok then
         store_err = uerr
         return false, uerr
       end
-      return true
+      return true, uerr
     end
     local offset = #expired_keys + refused_changes.count
     local hooks = plans_mod.hooks {
