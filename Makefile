@@ -41,7 +41,7 @@ ALL_LDFLAGS = -shared $(LDFLAGS)
 # the core (hidden, so nothing clashes); the core never links libcurl.
 CORE_UNITS    = dtr_module dtr_lua dtr_error dtr_codes dtr_text dtr_encode dtr_decode dtr_plan dtr_dedupe dtr_target dtr_sign
 CURL_UNITS    = dtr_curl dtr_multi dtr_clock dtr_lua dtr_error dtr_codes dtr_text dtr_encode dtr_decode
-JOURNAL_UNITS = dtr_journal dtr_files dtr_lua dtr_error dtr_codes
+JOURNAL_UNITS = dtr_journal dtr_jline dtr_jsync dtr_files dtr_lua dtr_error dtr_codes
 CORE_C    = $(addprefix csrc/,$(addsuffix .c,$(CORE_UNITS)))
 CHDR      = $(wildcard csrc/*.h)
 CSRC      = $(wildcard csrc/*.c) $(CHDR)
@@ -79,7 +79,7 @@ $(CURL_SO): $(call objs,$(CURL_UNITS))
 
 $(JOURNAL_SO): $(call objs,$(JOURNAL_UNITS))
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(ALL_LDFLAGS)
+	$(CC) $^ -o $@ $(ALL_LDFLAGS) -pthread
 
 # What each module exports and links: only luaopen_*; no libcurl in the core.
 check-symbols: all

@@ -75,6 +75,7 @@ build = {
       ["dingtalk.recall.ledger.order"] = "lua/dingtalk/recall/ledger/order.lua",
       ["dingtalk.recall.ledger.plans"] = "lua/dingtalk/recall/ledger/plans.lua",
       ["dingtalk.recall.ledger.redis"] = "lua/dingtalk/recall/ledger/redis.lua",
+      ["dingtalk.recall.ledger.select"] = "lua/dingtalk/recall/ledger/select.lua",
       ["dingtalk.recall.limiter"] = "lua/dingtalk/recall/limiter/init.lua",
       ["dingtalk.recall.limiter.redis"] = "lua/dingtalk/recall/limiter/redis.lua",
       ["dingtalk.recall.redis"] = "lua/dingtalk/recall/redis.lua",

@@ -12,8 +12,8 @@
  *                            dtr_decode.c, dtr_plan.c, dtr_target.c, dtr_sign.c
  *   dingtalk.recall.curl     dtr_curl.c (entry), dtr_multi.c, dtr_clock.c,
  *                            and the sans-I/O units above but plan and sign
- *   dingtalk.recall.journal  dtr_journal.c (entry), dtr_lua.c, dtr_error.c,
- *                            dtr_codes.c
+ *   dingtalk.recall.journal  dtr_journal.c (entry), dtr_jline.c, dtr_jsync.c,
+ *                            dtr_files.c, dtr_lua.c, dtr_error.c, dtr_codes.c
  */
 #ifndef DTR_H
 #define DTR_H

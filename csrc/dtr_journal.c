@@ -7,8 +7,11 @@
  * journal: appends never interleave, and a compaction (which replaces the
  * journal by rename) never loses a line appended by someone else.
  *
- *   core.journal_append(path, lines) -> true, start, stop, id | nil, err
- *       lines: one string or an array of strings, none holding a newline.
+ *   core.journal_append(path, lines [, async]) -> true, start, stop, id [, sync] | nil, err
+ *       lines: one string or an array of strings, none holding a newline;
+ *       an item may also be a key line {head, parts, tail} (dtr_jline.c).
+ *       async: the fsync runs in a thread; sync:wait() says when the lines
+ *       are durable (dtr_jsync.c).
  *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  start
  *       and stop are the file offsets where the lines begin and end, id the
  *       journal's id after the write (as journal_read gives it): a reader
@@ -61,6 +64,8 @@
 #include "dtr.h"
 #include "dtr_error.h"
 #include "dtr_files.h"
+#include "dtr_jline.h"
+#include "dtr_jsync.h"
 
 /* Pushes nil, err (code ledger.io); returns 2. */
 static int dtr_j_push_err(lua_State *L, const char *path, const dtr_jerr *e)
@@ -99,74 +104,50 @@ static const char *dtr_j_path(lua_State *L, int idx)
     return p;
 }
 
-/* Raises for bad lines: an argument error of the caller, or (what != NULL)
- * an error naming what returned them. */
-static int dtr_j_bad_lines(lua_State *L, int idx, const char *what, const char *msg)
-{
-    if (what != NULL)
-        return luaL_error(L, "%s: %s", what, msg);
-    return luaL_argerror(L, idx, msg);
-}
-
-/* Collects the value at idx (a string or an array of strings) into one
- * string of lines, each ended by "\n", pushed on the stack. */
+/* Pushes the lines at idx (absolute; see dtr_jline.h) as one string, each
+ * ended by "\n"; what names whose lines they are (NULL: an argument). */
 static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
 {
-    luaL_Buffer b;
-    size_t n;
-    const char *s;
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        s = lua_tolstring(L, idx, &n);
-        if (memchr(s, '\n', n) != NULL)
-            dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
-        luaL_buffinit(L, &b);
-        luaL_addlstring(&b, s, n);
-        luaL_addchar(&b, '\n');
-    } else if (lua_type(L, idx) == LUA_TTABLE) {
-        size_t i, len = dtr_rawlen(L, idx);
-        for (i = 1; i <= len; i++) { /* checked first: no error while the buffer is open */
-            lua_rawgeti(L, idx, (int)i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                dtr_j_bad_lines(L, idx, what, "journal lines must be strings");
-            s = lua_tolstring(L, -1, &n);
-            if (memchr(s, '\n', n) != NULL)
-                dtr_j_bad_lines(L, idx, what, "a journal line must not hold a newline");
-            lua_pop(L, 1);
-        }
-        luaL_buffinit(L, &b);
-        for (i = 1; i <= len; i++) {
-            lua_rawgeti(L, idx, (int)i);
-            luaL_addvalue(&b);
-            luaL_addchar(&b, '\n');
-        }
-    } else {
-        dtr_j_bad_lines(L, idx, what, "a string or an array of strings expected");
-        return;
-    }
-    luaL_pushresult(&b);
+    size_t n = dtr_jline_size(L, idx, what);
+    char *buf = (char *)dtr_newuserdata(L, n + 1);
+    dtr_jline_fill(L, idx, buf);
+    lua_pushlstring(L, buf, n);
 }
 
-/* core.journal_append(path, lines) -> true | nil, err */
+/* core.journal_append(path, lines [, async]) -> true, start, stop, id [, sync] | nil, err */
 static int dtr_l_journal_append(lua_State *L)
 {
     const char *path = dtr_j_path(L, 1);
     size_t n;
-    const char *data;
+    char *data;
     dtr_jerr e = {NULL, 0, NULL};
     struct stat st;
     char id[DTR_J_ID];
     size_t idlen = 0;
     off_t start = 0;
-    int lock, fd, ok = 0;
-    dtr_j_push_lines(L, 2, NULL);
-    data = lua_tolstring(L, -1, &n);
+    int lock, fd, ok = 0, later = 0;
+    void *sync = NULL;
+    /* Checked (may raise), the handle of an async fsync made, then the
+     * lines gathered in the C heap: nothing below raises until data is
+     * freed and the descriptor closed or handed to the handle. */
+    n = dtr_jline_size(L, 2, NULL);
     if (n == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
+    if (lua_toboolean(L, 3)) {
+        lua_settop(L, 3);
+        sync = dtr_jsync_new(L, path); /* at 4 */
+    }
+    data = (char *)malloc(n);
+    if (data == NULL)
+        return luaL_error(L, "journal.append: not enough memory");
+    dtr_jline_fill(L, 2, data);
     lock = dtr_j_lock(path, 1, 1, &e);
-    if (lock < 0)
+    if (lock < 0) {
+        free(data);
         return dtr_j_push_err(L, path, &e);
+    }
     fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         dtr_j_open_fail(&e, "open");
@@ -178,11 +159,13 @@ static int dtr_l_journal_append(lua_State *L)
         if (st.st_size > 0 && dtr_j_pread_all(fd, &last, 1, st.st_size - 1, &got) != 0)
             last = '\n';
         start = st.st_size + (last != '\n' ? 1 : 0);
+        /* a new journal is made durable at once, with its directory */
+        later = sync != NULL && st.st_size > 0;
         if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_j_write_all(fd, data, n) != 0) {
             dtr_j_fail(&e, "write");
             if (ftruncate(fd, st.st_size) != 0) { /* the torn tail stays; readers skip it */
             }
-        } else if (fsync(fd) != 0) {
+        } else if (!later && fsync(fd) != 0) {
             dtr_j_fail(&e, "fsync");
         } else if (st.st_size == 0 && dtr_j_sync_dir(path, &e) != 0) {
             /* e is set */
@@ -191,16 +174,28 @@ static int dtr_l_journal_append(lua_State *L)
             idlen = dtr_j_id(fd, &st, id); /* same file: its first line now exists */
         }
     }
+    dtr_j_unlock(lock);
+    free(data);
+    if (ok && later) {
+        if (dtr_jsync_begin(sync, fd) == 0) {
+            fd = -1; /* the handle's now */
+        } else if (fsync(fd) != 0) { /* no thread: at once */
+            dtr_j_fail(&e, "fsync");
+            ok = 0;
+        }
+    }
     if (fd >= 0)
         close(fd);
-    dtr_j_unlock(lock);
     if (!ok)
         return dtr_j_push_err(L, path, &e);
     lua_pushboolean(L, 1);
     lua_pushinteger(L, (lua_Integer)start);
     lua_pushinteger(L, (lua_Integer)start + (lua_Integer)n);
     lua_pushlstring(L, id, idlen);
-    return 4;
+    if (sync == NULL)
+        return 4;
+    lua_pushvalue(L, 4);
+    return 5;
 }
 
 /* Reads the journal from start (or from 0 when the id differs) into a new
@@ -422,7 +417,8 @@ static int dtr_l_journal_isatty(lua_State *L)
 
 /* The module dingtalk.recall.journal: journal.append, journal.read and
  * journal.compact are the core.journal_* described at the top; isatty is
- * the CLI's (this module is the one that is plain libc). */
+ * the CLI's (this module is the one that is plain libc); keys_line is
+ * dtr_jline.c's. */
 static const luaL_Reg dtr_journal_functions[] = {
     {"append", dtr_l_journal_append},
     {"read", dtr_l_journal_read},
@@ -435,6 +431,8 @@ int luaopen_dingtalk_recall_journal(lua_State *L)
     lua_newtable(L); /* the module */
     dtr_push_upvalues(L, 0);
     dtr_register(L, dtr_journal_functions);
+    dtr_jline_open(L);
+    dtr_jsync_open(L);
     lua_pop(L, DTR_NUPVALUES);
     return 1;
 }

@@ -4,6 +4,7 @@
 local ledger = require "dingtalk.recall.ledger"
 local core = require "dingtalk.recall.core"
 local journal = require "dingtalk.recall.journal"
+local changes = require "dingtalk.recall.ledger.changes"
 local redis_helper = require "spec.helpers.redis"
 local shell = require "spec.helpers.shell"
 local lh = require "spec.helpers.ledger"
@@ -98,6 +99,8 @@ describe("ledger", function()
 
 
     it("marks each chunk of the whole run in one durable write, before any of its batches is sent", function()
+      -- (the next chunk's marks go ahead while a chunk is sent: their fsync
+      -- runs in a thread, waited for before the first of their batches)
       local l = open { chunk = 20 } -- one batch of 20 keys per chunk
       local cids = { "cidM1", "cidM2", "cidM3" }
       local entries = {}
@@ -106,34 +109,54 @@ describe("ledger", function()
       end
       assert(l:record_many(entries))
       local writes = {}
+      local durable = {} -- key -> whether its mark's write is known durable
       local update = l.backend.update
-      l.backend.update = function(b, ch, now)
-        local w = { marks = {}, outcomes = 0 }
+      l.backend.update = function(b, ch, now, async)
+        local w = { marks = {}, outcomes = 0, async = async }
+        local marks = {}
         for _, set in ipairs(ch.sets) do
-          for _, k in ipairs(set.keys) do
+          for _, k in ipairs(changes.keys(set)) do
             if set.state == "recalling" then
               local cid = k:match("^(.-)%-")
               w.marks[cid] = (w.marks[cid] or 0) + 1
+              marks[#marks + 1] = k
             else
               w.outcomes = w.outcomes + 1
             end
           end
         end
         writes[#writes + 1] = w
-        return update(b, ch, now)
+        local ok, sync = update(b, ch, now, async)
+        local function done() for _, k in ipairs(marks) do durable[k] = true end end
+        if not (ok and sync) then
+          done()
+          return ok, sync
+        end
+        -- the fsync runs in a thread: durable once waited for
+        return ok, { wait = function()
+          local wok, werr = sync:wait()
+          if wok then done() end
+          return wok, werr
+        end }
       end
       -- Another reader of the same journal sees every key of a request
-      -- `recalling` before the request is answered: the mark was written.
+      -- `recalling` before the request is answered: the mark was written,
+      -- and waited for when its fsync ran apart.
       local reader = assert(ledger.open(l.location))
-      local unmarked = {}
+      local unmarked, undurable = {}, {}
       local c = fake_client(nil, { concurrency = 4 }, function(req)
         for _, k in ipairs(req.keys) do
           if reader:get(k).state ~= "recalling" then unmarked[#unmarked + 1] = k end
+          if not durable[k] then undurable[#undurable + 1] = k end
         end
       end)
       local rep = assert(l:recall(c, {}))
       assert.are.equal(180, #rep.recalled)
       assert.are.same({}, unmarked)
+      assert.are.same({}, undurable)
+      -- chunk 1 at once; chunks 2 and 3 ahead, their fsync apart
+      assert.are.same({ false, true, true, false }, { not not writes[1].async, not not writes[2].async,
+        not not writes[3].async, not not writes[4].async })
       -- 3 chunks of 3 conversations: 3 writes of marks (not 9), each one
       -- chunk (20 keys) of every conversation, then the last outcomes
       local with_marks = 0
@@ -176,7 +199,6 @@ describe("ledger", function()
 
     it("writes a state change line that any JSON reader decodes, whatever its keys hold", function()
       local l = open()
-      local changes = require "dingtalk.recall.ledger.changes"
       local cjson = require "cjson"
       local plain, odd = { "kA+/=", "kB" }, { 'q"uote', "back\\slash", "tab\tkey", "del\127" }
       local all = {}
@@ -238,6 +260,86 @@ describe("ledger", function()
   end)
 
   describe("(file store alone)", function()
+    it("appends key lines {head, parts, tail}: the keys of batch arrays as JSON strings, checked first", function()
+      local cjson = require "cjson"
+      local path = dir .. "/keylines/journal"
+      local odd = { 'q"uote', "back\\slash", "nl\nx", "\0z", "\1\31\127", "caf\195\169", "\255raw" }
+      local plain = { "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "kB+/=" }
+      assert.is_true((journal.append(path, { "first", { '{"k":[', { plain, {}, odd }, "]}" }, "last" })))
+      local data = journal.read(path)
+      local lines = {}
+      for line in data:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.are.equal(3, #lines) -- no raw newline from a key
+      assert.are.same({ "first", "last" }, { lines[1], lines[3] })
+      local want = {}
+      for _, k in ipairs(plain) do want[#want + 1] = k end
+      for _, k in ipairs(odd) do want[#want + 1] = k end
+      assert.are.same({ k = want }, cjson.decode(lines[2]))
+      assert.are.equal('{"k":["' .. plain[1] .. '","kB+/=",', lines[2]:sub(1, #plain[1] + 17))
+      assert.are.equal(journal.keys_line('{"k":[', { plain, {}, odd }, "]}"), lines[2])
+      -- checked before anything is written: a bad key line raises, the journal stays as it was
+      for _, bad in ipairs { { "h", { { 1 } }, "t" }, { "h", { "k" }, "t" }, { "h", {}, "t\n" }, { "h", nil, "t" },
+        { 7, {}, "t" } } do
+        assert.has_error(function() journal.append(path, { "ok", bad }) end)
+      end
+      assert.has_error(function() journal.keys_line("h", { { "a", false } }, "t") end)
+      assert.are.equal(data, (journal.read(path)))
+    end)
+
+    it("appends with its fsync in a thread: the lines readable at once, wait() says when durable", function()
+      local path = dir .. "/async/journal"
+      local pid = trim(sh("echo $PPID")) -- this process (the shell's parent)
+      local function fds() -- descriptors open in this process
+        local count = 0
+        local p = assert(io.popen("ls /proc/" .. pid .. "/fd"))
+        for _ in p:lines() do count = count + 1 end
+        p:close()
+        return count
+      end
+      local ok, s0, s1, id, first = journal.append(path, "first", true) -- a new journal: durable at once
+      assert.are.same({ true, 0, 6 }, { ok, s0, s1 })
+      assert.are.equal("string", type(id))
+      assert.is_true(first:wait())
+      local before = fds()
+      local handles = {}
+      for i = 1, 50 do
+        local aok, _, stop, _, sync = journal.append(path, { "line " .. i }, true)
+        assert.is_true(aok)
+        assert.are.equal(stop, #journal.read(path)) -- readable before it is durable
+        handles[i] = sync
+      end
+      for i = 1, 25 do
+        assert.is_true(handles[i]:wait())
+        assert.is_true(handles[i]:wait()) -- the same answer again
+      end
+      for i = 26, 50 do handles[i] = nil end -- waited for when collected: no thread, no descriptor left
+      collectgarbage()
+      collectgarbage()
+      assert.is_true(fds() <= before)
+      local plain = { journal.append(path, "sync") }
+      assert.are.equal(4, #plain) -- no handle without async
+      local lines = 0
+      for _ in journal.read(path):gmatch("\n") do lines = lines + 1 end
+      assert.are.equal(52, lines)
+    end)
+
+    it("applies its own state changes in order with its records, in memory as on disk", function()
+      local l = open()
+      assert(l:record { key = "k1", conversation = CID_A, robot = "r" })
+      assert(l:mark({ "k1", "k2" }, "recalling")) -- k2 is not recorded yet: passed over
+      assert(l:record { key = "k2", conversation = CID_A, robot = "r" })
+      assert(l:mark({ "k1" }, "recalled"))
+      assert(l:mark({ "k1" }, "failed"))
+      local fresh = assert(ledger.open(l.location)) -- replays the journal from disk
+      for _, which in ipairs { l, fresh } do
+        assert.are.equal("failed", which:get("k1").state)
+        assert.are.equal("sent", which:get("k2").state)
+        assert.are.same({ "k2" }, keys_of(which:list { state = "sent" }))
+      end
+      l:close()
+      fresh:close()
+    end)
+
     it("creates its directory 0700 and its journal 0600", function()
       local base = dir .. "/perm/a/b"
       local l = assert(ledger.open(base .. "/ledger"))

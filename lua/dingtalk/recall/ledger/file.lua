@@ -16,6 +16,7 @@ local journal = require "dingtalk.recall.journal"
 local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
 local order = require "dingtalk.recall.ledger.order"
+local changeset = require "dingtalk.recall.ledger.changes"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -50,6 +51,29 @@ end
 -- The tags of an entry without any (shared: entries are only read, and
 -- copies handed out get tables of their own).
 local NO_TAGS = setmetatable({}, { __newindex = function() error("ledger: an entry's tags are read-only", 2) end })
+
+-- A state change of the keys of an array (why, code: {key = string}?).
+local function apply_keys(entries, state, at, keys, why, code)
+  if why or code then
+    for _, key in ipairs(keys) do
+      local e = entries[key]
+      if e then
+        e.state = state
+        e.reason = why and str(why[key]) or nil
+        e.code = code and str(code[key]) or nil
+        if at then e.updated_at = at end
+      end
+    end
+    return
+  end
+  for i = 1, #keys do
+    local e = entries[keys[i]]
+    if e then
+      e.state, e.reason, e.code = state, nil, nil
+      if at then e.updated_at = at end
+    end
+  end
+end
 
 -- Replays one decoded event into st = {entries = {key = e}, order = {e in
 -- order of first record}, count, events, seq}.
@@ -88,16 +112,7 @@ local function apply(st, ev)
     if not state or type(ev.k) ~= "table" then return end
     local why = type(ev.why) == "table" and ev.why or nil
     local code = type(ev.code) == "table" and ev.code or nil
-    local entries, at = st.entries, num(ev.u)
-    for _, key in ipairs(ev.k) do
-      local e = entries[key]
-      if e then
-        e.state = state
-        e.reason = why and str(why[key]) or nil
-        e.code = code and str(code[key]) or nil
-        if at then e.updated_at = at end
-      end
-    end
+    apply_keys(st.entries, state, num(ev.u), ev.k, why, code)
   end
 end
 
@@ -108,23 +123,42 @@ local function replay(st, data)
   end
 end
 
+-- st.pending: this store's own state changes, written to the journal
+-- (and counted in st.events) but not yet applied to the entries: a recall
+-- writes 20,000 keys' marks and outcomes and seldom reads them back, so
+-- they are applied at the next read (catch_up), in order, before anything
+-- read or written after them.
 local function new_state()
-  return { entries = {}, order = {}, count = 0, events = 0, seq = 0 }
+  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {} }
+end
+
+-- Applies st.pending (each {sets, at}: a ledger.changes' sets).
+local function catch_up(st)
+  local pending = st.pending
+  if pending[1] == nil then return end
+  st.pending = {}
+  local entries = st.entries
+  for _, p in ipairs(pending) do
+    for _, set in ipairs(p.sets) do
+      for _, part in ipairs(set.parts) do apply_keys(entries, set.state, p.at, part, set.why, set.code) end
+    end
+  end
 end
 
 local function encode(t)
   return cjson.encode(t)
 end
 
--- A state change's line.  Its keys (thousands in one line during a
--- recall) are joined as they are when none needs escaping in JSON (no
--- quote, backslash or control character: recall keys are base64), which
--- is several times cheaper than cjson's per-string escaping; the line is
--- the same JSON.
-local function encode_state(ev)
-  if ev.why or ev.code or not STATES[ev.s] then return encode(ev) end
-  if #ev.k == 0 or table.concat(ev.k):find('[%c"\\]') then return encode(ev) end
-  return '{"e":"s","s":"' .. ev.s .. '","u":' .. encode(ev.u) .. ',"k":["' .. table.concat(ev.k, '","') .. '"]}'
+-- A state change's line: {"e":"s","s":state,"u":at,"k":[keys],"why":{..},"code":{..}}.
+-- Its keys (thousands in one line during a recall, handed over as the
+-- plans' batch arrays) go to journal.append as a key line {head, parts,
+-- tail}, written in C with no Lua string of its own; a set with reasons
+-- or codes (failures: few) goes through cjson.
+local function encode_state(set, now)
+  if set.why or set.code or not STATES[set.state] then
+    return encode { e = "s", s = set.state, u = now, k = changeset.keys(set), why = set.why, code = set.code }
+  end
+  return { '{"e":"s","s":"' .. set.state .. '","u":' .. encode(now) .. ',"k":[', set.parts, "]}" }
 end
 
 -- cjson encodes an empty table as {}: no tags are left out instead.
@@ -152,20 +186,23 @@ end
 function File:refresh()
   local data, off, id, reset = journal.read(self.path, self.offset, self.id)
   if not data then return nil, off end
-  if reset then self.st = new_state() end
+  if reset then self.st = new_state() else catch_up(self.st) end
   self.offset, self.id = off, id
   replay(self.st, data)
   return true
 end
 
--- Appends the lines (events: the same events, decoded).  When nobody else
--- wrote since this store last read, the events are applied as they are
--- instead of being read back.
-function File:append(lines, events)
-  local ok, start, stop, id = journal.append(self.path, lines)
+-- Appends the lines; apply_to(st) replays the same events into the state
+-- (queued: it only queues state changes in st.pending, behind those
+-- already there).  When nobody else wrote since this store last read,
+-- they are applied so instead of being read back.  -> true [, sync]
+-- (async: see File:update) | nil, err.
+function File:append(lines, apply_to, queued, async)
+  local ok, start, stop, id, sync = journal.append(self.path, lines, async)
   if not ok then return nil, start end
   if start == self.offset and id == self.id then
-    for _, ev in ipairs(events) do apply(self.st, ev) end
+    if not queued then catch_up(self.st) end
+    apply_to(self.st)
     self.offset = stop
   else
     local err
@@ -177,7 +214,7 @@ function File:append(lines, events)
     -- A failed compaction loses nothing (the journal stays as it was).
     self:compact()
   end
-  return true
+  return true, sync
 end
 
 --- Rewrites the journal as one line per entry (dropping entries older
@@ -216,18 +253,26 @@ function File:record(entries)
       l = e.ttl, m = e.msg_key, u = e.updated_at }
     lines[i], events[i] = encode(ev), ev
   end
-  return self:append(lines, events)
+  return self:append(lines, function(st)
+    for _, ev in ipairs(events) do apply(st, ev) end
+  end)
 end
 
 --- changes: a ledger.changes (sets of keys by state); one line per state.
-function File:update(changes, now)
+-- async: the fsync runs in a thread (-> true, sync: sync:wait() -> true |
+-- nil, err once the lines are durable).
+function File:update(changes, now, async)
   if changes.count == 0 then return true end
-  local lines, events = {}, {}
+  local lines = {}
+  for i, set in ipairs(changes.sets) do lines[i] = encode_state(set, now) end
+  local sets = {}
   for i, set in ipairs(changes.sets) do
-    local ev = { e = "s", s = set.state, u = now, k = set.keys, why = set.why, code = set.code }
-    lines[i], events[i] = encode_state(ev), ev
+    sets[i] = { state = set.state, parts = set.parts, why = set.why, code = set.code }
   end
-  return self:append(lines, events)
+  return self:append(lines, function(st)
+    st.events = st.events + #lines
+    st.pending[#st.pending + 1] = { sets = sets, at = num(now) }
+  end, true, async)
 end
 
 function File:get(key)
@@ -267,6 +312,31 @@ function File:scan(q)
     for i = #out, q.last + 1, -1 do out[i] = nil end
   end
   return out
+end
+
+--- q: {conversation, robot, tag, states (set), min_t, due_at, resume
+-- (set)}, add(e) -> true | nil, err: hands add the entries matching q,
+-- plus those of q's conversation, robot and tag whose state is in
+-- q.resume whatever min_t and due_at say, each once, in order of record,
+-- as they are found (while in the cache).  The entries themselves: the
+-- caller must not change them.  The ledger's selection of a recall
+-- (ledger/select.lua).
+function File:select(q, add)
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or {}, q.resume or {}
+  local min_t, due_at = q.min_t, q.due_at
+  local list = self.st.order
+  for i = 1, #list do -- (a numeric loop: no call per entry, unlike ipairs on 5.4)
+    local e = list[i]
+    local state = e.state
+    if (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
+      and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
+        and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at)))) then
+      add(e)
+    end
+  end
+  return true
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}

@@ -21,7 +21,7 @@
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local plans_mod = require "dingtalk.recall.ledger.plans"
-local order = require "dingtalk.recall.ledger.order"
+local selection = require "dingtalk.recall.ledger.select"
 local changeset = require "dingtalk.recall.ledger.changes"
 
 local M = {}
@@ -39,15 +39,12 @@ M.ALREADY_RECALLED = setmetatable({}, {
 --- Every state an entry can have.
 M.STATES = { sent = true, recalling = true, recalled = true, failed = true, error = true, expired = true }
 
---- States l:recall selects when the filter names none, and states it
--- never sends (final ones).
-local DEFAULT_RECALL_STATES = { "sent" }
-local FINAL = { recalled = true, expired = true }
 
 -- Keys of one conversation marked `recalling` ahead of sending.  A mark
 -- is a durable write (fsync); a larger chunk means fewer of them, and a
--- crash leaves at most this many keys per conversation marked but not yet
--- sent: the next recall sends them (nothing is lost or recalled twice).
+-- crash leaves at most twice this many keys per conversation marked but
+-- not yet sent (the next chunk is marked while one is sent): the next
+-- recall sends them (nothing is lost or recalled twice).
 local DEFAULT_CHUNK = 500
 
 local FILTER_FIELDS = {
@@ -267,19 +264,6 @@ local function check_filter(filter, method, extra)
   return filter
 end
 
--- The backends' query: {conversation, robot, tag, states (set), min_t, last, due_at}.
-local function query(filter, now, states)
-  local q = { conversation = filter.conversation, robot = filter.robot, tag = filter.tag }
-  if filter.since then q.min_t = now - filter.since end
-  if filter.last then q.last = math.max(0, math.floor(filter.last)) end
-  if filter.due then q.due_at = now end
-  if states then
-    q.states = {}
-    for _, s in ipairs(states) do q.states[s] = true end
-  end
-  return q
-end
-
 --- l:get(key) -> entry | nil (unknown) | nil, err
 function Ledger:get(key)
   local b = live(self, "get")
@@ -294,63 +278,12 @@ function Ledger:list(filter)
   local b = live(self, "list")
   filter = check_filter(filter, "list")
   if filter.last and filter.last < 1 then return {} end
-  return b:list(query(filter, self.clock(), filter.state and { filter.state } or nil))
+  return b:list(selection.query(filter, self.clock(), filter.state and { filter.state } or nil))
 end
 
 ---------------------------------------------------------------------------
 -- Recall
 ---------------------------------------------------------------------------
-
--- What l:recall(client, filter) recalls now: the filter's selection, then
--- the keys an interrupted recall left `recalling`; oldest first; those past
--- the recall window apart (never sent).  -> {groups = {{conversation, robot,
--- keys}}, was = {key = state selected in}, expired = {keys}, total} | nil, err
-local function select_entries(self, b, filter)
-  local now = self.clock()
-  local selected = {}
-  if not (filter.last and filter.last < 1) and not FINAL[filter.state] then
-    -- The file store hands its entries over as they are (no copy).
-    local q = query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
-    local list, err
-    if b.scan then list, err = b:scan(q) else list, err = b:list(q) end
-    if not list then return nil, err end
-    selected = list
-  end
-  local rq = query({ conversation = filter.conversation, robot = filter.robot, tag = filter.tag }, now, { "recalling" })
-  local resumed, err
-  if b.scan then resumed, err = b:scan(rq) else resumed, err = b:list(rq) end
-  if not resumed then return nil, err end
-  local seen, entries = {}, {}
-  for _, list in ipairs { selected, resumed } do
-    for _, e in ipairs(list) do
-      if not seen[e.key] and not FINAL[e.state] then
-        seen[e.key] = true
-        entries[#entries + 1] = e
-      end
-    end
-  end
-  -- Oldest first: those nearest to the end of the recall window go first.
-  -- (several in one second: in the order recorded where the store keeps
-  -- it, the file's sequence; else by key)
-  entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
-  local groups, index, was, expired = {}, {}, {}, {}
-  for _, e in ipairs(entries) do
-    if now - e.sent_at > M.RECALL_WINDOW then
-      expired[#expired + 1] = e.key
-    else
-      local gk = e.conversation .. "\0" .. e.robot
-      local g = index[gk]
-      if not g then
-        g = { conversation = e.conversation, robot = e.robot, keys = {} }
-        index[gk] = g
-        groups[#groups + 1] = g
-      end
-      g.keys[#g.keys + 1] = e.key
-      was[e.key] = e.state
-    end
-  end
-  return { groups = groups, was = was, expired = expired, total = #entries }
-end
 
 --- l:select(filter) -> selection | nil, err: what l:recall(client, filter)
 -- would recall now, without recalling: selection.groups (each
@@ -359,7 +292,7 @@ end
 function Ledger:select(filter)
   local b = live(self, "select")
   filter = check_filter(filter, "select")
-  local sel, err = select_entries(self, b, filter)
+  local sel, err = selection.recall(b, filter, self.clock(), M.RECALL_WINDOW)
   if not sel then return nil, err end
   sel.was = nil
   return sel
@@ -396,7 +329,7 @@ function Ledger:recall(client, filter, opts)
   filter = check_filter(filter, "recall")
   if opts ~= nil and type(opts) ~= "table" then error("ledger:recall: opts must be a table", 2) end
   opts = opts or {}
-  local sel, err = select_entries(self, b, filter)
+  local sel, err = selection.recall(b, filter, self.clock(), M.RECALL_WINDOW)
   if not sel then return nil, err end
   local was, expired_keys, total = sel.was, sel.expired, sel.total
   if #expired_keys > 0 then
@@ -420,15 +353,17 @@ function Ledger:recall(client, filter, opts)
   local store_err
   local hooks_elsewhere = {}
   if #plans > 0 then
-    local function save(changes)
+    -- -> true [, sync] | false, err (async: the store may answer a handle
+    -- whose sync:wait() says when the write is durable)
+    local function save(changes, async)
       if store_err then return false, store_err end
       if changes.count == 0 then return true end
-      local ok, uerr = b:update(changes, self.clock())
+      local ok, uerr = b:update(changes, self.clock(), async)
       if not ok then
         store_err = uerr
         return false, uerr
       end
-      return true
+      return true, uerr
     end
     local offset = #expired_keys + refused_changes.count
     local hooks = plans_mod.hooks {

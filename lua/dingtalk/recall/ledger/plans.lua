@@ -9,6 +9,13 @@
 -- `recalling`, and the next recall sends them again and counts the server's
 -- "already recalled" as recalled.  A chunk smaller than a batch cuts the
 -- group into plans of `chunk` keys.
+--
+-- When the engine runs the plans side by side, the next chunk's marks go
+-- out while a chunk is sent: written at once (any reader sees them), their
+-- fsync in a thread of the store's (File:update async), waited for before
+-- the first batch they cover.  So the disk's wait leaves the event loop,
+-- and a crash leaves at most two chunks of a conversation marked but not
+-- sent: the next recall sends them.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local changeset = require "dingtalk.recall.ledger.changes"
@@ -59,7 +66,8 @@ end
 -- that has reached the chunk before it (the engine starts batches round
 -- robin over the plans, so they move in step): one fsync per chunk of the
 -- whole run rather than per chunk of each conversation, and no plan is
--- marked more than one chunk ahead of what it sends.  Without o.plans
+-- marked more than two chunks ahead of what it sends (the next one goes
+-- ahead: see the top).  Without o.plans
 -- (a client run plan after plan), or with a chunk smaller than a batch
 -- (plans of `chunk` keys of one group), each plan is marked on its own.
 --
@@ -81,14 +89,29 @@ function M.hooks(o)
   local skipped = {}  -- keys of batches left to other hosts (claim)
   local elsewhere = {}
   local failed
-  local function write(changes)
+  local ahead -- marks written ahead: {sync = handle or nil, chunk, covers = {plan = true}}
+  local round = 0 -- the highest chunk whose first batch started
+  -- Writes changes (async: the fsync may still run; -> true, sync).
+  local function write(changes, async)
     if failed then return false, failed end
-    local ok, err = save(changes)
+    local ok, err = save(changes, async)
     if not ok then
       failed = err
       return false, err
     end
     pending = changeset.new()
+    return true, err
+  end
+  -- Waits until the marks written ahead are durable.
+  local function settle_ahead()
+    local a = ahead
+    ahead = nil
+    if not (a and a.sync) then return true end
+    local ok, err = a.sync:wait()
+    if not ok then
+      failed = failed or err
+      return false, err
+    end
     return true
   end
   local hooks = {}
@@ -119,33 +142,68 @@ function M.hooks(o)
   end
   -- Adds chunk ci of plan p to changes as `recalling`.
   local function mark(ch, p, ci)
-    for b = (ci - 1) * per + 1, math.min(ci * per, p.nbatches) do
-      for _, k in ipairs(p[b]) do ch:add(k, "recalling") end
-    end
+    for b = (ci - 1) * per + 1, math.min(ci * per, p.nbatches) do ch:add_all(p[b], "recalling") end
     marked[p] = ci
+  end
+  -- Durably `recalling` before any batch of chunk ci of plan is sent,
+  -- with the same chunk of every plan in step and the outcomes known so
+  -- far, in one write.
+  local function mark_now(plan, ci)
+    local ch = pending
+    mark(ch, plan, ci)
+    if together then
+      for _, q in ipairs(together) do
+        if (marked[q] or 0) < ci and (started[q] or 0) == ci - 1 and q.nbatches > (ci - 1) * per then
+          mark(ch, q, ci)
+        end
+      end
+    end
+    return write(ch)
+  end
+  -- Marks chunk ci + 1 of every plan marked up to ci that has one, with
+  -- the outcomes known so far, in one write whose fsync runs while chunk
+  -- ci is sent (the store's async write; a store without one writes at
+  -- once).  Each of those plans waits for it before its first batch of
+  -- chunk ci + 1 (on_batch_start).
+  local function write_ahead(ci)
+    local ch, covers = pending, {}
+    for _, q in ipairs(together) do
+      if marked[q] == ci and q.nbatches > ci * per then
+        mark(ch, q, ci + 1)
+        covers[q] = true
+      end
+    end
+    if next(covers) == nil then return true end
+    local ok, sync = write(ch, true)
+    if not ok then return false, sync end
+    ahead = { sync = sync, chunk = ci + 1, covers = covers }
+    return true
   end
   function hooks.on_batch_start(plan, i)
     if failed then return false, failed end
     if claim then return claim_batch(plan, i) end
     local ci = math.ceil(i / per)
     started[plan] = ci
-    if ci > (marked[plan] or 0) then
-      -- Durably `recalling` before any batch of this chunk is sent; the
-      -- outcomes known so far go in the same write.
-      local ch = pending
-      mark(ch, plan, ci)
-      if together then
-        for _, q in ipairs(together) do
-          if (marked[q] or 0) < ci and (started[q] or 0) == ci - 1 and q.nbatches > (ci - 1) * per then
-            mark(ch, q, ci)
-          end
-        end
-      end
-      local ok, err = write(ch)
+    if ahead and ahead.covers[plan] and ci >= ahead.chunk then
+      -- this chunk was marked ahead: durable before any of it is sent
+      local ok, err = settle_ahead()
       if not ok then return false, err end
+    end
+    if ci > (marked[plan] or 0) then
+      local ok, err = mark_now(plan, ci)
+      if not ok then return false, err end
+    end
+    if together and ci > round then
+      -- the first batch of a chunk of the run: the next chunk goes ahead
+      round = ci
+      if not ahead then
+        local ok, err = write_ahead(ci)
+        if not ok then return false, err end
+      end
     end
   end
   function hooks.on_batch_done(_, _, keys, outcomes, r)
+    if not claim then return pending:outcomes(r, keys, outcomes) end
     for _, k in ipairs(keys) do
       if not skipped[k] then pending:outcome(r, k, outcomes[k]) end
     end
@@ -153,6 +211,7 @@ function M.hooks(o)
   hooks.on_progress = o.on_progress
   --- Writes the outcomes not written yet; true | false, err.
   function hooks.flush()
+    if ahead then settle_ahead() end
     if pending.count == 0 then return not failed, failed end
     return write(pending)
   end

@@ -291,8 +291,10 @@ function Redis:update(changes, now)
   local items = {}
   for _, set in ipairs(changes.sets) do
     local why, code = set.why or {}, set.code or {}
-    for _, k in ipairs(set.keys) do
-      items[#items + 1] = cjson.encode { k = k, s = set.state, why = why[k], code = code[k] }
+    for _, part in ipairs(set.parts) do
+      for _, k in ipairs(part) do
+        items[#items + 1] = cjson.encode { k = k, s = set.state, why = why[k], code = code[k] }
+      end
     end
   end
   return eval_batches(self, UPDATE, { self.prefix, numstr(now) }, items)
