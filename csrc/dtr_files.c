@@ -60,21 +60,28 @@ int dtr_j_check_file(int fd, struct stat *st, const char *op, dtr_jerr *e)
     return 0;
 }
 
+/* Writes the directory holding path into dir (DTR_J_PATH bytes): "." for a
+ * bare name, "/" for a name at the root. */
+static void dtr_j_dirname(char dir[DTR_J_PATH], const char *path)
+{
+    char *p;
+    snprintf(dir, DTR_J_PATH, "%s", path);
+    p = strrchr(dir, '/');
+    if (p == NULL)
+        snprintf(dir, DTR_J_PATH, ".");
+    else if (p == dir)
+        dir[1] = '\0';
+    else
+        *p = '\0';
+}
+
 /* Checks the directory holding path: returns 0, -1 (e set) or -2 when it
  * does not exist. */
 int dtr_j_check_dir(const char *path, dtr_jerr *e)
 {
     char dir[DTR_J_PATH];
-    char *p;
     struct stat st;
-    snprintf(dir, sizeof dir, "%s", path);
-    p = strrchr(dir, '/');
-    if (p == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (p == dir)
-        dir[1] = '\0';
-    else
-        *p = '\0';
+    dtr_j_dirname(dir, path);
     if (stat(dir, &st) != 0) {
         if (errno == ENOENT)
             return -2;
@@ -150,16 +157,8 @@ int dtr_j_mkdirs(const char *path, dtr_jerr *e)
 int dtr_j_sync_dir(const char *path, dtr_jerr *e)
 {
     char dir[DTR_J_PATH];
-    char *p;
     int fd, rc;
-    snprintf(dir, sizeof dir, "%s", path);
-    p = strrchr(dir, '/');
-    if (p == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (p == dir)
-        dir[1] = '\0';
-    else
-        *p = '\0';
+    dtr_j_dirname(dir, path);
     fd = open(dir, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return dtr_j_fail(e, "open directory");

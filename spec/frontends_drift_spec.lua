@@ -171,3 +171,30 @@ describe_nvim("front-end drift: :DingtalkUndo's parser inside Neovim", function(
     end
   end)
 end)
+
+describe("front-end drift: base directories", function()
+  local config = require "dingtalk.recall.config"
+  local ledger = require "dingtalk.recall.ledger"
+  local function env(t) return function(name) return t[name] end end
+
+  it("the config file and the ledger read $XDG_*_HOME by the same rule", function()
+    local cases = {
+      -- XDG value, HOME, the expected base under the fallback or the value
+      { "/x", "/h", "/x" }, { "rel/x", "/h", "/h/%s" }, { "", "/h", "/h/%s" },
+      { nil, "/h", "/h/%s" }, { "./x", "/h", "/h/%s" }, { nil, nil, nil }, { "x", "", nil },
+    }
+    for _, c in ipairs(cases) do
+      local xdg, home, want = c[1], c[2], c[3]
+      local cfg = config.default_path(env { XDG_CONFIG_HOME = xdg, HOME = home })
+      local led = ledger.default_path(env { XDG_DATA_HOME = xdg, HOME = home })
+      local label = tostring(xdg) .. " / " .. tostring(home)
+      if want == nil then
+        assert.is_nil(cfg, label)
+        assert.is_nil(led, label)
+      else
+        assert.are.equal(want:format(".config") .. "/dingtalk-recall/config.lua", cfg, label)
+        assert.are.equal(want:format(".local/share") .. "/dingtalk-recall/ledger", led, label)
+      end
+    end
+  end)
+end)

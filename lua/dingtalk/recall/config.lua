@@ -53,16 +53,22 @@ local function sh_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+--- The XDG base directory named by the environment variable var (e.g.
+-- "XDG_CONFIG_HOME"), else $HOME/fallback (e.g. ".config"); nil when neither is
+-- known.  A relative value is ignored, as the XDG Base Directory rules say.
+function M.xdg_dir(var, fallback, getenv)
+  getenv = getenv or os.getenv
+  local base = getenv(var)
+  if type(base) == "string" and base:sub(1, 1) == "/" then return base end
+  local home = getenv("HOME")
+  if not home or home == "" then return nil end
+  return home .. "/" .. fallback
+end
+
 --- The default config file path, or nil when no home is known.
 function M.default_path(getenv)
-  getenv = getenv or os.getenv
-  local base = getenv("XDG_CONFIG_HOME")
-  if not base or base == "" then
-    local home = getenv("HOME")
-    if not home or home == "" then return nil end
-    base = home .. "/.config"
-  end
-  return base .. "/dingtalk-recall/config.lua"
+  local base = M.xdg_dir("XDG_CONFIG_HOME", ".config", getenv)
+  return base and base .. "/dingtalk-recall/config.lua"
 end
 
 --- The permission bits of path as {group_read, group_write, other_read,

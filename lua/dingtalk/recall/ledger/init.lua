@@ -19,6 +19,7 @@
 -- default, crash-safe and shared by the processes of one host) and Redis
 -- (ledger/redis.lua, shared by several hosts and nginx workers).
 local core = require "dingtalk.recall.core"
+local config = require "dingtalk.recall.config"
 local report = require "dingtalk.recall.report"
 local plans_mod = require "dingtalk.recall.ledger.plans"
 local selection = require "dingtalk.recall.ledger.select"
@@ -61,14 +62,8 @@ local function invalid(msg)
 end
 
 local function default_path(getenv)
-  getenv = getenv or os.getenv
-  local base = getenv("XDG_DATA_HOME")
-  if not base or base:sub(1, 1) ~= "/" then
-    local home = getenv("HOME")
-    if not home or home == "" then return nil end
-    base = home .. "/.local/share"
-  end
-  return base .. "/dingtalk-recall/ledger"
+  local base = config.xdg_dir("XDG_DATA_HOME", ".local/share", getenv)
+  return base and base .. "/dingtalk-recall/ledger"
 end
 M.default_path = default_path
 
