@@ -26,7 +26,8 @@
 
 #include "dtr.h"
 #include "dtr_error.h"
-#include "dtr_curl.h"
+#include "dtr_xfer.h"
+#include "dtr_multi.h"
 
 #define DTR_MULTI_MT "dingtalk.recall.multi"
 
