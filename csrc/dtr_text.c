@@ -306,10 +306,16 @@ static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
 {
+    char stackbuf[8192]; /* a recall of 20 usual keys: about 1 KB */
     size_t n = dtr_json_object(NULL, f, nf);
-    char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
-    dtr_json_object(buf, f, nf);
-    lua_pushlstring(L, buf, n);
-    lua_remove(L, -2);
+    if (n <= sizeof stackbuf) { /* no garbage but the string */
+        dtr_json_object(stackbuf, f, nf);
+        lua_pushlstring(L, stackbuf, n);
+    } else {
+        char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+        dtr_json_object(buf, f, nf);
+        lua_pushlstring(L, buf, n);
+        lua_remove(L, -2);
+    }
 }
 
