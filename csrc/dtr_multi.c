@@ -11,6 +11,7 @@
  *
  *   curl.multi([{max_connections = n}]) -> multi
  *   m:add(built [, tag]) -> id | nil, err
+ *   m:start(built [, tag]) -> id | nil, err   (add, and send now)
  *   m:perform([wait_seconds]) -> done, in_flight
  *   m:fds() -> { {fd =, read =, write =}, ... }
  *   m:timeout() -> seconds until libcurl's timer, or nil
@@ -206,6 +207,22 @@ static int dtr_multi_add(lua_State *L)
     return 1;
 }
 
+/* m:start(built [, tag]) -> id | nil, err
+ * m:add, and the request goes out now: libcurl's timer, which adding a
+ * transfer sets to now, runs at once (no poll: sockets that became
+ * readable wait for the next perform, which looks first).  What finishes
+ * meanwhile stays queued for perform. */
+static int dtr_multi_start(lua_State *L)
+{
+    int n = dtr_multi_add(L), still = 0;
+    dtr_multi *m = (dtr_multi *)lua_touserdata(L, 1);
+    if (n == 1 && m->deadline >= 0 && dtr_mono() >= m->deadline) {
+        m->deadline = -1.0; /* libcurl sets the next one from inside */
+        curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+    }
+    return n;
+}
+
 /* Moves finished transfers into the array at done_idx. */
 static void dtr_multi_collect(lua_State *L, dtr_multi *m, int done_idx)
 {
@@ -331,8 +348,13 @@ static int dtr_multi_perform(lua_State *L)
     lua_settop(L, 2);
     lua_newtable(L);
     done = lua_gettop(L);
-    dtr_multi_drive(m, 0);
+    /* What finished already (while starting) comes back without a look
+     * at the sockets; else one look, or the wait below. */
     dtr_multi_collect(L, m, done);
+    if (dtr_rawlen(L, done) == 0 && !(wait > 0)) {
+        dtr_multi_drive(m, 0);
+        dtr_multi_collect(L, m, done);
+    }
     if (wait > 0 && dtr_rawlen(L, done) == 0) { /* NaN is not > 0 */
         double end = dtr_mono() + (wait < 86400.0 ? wait : 86400.0);
         /* Until something finishes or the wait is over: a timer that
@@ -400,6 +422,7 @@ static int dtr_multi_tostring(lua_State *L)
 
 static const luaL_Reg dtr_multi_methods[] = {
     {"add", dtr_multi_add},
+    {"start", dtr_multi_start},
     {"perform", dtr_multi_perform},
     {"drive", dtr_multi_drive_l},
     {"timeout", dtr_multi_timeout},

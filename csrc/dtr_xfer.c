@@ -15,8 +15,6 @@
 
 #include "dtr.h"
 #include "dtr_error.h"
-#include "dtr_text.h"
-#include "dtr_encode.h"
 #include "dtr_xfer.h"
 
 
@@ -104,150 +102,122 @@ static size_t dtr_on_header(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Header names: RFC 7230 token characters.  Values: no controls but tab. */
-static int dtr_header_ok(const char *name, size_t nn, const char *val, size_t vn)
+/* Grows *buf to hold need bytes.  Returns 0 when out of memory. */
+static int dtr_reserve(char **buf, size_t *cap, size_t need)
 {
-    size_t i;
-    if (nn == 0)
+    char *p;
+    size_t c = *cap ? *cap : 256;
+    if (need <= *cap)
+        return 1;
+    while (c < need)
+        c *= 2;
+    if ((p = (char *)realloc(*buf, c)) == NULL)
         return 0;
-    for (i = 0; i < nn; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c) != NULL)
-            return 0;
-    }
-    for (i = 0; i < vn; i++) {
-        unsigned char c = (unsigned char)val[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
+    *buf = p;
+    *cap = c;
     return 1;
 }
 
-/* A positive number field of a built request, at most 1e9 like the
- * builder's options (a hand-made table can hold anything; 1e300 or inf
- * would overflow the conversions to long and size_t below). */
-static double dtr_field_number(lua_State *L, int idx, const char *name, double dflt)
+/* The checked headers table at idx as "name: value\0" lines in x->scratch
+ * (its length in *n).  Returns 0 when out of memory. */
+static int dtr_header_lines(lua_State *L, dtr_xfer *x, int idx, size_t *n)
 {
-    double v = dflt;
-    lua_getfield(L, idx, name);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0 && lua_tonumber(L, -1) <= 1e9))
-            luaL_error(L, "request field '%s' must be a positive number (at most 1e9)", name);
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-/*
- * Reads and checks the built request at idx.  Every string read stays
- * on the stack (url, body, headers table, ca_file: four slots above the
- * call's values) until the caller returns, so a table answering through
- * __index cannot have them collected before libcurl copies them.
- * Returns 0 and fills e for content the transport refuses.
- */
-int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e)
-{
-    dtr_opts o;
-    size_t n;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    idx = dtr_absindex(L, idx);
-    luaL_checkstack(L, 12, "dingtalk.recall.curl");
-    lua_getfield(L, idx, "method");
-    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "POST") != 0)
-        luaL_error(L, "request.method must be \"POST\"");
-    lua_pop(L, 1);
-    lua_getfield(L, idx, "url");
-    if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "request.url must be a string");
-    sp->url = lua_tolstring(L, -1, &n); /* anchor 1 */
-    /* The same endpoint rules as the builder: https, or http to loopback. */
-    if (!dtr_parse_endpoint(sp->url, n, &o, e))
-        return 0;
-    sp->loopback = o.loopback;
-    lua_getfield(L, idx, "body");
-    if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "request.body must be a string");
-    sp->body.s = lua_tolstring(L, -1, &sp->body.n); /* anchor 2 */
-    lua_getfield(L, idx, "headers");
-    if (lua_type(L, -1) != LUA_TTABLE)
-        luaL_error(L, "request.headers must be a table");
-    sp->headers = lua_gettop(L); /* anchor 3: the one table checked and used */
-    lua_pushnil(L);
-    while (lua_next(L, sp->headers) != 0) {
-        size_t nn, vn;
-        const char *name, *val;
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "request.headers must map strings to strings");
-        name = lua_tolstring(L, -2, &nn);
-        val = lua_tolstring(L, -1, &vn);
-        if (!dtr_header_ok(name, nn, val, vn) || nn + vn > 8192) {
-            lua_pop(L, 2);
-            dtr_seterr(e, "invalidParameter.param.invalid",
-                       "a request header has a bad name or a control character in its value");
-            return 0;
-        }
-        lua_pop(L, 1);
-    }
-    sp->timeout = dtr_field_number(L, idx, "timeout", DTR_DEFAULT_TIMEOUT);
-    sp->connect_timeout = dtr_field_number(L, idx, "connect_timeout", DTR_DEFAULT_CONNECT_TIMEOUT);
-    sp->max_response = dtr_field_number(L, idx, "max_response_bytes", DTR_DEFAULT_MAX_RESPONSE);
-    lua_getfield(L, idx, "ca_file"); /* anchor 4 */
-    sp->ca_file = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        sp->ca_file = lua_tolstring(L, -1, &n);
-        if (memchr(sp->ca_file, '\0', n) != NULL)
-            luaL_error(L, "request.ca_file contains a NUL byte");
-    } else if (!lua_isnil(L, -1)) {
-        luaL_error(L, "request.ca_file must be a string");
-    }
-    return 1;
-}
-
-/* Builds the header list of the checked headers table at idx.
- * Returns NULL only when out of memory. */
-static struct curl_slist *dtr_header_list(lua_State *L, int idx)
-{
-    struct curl_slist *list = NULL, *t;
+    size_t len = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
-        t = curl_slist_append(list, lua_tostring(L, -1));
-        lua_pop(L, 2);
-        if (t == NULL) {
+        size_t nn, vn;
+        const char *name = lua_tolstring(L, -2, &nn), *val = lua_tolstring(L, -1, &vn);
+        lua_pop(L, 1);
+        if (!dtr_reserve(&x->scratch, &x->scratchcap, len + nn + vn + 3)) {
             lua_pop(L, 1);
-            goto oom;
+            return 0;
         }
+        memcpy(x->scratch + len, name, nn);
+        memcpy(x->scratch + len + nn, ": ", 2);
+        memcpy(x->scratch + len + nn + 2, val, vn);
+        len += nn + vn + 3;
+        x->scratch[len - 1] = '\0';
+    }
+    *n = len;
+    return 1;
+}
+
+/* The header list of the checked headers table at idx: the one the
+ * handle has when the lines are the same (no allocation: the usual case,
+ * every batch of a run sends the same headers), else a new one.
+ * Returns 0 only when out of memory. */
+static int dtr_set_headers(lua_State *L, dtr_xfer *x, int idx)
+{
+    struct curl_slist *list = NULL, *t;
+    size_t n, off;
+    char *swap;
+    if (!dtr_header_lines(L, x, idx, &n))
+        return 0;
+    if (x->headers != NULL && n == x->hdrlen && memcmp(x->scratch, x->hdr, n) == 0)
+        return 1;
+    for (off = 0; off < n; off += strlen(x->scratch + off) + 1) {
+        if ((t = curl_slist_append(list, x->scratch + off)) == NULL)
+            goto oom;
         list = t;
     }
     /* No "Expect: 100-continue" round trip for larger bodies. */
     if ((t = curl_slist_append(list, "Expect:")) == NULL)
         goto oom;
-    return t;
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, t);
+    curl_slist_free_all(x->headers);
+    x->headers = t;
+    /* The lines become the cached ones; the old buffer is the next scratch. */
+    swap = x->hdr;
+    x->hdr = x->scratch;
+    x->scratch = swap;
+    off = x->hdrcap;
+    x->hdrcap = x->scratchcap;
+    x->scratchcap = off;
+    x->hdrlen = n;
+    return 1;
 oom:
     curl_slist_free_all(list);
-    return NULL;
+    return 0;
 }
 
-/* Prepares x->easy for the request; the easy handle keeps its
- * connection cache across resets. */
-int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
+static int dtr_same(const char *cached, const char *s)
+{
+    return cached == NULL ? s == NULL : (s != NULL && strcmp(cached, s) == 0);
+}
+
+/* Copies s into *cached (NULL stays NULL).  Returns 0 when out of memory. */
+static int dtr_remember(char **cached, const char *s)
+{
+    char *p = NULL;
+    if (s != NULL) {
+        size_t n = strlen(s) + 1;
+        if ((p = (char *)malloc(n)) == NULL)
+            return 0;
+        memcpy(p, s, n);
+    }
+    free(*cached);
+    *cached = p;
+    return 1;
+}
+
+/* What never changes between requests, and what needs a reset to undo
+ * (a CA file, no proxy for loopback): set after curl_easy_reset, which
+ * keeps the handle's connection cache. */
+static int dtr_xfer_configure(dtr_xfer *x, const dtr_spec *sp)
 {
     CURL *h = x->easy;
     curl_easy_reset(h);
+    x->configured = 0;
     curl_slist_free_all(x->headers);
-    x->headers = dtr_header_list(L, sp->headers);
-    if (x->headers == NULL)
+    x->headers = NULL;
+    x->hdrlen = 0;
+    free(x->url);
+    x->url = NULL;
+    x->timeout = x->connect_timeout = x->max_response = -1.0;
+    if (!dtr_remember(&x->ca_file, sp->ca_file))
         return 0;
-    x->len = 0;
-    x->too_large = 0;
-    x->max = (size_t)sp->max_response;
-    x->request_id[0] = x->content_type[0] = x->errbuf[0] = '\0';
-    curl_easy_setopt(h, CURLOPT_URL, sp->url);
+    x->loopback = sp->loopback;
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sp->body.n);
-    curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, sp->body.s);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dtr_on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, dtr_on_header);
@@ -265,13 +235,57 @@ int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (sp->ca_file != NULL)
         curl_easy_setopt(h, CURLOPT_CAINFO, sp->ca_file);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(sp->timeout * 1000.0 + 0.5));
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(sp->connect_timeout * 1000.0 + 0.5));
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp->max_response);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     if (sp->loopback)
         curl_easy_setopt(h, CURLOPT_PROXY, ""); /* never proxy loopback */
+    x->configured = 1;
+    return 1;
+}
+
+/*
+ * Prepares x->easy for the request.  A handle keeps its options between
+ * requests: only what differs from its last request is set again (a run
+ * sends every batch to the same URL with the same headers, so usually
+ * only the body), and a different CA file or loopback-ness starts over
+ * from curl_easy_reset.  The body is copied into the handle's own buffer.
+ * Returns 0 only when out of memory.
+ */
+int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
+{
+    CURL *h = x->easy;
+    x->len = 0;
+    x->too_large = 0;
+    x->max = (size_t)sp->max_response;
+    x->request_id[0] = x->content_type[0] = x->errbuf[0] = '\0';
+    if (!x->configured || x->loopback != sp->loopback || !dtr_same(x->ca_file, sp->ca_file)) {
+        if (!dtr_xfer_configure(x, sp))
+            return 0;
+    }
+    if (!dtr_same(x->url, sp->url)) {
+        if (!dtr_remember(&x->url, sp->url))
+            return 0;
+        curl_easy_setopt(h, CURLOPT_URL, sp->url);
+    }
+    if (x->timeout != sp->timeout) {
+        x->timeout = sp->timeout;
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(sp->timeout * 1000.0 + 0.5));
+    }
+    if (x->connect_timeout != sp->connect_timeout) {
+        x->connect_timeout = sp->connect_timeout;
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(sp->connect_timeout * 1000.0 + 0.5));
+    }
+    if (x->max_response != sp->max_response) {
+        x->max_response = sp->max_response;
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp->max_response);
+    }
+    if (!dtr_set_headers(L, x, sp->headers))
+        return 0;
+    if (!dtr_reserve(&x->body, &x->bodycap, sp->body.n + 1))
+        return 0;
+    memcpy(x->body, sp->body.s, sp->body.n);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sp->body.n);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, x->body);
     return 1;
 }
 
@@ -377,6 +391,11 @@ void dtr_xfer_free(dtr_xfer *x)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->headers);
     free(x->buf);
+    free(x->body);
+    free(x->hdr);
+    free(x->scratch);
+    free(x->url);
+    free(x->ca_file);
     free(x);
 }
 

@@ -9,16 +9,28 @@
 
 #include "dtr.h"
 #include "dtr_error.h"
+#include "dtr_spec.h"
 
 DTR_HIDDEN_BEGIN
 
 #define DTR_REQID_MAX 128
 
-/* One transfer: an easy handle plus what its answer fills in. */
+/* One transfer: an easy handle, the options it was last given (set again
+ * only when they change), plus what its answer fills in. */
 typedef struct dtr_xfer {
     CURL *easy;
+    int configured;        /* the fixed options are set (dtr_xfer_setup) */
+    int loopback;
+    char *url, *ca_file;   /* malloc'd copies of the last ones set */
+    double timeout, connect_timeout, max_response;
     struct curl_slist *headers;
-    char *buf;
+    char *hdr;             /* its lines, "name: value\0" each, hdrlen bytes */
+    size_t hdrlen, hdrcap;
+    char *scratch;         /* the next request's lines, to compare */
+    size_t scratchcap;
+    char *body;            /* the request body (CURLOPT_POSTFIELDS) */
+    size_t bodycap;
+    char *buf;             /* the answer */
     size_t len, cap;
     size_t max;
     int too_large;
@@ -30,22 +42,8 @@ typedef struct dtr_xfer {
     struct dtr_xfer *next; /* in the multi's active or idle list */
 } dtr_xfer;
 
-/* What a built request table asks for.  The strings are anchored on the
- * Lua stack by dtr_read_spec until the transfer is set up (libcurl copies
- * them then). */
-typedef struct dtr_spec {
-    const char *url;
-    dtr_str body;
-    double timeout, connect_timeout, max_response;
-    const char *ca_file;
-    int loopback;
-    int headers;           /* stack index of the checked headers table */
-} dtr_spec;
-
 /* curl_global_init exactly once per process (pthread_once). */
 int dtr_curl_ready(void);
-/* Reads and checks the built request at idx; leaves anchors above it. */
-int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e);
 /* Prepares x for sp (the anchors must still be on the stack). */
 int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp);
 /* Pushes status, headers, body (returns 3) or nil, err (returns 2). */

@@ -270,3 +270,66 @@ describe("the async transport", function()
     end)
   end)
 end)
+
+-- A multi handle reuses its easy handles and sets again only the options
+-- that changed since a handle's last request (bulk runs send the same URL
+-- and headers every time): each change must still reach the next request.
+describe("a reused curl transfer", function()
+  local core = require "dingtalk.recall.core"
+  local s
+  setup(function() s = sim.start { tls = true } end)
+  teardown(function() if s then s:stop() end end)
+
+  it("takes every changed option of the next request, on one handle", function()
+    local CID = "cidReuse"
+    local keys = s:seed_keys(5, CID)
+    local opts = { access_token = s.token, endpoint = s.url, ca_file = s.ca_file, timeout = 5 }
+    local function built(o, key)
+      return assert(core.build({ openConversationId = CID, robotCode = s.robot, processQueryKeys = { key } }, o))
+    end
+    local function copy(extra)
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return o
+    end
+    local m = curl.multi { max_connections = 1 }
+    local function one(b)
+      local id = assert(m:start(b, "t"))
+      local done
+      repeat done = m:perform(1) until #done > 0
+      assert.are.equal(1, #done)
+      assert.are.equal(id, done[1].id)
+      assert.are.equal(0, m:in_flight())
+      return done[1]
+    end
+    local function recalled(c, key)
+      assert.is_nil(c.error, tostring(c.error))
+      local res = assert(core.parse(c.status, c.headers, c.body, s.token))
+      assert.are.same({ key }, res.successResult)
+    end
+    recalled(one(built(opts, keys[1])), keys[1])
+    -- Another token (a header): the server must see the new one.
+    local bad = one(built(copy { access_token = "tok-WRONG" }, keys[2]))
+    local _, err = core.parse(bad.status, bad.headers, bad.body, "tok-WRONG")
+    assert.are.equal("InvalidAuthentication", err.code)
+    -- A smaller answer cap, then the usual one again.
+    s:script { recall = { "huge" } }
+    local capped = one(built(copy { max_response_bytes = 65536 }, keys[5]))
+    assert.are.equal("response.too_large", capped.error and capped.error.code)
+    recalled(one(built(opts, keys[2])), keys[2])
+    -- No CA file: the simulator's certificate is refused, then trusted again.
+    local no_ca = copy {}
+    no_ca.ca_file = nil
+    assert.are.equal("transport.tls", one(built(no_ca, keys[3])).error.code)
+    recalled(one(built(opts, keys[3])), keys[3])
+    -- Another URL (a path of the same server that answers 404).
+    local other = built(opts, keys[4])
+    other.url = other.url:gsub("/recall$", "/nowhere")
+    local nf = one(other)
+    assert.are.equal(404, nf.status)
+    recalled(one(built(opts, keys[4])), keys[4])
+    m:close()
+    assert.is_true(s:stats().recalled >= 4)
+  end)
+end)

@@ -22,10 +22,7 @@ M.now = curl.now
 -- limiter, a Redis round trip, before it polls); tag comes back with its
 -- completion from poll().
 function M:start(built, tag)
-  local id, err = self.multi:add(built, tag)
-  if not id then return nil, err end
-  self.multi:drive() -- what finishes stays queued for poll()
-  return id
+  return self.multi:start(built, tag) -- what finishes stays queued for poll()
 end
 
 --- Waits up to `wait` seconds for completions; returns an array of
