@@ -283,15 +283,15 @@ describe("a reused curl transfer", function()
   it("takes every changed option of the next request, on one handle", function()
     local CID = "cidReuse"
     local keys = s:seed_keys(5, CID)
-    local opts = { access_token = s.token, endpoint = s.url, ca_file = s.ca_file, timeout = 5 }
+    -- The usual options, one of them changed (name, value).
+    local function opts_with(name, value)
+      local o = { access_token = s.token, endpoint = s.url, ca_file = s.ca_file, timeout = 5 }
+      if name then o[name] = value end
+      return o
+    end
+    local opts = opts_with()
     local function built(o, key)
       return assert(core.build({ openConversationId = CID, robotCode = s.robot, processQueryKeys = { key } }, o))
-    end
-    local function copy(extra)
-      local o = {}
-      for k, v in pairs(opts) do o[k] = v end
-      for k, v in pairs(extra) do o[k] = v end
-      return o
     end
     local m = curl.multi { max_connections = 1 }
     local function one(b)
@@ -310,18 +310,16 @@ describe("a reused curl transfer", function()
     end
     recalled(one(built(opts, keys[1])), keys[1])
     -- Another token (a header): the server must see the new one.
-    local bad = one(built(copy { access_token = "tok-WRONG" }, keys[2]))
+    local bad = one(built(opts_with("access_token", "tok-WRONG"), keys[2]))
     local _, err = core.parse(bad.status, bad.headers, bad.body, "tok-WRONG")
     assert.are.equal("InvalidAuthentication", err.code)
     -- A smaller answer cap, then the usual one again.
     s:script { recall = { "huge" } }
-    local capped = one(built(copy { max_response_bytes = 65536 }, keys[5]))
+    local capped = one(built(opts_with("max_response_bytes", 65536), keys[5]))
     assert.are.equal("response.too_large", capped.error and capped.error.code)
     recalled(one(built(opts, keys[2])), keys[2])
     -- No CA file: the simulator's certificate is refused, then trusted again.
-    local no_ca = copy {}
-    no_ca.ca_file = nil
-    assert.are.equal("transport.tls", one(built(no_ca, keys[3])).error.code)
+    assert.are.equal("transport.tls", one(built(opts_with("ca_file", nil), keys[3])).error.code)
     recalled(one(built(opts, keys[3])), keys[3])
     -- Another URL (a path of the same server that answers 404).
     local other = built(opts, keys[4])
