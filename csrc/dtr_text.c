@@ -298,7 +298,7 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
 }
 
 /* The object in f, written at dst or measured (dst NULL). */
-static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
+size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 {
     size_t w = 0;
     int i, j;
