@@ -254,10 +254,9 @@ static int dtr_xfer_configure(dtr_xfer *x, const dtr_spec *sp)
 int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
 {
     CURL *h = x->easy;
-    x->len = 0;
-    x->too_large = 0;
+    char *body;
+    x->batch_ok = 0; /* its options may no longer be a batch's (dtr_batch.c) */
     x->max = (size_t)sp->max_response;
-    x->request_id[0] = x->content_type[0] = x->errbuf[0] = '\0';
     if (!x->configured || x->loopback != sp->loopback || !dtr_same(x->ca_file, sp->ca_file)) {
         if (!dtr_xfer_configure(x, sp))
             return 0;
@@ -279,14 +278,25 @@ int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp)
         x->max_response = sp->max_response;
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp->max_response);
     }
-    if (!dtr_set_headers(L, x, sp->headers))
+    if (!dtr_set_headers(L, x, sp->headers) || (body = dtr_xfer_body(x, sp->body.n)) == NULL)
         return 0;
-    if (!dtr_reserve(&x->body, &x->bodycap, sp->body.n + 1))
-        return 0;
-    memcpy(x->body, sp->body.s, sp->body.n);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sp->body.n);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, x->body);
+    memcpy(body, sp->body.s, sp->body.n);
+    dtr_xfer_post(x, sp->body.n);
     return 1;
+}
+
+char *dtr_xfer_body(dtr_xfer *x, size_t n)
+{
+    return dtr_reserve(&x->body, &x->bodycap, n + 1) ? x->body : NULL;
+}
+
+void dtr_xfer_post(dtr_xfer *x, size_t n)
+{
+    x->len = 0;
+    x->too_large = 0;
+    x->request_id[0] = x->content_type[0] = x->errbuf[0] = '\0';
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
 }
 
 /* Maps a finished transfer to the Lua side: on success pushes status,
@@ -380,6 +390,7 @@ dtr_xfer *dtr_xfer_new(void)
         return NULL;
     }
     x->tag_ref = LUA_NOREF;
+    x->batch_target = LUA_NOREF;
     return x;
 }
 
@@ -396,6 +407,7 @@ void dtr_xfer_free(dtr_xfer *x)
     free(x->scratch);
     free(x->url);
     free(x->ca_file);
+    free(x->batch_token);
     free(x);
 }
 

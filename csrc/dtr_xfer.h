@@ -37,6 +37,9 @@ typedef struct dtr_xfer {
     char request_id[DTR_REQID_MAX];
     char content_type[DTR_REQID_MAX];
     char errbuf[CURL_ERROR_SIZE];
+    int batch_ok;          /* set up for recall batches of (batch_target, batch_token) */
+    int batch_target;      /* registry ref of that target, or LUA_NOREF (dtr_batch.c) */
+    char *batch_token;
     int tag_ref;           /* registry ref of the caller's tag, or LUA_NOREF */
     lua_Integer id;
     struct dtr_xfer *next; /* in the multi's active or idle list */
@@ -46,6 +49,11 @@ typedef struct dtr_xfer {
 int dtr_curl_ready(void);
 /* Prepares x for sp (the anchors must still be on the stack). */
 int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp);
+/* The request body buffer, room for n bytes (NULL when out of memory). */
+char *dtr_xfer_body(dtr_xfer *x, size_t n);
+/* Sends the n bytes of the body buffer with the next transfer, and
+ * forgets the last answer. */
+void dtr_xfer_post(dtr_xfer *x, size_t n);
 /* Pushes status, headers, body (returns 3) or nil, err (returns 2). */
 int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc);
 dtr_xfer *dtr_xfer_new(void);

@@ -331,3 +331,62 @@ describe("a reused curl transfer", function()
     assert.is_true(s:stats().recalled >= 4)
   end)
 end)
+
+-- m:start_batch: the engine's batches through the curl transport, without
+-- a built table: the same bytes as core.build_batch, whatever the handle
+-- sent before.
+describe("m:start_batch", function()
+  local core = require "dingtalk.recall.core"
+  local hh = require "spec.helpers.hostile_http"
+  local srv
+  -- Echoes the request body, and the token as the request id.
+  setup(function()
+    srv = hh.start { kind = "raw", status = 200, body = "%BODY%", headers = { ["x-acs-request-id"] = "%TOKEN%" } }
+  end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("sends what core.build_batch builds, on one handle, for every batch, token and request between", function()
+    local keys = {}
+    for i = 1, 45 do keys[i] = ('key%02d "quoted" \\ é'):format(i) end
+    local plan = assert(core.plan("cidDirect", "dingDirect", keys))
+    local target = core.target { endpoint = srv.url, robot_code = "dingDirect", timeout = 5 }
+    local m = curl.multi { max_connections = 1 }
+    local function done()
+      local d
+      repeat d = m:perform(1) until #d > 0
+      assert.are.equal(1, #d)
+      assert.is_nil(d[1].error, tostring(d[1].error))
+      return d[1]
+    end
+    local sent = 0
+    for i = 1, plan.nbatches do
+      -- the last token of a batch is the first of the next: after the
+      -- request between, the same target and token must start over
+      for _, tok in ipairs { "tok-B", "tok-A", "tok-A", "tok-B" } do
+        local id = assert(m:start_batch(plan, core.batch(plan, i), target, tok, { i = i }))
+        local c = done()
+        sent = sent + 1
+        assert.are.equal(id, c.id)
+        assert.are.equal(i, c.tag.i)
+        assert.are.equal(core.build_batch(plan, i, target, tok).body, c.body)
+        assert.are.equal(tok, c.headers["x-acs-request-id"])
+      end
+      -- Another request on the same handle (another URL and headers): the next batch starts over.
+      local other = assert(core.build({ openConversationId = "cidOther", robotCode = "dingOther",
+        processQueryKeys = { "k" } }, { endpoint = srv.url .. "/base", access_token = "tok-C" }))
+      assert(m:start(other, "other"))
+      assert.are.equal("tok-C", done().headers["x-acs-request-id"])
+      sent = sent + 1
+    end
+    -- A token the builder refuses: nil, err, true, and nothing sent.
+    local res, err, refused = m:start_batch(plan, core.batch(plan, 1), target, "bad\ntoken", "x")
+    assert.is_nil(res)
+    assert.is_true(core.is_error(err))
+    assert.is_true(refused)
+    assert.are.equal(0, m:in_flight())
+    assert.are.equal(sent, srv:requests())
+    assert.has_error(function() m:start_batch(plan, {}, target, "tok-A") end)
+    assert.has_error(function() m:start_batch(plan, core.batch(plan, 1), {}, "tok-A") end)
+    m:close()
+  end)
+end)
