@@ -2,11 +2,11 @@
  * dingtalk-recall: a recall batch started on the multi handle without a
  * built request table.
  *
- *   m:start_batch(plan, keys, target, token [, tag]) -> id
- *                                                    | nil, err [, true]
+ *   m:start_batch(plan, keys, target, token [, tag]) -> id | nil, err [, true]
  *
- * The same request core.build_batch(plan, i, target, token) builds, for
- * keys = core.batch(plan, i), sent like m:start(built, tag).  A handle's
+ * The request core.build_batch(plan, i, target, token) builds for keys =
+ * core.batch(plan, i) (the same argument checks, token check, fields and
+ * JSON writer), sent like m:start(built, tag).  A handle's
  * first batch for a (target, token), or the first after any other
  * request, is built as a table by the builder (dtr_push_recall) and read
  * and set up like every request; the handle then keeps that URL, those
@@ -25,18 +25,9 @@
 #include "dtr_text.h"
 #include "dtr_encode.h"
 #include "dtr_xfer.h"
+#include "dtr_plan.h"
 #include "dtr_multi.h"
 #include "dtr_batch.h"
-
-/* A string field of the plan, raw (a plan changed into nonsense raises). */
-static void dtr_batch_field(lua_State *L, int plan, const char *name, dtr_str *out)
-{
-    lua_pushstring(L, name);
-    lua_rawget(L, plan);
-    if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "plan.%s is not a string: the plan was modified", name);
-    out->s = lua_tolstring(L, -1, &out->n); /* stays on the stack */
-}
 
 /* Whether x was set up for batches of the target at idx and this token. */
 static int dtr_batch_same(lua_State *L, dtr_xfer *x, int target, const dtr_str *token)
@@ -74,41 +65,18 @@ static int dtr_batch_remember(lua_State *L, dtr_xfer *x, int target, const dtr_s
 int dtr_multi_start_batch(lua_State *L)
 {
     dtr_multi *m = dtr_check_multi(L);
-    const dtr_opts *t;
     dtr_opts o;
     dtr_str cid, robot, keys[DTR_MAX_KEYS];
     dtr_field f[3];
     dtr_err e;
     dtr_xfer *x;
-    int nkeys, j;
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    t = dtr_test_target(L, 4);
-    if (t == NULL)
-        return luaL_argerror(L, 4, "a target from core.target expected");
-    if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TSTRING)
-        return luaL_argerror(L, 5, "string expected (the access token)");
+    int nkeys;
     lua_settop(L, 6);
-    luaL_checkstack(L, DTR_MAX_KEYS + 16, "dingtalk.recall.curl");
-    o = *t;
-    o.token.s = lua_isnil(L, 5) ? "" : lua_tolstring(L, 5, &o.token.n);
-    if (lua_isnil(L, 5))
-        o.token.n = 0;
-    if (!dtr_token_ok(&o.token, &e)) {
+    nkeys = dtr_plan_batch_args(L, 2, 1, &cid, &robot, keys, &o, &e);
+    if (nkeys == 0) {
         dtr_push_err(L, &e);
         lua_pushboolean(L, 1); /* refused: nothing sent */
         return 3;
-    }
-    dtr_batch_field(L, 2, "conversation", &cid);
-    dtr_batch_field(L, 2, "robot", &robot);
-    nkeys = (int)dtr_rawlen(L, 3);
-    if (nkeys < 1 || nkeys > DTR_MAX_KEYS)
-        return luaL_argerror(L, 3, "1 to 20 keys of the plan expected");
-    for (j = 0; j < nkeys; j++) {
-        lua_rawgeti(L, 3, j + 1); /* stays on the stack: an anchor */
-        if (lua_type(L, -1) != LUA_TSTRING)
-            return luaL_argerror(L, 3, "the keys must be strings");
-        keys[j].s = lua_tolstring(L, -1, &keys[j].n);
     }
     x = dtr_multi_take(L, m);
     if (dtr_batch_same(L, x, 4, &o.token)) {

@@ -1,5 +1,5 @@
 /*
- * dingtalk-recall: recall batches started straight from a plan's keys
+ * dingtalk-recall: recall batches started straight from a plan
  * (dtr_batch.c), a method of the multi handle.
  */
 #ifndef DTR_BATCH_H

@@ -31,10 +31,10 @@ function M:start(built, tag)
 end
 
 --- Starts batch `keys` (core.batch(plan, i)) of `plan` for `target` with
--- `token`: the request core.build_batch would build, sent like start()
--- without a built table (a handle keeps the URL and headers of its last
--- batch and writes only the body).  -> id | nil, err [, true when the
--- builder refused it: nothing was sent].
+-- `token`: the request core.build_batch(plan, i, target, token) builds,
+-- sent like start() without a built table (a handle keeps the URL and
+-- headers of its last batch and writes only the body).  -> id | nil, err
+-- [, true when the builder refused it: nothing was sent].
 function M:start_batch(plan, keys, target, token, tag)
   return self.multi:start_batch(plan, keys, target, token, tag)
 end
