@@ -350,10 +350,6 @@ static void dtr_plan_field(lua_State *L, int plan, const char *name, dtr_str *ou
     out->s = lua_tolstring(L, -1, &out->n); /* stays on the stack */
 }
 
-/* The keys of batch bi onto the stack (anchors) and into keys[]: from
- * plan[bi] when it was made (checked again: the caller may have changed
- * it), else straight from the plan's keys.  Returns their number; raises
- * when there is no such batch or the plan was modified. */
 /* The keys of batch bi's array at idx (plan[bi], or core.batch's) onto the
  * stack (anchors) and into keys[]: their number; raises when it is not 1
  * to 20 strings (the plan or the batch was modified). */
@@ -371,6 +367,10 @@ static int dtr_batch_keys(lua_State *L, int batch, lua_Integer bi, dtr_str *keys
     return nkeys;
 }
 
+/* The keys of batch bi onto the stack (anchors) and into keys[]: from
+ * plan[bi] when it was made (checked again: the caller may have changed
+ * it), else straight from the plan's keys.  Returns their number; raises
+ * when there is no such batch or the plan was modified. */
 static int dtr_plan_keys(lua_State *L, int plan, lua_Integer bi, dtr_str *keys)
 {
     int nkeys;
