@@ -5,14 +5,13 @@
  *   m:start_batch(plan, keys, target, token [, tag]) -> id | nil, err [, true]
  *
  * The request core.build_batch(plan, i, target, token) builds for keys =
- * core.batch(plan, i) (the same argument checks, token check, fields and
- * JSON writer), sent like m:start(built, tag).  A handle's
- * first batch for a (target, token), or the first after any other
- * request, is built as a table by the builder (dtr_push_recall) and read
- * and set up like every request; the handle then keeps that URL, those
- * headers and settings, and the batches after it only write their body
- * (the builder's fields and JSON writer) into the handle's buffer: no
- * Lua table and no Lua string per batch.  The target is held (a registry
+ * core.batch(plan, i) (the same argument and token checks, fields and
+ * JSON writer), sent like m:start(built, tag).  A handle's first batch
+ * for a (target, token), or the first after any other request, is built
+ * as a table by the builder (dtr_push_recall) and read and set up like
+ * every request; the handle then keeps that URL, those headers and
+ * settings, and the batches after it only write their body into the
+ * handle's buffer: no Lua table and no Lua string per batch.  The target is held (a registry
  * reference) while a handle remembers it, so another target cannot take
  * its place in memory.  A token the builder refuses answers nil, err,
  * true (nothing was sent; the batch fails without a retry).
