@@ -40,11 +40,14 @@ ALL_LDFLAGS = -shared $(LDFLAGS)
 # its own header).  The transport links the sans-I/O units it shares with
 # the core (hidden, so nothing clashes); the core never links libcurl.
 CORE_UNITS    = dtr_module dtr_lua dtr_error dtr_codes dtr_text dtr_encode dtr_decode dtr_plan dtr_dedupe dtr_target dtr_sign
-CURL_UNITS    = dtr_curl dtr_xfer dtr_spec dtr_multi dtr_batch dtr_clock dtr_lua dtr_error dtr_codes dtr_text dtr_encode dtr_decode dtr_plan dtr_dedupe dtr_target
+CURL_UNITS    = dtr_curl dtr_multi dtr_clock dtr_lua dtr_error dtr_codes dtr_text dtr_encode dtr_decode
 JOURNAL_UNITS = dtr_journal dtr_files dtr_lua dtr_error dtr_codes
 CORE_C    = $(addprefix csrc/,$(addsuffix .c,$(CORE_UNITS)))
 CHDR      = $(wildcard csrc/*.h)
 CSRC      = $(wildcard csrc/*.c) $(CHDR)
+# The transport's own units beside dtr_curl; it also reads plans with the
+# core's code (m:start_batch builds a batch as core.build_batch does).
+CURL_UNITS   += dtr_xfer dtr_spec dtr_batch dtr_plan dtr_dedupe dtr_target
 
 BUILD     = build/$(LUA_VERSION)
 OBJ       = $(BUILD)/obj
