@@ -45,6 +45,9 @@ JOURNAL_UNITS = dtr_journal dtr_jline dtr_jsync dtr_files dtr_lua dtr_error dtr_
 CORE_C    = $(addprefix csrc/,$(addsuffix .c,$(CORE_UNITS)))
 CHDR      = $(wildcard csrc/*.h)
 CSRC      = $(wildcard csrc/*.c) $(CHDR)
+# The transport's own units beside dtr_curl; it also reads plans with the
+# core's code (m:start_batch builds a batch as core.build_batch does).
+CURL_UNITS   += dtr_xfer dtr_spec dtr_batch dtr_plan dtr_dedupe dtr_target
 
 BUILD     = build/$(LUA_VERSION)
 OBJ       = $(BUILD)/obj

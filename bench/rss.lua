@@ -33,36 +33,11 @@ if mode ~= "base" and mode ~= "recall" then
 end
 
 local recall = require "dingtalk.recall"
-local keys = {}
--- Like the server's keys: 44 base64 characters, random (sequential keys
--- with a long common tail hash badly in Lua 5.1 and are not what DingTalk
--- hands out).
-math.randomseed(7)
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local chars = {}
-for i = 1, n do
-  for j = 1, 43 do
-    local r = math.random(1, 64)
-    chars[j] = B64:sub(r, r)
-  end
-  keys[i] = table.concat(chars) .. "="
-end
--- A transport that answers every request at once: success for every key.
-local pending = {}
-local T = {
-  now = os.clock,
-  start = function(_, built, tag)
-    local ks = built.body:match('"processQueryKeys":(%b[])')
-    pending[#pending + 1] = { tag = tag, status = 200, headers = { ["content-type"] = "application/json" },
-      body = '{"successResult":' .. ks .. ',"failedResult":{}}' }
-    return true
-  end,
-  poll = function()
-    local done = pending
-    pending = {}
-    return done
-  end,
-}
+local instant = require "spec.helpers.instant"
+-- Like the server's keys (random base64), and a transport that answers
+-- every request at once: success for every key.
+local keys = instant.keys(n, 7)
+local T = instant.transport()
 local c = assert(recall.client { robot_code = "dingBench", access_token = "t", transport = T, qps = 0,
   concurrency = 8 })
 if mode == "recall" then

@@ -5,7 +5,7 @@
 #include <time.h>
 
 #include "dtr.h"
-#include "dtr_curl.h"
+#include "dtr_clock.h"
 
 /* curl.now() -> seconds on the monotonic clock (for timers and limits) */
 static int dtr_l_now(lua_State *L)

@@ -1,64 +1,13 @@
 /*
- * dingtalk-recall: the libcurl transport, dingtalk.recall.curl
- * (dtr_curl.c: transfers and the blocking session; dtr_multi.c: the multi
- * handle; dtr_clock.c: the clock).
+ * dingtalk-recall: the libcurl transport, dingtalk.recall.curl: the
+ * module's entry and its blocking session (dtr_curl.c: perform, recall);
+ * transfers in dtr_xfer.c, the multi handle in dtr_multi.c, the clock in
+ * dtr_clock.c.  The entry, luaopen_dingtalk_recall_curl, is declared in
+ * dtr.h (the only exported symbols).
  */
 #ifndef DTR_CURL_H
 #define DTR_CURL_H
 
-#include <curl/curl.h>
-
 #include "dtr.h"
-#include "dtr_error.h"
-
-DTR_HIDDEN_BEGIN
-
-#define DTR_REQID_MAX 128
-
-/* One transfer: an easy handle plus what its answer fills in. */
-typedef struct dtr_xfer {
-    CURL *easy;
-    struct curl_slist *headers;
-    char *buf;
-    size_t len, cap;
-    size_t max;
-    int too_large;
-    char request_id[DTR_REQID_MAX];
-    char content_type[DTR_REQID_MAX];
-    char errbuf[CURL_ERROR_SIZE];
-    int tag_ref;           /* registry ref of the caller's tag, or LUA_NOREF */
-    lua_Integer id;
-    struct dtr_xfer *next; /* in the multi's active or idle list */
-} dtr_xfer;
-
-/* What a built request table asks for.  The strings are anchored on the
- * Lua stack by dtr_read_spec until the transfer is set up (libcurl copies
- * them then). */
-typedef struct dtr_spec {
-    const char *url;
-    dtr_str body;
-    double timeout, connect_timeout, max_response;
-    const char *ca_file;
-    int loopback;
-    int headers;           /* stack index of the checked headers table */
-} dtr_spec;
-
-/* curl_global_init exactly once per process (pthread_once). */
-int dtr_curl_ready(void);
-/* Reads and checks the built request at idx; leaves anchors above it. */
-int dtr_read_spec(lua_State *L, int idx, dtr_spec *sp, dtr_err *e);
-/* Prepares x for sp (the anchors must still be on the stack). */
-int dtr_xfer_setup(lua_State *L, dtr_xfer *x, const dtr_spec *sp);
-/* Pushes status, headers, body (returns 3) or nil, err (returns 2). */
-int dtr_xfer_push_outcome(lua_State *L, dtr_xfer *x, CURLcode rc);
-dtr_xfer *dtr_xfer_new(void);
-void dtr_xfer_free(dtr_xfer *x);
-
-/* Adds multi (and the multi metatable). */
-void dtr_multi_open(lua_State *L);
-/* Adds now, sleep. */
-void dtr_clock_open(lua_State *L);
-
-DTR_HIDDEN_END
 
 #endif

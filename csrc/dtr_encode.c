@@ -333,14 +333,19 @@ static void dtr_push_built(lua_State *L, const dtr_opts *o, const char *path)
 }
 
 /* Pushes the recall body and the built request for checked values. */
-void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys,
-                            int nkeys, const dtr_opts *o)
+void dtr_recall_fields(dtr_field f[3], const dtr_str *cid, const dtr_str *robot, const dtr_str *keys, int nkeys)
 {
-    dtr_field f[3];
     /* The official SDK's field order. */
     f[0].name = "openConversationId"; f[0].vals = cid; f[0].count = -1;
     f[1].name = "processQueryKeys"; f[1].vals = keys; f[1].count = nkeys;
     f[2].name = "robotCode"; f[2].vals = robot; f[2].count = -1;
+}
+
+void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys,
+                            int nkeys, const dtr_opts *o)
+{
+    dtr_field f[3];
+    dtr_recall_fields(f, cid, robot, keys, nkeys);
     dtr_push_json_object(L, f, 3);
     dtr_push_built(L, o, DTR_PATH_RECALL);
 }

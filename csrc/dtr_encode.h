@@ -25,6 +25,8 @@ int dtr_token_ok(const dtr_str *t, dtr_err *e);
 const dtr_opts *dtr_test_target(lua_State *L, int idx);
 /* Pushes a new target for checked settings. */
 void dtr_push_target(lua_State *L, const dtr_opts *o);
+/* The fields of a recall body, in the official SDK's order. */
+void dtr_recall_fields(dtr_field f[3], const dtr_str *cid, const dtr_str *robot, const dtr_str *keys, int nkeys);
 /* Pushes the recall body and its built request. */
 void dtr_push_recall(lua_State *L, const dtr_str *cid, const dtr_str *robot, const dtr_str *keys, int nkeys,
                      const dtr_opts *o);

@@ -11,6 +11,8 @@
  *
  *   curl.multi([{max_connections = n}]) -> multi
  *   m:add(built [, tag]) -> id | nil, err
+ *   m:start(built [, tag]) -> id | nil, err   (add, and send now)
+ *   m:start_batch(plan, keys, target, token [, tag])   (dtr_batch.c)
  *   m:perform([wait_seconds]) -> done, in_flight
  *   m:fds() -> { {fd =, read =, write =}, ... }
  *   m:timeout() -> seconds until libcurl's timer, or nil
@@ -26,7 +28,9 @@
 
 #include "dtr.h"
 #include "dtr_error.h"
-#include "dtr_curl.h"
+#include "dtr_xfer.h"
+#include "dtr_multi.h"
+#include "dtr_batch.h"
 
 #define DTR_MULTI_MT "dingtalk.recall.multi"
 
@@ -36,7 +40,7 @@ typedef struct dtr_sock {
     int what; /* CURL_POLL_IN, _OUT or _INOUT */
 } dtr_sock;
 
-typedef struct dtr_multi {
+struct dtr_multi {
     CURLM *multi;
     dtr_xfer *active;
     dtr_xfer *idle;
@@ -47,7 +51,7 @@ typedef struct dtr_multi {
     struct pollfd *pfds;  /* scratch for poll(), cappfds long; resized */
     int cappfds;          /* only outside libcurl's callbacks */
     double deadline;      /* monotonic seconds of libcurl's timer; < 0: none */
-} dtr_multi;
+};
 
 static double dtr_mono(void)
 {
@@ -96,7 +100,7 @@ static int dtr_on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static dtr_multi *dtr_check_multi(lua_State *L)
+dtr_multi *dtr_check_multi(lua_State *L)
 {
     dtr_multi *m = (dtr_multi *)luaL_checkudata(L, 1, DTR_MULTI_MT);
     if (m->multi == NULL)
@@ -114,10 +118,12 @@ static int dtr_multi_close(lua_State *L)
         if (m->multi != NULL)
             curl_multi_remove_handle(m->multi, x->easy);
         luaL_unref(L, LUA_REGISTRYINDEX, x->tag_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, x->batch_target);
         dtr_xfer_free(x);
     }
     for (x = m->idle; x != NULL; x = next) {
         next = x->next;
+        luaL_unref(L, LUA_REGISTRYINDEX, x->batch_target);
         dtr_xfer_free(x);
     }
     m->active = m->idle = NULL;
@@ -172,6 +178,56 @@ static int dtr_l_multi(lua_State *L)
     return 1;
 }
 
+/* An idle transfer (or a new one), linked into the active list. */
+dtr_xfer *dtr_multi_take(lua_State *L, dtr_multi *m)
+{
+    dtr_xfer *x = m->idle;
+    if (x != NULL) {
+        m->idle = x->next;
+    } else if ((x = dtr_xfer_new()) == NULL) {
+        luaL_error(L, "cannot create a curl handle");
+        return NULL;
+    }
+    /* Linked first, so an error below cannot leak it. */
+    x->next = m->active;
+    m->active = x;
+    return x;
+}
+
+/* Frees x, just taken and not started, and raises. */
+int dtr_multi_drop(lua_State *L, dtr_multi *m, dtr_xfer *x, const char *why)
+{
+    m->active = x->next;
+    luaL_unref(L, LUA_REGISTRYINDEX, x->batch_target);
+    dtr_xfer_free(x);
+    return luaL_error(L, "%s", why);
+}
+
+/* Starts x, just taken and set up, with the tag at stack index tag;
+ * returns its id.  The request goes out at the next drive or kick. */
+lua_Integer dtr_multi_launch(lua_State *L, dtr_multi *m, dtr_xfer *x, int tag)
+{
+    if (curl_multi_add_handle(m->multi, x->easy) != CURLM_OK)
+        dtr_multi_drop(L, m, x, "cannot start a transfer");
+    x->id = m->next_id++;
+    lua_pushvalue(L, tag);
+    x->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    m->running++;
+    return x->id;
+}
+
+/* Sends what was just added: libcurl's timer, which adding a transfer
+ * sets to now, runs at once (no poll: sockets that became readable wait
+ * for the next perform, which looks first). */
+void dtr_multi_kick(dtr_multi *m)
+{
+    int still = 0;
+    if (m->deadline >= 0 && dtr_mono() >= m->deadline) {
+        m->deadline = -1.0; /* libcurl sets the next one from inside */
+        curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+    }
+}
+
 /* m:add(built [, tag]) -> id | nil, err */
 static int dtr_multi_add(lua_State *L)
 {
@@ -183,26 +239,22 @@ static int dtr_multi_add(lua_State *L)
     lua_settop(L, 3);
     if (!dtr_read_spec(L, 2, &sp, &e))
         return dtr_push_err(L, &e);
-    x = m->idle;
-    if (x != NULL) {
-        m->idle = x->next;
-    } else if ((x = dtr_xfer_new()) == NULL) {
-        return luaL_error(L, "cannot create a curl handle");
-    }
-    /* Linked first, so an error below cannot leak it. */
-    x->next = m->active;
-    m->active = x;
-    if (!dtr_xfer_setup(L, x, &sp) || curl_multi_add_handle(m->multi, x->easy) != CURLM_OK) {
-        m->active = x->next;
-        dtr_xfer_free(x);
-        return luaL_error(L, "cannot start a transfer");
-    }
-    x->id = m->next_id++;
-    lua_pushvalue(L, 3);
-    x->tag_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    m->running++;
-    lua_pushinteger(L, x->id);
+    x = dtr_multi_take(L, m);
+    if (!dtr_xfer_setup(L, x, &sp))
+        return dtr_multi_drop(L, m, x, "cannot start a transfer");
+    lua_pushinteger(L, dtr_multi_launch(L, m, x, 3));
     return 1;
+}
+
+/* m:start(built [, tag]) -> id | nil, err
+ * m:add, and the request goes out now (dtr_multi_kick).  What finishes
+ * meanwhile stays queued for perform. */
+static int dtr_multi_start(lua_State *L)
+{
+    int n = dtr_multi_add(L);
+    if (n == 1)
+        dtr_multi_kick((dtr_multi *)lua_touserdata(L, 1));
+    return n;
 }
 
 /* Moves finished transfers into the array at done_idx. */
@@ -330,8 +382,13 @@ static int dtr_multi_perform(lua_State *L)
     lua_settop(L, 2);
     lua_newtable(L);
     done = lua_gettop(L);
-    dtr_multi_drive(m, 0);
+    /* What finished already (while starting) comes back without a look
+     * at the sockets; else one look, or the wait below. */
     dtr_multi_collect(L, m, done);
+    if (dtr_rawlen(L, done) == 0 && !(wait > 0)) {
+        dtr_multi_drive(m, 0);
+        dtr_multi_collect(L, m, done);
+    }
     if (wait > 0 && dtr_rawlen(L, done) == 0) { /* NaN is not > 0 */
         double end = dtr_mono() + (wait < 86400.0 ? wait : 86400.0);
         /* Until something finishes or the wait is over: a timer that
@@ -399,6 +456,8 @@ static int dtr_multi_tostring(lua_State *L)
 
 static const luaL_Reg dtr_multi_methods[] = {
     {"add", dtr_multi_add},
+    {"start", dtr_multi_start},
+    {"start_batch", dtr_multi_start_batch},
     {"perform", dtr_multi_perform},
     {"drive", dtr_multi_drive_l},
     {"timeout", dtr_multi_timeout},

@@ -350,29 +350,36 @@ static void dtr_plan_field(lua_State *L, int plan, const char *name, dtr_str *ou
     out->s = lua_tolstring(L, -1, &out->n); /* stays on the stack */
 }
 
+/* The keys of batch bi's array at idx (plan[bi], or core.batch's) onto the
+ * stack (anchors) and into keys[]: their number; raises when it is not 1
+ * to 20 strings (the plan or the batch was modified). */
+static int dtr_batch_keys(lua_State *L, int batch, lua_Integer bi, dtr_str *keys)
+{
+    int nkeys = (int)dtr_rawlen(L, batch), j;
+    if (nkeys < 1 || nkeys > DTR_MAX_KEYS)
+        return luaL_error(L, "batch %d of the plan has %d keys: the plan was modified", (int)bi, nkeys);
+    for (j = 0; j < nkeys; j++) {
+        lua_rawgeti(L, batch, j + 1); /* stays on the stack: an anchor */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "batch %d of the plan holds a non-string: the plan was modified", (int)bi);
+        keys[j].s = lua_tolstring(L, -1, &keys[j].n);
+    }
+    return nkeys;
+}
+
 /* The keys of batch bi onto the stack (anchors) and into keys[]: from
  * plan[bi] when it was made (checked again: the caller may have changed
  * it), else straight from the plan's keys.  Returns their number; raises
  * when there is no such batch or the plan was modified. */
 static int dtr_plan_keys(lua_State *L, int plan, lua_Integer bi, dtr_str *keys)
 {
-    int nkeys, j;
+    int nkeys;
     size_t first, last, k;
     lua_rawgeti(L, plan, (int)bi);
     if (!lua_isnil(L, -1)) {
-        int batch = lua_gettop(L);
-        if (lua_type(L, batch) != LUA_TTABLE)
+        if (lua_type(L, -1) != LUA_TTABLE)
             return luaL_argerror(L, 2, "no such batch in the plan");
-        nkeys = (int)dtr_rawlen(L, batch);
-        if (nkeys < 1 || nkeys > DTR_MAX_KEYS)
-            return luaL_error(L, "batch %d of the plan has %d keys: the plan was modified", (int)bi, nkeys);
-        for (j = 0; j < nkeys; j++) {
-            lua_rawgeti(L, batch, j + 1); /* stays on the stack: an anchor */
-            if (lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "batch %d of the plan holds a non-string: the plan was modified", (int)bi);
-            keys[j].s = lua_tolstring(L, -1, &keys[j].n);
-        }
-        return nkeys;
+        return dtr_batch_keys(L, lua_gettop(L), bi, keys);
     }
     lua_pop(L, 1);
     if (!dtr_plan_range(L, plan, bi, &first, &last))
@@ -388,39 +395,55 @@ static int dtr_plan_keys(lua_State *L, int plan, lua_Integer bi, dtr_str *keys)
     return nkeys;
 }
 
+/* The arguments of core.build_batch at base..base+3 (plan, i, target,
+ * token), or with the batch's keys array (core.batch's) for i when
+ * by_keys: raises for wrong ones; returns the number of keys (anchored on
+ * the stack, in keys[]) with the plan's ids and the target's settings and
+ * token in o, or 0 with e set when the token is refused. */
+int dtr_plan_batch_args(lua_State *L, int base, int by_keys, dtr_str *cid, dtr_str *robot, dtr_str *keys,
+                        dtr_opts *o, dtr_err *e)
+{
+    lua_Integer bi = 1;
+    int nkeys;
+    const dtr_opts *t;
+    luaL_checktype(L, base, LUA_TTABLE);
+    if (!dtr_is_plan(L, base))
+        return luaL_argerror(L, base, "a plan from core.plan expected");
+    if (by_keys)
+        luaL_checktype(L, base + 1, LUA_TTABLE);
+    else
+        bi = luaL_checkinteger(L, base + 1);
+    t = dtr_test_target(L, base + 2);
+    if (t == NULL)
+        return luaL_argerror(L, base + 2, "a target from core.target expected");
+    if (!lua_isnil(L, base + 3) && lua_type(L, base + 3) != LUA_TSTRING)
+        return luaL_argerror(L, base + 3, "string expected (the access token)");
+    luaL_checkstack(L, DTR_MAX_KEYS + 16, "dingtalk.recall.core");
+    if (bi < 1 || bi > 0x7fffffff)
+        return luaL_argerror(L, base + 1, "no such batch in the plan");
+    *o = *t;
+    if (lua_isnil(L, base + 3)) {
+        o->token.s = "";
+        o->token.n = 0;
+    } else {
+        o->token.s = lua_tolstring(L, base + 3, &o->token.n);
+    }
+    dtr_plan_field(L, base, "conversation", cid);
+    dtr_plan_field(L, base, "robot", robot);
+    nkeys = by_keys ? dtr_batch_keys(L, base + 1, 0, keys) : dtr_plan_keys(L, base, bi, keys);
+    if (!dtr_token_ok(&o->token, e))
+        return 0;
+    return nkeys;
+}
+
 /* core.build_batch(plan, i, target, token) -> built | nil, err */
 static int dtr_l_build_batch(lua_State *L)
 {
     dtr_str cid, robot, keys[DTR_MAX_KEYS];
     dtr_opts o;
     dtr_err e;
-    lua_Integer bi;
-    int nkeys;
-    const dtr_opts *t;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (!dtr_is_plan(L, 1))
-        return luaL_argerror(L, 1, "a plan from core.plan expected");
-    bi = luaL_checkinteger(L, 2);
-    t = dtr_test_target(L, 3);
-    if (t == NULL)
-        return luaL_argerror(L, 3, "a target from core.target expected");
-    if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
-        return luaL_argerror(L, 4, "string expected (the access token)");
-    lua_settop(L, 4);
-    luaL_checkstack(L, DTR_MAX_KEYS + 16, "dingtalk.recall.core");
-    if (bi < 1 || bi > 0x7fffffff)
-        return luaL_argerror(L, 2, "no such batch in the plan");
-    o = *t;
-    if (lua_isnil(L, 4)) {
-        o.token.s = "";
-        o.token.n = 0;
-    } else {
-        o.token.s = lua_tolstring(L, 4, &o.token.n);
-    }
-    dtr_plan_field(L, 1, "conversation", &cid);
-    dtr_plan_field(L, 1, "robot", &robot);
-    nkeys = dtr_plan_keys(L, 1, bi, keys);
-    if (!dtr_token_ok(&o.token, &e))
+    int nkeys = dtr_plan_batch_args(L, 1, 0, &cid, &robot, keys, &o, &e);
+    if (nkeys == 0)
         return dtr_push_err(L, &e);
     dtr_push_recall(L, &cid, &robot, keys, nkeys, &o);
     return 1;

@@ -243,31 +243,53 @@ bad:
  * JSON writing
  * ------------------------------------------------------------------- */
 
+/* 1 for the bytes a JSON string cannot hold as they are: controls, DEL,
+ * '"' and '\\'. */
+static const unsigned char dtr_json_escaped[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, /* DEL */
+};
+
 /* Writes s as a JSON string (with quotes) at dst, or only measures it
- * when dst is NULL.  Returns the number of bytes. */
+ * when dst is NULL.  Returns the number of bytes.  Runs of bytes that go
+ * as they are (a usual key: all of it) are copied at once. */
 size_t dtr_json_string(char *dst, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, w = 0;
+    size_t i = 0, w = 0;
 #define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
     DTR_PUT('"');
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    while (i < n) {
+        size_t run = i;
+        unsigned char c;
+        while (run < n && !dtr_json_escaped[(unsigned char)s[run]])
+            run++;
+        if (run > i) {
+            if (dst)
+                memcpy(dst + w, s + i, run - i);
+            w += run - i;
+            i = run;
+            continue;
+        }
+        c = (unsigned char)s[i++];
+        DTR_PUT('\\');
         switch (c) {
-        case '"': DTR_PUT('\\'); DTR_PUT('"'); break;
-        case '\\': DTR_PUT('\\'); DTR_PUT('\\'); break;
-        case '\n': DTR_PUT('\\'); DTR_PUT('n'); break;
-        case '\r': DTR_PUT('\\'); DTR_PUT('r'); break;
-        case '\t': DTR_PUT('\\'); DTR_PUT('t'); break;
-        case '\b': DTR_PUT('\\'); DTR_PUT('b'); break;
-        case '\f': DTR_PUT('\\'); DTR_PUT('f'); break;
+        case '"': DTR_PUT('"'); break;
+        case '\\': DTR_PUT('\\'); break;
+        case '\n': DTR_PUT('n'); break;
+        case '\r': DTR_PUT('r'); break;
+        case '\t': DTR_PUT('t'); break;
+        case '\b': DTR_PUT('b'); break;
+        case '\f': DTR_PUT('f'); break;
         default:
-            if (c < 0x20 || c == 0x7f) {
-                DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
-                DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
-            } else {
-                DTR_PUT((char)c);
-            }
+            DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
+            DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
         }
     }
     DTR_PUT('"');
@@ -276,7 +298,7 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
 }
 
 /* The object in f, written at dst or measured (dst NULL). */
-static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
+size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 {
     size_t w = 0;
     int i, j;
@@ -306,10 +328,16 @@ static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
 {
+    char stackbuf[8192]; /* a recall of 20 usual keys: about 1 KB */
     size_t n = dtr_json_object(NULL, f, nf);
-    char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
-    dtr_json_object(buf, f, nf);
-    lua_pushlstring(L, buf, n);
-    lua_remove(L, -2);
+    if (n <= sizeof stackbuf) { /* no garbage but the string */
+        dtr_json_object(stackbuf, f, nf);
+        lua_pushlstring(L, stackbuf, n);
+    } else {
+        char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+        dtr_json_object(buf, f, nf);
+        lua_pushlstring(L, buf, n);
+        lua_remove(L, -2);
+    }
 }
 

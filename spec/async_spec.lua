@@ -270,3 +270,124 @@ describe("the async transport", function()
     end)
   end)
 end)
+
+-- A multi handle reuses its easy handles and sets again only the options
+-- that changed since a handle's last request (bulk runs send the same URL
+-- and headers every time): each change must still reach the next request.
+describe("a reused curl transfer", function()
+  local core = require "dingtalk.recall.core"
+  local s
+  setup(function() s = sim.start { tls = true } end)
+  teardown(function() if s then s:stop() end end)
+
+  it("takes every changed option of the next request, on one handle", function()
+    local CID = "cidReuse"
+    local keys = s:seed_keys(5, CID)
+    -- The usual options, one of them changed (name, value).
+    local function opts_with(name, value)
+      local o = { access_token = s.token, endpoint = s.url, ca_file = s.ca_file, timeout = 5 }
+      if name then o[name] = value end
+      return o
+    end
+    local opts = opts_with()
+    local function built(o, key)
+      return assert(core.build({ openConversationId = CID, robotCode = s.robot, processQueryKeys = { key } }, o))
+    end
+    local m = curl.multi { max_connections = 1 }
+    local function one(b)
+      local id = assert(m:start(b, "t"))
+      local done
+      repeat done = m:perform(1) until #done > 0
+      assert.are.equal(1, #done)
+      assert.are.equal(id, done[1].id)
+      assert.are.equal(0, m:in_flight())
+      return done[1]
+    end
+    local function recalled(c, key)
+      assert.is_nil(c.error, tostring(c.error))
+      local res = assert(core.parse(c.status, c.headers, c.body, s.token))
+      assert.are.same({ key }, res.successResult)
+    end
+    recalled(one(built(opts, keys[1])), keys[1])
+    -- Another token (a header): the server must see the new one.
+    local bad = one(built(opts_with("access_token", "tok-WRONG"), keys[2]))
+    local _, err = core.parse(bad.status, bad.headers, bad.body, "tok-WRONG")
+    assert.are.equal("InvalidAuthentication", err.code)
+    -- A smaller answer cap, then the usual one again.
+    s:script { recall = { "huge" } }
+    local capped = one(built(opts_with("max_response_bytes", 65536), keys[5]))
+    assert.are.equal("response.too_large", capped.error and capped.error.code)
+    recalled(one(built(opts, keys[2])), keys[2])
+    -- No CA file: the simulator's certificate is refused, then trusted again.
+    assert.are.equal("transport.tls", one(built(opts_with("ca_file", nil), keys[3])).error.code)
+    recalled(one(built(opts, keys[3])), keys[3])
+    -- Another URL (a path of the same server that answers 404).
+    local other = built(opts, keys[4])
+    other.url = other.url:gsub("/recall$", "/nowhere")
+    local nf = one(other)
+    assert.are.equal(404, nf.status)
+    recalled(one(built(opts, keys[4])), keys[4])
+    m:close()
+    assert.is_true(s:stats().recalled >= 4)
+  end)
+end)
+
+-- m:start_batch: the engine's batches through the curl transport, without
+-- a built table: the same bytes as core.build_batch, whatever the handle
+-- sent before.
+describe("m:start_batch", function()
+  local core = require "dingtalk.recall.core"
+  local hh = require "spec.helpers.hostile_http"
+  local srv
+  -- Echoes the request body, and the token as the request id.
+  setup(function()
+    srv = hh.start { kind = "raw", status = 200, body = "%BODY%", headers = { ["x-acs-request-id"] = "%TOKEN%" } }
+  end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("sends what core.build_batch builds, on one handle, for every batch, token and request between", function()
+    local keys = {}
+    for i = 1, 45 do keys[i] = ('key%02d "quoted" \\ é'):format(i) end
+    local plan = assert(core.plan("cidDirect", "dingDirect", keys))
+    local target = core.target { endpoint = srv.url, robot_code = "dingDirect", timeout = 5 }
+    local m = curl.multi { max_connections = 1 }
+    local function done()
+      local d
+      repeat d = m:perform(1) until #d > 0
+      assert.are.equal(1, #d)
+      assert.is_nil(d[1].error, tostring(d[1].error))
+      return d[1]
+    end
+    local sent = 0
+    for i = 1, plan.nbatches do
+      -- the last token of a batch is the first of the next: after the
+      -- request between, the same target and token must start over
+      for _, tok in ipairs { "tok-B", "tok-A", "tok-A", "tok-B" } do
+        local id = assert(m:start_batch(plan, core.batch(plan, i), target, tok, { i = i }))
+        local c = done()
+        sent = sent + 1
+        assert.are.equal(id, c.id)
+        assert.are.equal(i, c.tag.i)
+        assert.are.equal(core.build_batch(plan, i, target, tok).body, c.body)
+        assert.are.equal(tok, c.headers["x-acs-request-id"])
+      end
+      -- Another request on the same handle (another URL and headers): the next batch starts over.
+      local other = assert(core.build({ openConversationId = "cidOther", robotCode = "dingOther",
+        processQueryKeys = { "k" } }, { endpoint = srv.url .. "/base", access_token = "tok-C" }))
+      assert(m:start(other, "other"))
+      assert.are.equal("tok-C", done().headers["x-acs-request-id"])
+      sent = sent + 1
+    end
+    -- A token the builder refuses: nil, err, true, and nothing sent.
+    local res, err, refused = m:start_batch(plan, core.batch(plan, 1), target, "bad\ntoken", "x")
+    assert.is_nil(res)
+    assert.is_true(core.is_error(err))
+    assert.is_true(refused)
+    assert.are.equal(0, m:in_flight())
+    assert.are.equal(sent, srv:requests())
+    assert.has_error(function() m:start_batch(plan, {}, target, "tok-A") end)
+    assert.has_error(function() m:start_batch(plan, core.batch(plan, 1), {}, "tok-A") end)
+    assert.has_error(function() m:start_batch({}, core.batch(plan, 1), target, "tok-A") end)
+    m:close()
+  end)
+end)

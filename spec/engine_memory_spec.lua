@@ -2,45 +2,12 @@
 -- tables), the engine holds only the batches in flight, the report's
 -- recalled array is made at its final size, and the run paces the
 -- collector so that its garbage does not double the caller's heap.
--- A transport that answers at once (no clock, no sockets).
+-- A transport that answers at once (no clock, no sockets: spec.helpers.instant).
 local core = require "dingtalk.recall.core"
 local recall = require "dingtalk.recall"
 
--- Answers every request at once, every key recalled.  on_start(built) is
--- called per request.
-local function instant(on_start)
-  local pending = {}
-  return {
-    now = os.clock,
-    start = function(_, built, tag)
-      if on_start then on_start(built) end
-      local ks = built.body:match('"processQueryKeys":(%b[])')
-      pending[#pending + 1] = { tag = tag, status = 200, headers = { ["content-type"] = "application/json" },
-        body = '{"successResult":' .. ks .. ',"failedResult":{}}' }
-      return true
-    end,
-    poll = function()
-      local done = pending
-      pending = {}
-      return done
-    end,
-  }
-end
-
--- n keys like the server's: 44 base64 characters, random (fixed seed).
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local function keys_of(n)
-  math.randomseed(n)
-  local t, chars = {}, {}
-  for i = 1, n do
-    for j = 1, 43 do
-      local r = math.random(1, 64)
-      chars[j] = B64:sub(r, r)
-    end
-    t[i] = table.concat(chars) .. "="
-  end
-  return t
-end
+local instant = require("spec.helpers.instant").transport
+local keys_of = require("spec.helpers.instant").keys
 
 local function client(T)
   return assert(recall.client { robot_code = "dingMem", access_token = "tok-mem", transport = T, qps = 0,

@@ -37,7 +37,9 @@
 --
 -- The engine only calls transport.now(), transport:start(built, tag) and
 -- transport:poll(wait) (which waits up to `wait` seconds when nothing is in
--- flight); with a fake transport and clock every path runs in milliseconds.
+-- flight), and a batch's start_batch(plan, keys, target, token, tag) when the
+-- transport has that field; with a fake transport and clock every path runs
+-- in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local pacer = require "dingtalk.recall.engine.pacer"
@@ -317,7 +319,12 @@ end
 function Run:start(job, token, t)
   local built, err
   local e = self.e
-  if job.kind == "batch" then
+  -- A transport with a start_batch field of its own (not inherited: a wrapper
+  -- of start() sees every request) sends a batch without a built table.
+  local direct = job.kind == "batch" and rawget(self.T, "start_batch")
+  if direct then
+    built = true
+  elseif job.kind == "batch" then
     built, err = core.build_batch(job.plan, job.i, e.target, token)
   elseif job.kind == "token" then
     built, err = self.tm:build(e.target, t)
@@ -329,7 +336,13 @@ function Run:start(job, token, t)
   end
   if not built then return self:fail(job, err) end
   job.token = token
-  local ok, serr = self.T:start(built, job)
+  local ok, serr, refused
+  if direct then
+    ok, serr, refused = direct(self.T, job.plan, job.keys, e.target, token, job)
+    if refused then return self:fail(job, serr) end -- the builder's answer: nothing sent
+  else
+    ok, serr = self.T:start(built, job)
+  end
   if not ok then
     if not self:retry(job, serr, t) then self:complete_failed(job, serr) end
     return

@@ -1,7 +1,8 @@
 --- The libcurl transport for plain Lua and the CLI: one multi handle,
 -- connections reused, transfers driven by libcurl's socket and timer
 -- callbacks (curl_multi_socket_action, poll()).  The engine
--- asks it for three things: now(), start(built, tag) and poll(wait).
+-- asks it for now(), start(built, tag) and poll(wait), and for recall
+-- batches start_batch(plan, keys, target, token, tag).
 local curl = require "dingtalk.recall.curl"
 
 local M = {}
@@ -12,6 +13,10 @@ function M.new(opts)
   return setmetatable({
     multi = curl.multi { max_connections = opts.max_connections },
     name = "curl",
+    -- A field, not only a method: the engine uses it when the transport
+    -- itself has it, so a wrapper that proxies this one through __index
+    -- (to log or count start()) still sees every request in start().
+    start_batch = M.start_batch,
   }, M)
 end
 
@@ -22,10 +27,16 @@ M.now = curl.now
 -- limiter, a Redis round trip, before it polls); tag comes back with its
 -- completion from poll().
 function M:start(built, tag)
-  local id, err = self.multi:add(built, tag)
-  if not id then return nil, err end
-  self.multi:drive() -- what finishes stays queued for poll()
-  return id
+  return self.multi:start(built, tag) -- what finishes stays queued for poll()
+end
+
+--- Starts batch `keys` (core.batch(plan, i)) of `plan` for `target` with
+-- `token`: the request core.build_batch(plan, i, target, token) builds,
+-- sent like start() without a built table (a handle keeps the URL and
+-- headers of its last batch and writes only the body).  -> id | nil, err
+-- [, true when the builder refused it: nothing was sent].
+function M:start_batch(plan, keys, target, token, tag)
+  return self.multi:start_batch(plan, keys, target, token, tag)
 end
 
 --- Waits up to `wait` seconds for completions; returns an array of
