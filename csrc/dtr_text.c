@@ -243,16 +243,51 @@ bad:
  * JSON writing
  * ------------------------------------------------------------------- */
 
+/* 1 for the bytes that go into a JSON string as they are (no escape):
+ * all but the controls, DEL, '"' and '\\'. */
+static const unsigned char dtr_json_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+#define DTR_JSON_PLAIN(c) (dtr_json_plain[(c)] != 0)
+
 /* Writes s as a JSON string (with quotes) at dst, or only measures it
- * when dst is NULL.  Returns the number of bytes. */
+ * when dst is NULL.  Returns the number of bytes.  Runs of plain bytes
+ * are copied whole (keys are almost always plain). */
 size_t dtr_json_string(char *dst, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i, w = 0;
+    size_t i = 0, w = 0;
 #define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
     DTR_PUT('"');
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    while (i < n) {
+        size_t j = i;
+        unsigned char c;
+        while (j < n && DTR_JSON_PLAIN((unsigned char)s[j]))
+            j++;
+        if (j > i) {
+            if (dst)
+                memcpy(dst + w, s + i, j - i);
+            w += j - i;
+            i = j;
+            if (i == n)
+                break;
+        }
+        c = (unsigned char)s[i++];
         switch (c) {
         case '"': DTR_PUT('\\'); DTR_PUT('"'); break;
         case '\\': DTR_PUT('\\'); DTR_PUT('\\'); break;
@@ -261,13 +296,9 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
         case '\t': DTR_PUT('\\'); DTR_PUT('t'); break;
         case '\b': DTR_PUT('\\'); DTR_PUT('b'); break;
         case '\f': DTR_PUT('\\'); DTR_PUT('f'); break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
-                DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
-            } else {
-                DTR_PUT((char)c);
-            }
+        default: /* the other controls and DEL */
+            DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
+            DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
         }
     }
     DTR_PUT('"');
@@ -306,10 +337,22 @@ static size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
 {
-    size_t n = dtr_json_object(NULL, f, nf);
-    char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
-    dtr_json_object(buf, f, nf);
+    char small[8192]; /* a batch of 20 usual keys: no allocation but the string */
+    size_t n = 2, i; /* an upper bound first: every byte escaped as \u00XX */
+    int j;
+    char *buf = small;
+    for (i = 0; i < (size_t)nf && n <= sizeof small; i++) {
+        n += 6 * strlen(f[i].name) + 6;
+        for (j = 0; j < (f[i].count < 0 ? 1 : f[i].count) && n <= sizeof small; j++)
+            n += 6 * f[i].vals[j].n + 3;
+    }
+    if (n > sizeof small) {
+        n = dtr_json_object(NULL, f, nf);
+        buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+    }
+    n = dtr_json_object(buf, f, nf);
     lua_pushlstring(L, buf, n);
-    lua_remove(L, -2);
+    if (buf != small)
+        lua_remove(L, -2);
 }
 
