@@ -5,7 +5,7 @@
 -- run:loop(); nothing else uses this module.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
-local render = require "dingtalk.recall.report.render"
+local redaction = require "dingtalk.recall.report.redact"
 
 local M = {}
 
@@ -142,7 +142,7 @@ end
 -- before anyone (report, tostring, CLI, Neovim, logs) sees it.  Codes are
 -- read for retries and fatality before this, so redaction cannot mislead.
 function Run:fail(job, err)
-  err = render.redact_error(err, self:secrets(job))
+  err = redaction.redact_error(err, self:secrets(job))
   if job.kind == "batch" then
     self:batch_done(job, report.fail(self.stats, job.keys, err))
   elseif job.kind == "token" then
@@ -293,7 +293,7 @@ function Run:complete(c, t)
     end
   end
   if result and type(result) == "table" and type(result.request_id) == "string" then
-    result.request_id = render.redact(result.request_id, self:secrets(job))
+    result.request_id = redaction.redact(result.request_id, self:secrets(job))
   end
   if result then
     if job.kind == "batch" then
