@@ -24,6 +24,19 @@ static unsigned long dtr_dedupe_hash(const char *s, size_t n)
     return h;
 }
 
+/* A cheaper hash for the few-keys pass, whose cost is bounded whatever the
+ * keys: the length and the first and last eight bytes (FNV-1a below
+ * eight). */
+static uint64_t dtr_dedupe_quick(const char *s, size_t n)
+{
+    uint64_t a, b;
+    if (n < 8)
+        return dtr_dedupe_hash(s, n);
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+    return (a ^ (b * 0x9e3779b97f4a7c15ULL) ^ n) * 0xff51afd7ed558ccdULL;
+}
+
 /* The state of a key that is no duplicate: keep or bad. */
 static unsigned char dtr_dedupe_check(const dtr_str *k)
 {
@@ -76,13 +89,13 @@ static void dtr_dedupe_mark(lua_State *L, int idx, size_t n, unsigned char *stat
 static void dtr_dedupe_few(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
 {
     dtr_str k[DTR_DEDUPE_FEW];
-    unsigned long h[DTR_DEDUPE_FEW];
+    uint64_t h[DTR_DEDUPE_FEW];
     size_t i, j;
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, idx, (int)i + 1);
         k[i].s = lua_tolstring(L, -1, &k[i].n); /* anchored by the keys table */
         lua_pop(L, 1);
-        h[i] = dtr_dedupe_hash(k[i].s, k[i].n);
+        h[i] = dtr_dedupe_quick(k[i].s, k[i].n);
         state[i] = DTR_KEY_KEEP;
         for (j = 0; j < i; j++) {
             if (h[j] == h[i] && state[j] != DTR_KEY_DUP && k[j].n == k[i].n &&

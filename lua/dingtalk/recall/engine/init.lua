@@ -94,6 +94,7 @@ end
 -- A run that takes over a single batch (below) where its happy path ends.
 local function take_over(self, r, plan, ambiguous, token, t)
   local run = new_run(self, r)
+  r.recalled = core.new_array(r.total) -- filled in order, never grown
   run.hooks, run.ambiguous, run.total = NOFLAGS, ambiguous, r.total
   run.plans[1] = plan -- its one batch is taken: nothing left fresh
   run.token, run.token_at = token, t
@@ -116,7 +117,6 @@ local function run_single(self, plan, ambiguous, t0)
   if not built or (lim and lim:acquire(T.now()) ~= 0) then return nil end
   local r = report.new()
   r.total = plan.total
-  r.recalled = core.new_array(r.total) -- filled in order, never grown
   local job = runs.batch_job(plan, 1, 1)
   job.started, job.token = true, token
   local ok, serr = T:start(built, job)
@@ -140,7 +140,7 @@ local function run_single(self, plan, ambiguous, t0)
     run:loop()
     return r
   end
-  report.classify(r, job.keys, result, ambiguous)
+  report.classify(r, job.keys, result, ambiguous, true) -- the batch is the job's alone
   return r
 end
 

@@ -137,8 +137,8 @@ end
 -- "^%s*(.-)%s*$" tries every length): whitespace as %s, digits as %d, hex
 -- digits as %x (their values).
 local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
-local HEX = {}
-for i = 0, 9 do HEX[48 + i] = i end
+local HEX, DIGIT = {}, {}
+for i = 0, 9 do HEX[48 + i], DIGIT[48 + i] = i, true end
 for i = 10, 15 do HEX[55 + i], HEX[87 + i] = i, i end
 
 -- s from `from` on without the whitespace at either end.
@@ -157,9 +157,7 @@ local function status_line(line)
   if h ~= 72 or t1 ~= 84 or t2 ~= 84 or p ~= 80 or sl ~= 47 or dot ~= 46 or sp ~= 32 then
     return nil
   end
-  for _, d in ipairs { v1, v2, s1, s2, s3 } do
-    if not (d and d >= 48 and d <= 57) then return nil end
-  end
+  if not (DIGIT[v1] and DIGIT[v2] and DIGIT[s1] and DIGIT[s2] and DIGIT[s3]) then return nil end
   return str_sub(line, 6, 8), (s1 - 48) * 100 + (s2 - 48) * 10 + (s3 - 48)
 end
 
@@ -273,7 +271,7 @@ function M.read_response(req, r)
     end
   end
   if r.pos <= #r.buf then reusable = false end -- bytes beyond the answer: do not trust the connection
-  return { status = status, headers = headers, body = concat(parts) }, reusable
+  return { status = status, headers = headers, body = parts[2] and concat(parts) or parts[1] or "" }, reusable
 end
 
 return M
