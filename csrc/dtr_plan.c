@@ -191,7 +191,7 @@ static int dtr_l_plan(lua_State *L)
     }
     if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 8); /* its eight fields, the keys slot among them */
     plan = lua_gettop(L);
     lua_createtable(L, (int)nkeep, 0);
     store = lua_gettop(L);

@@ -53,9 +53,11 @@ function Run:pending()
 end
 
 -- Batch jobs: {kind = "batch", plan, i, p (plan index), keys, attempts, ...}
+-- (What every batch job shares is read through its metatable: a job's own
+-- fields then fit in eight slots.)
+local BATCH = { __index = { kind = "batch", needs_token = true, limited = true } }
 local function batch_job(plan, p, i)
-  return { kind = "batch", plan = plan, p = p, i = i, keys = core.batch(plan, i), attempts = 0, needs_token = true,
-    limited = true }
+  return setmetatable({ plan = plan, p = p, i = i, keys = core.batch(plan, i), attempts = 0 }, BATCH)
 end
 
 -- The next fresh batch in round-robin order, without taking it.
