@@ -34,12 +34,8 @@ describe("engine", function()
     end)
 
     it("waits at least a second after a QPS-limit answer and counts it throttled", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi") end
-        return fake.ok(req)
-      end }
+      local T = h.answers { function() return fake.code(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi") end,
+        fake.ok }
       local rep = assert(client(T, { backoff_base = 0.01 }):recall("cidQps", { "k" }))
       assert.is_true(rep.ok)
       assert.are.equal(1, rep.throttled)
@@ -53,12 +49,7 @@ describe("engine", function()
         if err then err.retry_after = 1e6 end
         return r, err
       end
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(500, "system.error") end
-        return fake.ok(req)
-      end }
+      local T = h.answers { function() return fake.code(500, "system.error") end, fake.ok }
       local ok, rep = pcall(function()
         return assert(client(T, { retry_after_max = 7 }):recall("cidRA", { "k" }))
       end)
@@ -70,12 +61,8 @@ describe("engine", function()
     end)
 
     it("counts an already-recalled answer after a lost answer as recalled, not before", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return { error = core.error("transport.timeout", "lost") } end
-        return fake.ok(req, { k1 = "ALREADY_RECALLED" })
-      end }
+      local T = h.answers { function() return { error = core.error("transport.timeout", "lost") } end,
+        function(req) return fake.ok(req, { k1 = "ALREADY_RECALLED" }) end }
       local rep = assert(client(T):recall("cidAmb", { "k1", "k2" }))
       assert.is_true(rep.ok)
       assert.are.same({ "k1" }, rep.already_recalled)
@@ -179,11 +166,8 @@ describe("engine", function()
       local reps, sent = {}, {}
       for mode = 1, 2 do
         tokens.clear_cache()
-        local n = 0
-        local T = fake.new { latency = 0.01, answer = function(req)
-          n = n + 1
-          return (answers[n] or answers[#answers])(req)
-        end, refuse_start = extra and extra.refuse_start and extra.refuse_start() }
+        local T = h.answers(answers, { latency = 0.01, refuse_start = extra and extra.refuse_start and
+          extra.refuse_start() })
         local o = {}
         for k, v in pairs(extra or {}) do if k ~= "refuse_start" then o[k] = v end end
         local c = client(T, o)

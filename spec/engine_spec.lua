@@ -99,12 +99,7 @@ describe("engine", function()
 
   describe("hooks", function()
     it("calls on_batch_start before each batch's first attempt and on_batch_done once, in order", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(500, "system.error") end
-        return fake.ok(req)
-      end }
+      local T = h.answers { function() return fake.code(500, "system.error") end, fake.ok }
       local c = client(T, { concurrency = 1 })
       local events = {}
       local plan = assert(core.plan("cidHooks", "dingRobot", keys_of("h", 25)))

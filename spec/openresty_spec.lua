@@ -41,10 +41,7 @@ describe("openresty transport", function()
     if s then s:stop() end
   end)
 
-  before_each(function()
-    s:script { clear = true }
-    s:config { latency = 0, qps = 0 }
-  end)
+  before_each(function() ortest.fresh(s) end)
 
   local function in_nginx(args, path, server)
     local status, body = (server or n):request("POST", path or "/recall", { body = json.encode(args), timeout = 60 })

@@ -2,6 +2,7 @@
 -- over a fake transport, and counters of the core's planning calls.
 local core = require "dingtalk.recall.core"
 local recall = require "dingtalk.recall"
+local fake = require "spec.helpers.fake_transport"
 
 local M = {}
 
@@ -34,6 +35,18 @@ function M.count_core()
   return counts, function()
     for name, f in pairs(orig) do core[name] = f end
   end
+end
+
+--- A fake transport whose n-th answer is replies[n](req) (the last reply
+-- for every later request); o: more options of fake.new.
+function M.answers(replies, o)
+  local n, opts = 0, {}
+  for k, v in pairs(o or {}) do opts[k] = v end
+  opts.answer = function(req)
+    n = n + 1
+    return (replies[n] or replies[#replies])(req)
+  end
+  return fake.new(opts)
 end
 
 return M

@@ -77,6 +77,13 @@ local function base(s, extra)
   return o
 end
 
+-- Before each test: the simulator s without scripted answers, latency or
+-- QPS limit.
+local function fresh(s)
+  s:script { clear = true }
+  s:config { latency = 0, qps = 0 }
+end
+
 -- Asserts an nginx error log holds no error, alert or warning line.
 local function clean_log(log)
   assert(not log:match("[^\n]*%[error%][^\n]*"), log:match("[^\n]*%[error%][^\n]*"))
@@ -85,6 +92,6 @@ local function clean_log(log)
 end
 
 M.SERVER, M.conf, M.copy, M.ids, M.shape, M.first_error = SERVER, conf, copy, ids, shape, first_error
-M.base, M.clean_log = base, clean_log
+M.base, M.clean_log, M.fresh = base, clean_log, fresh
 
 return M
