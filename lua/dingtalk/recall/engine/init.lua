@@ -130,13 +130,15 @@ local function run_single(self, plan, ambiguous, t0)
   local done = T:poll(runs.MAX_POLL)
   while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
   local c = done[1]
-  local result = not c.error and core.parse(c.status, c.headers, c.body, token, job.keys)
+  local result = done[2] == nil and c.tag == job and not c.error and
+    core.parse(c.status, c.headers, c.body, token, job.keys)
   -- The usual answer (successResult is the batch itself) needs no request
   -- id: nothing then reads it, and the result is dropped.
   if not result or result.successResult ~= job.keys then
     local run = take_over(self, r, plan, ambiguous, token, t0)
-    run.in_flight = 1
-    run:complete(c, T.now())
+    local t2 = T.now()
+    run.in_flight = #done -- (more than one: as the run's loop, which completes what comes)
+    for i = 1, #done do run:complete(done[i], t2) end
     run:loop()
     return r
   end
