@@ -29,13 +29,21 @@ local READ_CHUNK = 16384
 local Reader = {}
 Reader.__index = Reader
 
---- new_reader(sock, deadline, now [, set_ms]): deadline on the clock now()
--- (the transport's: one clock for the deadline and the reads); set_ms: the
--- read timeout the socket already has (ms), so a read that comes at once
--- after it sets no timeout again.
-function M.new_reader(sock, deadline, now, set_ms)
-  return setmetatable({ sock = sock, deadline = deadline, now = now, buf = "", pos = 1, received = 0,
-    set_ms = set_ms }, Reader)
+--- new_reader(sock, deadline, now [, set_ms [, reuse]]): deadline on the
+-- clock now() (the transport's: one clock for the deadline and the reads);
+-- set_ms: the read timeout the socket already has (ms), so a read that
+-- comes at once after it sets no timeout again; reuse: a reader done with
+-- (see release), made ready for this socket instead of a new one.
+function M.new_reader(sock, deadline, now, set_ms, reuse)
+  local r = reuse or setmetatable({}, Reader)
+  r.sock, r.deadline, r.now, r.buf, r.pos, r.received, r.set_ms = sock, deadline, now, "", 1, 0, set_ms
+  return r
+end
+
+--- r:release() -> r, holding nothing (no socket, no bytes), for reuse.
+function Reader:release()
+  self.sock, self.buf, self.now = nil, "", nil
+  return self
 end
 
 -- Sets the socket's timeouts to what is left of the deadline (when that
