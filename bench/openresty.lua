@@ -2,9 +2,10 @@
 -- worker, through the library's OpenResty transport ("lib": client:recall;
 -- "transport": the transport's start/poll and core.parse alone, one batch)
 -- and through bare cosockets written by hand with cjson ("bare": the
--- baseline), against the stand-in (bench/standin.lua) in a second nginx,
--- over plain http and over https (TLS verified, connections kept alive), on
--- loopback.  A call is one batch of 20 keys, or ten batches (200 keys, 4 in
+-- baseline; "checked", one batch: the baseline plus the checks the client
+-- makes besides, see exchange below), against the stand-in
+-- (bench/standin.lua) in a second nginx, over plain http and over https
+-- (TLS verified, connections kept alive), on loopback.  A call is one batch of 20 keys, or ten batches (200 keys, 4 in
 -- flight: the client's default concurrency, and 4 light threads by hand).
 -- wrk drives each location in turn; the client worker's utime+stime
 -- (/proc/<pid>/stat) over the run, divided by the calls wrk completed, is
@@ -108,8 +109,47 @@ end
 
 -- The baseline: the same exchange by hand, over a pooled cosocket (TLS
 -- verified on a new connection), with cjson; a pooled connection the
--- server closed meanwhile is tried once more.
-local function exchange(https, batch)
+-- server closed meanwhile is tried once more.  checked: the row "bare +
+-- checks", the baseline plus what the client checks besides: every key
+-- once, non-empty, at most 1024 bytes, without control characters and
+-- UTF-8 when not ASCII (overlong forms aside); the status read before the
+-- body; the answer's size capped; JSON that does not decode an error, not
+-- a raise; every key of the batch found in successResult or failedResult.
+local CAP = 1048576
+local function utf8_ok(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF and 2) or (c >= 0xE0 and c <= 0xEF and 3)
+      or (c >= 0xF0 and c <= 0xF4 and 4)
+    if not len then return false end
+    for j = i + 1, i + len - 1 do
+      local b = s:byte(j)
+      if not b or b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+local function key_ok(k)
+  if type(k) ~= "string" or #k == 0 or #k > 1024 or k:find("[%%z\1-\31\127]") then return false end
+  return not k:find("[\128-\255]") or utf8_ok(k)
+end
+
+local function exchange(https, batch, checked)
+  local seen
+  if checked then
+    local send = {}
+    seen = {}
+    for _, k in ipairs(batch) do
+      assert(key_ok(k), "a key is not valid")
+      if not seen[k] then
+        seen[k] = true
+        send[#send + 1] = k
+      end
+    end
+    batch = send
+  end
   local sock = ngx.socket.tcp()
   sock:settimeouts(3000, 3000, 3000)
   assert(sock:connect("127.0.0.1", https and TLS_PORT or PORT, { pool = https and "bare-tls" or "bare" }))
@@ -120,6 +160,7 @@ local function exchange(https, batch)
     "\r\nContent-Type: application/json\r\nAccept: application/json\r\n" ..
     "x-acs-dingtalk-access-token: " .. TOKEN .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
   local status = assert(sock:receive("*l"))
+  if checked then assert(status:find("^HTTP/1%%.[01] 200 "), status) end
   local len
   while true do
     local l = assert(sock:receive("*l"))
@@ -129,21 +170,36 @@ local function exchange(https, batch)
   end
   local data
   if len then
+    assert(not checked or len <= CAP, "too large")
     data = assert(sock:receive(len))
   else -- chunked (the stand-in streams its answer)
-    local parts = {}
+    local parts, total = {}, 0
     while true do
       local size = tonumber(assert(sock:receive("*l")):match("^%%x+"), 16)
       if size == 0 then assert(sock:receive("*l")) break end
+      total = total + size
+      assert(not checked or total <= CAP, "too large")
       parts[#parts + 1] = assert(sock:receive(size))
       assert(sock:receive("*l"))
     end
     data = table.concat(parts)
   end
-  local doc = cjson.decode(data)
   sock:setkeepalive(30000, 32)
-  assert(status:find(" 200 ", 1, true))
-  return #doc.successResult
+  if not checked then
+    local doc = cjson.decode(data)
+    assert(status:find(" 200 ", 1, true))
+    return #doc.successResult
+  end
+  local ok, doc = pcall(cjson.decode, data)
+  assert(ok and type(doc) == "table" and type(doc.successResult) == "table", "not a recall answer")
+  local failed = type(doc.failedResult) == "table" and doc.failedResult or {}
+  local got, n = {}, 0
+  for _, k in ipairs(doc.successResult) do got[k] = true end
+  for _, k in ipairs(batch) do
+    assert(got[k] or failed[k] ~= nil, "a key the answer does not name")
+    if got[k] then n = n + 1 end
+  end
+  return n
 end
 
 local function batch_of(nb, b)
@@ -153,10 +209,15 @@ local function batch_of(nb, b)
   return batch
 end
 
-local function one(https, batch)
-  local ok, n = pcall(exchange, https, batch)
-  if not ok then n = exchange(https, batch) end
+local function one(https, batch, checked)
+  local ok, n = pcall(exchange, https, batch, checked)
+  if not ok then n = exchange(https, batch, checked) end
   return n
+end
+
+function M.checked()
+  local https = args()
+  ngx.print(one(https, keys[1], true))
 end
 
 function M.bare()
@@ -183,6 +244,7 @@ local client = nginx.start {
   workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
     '    location = /bare { content_by_lua_block { require("orbench").bare() } }\n' ..
+    '    location = /checked { content_by_lua_block { require("orbench").checked() } }\n' ..
     '    location = /transport { content_by_lua_block { require("orbench").transport() } }',
 }
 
@@ -211,7 +273,7 @@ local function path(loc, sc)
 end
 
 local function locations(sc)
-  if sc.batches == 1 then return { "lib", "transport", "bare" } end
+  if sc.batches == 1 then return { "lib", "transport", "bare", "checked" } end
   return { "lib", "bare" }
 end
 
@@ -272,15 +334,18 @@ for _, sc in ipairs(SCENARIOS) do
   end
   local lib, bare = median(res.lib), median(res.bare)
   local tr = res.transport and median(res.transport)
-  rows[#rows + 1] = { name = name, lib = lib, bare = bare, tr = tr }
-  print(("  %s median: client:recall %.1f us (%.2fx)%s, bare cosocket + cjson %.1f us (1.00x)"):format(
-    name, lib, lib / bare, tr and (", transport alone %.1f us (%.2fx)"):format(tr, tr / bare) or "", bare))
+  local ck = res.checked and median(res.checked)
+  rows[#rows + 1] = { name = name, lib = lib, bare = bare, tr = tr, ck = ck }
+  print(("  %s median: client:recall %.1f us (%.2fx)%s, bare cosocket + cjson %.1f us (1.00x)%s"):format(
+    name, lib, lib / bare, tr and (", transport alone %.1f us (%.2fx)"):format(tr, tr / bare) or "", bare,
+    ck and (", bare + checks %.1f us (%.2fx; client:recall %.2fx of it)"):format(ck, ck / bare, lib / ck) or ""))
 end
 cleanup()
 
 print(("\nmedians (us of worker CPU per call; ratio to the bare baseline); load average after: %s"):format(loadavg()))
-print(("%-18s %16s %18s %10s"):format("call", "client:recall", "transport alone", "bare"))
+print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
 for _, r in ipairs(rows) do
-  print(("%-18s %9.1f %5.2fx %18s %10.1f"):format(r.name, r.lib, r.lib / r.bare,
-    r.tr and ("%9.1f %5.2fx"):format(r.tr, r.tr / r.bare) or "-", r.bare))
+  print(("%-18s %9.1f %5.2fx %18s %10.1f %18s"):format(r.name, r.lib, r.lib / r.bare,
+    r.tr and ("%9.1f %5.2fx"):format(r.tr, r.tr / r.bare) or "-", r.bare,
+    r.ck and ("%9.1f %5.2fx"):format(r.ck, r.ck / r.bare) or "-"))
 end

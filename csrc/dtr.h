@@ -8,12 +8,13 @@
  *
  * The modules and their units (each with its own header and *_open):
  *   dingtalk.recall.core     dtr_module.c (entry), dtr_lua.c, dtr_error.c,
- *                            dtr_codes.c, dtr_text.c, dtr_encode.c,
- *                            dtr_decode.c, dtr_plan.c, dtr_target.c, dtr_sign.c
+ *                            dtr_codes.c, dtr_text.c, dtr_options.c,
+ *                            dtr_encode.c, dtr_decode.c, dtr_answer.c,
+ *                            dtr_plan.c, dtr_dedupe.c, dtr_target.c, dtr_sign.c
  *   dingtalk.recall.curl     dtr_curl.c (entry), dtr_xfer.c, dtr_spec.c,
  *                            dtr_multi.c, dtr_batch.c, dtr_clock.c, the plan
  *                            units (m:start_batch reads plans with them),
- *                            and the sans-I/O units above but plan and sign
+ *                            and the sans-I/O units above but sign
  *   dingtalk.recall.journal  dtr_journal.c (entry), dtr_jline.c, dtr_jsync.c,
  *                            dtr_files.c, dtr_lua.c, dtr_error.c, dtr_codes.c
  */

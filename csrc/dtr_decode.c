@@ -11,6 +11,7 @@
 #include "dtr.h"
 #include "dtr_error.h"
 #include "dtr_decode.h"
+#include "dtr_answer.h"
 
 /* ---------------------------------------------------------------------
  * Decoding
@@ -243,8 +244,25 @@ static int dtr_decode_success(lua_State *L, enum dtr_kind kind, int status, int 
     return 1;
 }
 
+/* Pushes the result of the usual answer to the batch at keys (see
+ * dtr_answer.h): successResult is the batch's own array. */
+static int dtr_push_usual(lua_State *L, int headers, int keys, const dtr_str *rid)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, keys);
+    lua_setfield(L, -2, "successResult");
+    lua_newtable(L);
+    lua_setfield(L, -2, "failedResult");
+    if (rid->s != NULL)
+        lua_pushlstring(L, rid->s, rid->n);
+    else
+        dtr_push_request_id(L, 0, headers);
+    lua_setfield(L, -2, "request_id");
+    return 1;
+}
+
 /* The decoder proper; dtr_decode below adds the redaction. */
-static int dtr_decode_raw(lua_State *L, enum dtr_kind kind, int status, int headers, int body)
+static int dtr_decode_raw(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int keys)
 {
     int obj;
     const char *code = NULL;
@@ -258,6 +276,13 @@ static int dtr_decode_raw(lua_State *L, enum dtr_kind kind, int status, int head
     }
     if (status < 200 || status > 599)
         return dtr_push_invalid(L, status, headers, "not an HTTP status");
+    if (keys != 0 && kind == DTR_KIND_RECALL && status >= 200 && status < 300) {
+        size_t bn;
+        const char *b = lua_tolstring(L, body, &bn);
+        dtr_str rid;
+        if (dtr_answer_usual(L, b, bn, keys, &rid))
+            return dtr_push_usual(L, headers, keys, &rid);
+    }
     if (!dtr_decode_json(L, body))
         return dtr_push_invalid(L, status, headers,
                                 status >= 300 ? "the error answer is not JSON (an HTML page from a gateway?)"
@@ -337,9 +362,9 @@ static void dtr_redact_result(lua_State *L, int secrets_idx)
  * caller passed survives in any text of the error: the server may echo
  * one in the code, the message or the request id (body or header).
  */
-int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets)
+int dtr_decode_keys(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets, int keys)
 {
-    int n = dtr_decode_raw(L, kind, status, headers, body);
+    int n = dtr_decode_raw(L, kind, status, headers, body, keys);
     if (n == 2)
         dtr_redact_error(L, secrets);
     else
@@ -347,16 +372,24 @@ int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int bo
     return n;
 }
 
+int dtr_decode(lua_State *L, enum dtr_kind kind, int status, int headers, int body, int secrets)
+{
+    return dtr_decode_keys(L, kind, status, headers, body, secrets, 0);
+}
+
 /* Shared front of core.parse, parse_send and parse_token:
- * (status, headers, body [, secrets]). */
+ * (status, headers, body [, secrets [, keys]]); keys (core.parse only):
+ * the batch sent, an array of strings. */
 static int dtr_parse_kind(lua_State *L, enum dtr_kind kind)
 {
     int status = (int)luaL_checkinteger(L, 1);
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checkstring(L, 3);
-    lua_settop(L, 4);
-    return dtr_decode(L, kind, status, 2, 3, 4);
+    if (kind == DTR_KIND_RECALL && !lua_isnoneornil(L, 5))
+        luaL_checktype(L, 5, LUA_TTABLE);
+    lua_settop(L, 5);
+    return dtr_decode_keys(L, kind, status, 2, 3, 4, kind == DTR_KIND_RECALL && !lua_isnil(L, 5) ? 5 : 0);
 }
 
 static int dtr_l_parse(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_RECALL); }

@@ -24,6 +24,27 @@ static unsigned long dtr_dedupe_hash(const char *s, size_t n)
     return h;
 }
 
+/* A cheaper hash for the few-keys pass, whose cost is bounded whatever the
+ * keys: the length and the first and last eight bytes (FNV-1a below
+ * eight). */
+static uint64_t dtr_dedupe_quick(const char *s, size_t n)
+{
+    uint64_t a, b;
+    if (n < 8)
+        return dtr_dedupe_hash(s, n);
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+    return (a ^ (b * 0x9e3779b97f4a7c15ULL) ^ n) * 0xff51afd7ed558ccdULL;
+}
+
+/* The state of a key that is no duplicate: keep or bad. */
+static unsigned char dtr_dedupe_check(const dtr_str *k)
+{
+    if (k->n == 0 || k->n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k->s, k->n) != 0)
+        return DTR_KEY_BAD;
+    return DTR_KEY_KEEP;
+}
+
 /* First pass, raising nothing: marks each entry of the array at idx (n
  * strings) keep, duplicate or bad in state[0..n-1], with an open-addressing
  * set of entry numbers (slots: a power of two above 2n, zeroed).  Counts
@@ -55,13 +76,41 @@ static void dtr_dedupe_mark(lua_State *L, int idx, size_t n, unsigned char *stat
             continue;
         }
         slots[at] = (uint32_t)i;
-        if (k.n == 0 || k.n > DTR_MAX_FIELD || dtr_text_check((const unsigned char *)k.s, k.n) != 0) {
-            state[i - 1] = DTR_KEY_BAD;
+        state[i - 1] = dtr_dedupe_check(&k);
+        if (state[i - 1] == DTR_KEY_BAD)
             (*nbad)++;
-        } else {
-            state[i - 1] = DTR_KEY_KEEP;
+        else
             (*nkeep)++;
+    }
+}
+
+/* A few keys (a batch or so): each compared with the earlier ones that are
+ * no duplicates, with no set and no allocation. */
+static void dtr_dedupe_few(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
+{
+    dtr_str k[DTR_DEDUPE_FEW];
+    uint64_t h[DTR_DEDUPE_FEW];
+    size_t i, j;
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, (int)i + 1);
+        k[i].s = lua_tolstring(L, -1, &k[i].n); /* anchored by the keys table */
+        lua_pop(L, 1);
+        h[i] = dtr_dedupe_quick(k[i].s, k[i].n);
+        state[i] = DTR_KEY_KEEP;
+        for (j = 0; j < i; j++) {
+            if (h[j] == h[i] && state[j] != DTR_KEY_DUP && k[j].n == k[i].n &&
+                memcmp(k[j].s, k[i].s, k[i].n) == 0) {
+                state[i] = DTR_KEY_DUP;
+                break;
+            }
         }
+        if (state[i] == DTR_KEY_DUP)
+            continue;
+        state[i] = dtr_dedupe_check(&k[i]);
+        if (state[i] == DTR_KEY_BAD)
+            (*nbad)++;
+        else
+            (*nkeep)++;
     }
 }
 
@@ -74,6 +123,10 @@ int dtr_dedupe(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nk
     lua_Alloc alloc = lua_getallocf(L, &ud);
     size_t nslots = 16, bytes;
     uint32_t *slots;
+    if (n <= DTR_DEDUPE_FEW) {
+        dtr_dedupe_few(L, idx, n, state, nkeep, nbad);
+        return 1;
+    }
     while (nslots < 2 * n)
         nslots *= 2; /* n <= 2^31 - 1: at most 2^32 */
     if (nslots > ((size_t)-1) / sizeof *slots)

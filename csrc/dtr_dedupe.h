@@ -16,6 +16,10 @@ DTR_HIDDEN_BEGIN
 #define DTR_KEY_KEEP 1
 #define DTR_KEY_BAD 2
 
+/* Up to this many keys are deduplicated by comparing each with the earlier
+ * ones (no set); the state of that many fits on the caller's stack. */
+#define DTR_DEDUPE_FEW 32
+
 /* Marks each of the n strings of the array at idx keep, duplicate (a
  * later copy of a kept or bad key) or bad (empty, too long, control
  * characters, invalid UTF-8) in state[0..n-1], and counts the kept and

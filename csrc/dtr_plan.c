@@ -146,7 +146,7 @@ static int dtr_l_plan(lua_State *L)
     dtr_str cid, robot;
     dtr_err e;
     size_t n, i, total = 0, ninvalid = 0, nkeep = 0, nbad = 0;
-    unsigned char *state;
+    unsigned char *state, few[DTR_DEDUPE_FEW];
     int plan, store, invalid;
     lua_settop(L, 3);
     /* Types first: a wrong type raises whatever the values. */
@@ -181,12 +181,17 @@ static int dtr_l_plan(lua_State *L)
             return dtr_push_err(L, &e);
         }
     }
-    /* One byte per entry (a userdata: freed by the collector if
-     * anything below raises), then the set, freed at once. */
-    state = (unsigned char *)dtr_newuserdata(L, n); /* at 4 */
+    /* One byte per entry (a few on the stack, else a userdata: freed by
+     * the collector if anything below raises), then the set, freed at once. */
+    if (n <= DTR_DEDUPE_FEW) {
+        state = few;
+        lua_pushnil(L); /* at 4, as the userdata */
+    } else {
+        state = (unsigned char *)dtr_newuserdata(L, n); /* at 4 */
+    }
     if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 8); /* its eight fields, the keys slot among them */
     plan = lua_gettop(L);
     lua_createtable(L, (int)nkeep, 0);
     store = lua_gettop(L);

@@ -4,11 +4,13 @@
  * The checks every value passes before it goes on the wire: strict UTF-8
  * without control characters for ids and keys, printable ASCII for
  * header values, and the endpoint rules (https, or plain http to
- * loopback only).  The JSON body is written in two passes (measure, then
- * fill) into one Lua string, so a Lua error can never leak a C buffer;
- * the caller keeps every string it passes anchored on the Lua stack.
+ * loopback only).  The JSON body is written into a buffer on the C stack
+ * when its bound fits there, else measured, then filled into a userdata
+ * (freed by the collector), so a Lua error can never leak a C buffer; the
+ * caller keeps every string it passes anchored on the Lua stack.
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "dtr.h"
@@ -27,6 +29,17 @@ int dtr_text_check(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     int ctrl = 0;
+    /* Eight bytes at a time while all are printable ASCII (keys are, as a
+     * rule): a byte under 0x20 borrows, 0x7f carries into bit 7, and a
+     * byte from 0x80 has it set.  The first word that fails, and the
+     * rest, go byte by byte. */
+    while (n - i >= 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (((x - 0x2020202020202020ULL) | (x + 0x0101010101010101ULL) | x) & 0x8080808080808080ULL)
+            break;
+        i += 8;
+    }
     while (i < n) {
         unsigned c = s[i];
         if (c < 0x80) {
@@ -243,22 +256,31 @@ bad:
  * JSON writing
  * ------------------------------------------------------------------- */
 
-/* 1 for the bytes a JSON string cannot hold as they are: controls, DEL,
- * '"' and '\\'. */
-static const unsigned char dtr_json_escaped[256] = {
+/* 1 for the bytes that go into a JSON string as they are (no escape):
+ * all but the controls, DEL, '"' and '\\'. */
+static const unsigned char dtr_json_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* '\\' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, /* DEL */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
+#define DTR_JSON_PLAIN(c) (dtr_json_plain[(c)] != 0)
 
 /* Writes s as a JSON string (with quotes) at dst, or only measures it
- * when dst is NULL.  Returns the number of bytes.  Runs of bytes that go
- * as they are (a usual key: all of it) are copied at once. */
+ * when dst is NULL.  Returns the number of bytes.  Runs of plain bytes
+ * are copied whole (keys are almost always plain). */
 size_t dtr_json_string(char *dst, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -266,29 +288,29 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
 #define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
     DTR_PUT('"');
     while (i < n) {
-        size_t run = i;
+        size_t j = i;
         unsigned char c;
-        while (run < n && !dtr_json_escaped[(unsigned char)s[run]])
-            run++;
-        if (run > i) {
+        while (j < n && DTR_JSON_PLAIN((unsigned char)s[j]))
+            j++;
+        if (j > i) {
             if (dst)
-                memcpy(dst + w, s + i, run - i);
-            w += run - i;
-            i = run;
-            continue;
+                memcpy(dst + w, s + i, j - i);
+            w += j - i;
+            i = j;
+            if (i == n)
+                break;
         }
         c = (unsigned char)s[i++];
-        DTR_PUT('\\');
         switch (c) {
-        case '"': DTR_PUT('"'); break;
-        case '\\': DTR_PUT('\\'); break;
-        case '\n': DTR_PUT('n'); break;
-        case '\r': DTR_PUT('r'); break;
-        case '\t': DTR_PUT('t'); break;
-        case '\b': DTR_PUT('b'); break;
-        case '\f': DTR_PUT('f'); break;
-        default:
-            DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
+        case '"': DTR_PUT('\\'); DTR_PUT('"'); break;
+        case '\\': DTR_PUT('\\'); DTR_PUT('\\'); break;
+        case '\n': DTR_PUT('\\'); DTR_PUT('n'); break;
+        case '\r': DTR_PUT('\\'); DTR_PUT('r'); break;
+        case '\t': DTR_PUT('\\'); DTR_PUT('t'); break;
+        case '\b': DTR_PUT('\\'); DTR_PUT('b'); break;
+        case '\f': DTR_PUT('\\'); DTR_PUT('f'); break;
+        default: /* the other controls and DEL */
+            DTR_PUT('\\'); DTR_PUT('u'); DTR_PUT('0'); DTR_PUT('0');
             DTR_PUT(hex[c >> 4]); DTR_PUT(hex[c & 15]);
         }
     }
@@ -328,16 +350,22 @@ size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
 
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
 {
-    char stackbuf[8192]; /* a recall of 20 usual keys: about 1 KB */
-    size_t n = dtr_json_object(NULL, f, nf);
-    if (n <= sizeof stackbuf) { /* no garbage but the string */
-        dtr_json_object(stackbuf, f, nf);
-        lua_pushlstring(L, stackbuf, n);
-    } else {
-        char *buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
-        dtr_json_object(buf, f, nf);
-        lua_pushlstring(L, buf, n);
-        lua_remove(L, -2);
+    char small[8192]; /* a batch of 20 usual keys: no allocation but the string */
+    size_t n = 2, i; /* an upper bound first: every byte escaped as \u00XX */
+    int j;
+    char *buf = small;
+    for (i = 0; i < (size_t)nf && n <= sizeof small; i++) {
+        n += 6 * strlen(f[i].name) + 6;
+        for (j = 0; j < (f[i].count < 0 ? 1 : f[i].count) && n <= sizeof small; j++)
+            n += 6 * f[i].vals[j].n + 3;
     }
+    if (n > sizeof small) {
+        n = dtr_json_object(NULL, f, nf);
+        buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+    }
+    n = dtr_json_object(buf, f, nf);
+    lua_pushlstring(L, buf, n);
+    if (buf != small)
+        lua_remove(L, -2);
 }
 

@@ -161,6 +161,31 @@ describe("core.plan", function()
     assert.are.equal(50000, plan.duplicates)
     assert.are.equal(2500, plan.nbatches)
   end)
+
+  it("checks every byte of a few keys: a bad byte anywhere in a 20-byte key is found", function()
+    for pos = 1, 20 do
+      for _, bad in ipairs { "\1", "\31", "\127", "\128", "\255", "\n" } do
+        local k = ("a"):rep(pos - 1) .. bad .. ("b"):rep(20 - pos)
+        local plan = assert(core.plan("cid", "robot", { "ok1", k, "ok2" }))
+        assert.are.equal(1, plan.ninvalid, ("byte %q at %d"):format(bad, pos))
+        assert.is_table(plan.invalid[k])
+        assert.are.same({ "ok1", "ok2" }, core.batch(plan, 1))
+      end
+    end
+    assert.are.equal(0, assert(core.plan("cid", "robot", { (" ~"):rep(20), ("é"):rep(9) })).ninvalid)
+  end)
+
+  it("tells apart few keys that share their first and last eight bytes, and finds their copies", function()
+    local alike = {}
+    for i = 1, 16 do alike[i] = "12345678" .. string.char(64 + i) .. "abcdefgh" end
+    alike[17], alike[18], alike[19] = alike[3], "short", "short"
+    local plan = assert(core.plan("cid", "robot", alike))
+    assert.are.equal(17, plan.total)
+    assert.are.equal(2, plan.duplicates)
+    local batch = core.batch(plan, 1)
+    for i = 1, 16 do assert.are.equal(alike[i], batch[i]) end
+    assert.are.equal("short", batch[17])
+  end)
 end)
 
 describe("core.target", function()

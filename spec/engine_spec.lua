@@ -1,44 +1,15 @@
 -- The engine with a fake transport and a fake clock: fairness across
--- groups, keys validated once, retries and their bounds, hooks, fatal
--- codes.  No sockets and no sleeps: every case runs in milliseconds.
+-- groups, keys validated once, hooks, limits, the ledger through the
+-- engine (retries, fatal codes and single batches: engine_retry_spec.lua).
+-- No sockets and no sleeps: every case runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local engine = require "dingtalk.recall.engine"
 local limiter = require "dingtalk.recall.limiter"
-local recall = require "dingtalk.recall"
 local tokens = require "dingtalk.recall.token"
 local fake = require "spec.helpers.fake_transport"
 local invariant = require "spec.helpers.invariant"
-
-local function keys_of(prefix, n)
-  local t = {}
-  for i = 1, n do t[i] = prefix .. i end
-  return t
-end
-
--- A client over a fake transport (extra: client options).
-local function client(T, extra)
-  local cfg = { robot_code = "dingRobot", access_token = "tok-static", transport = T, qps = 0,
-    concurrency = 4, backoff_base = 0.1, backoff_max = 1, random = function() return 0.5 end }
-  for k, v in pairs(extra or {}) do cfg[k] = v end
-  if cfg.app_key or cfg.token_provider or cfg.access_token == false then cfg.access_token = nil end
-  return assert(recall.client(cfg))
-end
-
--- Wraps core's planning functions to count their calls; returns the
--- counts and a function that puts the originals back.
-local function count_core()
-  local counts, orig = { plan = 0, build_batch = 0, validate = 0, build = 0 }, {}
-  for name in pairs(counts) do
-    orig[name] = core[name]
-    core[name] = function(...)
-      counts[name] = counts[name] + 1
-      return orig[name](...)
-    end
-  end
-  return counts, function()
-    for name, f in pairs(orig) do core[name] = f end
-  end
-end
+local h = require "spec.helpers.engine"
+local keys_of, client, count_core = h.keys_of, h.client, h.count_core
 
 describe("engine", function()
   before_each(function() tokens.clear_cache() end)
@@ -128,12 +99,7 @@ describe("engine", function()
 
   describe("hooks", function()
     it("calls on_batch_start before each batch's first attempt and on_batch_done once, in order", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(500, "system.error") end
-        return fake.ok(req)
-      end }
+      local T = h.answers { function() return fake.code(500, "system.error") end, fake.ok }
       local c = client(T, { concurrency = 1 })
       local events = {}
       local plan = assert(core.plan("cidHooks", "dingRobot", keys_of("h", 25)))
@@ -184,148 +150,6 @@ describe("engine", function()
       assert.are.equal(3, asked)        -- one start of the budget each, none for 2 and 4
       assert.are.equal(60, #rep.recalled)
       invariant.assert(rep, keys_of("q", 100))
-    end)
-  end)
-
-  describe("retries", function()
-    it("retries with exponential backoff and jitter, at most max_retries times", function()
-      local T = fake.new { latency = 0.01, answer = function() return fake.code(500, "system.error") end }
-      local rand = { 0, 1, 0.5 }
-      local i = 0
-      local c = client(T, { max_retries = 3, backoff_base = 1, backoff_max = 100, random = function()
-        i = i + 1
-        return rand[i]
-      end })
-      local rep = assert(c:recall("cidRetry", { "k1", "k2" }))
-      assert.are.equal(4, #T.sent)
-      assert.are.equal(3, rep.retries)
-      assert.are.equal("system.error", rep.errors.k1.code)
-      -- delays: base 1 * 2^(n-1), jittered in [base/2, base]: 0.5, 2, 3
-      local gaps = {}
-      for n = 2, 4 do gaps[n - 1] = T.sent[n].at - T.sent[n - 1].at - 0.01 end
-      assert.is_true(math.abs(gaps[1] - 0.5) < 1e-6, gaps[1])
-      assert.is_true(math.abs(gaps[2] - 2) < 1e-6, gaps[2])
-      assert.is_true(math.abs(gaps[3] - 3) < 1e-6, gaps[3])
-    end)
-
-    it("waits at least a second after a QPS-limit answer and counts it throttled", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi") end
-        return fake.ok(req)
-      end }
-      local rep = assert(client(T, { backoff_base = 0.01 }):recall("cidQps", { "k" }))
-      assert.is_true(rep.ok)
-      assert.are.equal(1, rep.throttled)
-      assert.is_true(T.sent[2].at - T.sent[1].at >= 1.0, T.sent[2].at - T.sent[1].at)
-    end)
-
-    it("honours a server's retry_after, capped at retry_after_max", function()
-      local saved = core.parse
-      core.parse = function(...)
-        local r, err = saved(...)
-        if err then err.retry_after = 1e6 end
-        return r, err
-      end
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return fake.code(500, "system.error") end
-        return fake.ok(req)
-      end }
-      local ok, rep = pcall(function()
-        return assert(client(T, { retry_after_max = 7 }):recall("cidRA", { "k" }))
-      end)
-      core.parse = saved
-      assert.is_true(ok, rep)
-      assert.is_true(rep.ok)
-      local gap = T.sent[2].at - T.sent[1].at
-      assert.is_true(gap >= 7 and gap < 7.1, gap)
-    end)
-
-    it("counts an already-recalled answer after a lost answer as recalled, not before", function()
-      local n = 0
-      local T = fake.new { answer = function(req)
-        n = n + 1
-        if n == 1 then return { error = core.error("transport.timeout", "lost") } end
-        return fake.ok(req, { k1 = "ALREADY_RECALLED" })
-      end }
-      local rep = assert(client(T):recall("cidAmb", { "k1", "k2" }))
-      assert.is_true(rep.ok)
-      assert.are.same({ "k1" }, rep.already_recalled)
-      assert.are.equal(2, #rep.recalled)
-      -- without a lost answer, the same reason is a failure
-      T = fake.new { answer = function(req) return fake.ok(req, { k1 = "ALREADY_RECALLED" }) end }
-      rep = assert(client(T):recall("cidAmb", { "k1", "k2" }))
-      assert.are.equal("ALREADY_RECALLED", rep.failed.k1)
-      assert.are.same({}, rep.already_recalled)
-      -- unless the caller says the keys may be gone already (the ledger, `recall KEY`)
-      rep = assert(client(T):recall("cidAmb", { "k1", "k2" }, { ambiguous = true }))
-      assert.are.same({ "k1" }, rep.already_recalled)
-    end)
-
-    it("names a key the server answered nowhere response.missing_key", function()
-      local T = fake.new { answer = function()
-        return { status = 200, headers = { ["content-type"] = "application/json" },
-          body = '{"successResult":["k1"],"failedResult":{}}' }
-      end }
-      local rep = assert(client(T):recall("cidMiss", { "k1", "k2" }))
-      assert.are.same({ "k1" }, rep.recalled)
-      assert.are.equal("response.missing_key", rep.errors.k2.code)
-    end)
-
-    it("refetches the token once on InvalidAuthentication, then gives up", function()
-      local T = fake.new { answer = function(req)
-        if req.kind == "token" then return fake.token(req) end
-        return fake.code(401, "InvalidAuthentication")
-      end }
-      local rep = assert(client(T, { app_key = "ak", app_secret = "as" }):recall("cidAuth", keys_of("a", 40)))
-      assert.is_false(rep.ok)
-      assert.are.equal("InvalidAuthentication", rep.errors.a1.code)
-      assert.are.equal(2, #fake.recalls(T) / 2) -- two batches, each sent twice
-      assert.is_true(rep.token_fetches <= 3, rep.token_fetches)
-    end)
-
-    it("fetches tokens a bounded number of times when the server's tokens expire at once", function()
-      local T = fake.new { latency = 0.01, answer = function(req)
-        if req.kind == "token" then return fake.token(req, 1e-9) end
-        return fake.ok(req)
-      end }
-      local rep = assert(client(T, { app_key = "ak2", app_secret = "as", concurrency = 1 })
-        :recall("cidExp", keys_of("e", 200)))
-      -- A lifetime under 60 s is refused (a number from the network out of
-      -- range): the run ends at once with every key accounted for.
-      assert.is_true(rep.token_fetches <= 2, rep.token_fetches)
-      local n = #rep.recalled
-      for _ in pairs(rep.errors) do n = n + 1 end
-      for _ in pairs(rep.failed) do n = n + 1 end
-      assert.are.equal(200, n)
-    end)
-  end)
-
-  describe("fatal codes", function()
-    it("stops the run: nothing more is sent and every key is accounted for", function()
-      local T = fake.new { latency = 0.05, answer = function()
-        return fake.code(403, "Forbidden.AccessDenied.ApiCountLimitForOrg")
-      end }
-      local keys = keys_of("f", 400)
-      local rep = assert(client(T, { concurrency = 2 }):recall("cidFatal", keys))
-      assert.is_false(rep.ok)
-      assert.are.equal(2, #T.sent) -- the two in flight when the first answer came
-      for _, k in ipairs(keys) do assert.are.equal("Forbidden.AccessDenied.ApiCountLimitForOrg", rep.errors[k].code) end
-      assert.are.equal("Forbidden.AccessDenied.ApiCountLimitForOrg", rep.stopped.code)
-      invariant.assert(rep, keys)
-    end)
-
-    it("stops on bad credentials before any recall is sent", function()
-      local T = fake.new { answer = function() return fake.code(400, "invalidClientIdOrSecret") end }
-      local keys = keys_of("c", 45)
-      local rep = assert(client(T, { app_key = "ak3", app_secret = "bad" }):recall("cidCreds", keys))
-      assert.are.equal(0, #fake.recalls(T))
-      assert.are.equal(1, #T.sent)
-      for _, k in ipairs(keys) do assert.are.equal("invalidClientIdOrSecret", rep.errors[k].code) end
-      invariant.assert(rep, keys)
     end)
   end)
 

@@ -70,7 +70,28 @@ local function first_error(rep)
   return e
 end
 
+-- Client options for the simulator s (extra: more or other options).
+local function base(s, extra)
+  local o = { endpoint = s.url, robot_code = s.robot, access_token = s.token, max_retries = 0, timeout = 5 }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Before each test: the simulator s without scripted answers, latency or
+-- QPS limit.
+local function fresh(s)
+  s:script { clear = true }
+  s:config { latency = 0, qps = 0 }
+end
+
+-- Asserts an nginx error log holds no error, alert or warning line.
+local function clean_log(log)
+  assert(not log:match("[^\n]*%[error%][^\n]*"), log:match("[^\n]*%[error%][^\n]*"))
+  assert(not log:match("[^\n]*%[alert%][^\n]*"), log:match("[^\n]*%[alert%][^\n]*"))
+  assert(not log:match("[^\n]*%[warn%][^\n]*"), log:match("[^\n]*%[warn%][^\n]*"))
+end
 
 M.SERVER, M.conf, M.copy, M.ids, M.shape, M.first_error = SERVER, conf, copy, ids, shape, first_error
+M.base, M.clean_log, M.fresh = base, clean_log, fresh
 
 return M

@@ -53,13 +53,15 @@ local ALL_RECALLED = setmetatable({}, {
   __newindex = function() error("outcomes are read-only", 2) end,
 })
 
---- classify(r, keys, result, ambiguous) -> outcomes: outcomes[key] for
--- each key of the batch (index it by the batch's keys: a batch recalled
--- whole answers with a shared table that has no pairs).
+--- classify(r, keys, result, ambiguous [, adopt]) -> outcomes: outcomes[key]
+-- for each key of the batch (index it by the batch's keys: a batch
+-- recalled whole answers with a shared table that has no pairs).
 -- keys: the batch sent; result: core.parse's answer (successResult,
 -- failedResult, request_id); ambiguous: true when an earlier attempt of
--- this batch may have done the recall.
-function M.classify(r, keys, result, ambiguous)
+-- this batch may have done the recall; adopt: keys is the caller's to give
+-- away (no one else holds it), so a batch recalled whole into a report
+-- with nothing recalled yet becomes its recalled array, uncopied.
+function M.classify(r, keys, result, ambiguous, adopt)
   local succ, failed = result.successResult or {}, result.failedResult or {}
   local recalled, n = r.recalled, r._nrecalled or #r.recalled
   -- The usual answer lists the batch's keys in order: no set needed then.
@@ -70,7 +72,10 @@ function M.classify(r, keys, result, ambiguous)
       break
     end
   end
-  if same then
+  if same and adopt and n == 0 and recalled[1] == nil then
+    r.recalled, r._nrecalled = keys, #keys
+    return ALL_RECALLED
+  elseif same then
     for i = 1, #keys do recalled[n + i] = keys[i] end
     r._nrecalled = n + #keys
     return ALL_RECALLED

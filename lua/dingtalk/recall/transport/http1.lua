@@ -9,11 +9,13 @@ local M = {}
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
 local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
-local str_byte, str_match = string.byte, string.match
+local str_byte = string.byte
 local CR = 13
 -- The first bytes of the header names read (x-acs-request-id,
 -- content-type, content-length, transfer-encoding, connection).
 local WANTED = { [120] = true, [88] = true, [99] = true, [67] = true, [116] = true, [84] = true }
+-- and their lengths
+local WANTED_LEN = { [16] = true, [12] = true, [14] = true, [17] = true, [10] = true }
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
@@ -27,13 +29,21 @@ local READ_CHUNK = 16384
 local Reader = {}
 Reader.__index = Reader
 
---- new_reader(sock, deadline, now [, set_ms]): deadline on the clock now()
--- (the transport's: one clock for the deadline and the reads); set_ms: the
--- read timeout the socket already has (ms), so a read that comes at once
--- after it sets no timeout again.
-function M.new_reader(sock, deadline, now, set_ms)
-  return setmetatable({ sock = sock, deadline = deadline, now = now, buf = "", pos = 1, received = 0,
-    set_ms = set_ms }, Reader)
+--- new_reader(sock, deadline, now [, set_ms [, reuse]]): deadline on the
+-- clock now() (the transport's: one clock for the deadline and the reads);
+-- set_ms: the read timeout the socket already has (ms), so a read that
+-- comes at once after it sets no timeout again; reuse: a reader done with
+-- (see release), made ready for this socket instead of a new one.
+function M.new_reader(sock, deadline, now, set_ms, reuse)
+  local r = reuse or setmetatable({}, Reader)
+  r.sock, r.deadline, r.now, r.buf, r.pos, r.received, r.set_ms = sock, deadline, now, "", 1, 0, set_ms
+  return r
+end
+
+--- r:release() -> r, holding nothing (no socket, no bytes), for reuse.
+function Reader:release()
+  self.sock, self.buf, self.now = nil, "", nil
+  return self
 end
 
 -- Sets the socket's timeouts to what is left of the deadline (when that
@@ -131,6 +141,48 @@ function M.io_failure(req, what, err)
   return transport_error("transport.io", what .. " failed: " .. tostring(err))
 end
 
+-- Byte scans in place of patterns, which LuaJIT does not compile (and
+-- "^%s*(.-)%s*$" tries every length): whitespace as %s, digits as %d, hex
+-- digits as %x (their values).
+local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
+local HEX, DIGIT = {}, {}
+for i = 0, 9 do HEX[48 + i], DIGIT[48 + i] = i, true end
+for i = 10, 15 do HEX[55 + i], HEX[87 + i] = i, i end
+
+-- s from `from` on without the whitespace at either end.
+local function trim(s, from)
+  local a, n = from, #s
+  while SPACE[str_byte(s, a)] do a = a + 1 end
+  if a > n then return "" end
+  while SPACE[str_byte(s, n)] do n = n - 1 end
+  return str_sub(s, a, n)
+end
+
+-- The version ("1.1") and status of a line that starts as
+-- "^HTTP/(%d%.%d) (%d%d%d)", else nil.
+local function status_line(line)
+  local h, t1, t2, p, sl, v1, dot, v2, sp, s1, s2, s3 = str_byte(line, 1, 12)
+  if h ~= 72 or t1 ~= 84 or t2 ~= 84 or p ~= 80 or sl ~= 47 or dot ~= 46 or sp ~= 32 then
+    return nil
+  end
+  if not (DIGIT[v1] and DIGIT[v2] and DIGIT[s1] and DIGIT[s2] and DIGIT[s3]) then return nil end
+  return str_sub(line, 6, 8), (s1 - 48) * 100 + (s2 - 48) * 10 + (s3 - 48)
+end
+
+-- The size of a chunk line, as tonumber(line:match("^%s*(%x+)"), 16); nil
+-- without hex digits.
+local function chunk_size(line)
+  local i = 1
+  while SPACE[str_byte(line, i)] do i = i + 1 end
+  local size, d = nil, HEX[str_byte(line, i)]
+  while d do
+    size = (size or 0) * 16 + d
+    i = i + 1
+    d = HEX[str_byte(line, i)]
+  end
+  return size
+end
+
 local io_failure = M.io_failure
 local function too_large(req, status, request_id)
   return transport_error("response.too_large",
@@ -149,11 +201,10 @@ function M.read_response(req, r)
       res.nothing = r.received == 0
       return res
     end
-    version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
+    version, status = status_line(line)
     if not status then
       return transport_error("transport.io", "the server's reply is not HTTP/1.x")
     end
-    status = tonumber(status)
     headers, length, chunked, conn = {}, nil, false, nil
     local bytes = 0
     while true do
@@ -165,12 +216,12 @@ function M.read_response(req, r)
       if bytes > MAX_HEADER_BYTES then return transport_error("transport.io", "the answer's headers are too large") end
       -- Only four names matter (request id, content type, framing): a
       -- line whose first letter starts none of them is skipped unparsed.
+      -- (A name with a blank in it is none of them either.)
       local c = str_byte(h, 1)
       local colon = WANTED[c] and str_find(h, ":", 2, true)
-      local name = colon and str_sub(h, 1, colon - 1)
-      if name and not str_find(name, "%s") then
-        name = str_lower(name)
-        local value = str_match(h, "^%s*(.-)%s*$", colon + 1)
+      local name = colon and WANTED_LEN[colon - 1] and str_lower(str_sub(h, 1, colon - 1))
+      if name then
+        local value = trim(h, colon + 1)
         if name == "x-acs-request-id" or name == "content-type" then
           headers[name] = value
         elseif name == "content-length" then
@@ -199,9 +250,8 @@ function M.read_response(req, r)
     while true do
       local line, err = r:line(4096)
       if not line then return io_failure(req, "reading the body", err) end
-      local size = line:match("^%s*(%x+)")
+      local size = chunk_size(line)
       if not size then return transport_error("transport.io", "the answer has a bad chunk size") end
-      size = tonumber(size, 16)
       if size == 0 then
         repeat -- trailers
           line, err = r:line(MAX_HEADER_BYTES)
@@ -229,7 +279,7 @@ function M.read_response(req, r)
     end
   end
   if r.pos <= #r.buf then reusable = false end -- bytes beyond the answer: do not trust the connection
-  return { status = status, headers = headers, body = concat(parts) }, reusable
+  return { status = status, headers = headers, body = parts[2] and concat(parts) or parts[1] or "" }, reusable
 end
 
 return M

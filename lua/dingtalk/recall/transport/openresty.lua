@@ -262,7 +262,11 @@ local function exchange(self, req, payload)
         res = io_failure(req, "sending the request", err)
         res.nothing = true
       else
-        res, reusable = read_response(req, new_reader(sock, deadline, ngx_now, lms))
+        -- one spare reader per transport: an exchange takes it while it reads
+        local r = new_reader(sock, deadline, ngx_now, lms, self.spare_reader)
+        self.spare_reader = nil
+        res, reusable = read_response(req, r)
+        self.spare_reader = r:release()
       end
     end
     if reusable and pool == req.pool then

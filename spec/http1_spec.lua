@@ -1,0 +1,104 @@
+-- The OpenResty transport's HTTP/1.x reader (transport/http1.lua) over a
+-- fake socket that hands out given bytes in given pieces: the status line,
+-- the header values it keeps, Content-Length and chunk framing, checked
+-- against the Lua patterns the byte scans stand for.
+local http1 = require "dingtalk.recall.transport.http1"
+
+-- A socket that answers receiveany with the next piece, then "closed".
+local function socket(pieces)
+  local i = 0
+  return {
+    settimeouts = function() end,
+    receiveany = function()
+      i = i + 1
+      if pieces[i] == nil then return nil, "closed" end
+      return pieces[i]
+    end,
+  }
+end
+
+local REQ = { max = 1e6, timeout = 5 }
+
+-- Reads text as one answer, cut into pieces of `step` bytes (all at once without).
+local function read(text, step)
+  local pieces = {}
+  if step then
+    for i = 1, #text, step do pieces[#pieces + 1] = text:sub(i, i + step - 1) end
+  else
+    pieces[1] = text
+  end
+  local r = http1.new_reader(socket(pieces), math.huge, function() return 0 end, 5000)
+  return http1.read_response(REQ, r)
+end
+
+local function answer(status_line, headers, body)
+  return status_line .. "\r\n" .. table.concat(headers, "\r\n") .. (#headers > 0 and "\r\n" or "") .. "\r\n" ..
+    (body or "")
+end
+
+describe("http1.read_response", function()
+  it("reads the status line as ^HTTP/(%d%.%d) (%d%d%d)", function()
+    for _, line in ipairs { "HTTP/1.1 200 OK", "HTTP/1.0 200 OK", "HTTP/1.1 200", "HTTP/1.1 404 Not Found",
+      "HTTP/2 200", "HTTP/1.1 20x OK", "HTTPS/1.1 200", "http/1.1 200", "HTTP/1.1  200", "HTTP/11 200", "",
+      "HTTP/1.1 2000", "HTTP/9.9 599 x" } do
+      local version, code = line:match("^HTTP/(%d%.%d) (%d%d%d)")
+      for _, step in ipairs { 1, 3 } do
+        local res, reusable = read(answer(line, { "Content-Length: 2" }, "{}"), step)
+        if code then
+          assert.are.equal(tonumber(code), res.status, line)
+          assert.are.equal("{}", res.body)
+          assert.are.equal(version == "1.1", reusable == true, line)
+        else
+          assert.are.equal("transport.io", res.error and res.error.code, line)
+        end
+      end
+    end
+  end)
+
+  it("keeps the request id and content type, trimmed as %s, from names in any case", function()
+    local res = read(answer("HTTP/1.1 200 OK", { "X-Acs-Request-Id: \t rid-1 \t", "Content-Type:application/json  ",
+      "Server: x", "Date: today", "Content-Length: 0" }))
+    assert.are.same({ ["x-acs-request-id"] = "rid-1", ["content-type"] = "application/json" }, res.headers)
+    res = read(answer("HTTP/1.1 200 OK", { "x-acs-request-id:", "content-type : text/html",
+      "Content-Length: 0" }))
+    assert.are.same({ ["x-acs-request-id"] = "" }, res.headers)
+    for _, v in ipairs { "a", " a b ", "\ta\t\t", "   ", "\v\fa\r\r" } do
+      res = read(answer("HTTP/1.1 200 OK", { "content-type:" .. v, "Content-Length: 0" }))
+      assert.are.equal(v:match("^%s*(.-)%s*$"), res.headers["content-type"], v)
+    end
+  end)
+
+  it("frames by Content-Length and refuses a bad or conflicting one", function()
+    assert.are.equal("abc", read(answer("HTTP/1.1 200 OK", { "Content-Length:  3 " }, "abc")).body)
+    local bad = { { "Content-Length: 3a" }, { "Content-Length: -3" }, { "Content-Length: 3", "content-length: 4" } }
+    for _, h in ipairs(bad) do
+      local res = read(answer("HTTP/1.1 200 OK", h, "abc"))
+      assert.are.equal("transport.io", res.error.code)
+      assert.matches("Content%-Length", res.error.message)
+    end
+  end)
+
+  it("reads chunk sizes as tonumber(line:match('^%s*(%x+)'), 16)", function()
+    for _, size in ipairs { "1a", "1A", "  1a", "1a;ext=1", "001a", "\t1a ", "1a\t;x" } do
+      local body = ("x"):rep(26)
+      for _, step in ipairs { 1, 7 } do
+        local res = read(answer("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" },
+          size .. "\r\n" .. body .. "\r\n0\r\n\r\n"), step)
+        assert.are.equal(tonumber(size:match("^%s*(%x+)"), 16), #res.body, size)
+      end
+    end
+    for _, size in ipairs { "zz", "", " ", ";1a", "-1a", "g" } do
+      local res = read(answer("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" }, size .. "\r\nxx\r\n0\r\n\r\n"))
+      assert.is_nil(size:match("^%s*(%x+)"))
+      assert.are.equal("the answer has a bad chunk size", res.error and res.error.message, size)
+    end
+    local res = read(answer("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" }, "ffffffffffff\r\nxx"))
+    assert.are.equal("response.too_large", res.error.code)
+  end)
+
+  it("skips a 100 Continue and reads the answer after it", function()
+    local res = read("HTTP/1.1 100 Continue\r\n\r\n" .. answer("HTTP/1.1 201 Created", { "Content-Length: 1" }, "x"))
+    assert.are.equal(201, res.status)
+    assert.are.equal("x", res.body)
+  end)
+end)
