@@ -1,0 +1,49 @@
+-- core.json_string, the escaping every request body is written with
+-- (dtr_json_string: runs of plain bytes taken eight at a time, the rest
+-- byte by byte), against a reference written here byte by byte: every
+-- byte value at every position of strings around the eight-byte words.
+local core = require "dingtalk.recall.core"
+
+local NAMED = { [0x22] = '\\"', [0x5c] = "\\\\", [0x0a] = "\\n", [0x0d] = "\\r", [0x09] = "\\t",
+  [0x08] = "\\b", [0x0c] = "\\f" }
+
+local function reference(s)
+  local out = { '"' }
+  for i = 1, #s do
+    local b = s:byte(i)
+    if NAMED[b] then
+      out[#out + 1] = NAMED[b]
+    elseif b < 0x20 or b == 0x7f then
+      out[#out + 1] = ("\\u%04x"):format(b)
+    else
+      out[#out + 1] = string.char(b)
+    end
+  end
+  out[#out + 1] = '"'
+  return table.concat(out)
+end
+
+describe("core.json_string", function()
+  it("escapes every byte value at every position of strings of 1 to 25 bytes", function()
+    local base = "Os7XgjYm5aRLQ9Zqm7iHPvwRe" -- printable, no byte to escape
+    local bad = 0
+    for len = 1, 25 do
+      local plain = base:sub(1, len)
+      assert.are.equal('"' .. plain .. '"', core.json_string(plain))
+      for pos = 1, len do
+        for b = 0, 255 do
+          local s = plain:sub(1, pos - 1) .. string.char(b) .. plain:sub(pos + 1)
+          if core.json_string(s) ~= reference(s) then bad = bad + 1 end
+        end
+      end
+    end
+    assert.are.equal(0, bad)
+  end)
+
+  it("two bytes to escape in one eight-byte word, and a 44-character key with '+' and '/'", function()
+    for _, s in ipairs { 'ab"cd\\ef', '\\\\\\\\\\\\\\\\', '""""""""x', "\127\127abcdefgh\0", "é中文abcdefgh\"",
+      "s8fcQCyCPG899TAssL1ZXJ+igeKw51IumG43X+oqXAU=", "" } do
+      assert.are.equal(reference(s), core.json_string(s))
+    end
+  end)
+end)
