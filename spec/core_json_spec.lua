@@ -2,6 +2,9 @@
 -- (dtr_json_string: runs of plain bytes taken eight at a time, the rest
 -- byte by byte), against a reference written here byte by byte: every
 -- byte value at every position of strings around the eight-byte words.
+-- And the other way: core.parse reading the usual answer in place
+-- (dtr_answer.c's strings, also eight bytes at a time) agrees with the
+-- full decoder whatever byte a key of the answer holds.
 local core = require "dingtalk.recall.core"
 
 local NAMED = { [0x22] = '\\"', [0x5c] = "\\\\", [0x0a] = "\\n", [0x0d] = "\\r", [0x09] = "\\t",
@@ -45,5 +48,33 @@ describe("core.json_string", function()
       "s8fcQCyCPG899TAssL1ZXJ+igeKw51IumG43X+oqXAU=", "" } do
       assert.are.equal(reference(s), core.json_string(s))
     end
+  end)
+
+  it("core.parse of the usual answer agrees with the full decoder, any byte anywhere in a key", function()
+    local HDR = { ["content-type"] = "application/json" }
+    local key = "Os7XgjYm5aRLQ9Zqm7iHPvwRe" -- 25 bytes: three words and a tail
+    local other = "s8fcQCyCPG899TAssL1ZXJ+igeKw51IumG43X+oqXAU="
+    local bad, own = 0, 0
+    for pos = 1, #key do
+      for b = 0, 255 do
+        local k = key:sub(1, pos - 1) .. string.char(b) .. key:sub(pos + 1)
+        local raw = key:sub(1, pos - 1) .. (b == 0x22 and '\\"' or b == 0x5c and "\\\\" or string.char(b))
+          .. key:sub(pos + 1)
+        local body = '{"successResult":["' .. other .. '","' .. raw .. '"],"failedResult":{}}'
+        local keys = { other, k }
+        local full, ferr = core.parse(200, HDR, body, nil)
+        local fast, err = core.parse(200, HDR, body, nil, keys)
+        if full == nil then
+          if fast ~= nil or err.code ~= ferr.code then bad = bad + 1 end
+        elseif fast == nil or fast.successResult[2] ~= full.successResult[2] or #fast.successResult ~= 2 then
+          bad = bad + 1
+        elseif fast.successResult == keys then
+          own = own + 1
+        end
+      end
+    end
+    assert.are.equal(0, bad)
+    -- every plain byte (not a control, '"' or '\\') was read in place
+    assert.is_true(own >= #key * (256 - 34), "read in place: " .. own)
   end)
 end)
