@@ -12,21 +12,29 @@
 #include "dtr_encode.h"
 #include "dtr_dedupe.h"
 
-/* FNV-1a, 32 bits: the dedupe set's hash. */
+/* The dedupe set's hash: every byte mixed in, eight at a time (a
+ * multiply, then the high half folded into the low, so that the table's
+ * low bits depend on all of them). */
 static unsigned long dtr_dedupe_hash(const char *s, size_t n)
 {
-    unsigned long h = 2166136261UL;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
     size_t i;
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h = (h * 16777619UL) & 0xffffffffUL;
+    for (i = 0; i < n; i += 8) {
+        if (n - i >= 8)
+            memcpy(&w, s + i, 8);
+        else {
+            w = 0;
+            memcpy(&w, s + i, n - i);
+        }
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
     }
-    return h;
+    return (unsigned long)(h ^ (h >> 29));
 }
 
 /* A cheaper hash for the few-keys pass, whose cost is bounded whatever the
- * keys: the length and the first and last eight bytes (FNV-1a below
- * eight). */
+ * keys: the length and the first and last eight bytes (dtr_dedupe_hash
+ * below eight). */
 static uint64_t dtr_dedupe_quick(const char *s, size_t n)
 {
     uint64_t a, b;

@@ -290,6 +290,20 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
     while (i < n) {
         size_t j = i;
         unsigned char c;
+        /* Eight bytes at a time while all are printable ASCII (as in
+         * dtr_text_check) and none is '"' or '\\' (a zero byte after the
+         * xor); the rest byte by byte. */
+        while (n - j >= 8) {
+            uint64_t x, q, b;
+            memcpy(&x, s + j, 8);
+            q = x ^ 0x2222222222222222ULL;
+            b = x ^ 0x5c5c5c5c5c5c5c5cULL;
+            if (((x - 0x2020202020202020ULL) | (x + 0x0101010101010101ULL) | x |
+                 ((q - 0x0101010101010101ULL) & ~q) | ((b - 0x0101010101010101ULL) & ~b)) &
+                0x8080808080808080ULL)
+                break;
+            j += 8;
+        }
         while (j < n && DTR_JSON_PLAIN((unsigned char)s[j]))
             j++;
         if (j > i) {

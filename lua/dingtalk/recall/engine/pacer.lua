@@ -28,30 +28,58 @@ local IS_RUNNING = pcall(collectgarbage, "isrunning")
 local Pacer = {}
 Pacer.__index = Pacer
 
---- pacer.new() -> a pacer for one run, starting from the heap's size now.
-function M.new()
-  return setmetatable({ limit = collectgarbage("count") + MIN_SLACK, slack = MIN_SLACK }, Pacer)
+--- pacer.new([gc]) -> a pacer for one run, starting from the heap's size
+-- now.  gc: the collector's interface (default collectgarbage; the specs
+-- give a scripted one).
+function M.new(gc)
+  gc = gc or collectgarbage
+  local now = gc("count")
+  return setmetatable({ gc = gc, limit = now + MIN_SLACK, slack = MIN_SLACK, low = now, mark = now }, Pacer)
+end
+
+-- The limit for a live heap of `live` KB.
+function Pacer:set_limit(live)
+  local slack = math.max(MIN_SLACK, live * SLACK)
+  self.limit, self.slack = live + slack, slack
 end
 
 --- p:step(): steps the collector when the heap has grown past the limit
 -- (its live size at the start, then after each finished cycle, plus the
--- slack).
+-- slack).  A cycle ends in one of this pacer's steps ("step" answers
+-- true) or in the collector's own steps: LuaJIT finishes most cycles
+-- there (a step starts one and leaves the collector paying its debt), so
+-- its "step" almost never answers true.  Such an end shows as the heap
+-- falling below where the last step left it (`mark`); the lowest heap
+-- seen since (`low`) is then the size the cycle left, and the limit is
+-- read from it.  Without that the limit would stay at the start's size
+-- plus the slack, and once the live heap outgrew it every batch would
+-- step.
 function Pacer:step()
-  local now = collectgarbage("count")
-  local limit = self.limit
-  if now <= limit then return end
-  if IS_RUNNING and not collectgarbage("isrunning") then return end
-  local slack = self.slack
-  if now > limit + 2 * slack then
+  local gc = self.gc
+  local now = gc("count")
+  if now < self.low then self.low = now end
+  if now <= self.limit then return end
+  if IS_RUNNING and gc == collectgarbage and not collectgarbage("isrunning") then return end
+  if self.low < self.mark then
+    self:set_limit(self.low)
+    self.mark = self.low -- read once per fall
+    if now <= self.limit then return end
+  end
+  if now > self.limit + 2 * self.slack then
     -- The steps did not keep up (seen on Lua 5.4, whose steps can leave
     -- the heap growing by ~2 KB a batch): one full collection.
-    collectgarbage("collect")
-  elseif not collectgarbage("step", STEP) then
+    gc("collect")
+  elseif not gc("step", STEP) then
+    -- A cycle under way: step again next batch while over the limit,
+    -- unless the heap falls below where this step left it.
+    now = gc("count")
+    self.low, self.mark = now, now
     return
   end
-  local live = collectgarbage("count")
-  slack = math.max(MIN_SLACK, live * SLACK)
-  self.limit, self.slack = live + slack, slack
+  now = gc("count")
+  self.low, self.mark = now, now
+  self:set_limit(now)
 end
 
+M.SLACK, M.MIN_SLACK, M.STEP = SLACK, MIN_SLACK, STEP
 return M
