@@ -17,6 +17,7 @@ local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
 local order = require "dingtalk.recall.ledger.order"
 local changeset = require "dingtalk.recall.ledger.changes"
+local selection = require "dingtalk.recall.ledger.select"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -282,12 +283,7 @@ function File:get(key)
   return e and copy(e) or nil
 end
 
-local function has_tag(e, tag)
-  for _, t in ipairs(e.tags) do
-    if t == tag then return true end
-  end
-  return false
-end
+local has_tag = selection.has_tag
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
 -- the matching entries themselves (the caller must not change them), in
@@ -314,29 +310,13 @@ function File:scan(q)
   return out
 end
 
---- q: {conversation, robot, tag, states (set), min_t, due_at, resume
--- (set)}, add(e) -> true | nil, err: hands add the entries matching q,
--- plus those of q's conversation, robot and tag whose state is in
--- q.resume whatever min_t and due_at say, each once, in order of record,
--- as they are found (while in the cache).  The entries themselves: the
--- caller must not change them.  The ledger's selection of a recall
--- (ledger/select.lua).
-function File:select(q, add)
+--- The entries in order of record, after reading what was appended since
+-- the last read: the store's own array and tables (the caller must not
+-- change them).  The ledger's selection of a recall (ledger/select.lua).
+function File:entries()
   local ok, err = self:refresh()
   if not ok then return nil, err end
-  local cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or {}, q.resume or {}
-  local min_t, due_at = q.min_t, q.due_at
-  local list = self.st.order
-  for i = 1, #list do -- (a numeric loop: no call per entry, unlike ipairs on 5.4)
-    local e = list[i]
-    local state = e.state
-    if (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
-      and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
-        and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at)))) then
-      add(e)
-    end
-  end
-  return true
+  return self.st.order
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}

@@ -10,10 +10,10 @@
 --
 -- A recall selects the filter's entries (default state: sent) and the keys
 -- an interrupted recall left `recalling`, each once, oldest first.  The
--- file store does it in one pass over its entries (store:select), handing
--- each entry to a collector while it is at hand: 20,000 entries are
--- 20,000 tables scattered in memory, and a second walk over them costs
--- cache misses, not instructions.  Other stores answer queries
+-- file store hands over its entries in order of record (store:entries)
+-- and one loop here (collect) filters and groups them, each while it is at
+-- hand: 20,000 entries are 20,000 tables scattered in memory, and a second
+-- walk over them costs cache misses, not instructions.  Other stores answer queries
 -- (store:scan or store:list) and the entries are put together here.
 local order = require "dingtalk.recall.ledger.order"
 
@@ -40,49 +40,85 @@ function M.query(filter, now, states)
   return q
 end
 
---- collector(now, window, claims) -> c: c.add(e) takes the entries
--- oldest first; c.done() -> the selection (was only when claims), or nil
--- when the entries came in another order (c.add does not check that they
--- do: c.done says whether they did).
-function M.collector(now, window, claims)
+local function has_tag(e, tag)
+  local tags = e.tags
+  for i = 1, #tags do
+    if tags[i] == tag then return true end
+  end
+  return false
+end
+M.has_tag = has_tag
+
+local NONE = {}
+
+--- collect(list, q, now, window, claims [, into]) -> the selection (was
+-- only when claims), or nil when the entries taken came in another order
+-- than oldest first; with into (an array), only appends the entries taken
+-- to it and returns it.  list: entries in order (a store's own array: read, never
+-- changed); q: nil (take them all) or a store's query with resume (see
+-- File:entries): the entries matching q, plus those of q's conversation,
+-- robot and tag whose state is in q.resume whatever min_t and due_at say.
+-- One numeric loop, no call per entry (the entries are scattered tables:
+-- each is read once, while at hand).
+function M.collect(list, q, now, window, claims, into)
   local groups, index, expired, was = {}, {}, {}, claims and {} or nil
   local g, gc, gr
   local last, sorted = -math.huge, true
-  local c = {}
-  function c.add(e)
-    local t = e.sent_at
-    if t < last or t ~= t then sorted = false end
-    last = t
-    if now - t > window then
-      expired[#expired + 1] = e.key
-      return
-    end
-    local cid, robot = e.conversation, e.robot
-    if cid ~= gc or robot ~= gr then
-      local of = index[cid]
-      if not of then
-        of = {}
-        index[cid] = of
-      end
-      g = of[robot]
-      if not g then
-        g = { conversation = cid, robot = robot, keys = {} }
-        of[robot] = g
-        groups[#groups + 1] = g
-      end
-      gc, gr = cid, robot
-    end
-    local keys = g.keys
-    keys[#keys + 1] = e.key
-    if was then was[e.key] = e.state end
+  local cid, robot, tag, states, resume, min_t, due_at
+  if q then
+    cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or NONE, q.resume or NONE
+    min_t, due_at = q.min_t, q.due_at
   end
-  function c.done()
-    if not sorted then return nil end
-    local total = #expired
-    for i = 1, #groups do total = total + #groups[i].keys end
-    return { groups = groups, expired = expired, was = was, total = total }
+  local nexp = 0
+  for i = 1, #list do
+    local e = list[i]
+    local take = not q
+    if not take then
+      local state = e.state
+      take = (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
+        and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
+          and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at)))) or false
+    end
+    if into and take then
+      into[#into + 1] = e
+    elseif take then
+      local t = e.sent_at
+      if t < last or t ~= t then sorted = false end
+      last = t
+      if now - t > window then
+        nexp = nexp + 1
+        expired[nexp] = e.key
+      else
+        local c, r = e.conversation, e.robot
+        if c ~= gc or r ~= gr then
+          local of = index[c]
+          if not of then
+            of = {}
+            index[c] = of
+          end
+          g = of[r]
+          if not g then
+            g = { conversation = c, robot = r, keys = {}, n = 0 }
+            of[r] = g
+            groups[#groups + 1] = g
+          end
+          gc, gr = c, r
+        end
+        local n = g.n + 1
+        g.n = n
+        g.keys[n] = e.key
+        if was then was[e.key] = e.state end
+      end
+    end
   end
-  return c
+  if into then return into end
+  if not sorted then return nil end
+  local total = nexp
+  for i = 1, #groups do
+    total = total + groups[i].n
+    groups[i].n = nil
+  end
+  return { groups = groups, expired = expired, was = was, total = total }
 end
 
 -- The entries of a store without select: the two queries, each entry once.
@@ -118,18 +154,15 @@ function M.recall(b, filter, now, window)
   local q = M.query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
   local claims = b.claim ~= nil
   local entries, err
-  if b.select and not q.last then
+  if b.entries and not q.last then
     if not selecting then q.states = {} end
     q.resume = RESUMED
-    local c = M.collector(now, window, claims)
-    local ok, serr = b:select(q, c.add)
-    if not ok then return nil, serr end
+    local list, lerr = b:entries()
+    if not list then return nil, lerr end
     -- in order of record and of send time (the usual case): all done
-    local sel = c.done()
+    local sel = M.collect(list, q, now, window, claims)
     if sel then return sel end
-    entries = {}
-    ok, serr = b:select(q, function(e) entries[#entries + 1] = e end)
-    if not ok then return nil, serr end
+    entries = M.collect(list, q, now, window, claims, {})
   else
     entries, err = queried(b, filter, q, selecting, now)
     if not entries then return nil, err end
@@ -138,10 +171,7 @@ function M.recall(b, filter, now, window)
   -- (several in one second: in the order recorded where the store keeps
   -- it, the file's sequence; else by key)
   entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
-  local c = M.collector(now, window, claims)
-  local add = c.add
-  for i = 1, #entries do add(entries[i]) end
-  return c.done()
+  return M.collect(entries, nil, now, window, claims)
 end
 
 return M
