@@ -77,7 +77,8 @@ local function apply_keys(entries, state, at, keys, why, code)
 end
 
 -- Replays one decoded event into st = {entries = {key = e}, order = {e in
--- order of first record}, count, events, seq}.
+-- order of first record}, count, events, seq, min_t (the oldest send
+-- time), max_t, unsorted (order is not oldest first, or may not be)}.
 local function apply(st, ev)
   st.events = st.events + 1
   local kind = ev.e
@@ -85,15 +86,20 @@ local function apply(st, ev)
     local key = str(ev.k)
     if not key then return end
     local e = st.entries[key]
+    local sent = num(ev.t) or 0
     if not e then
       st.seq = st.seq + 1
       e = { key = key, state = "sent", seq = st.seq }
       st.entries[key] = e
       st.order[st.seq] = e
       st.count = st.count + 1
+      if sent < st.max_t or sent ~= sent then st.unsorted = true else st.max_t = sent end
+    elseif e.sent_at ~= sent then
+      st.unsorted = true -- (a key recorded again with another time)
     end
+    if sent < st.min_t then st.min_t = sent end
     e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
-    e.sent_at = num(ev.t) or 0
+    e.sent_at = sent
     local tags = NO_TAGS
     if type(ev.g) == "table" then
       for _, t in ipairs(ev.g) do
@@ -130,7 +136,8 @@ end
 -- they are applied at the next read (catch_up), in order, before anything
 -- read or written after them.
 local function new_state()
-  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {} }
+  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {}, min_t = math.huge,
+    max_t = -math.huge, unsorted = false }
 end
 
 -- Applies st.pending (each {sets, at}: a ledger.changes' sets).
@@ -312,11 +319,14 @@ end
 
 --- The entries in order of record, after reading what was appended since
 -- the last read: the store's own array and tables (the caller must not
--- change them).  The ledger's selection of a recall (ledger/select.lua).
+-- change them), and what is known of them: {sorted (oldest first: by
+-- send time), min_t (the oldest send time)}.  The ledger's selection of a
+-- recall (ledger/select.lua).
 function File:entries()
   local ok, err = self:refresh()
   if not ok then return nil, err end
-  return self.st.order
+  local st = self.st
+  return st.order, { sorted = not st.unsorted, min_t = st.min_t }
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}

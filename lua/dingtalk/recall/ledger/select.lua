@@ -51,18 +51,37 @@ M.has_tag = has_tag
 
 local NONE = {}
 
---- collect(list, q, now, window, claims [, into]) -> the selection (was
--- only when claims), or nil when the entries taken came in another order
--- than oldest first; with into (an array), only appends the entries taken
--- to it and returns it.  list: entries in order (a store's own array: read, never
+--- collect(list, q, now, window, claims [, into [, known]]) -> the
+-- selection (was only when claims), or nil when the entries taken came in
+-- another order than oldest first; with into (an array), only appends the
+-- entries taken to it and returns it.  known: what the store knows of its
+-- list ({sorted, min_t}, File:entries): when it is oldest first and none
+-- is past the window, the usual sweep reads only state, conversation,
+-- robot and key of each entry.  list: entries in order (a store's own array: read, never
 -- changed); q: nil (take them all) or a store's query with resume (see
 -- File:entries): the entries matching q, plus those of q's conversation,
 -- robot and tag whose state is in q.resume whatever min_t and due_at say.
 -- One numeric loop, no call per entry (the entries are scattered tables:
 -- each is read once, while at hand).
-function M.collect(list, q, now, window, claims, into)
+function M.collect(list, q, now, window, claims, into, known)
   local groups, index, expired, was = {}, {}, {}, claims and {} or nil
   local g, gc, gr, keys, n -- the group at hand, its keys and their count
+  -- the group of (c, r) becomes the one at hand
+  local function switch(c, r)
+    if g then g.n = n end
+    local of = index[c]
+    if not of then
+      of = {}
+      index[c] = of
+    end
+    g = of[r]
+    if not g then
+      g = { conversation = c, robot = r, keys = {}, n = 0 }
+      of[r] = g
+      groups[#groups + 1] = g
+    end
+    gc, gr, keys, n = c, r, g.keys, g.n
+  end
   local last, sorted = -math.huge, true
   local cid, robot, tag, states, resume, min_t, due_at
   if q then
@@ -72,7 +91,18 @@ function M.collect(list, q, now, window, claims, into)
   -- by state alone (l:recall{}, the usual sweep): fewer tests per entry
   local by_state = q and not (cid or robot or tag or min_t or due_at)
   local nexp = 0
-  for i = 1, #list do
+  local fast = by_state and not into and not was and known and known.sorted and now - known.min_t <= window
+  for i = 1, fast and #list or 0 do
+    local e = list[i]
+    local state = e.state
+    if resume[state] or states[state] then
+      local c, r = e.conversation, e.robot
+      if c ~= gc or r ~= gr then switch(c, r) end
+      n = n + 1
+      keys[n] = e.key
+    end
+  end
+  for i = 1, fast and 0 or #list do
     local e = list[i]
     local take = true
     if by_state then
@@ -96,21 +126,7 @@ function M.collect(list, q, now, window, claims, into)
         expired[nexp] = e.key
       else
         local c, r = e.conversation, e.robot
-        if c ~= gc or r ~= gr then
-          if g then g.n = n end
-          local of = index[c]
-          if not of then
-            of = {}
-            index[c] = of
-          end
-          g = of[r]
-          if not g then
-            g = { conversation = c, robot = r, keys = {}, n = 0 }
-            of[r] = g
-            groups[#groups + 1] = g
-          end
-          gc, gr, keys, n = c, r, g.keys, g.n
-        end
+        if c ~= gc or r ~= gr then switch(c, r) end
         n = n + 1
         keys[n] = e.key
         if was then was[e.key] = e.state end
@@ -164,10 +180,10 @@ function M.recall(b, filter, now, window)
   if b.entries and not q.last then
     if not selecting then q.states = {} end
     q.resume = RESUMED
-    local list, lerr = b:entries()
-    if not list then return nil, lerr end
+    local list, known = b:entries()
+    if not list then return nil, known end
     -- in order of record and of send time (the usual case): all done
-    local sel = M.collect(list, q, now, window, claims)
+    local sel = M.collect(list, q, now, window, claims, nil, known)
     if sel then return sel end
     entries = M.collect(list, q, now, window, claims, {})
   else
