@@ -9,12 +9,18 @@
 --
 --   LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;$PWD/?.lua;;" \
 --   LUA_CPATH="$PWD/build/5.4/?.so;;" lua5.4 bench/ledger.lua [--runs N] [--keys N] [--groups N]
---     [--concurrency N] [--tls] [--dir DIR]
+--     [--concurrency N] [--tls] [--dir DIR] [--only PATH]
 --
 -- --dir DIR: where the journals go (default: a fresh directory from
 -- os.tmpname, usually /tmp).  Every mark is an fsync, which
 -- client:recall_groups never pays: --dir /dev/shm (tmpfs, where fsync
 -- returns at once) measures the same work without the disk's wait.
+--
+-- --only PATH (ledger, groups, ledger-setup, groups-setup): that path
+-- alone, once per run, no summary; "-setup" stops before the first
+-- timed section.  For instruction counts, which load does not change: under
+--   valgrind --tool=callgrind lua5.4 bench/ledger.lua --runs 1 --only ledger
+-- (and --only ledger-setup, the same without the recall: subtract).
 --
 -- Each timed section starts after a full garbage collection, so that
 -- neither path pays for the set-up's garbage (the ledger's 20,000
@@ -24,16 +30,16 @@
 -- did not recall every key or missed the concurrency.
 local curl_now = require("dingtalk.recall.curl").now
 
-local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false, dir = false }
+local opts = { runs = 3, keys = 2500, groups = 8, concurrency = 8, tls = false, dir = false, only = false }
 do
   local i = 1
   while arg[i] do
     local a = arg[i]
     if a == "--tls" then
       opts.tls = true
-    elseif a == "--dir" then
+    elseif a == "--dir" or a == "--only" then
       i = i + 1
-      opts.dir = assert(arg[i], "--dir DIR")
+      opts[a:sub(3)] = assert(arg[i], a .. " DIR|PATH")
     elseif opts[a:sub(3)] ~= nil then
       i = i + 1
       opts[a:sub(3)] = assert(tonumber(arg[i]), a .. " N")
@@ -101,23 +107,30 @@ local ok, err = pcall(function()
     return groups, total
   end
   for run = 1, opts.runs do
-    for _, which in ipairs(run % 2 == 1 and { "ledger", "groups" } or { "groups", "ledger" }) do
+    local paths = run % 2 == 1 and { "ledger", "groups" } or { "groups", "ledger" }
+    local only = opts.only and opts.only:match("^(%a+)")
+    if only then paths = { only } end
+    local setup_only = opts.only and opts.only:match("%-setup$") ~= nil
+    for _, which in ipairs(paths) do
       local groups, total = seed()
       local T = counting(require("dingtalk.recall.transport.curl").new { max_connections = opts.concurrency })
       local c = client(T)
       local rep, t0, t1, c0, c1
       if which == "ledger" then
         local l = assert(ledger.open(dir .. "/run" .. run .. "/ledger"))
-        local entries = {}
-        for _, g in ipairs(groups) do
-          for _, k in ipairs(g.keys) do
-            entries[#entries + 1] = { key = k, conversation = g.conversation, robot = s.robot }
+        do -- (the 20,000 record tables are garbage once recorded: out of scope before the timed section)
+          local entries = {}
+          for _, g in ipairs(groups) do
+            for _, k in ipairs(g.keys) do
+              entries[#entries + 1] = { key = k, conversation = g.conversation, robot = s.robot }
+            end
           end
+          assert(l:record_many(entries))
         end
-        assert(l:record_many(entries))
-        -- time spent in the store (the selection's pass, appends with fsync)
-        -- and waiting for the fsync of marks written ahead (sync:wait())
-        local store = { select = { 0, 0 }, update = { 0, 0 } }
+        -- time spent in the store (reading its entries, appends with fsync)
+        -- and waiting for the fsync of marks written ahead (sync:wait());
+        -- the selection's pass over the entries is ledger/select.lua's
+        local store = { entries = { 0, 0 }, update = { 0, 0 } }
         local waits = { 0, 0 }
         for m, acc in pairs(store) do
           local f = l.backend[m]
@@ -138,16 +151,18 @@ local ok, err = pcall(function()
           end
         end
         collectgarbage() -- the set-up's garbage (20,000 records) is not the recall's
+        if setup_only then return l:close() or c:close() end
         t0, c0 = curl_now(), os.clock()
         rep = assert(l:recall(c, {}))
         t1, c1 = curl_now(), os.clock()
         l:close()
-        io.write(("        store: select %.3f s (%d calls), update %.3f s (%d calls), waiting for fsync %.3f s (%d)\n")
-          :format(store.select[1], store.select[2], store.update[1], store.update[2], waits[1], waits[2]))
+        io.write(("        store: read %.3f s (%d calls), update %.3f s (%d calls), waiting for fsync %.3f s (%d)\n")
+          :format(store.entries[1], store.entries[2], store.update[1], store.update[2], waits[1], waits[2]))
         results.store = results.store or {}
-        results.store[#results.store + 1] = store.select[1] + store.update[1] + waits[1]
+        results.store[#results.store + 1] = store.entries[1] + store.update[1] + waits[1]
       else
         collectgarbage()
+        if setup_only then return c:close() end
         t0, c0 = curl_now(), os.clock()
         rep = assert(c:recall_groups(groups))
         t1, c1 = curl_now(), os.clock()
@@ -170,6 +185,7 @@ if not ok then
   io.stderr:write("bench/ledger.lua: ", tostring(err), "\n")
   os.exit(1)
 end
+if opts.only then os.exit(0) end
 
 local function col(list, f)
   local t = {}
@@ -186,7 +202,7 @@ print("| path | wall s | client CPU s | peak in flight |")
 print("|---|---:|---:|---:|")
 print(("| Ledger:recall (file journal) | %.3f | %.3f | %d |"):format(lw, lc, lp))
 print(("| client:recall_groups | %.3f | %.3f | %d |"):format(gw, gc, gp))
-print(("Ledger:recall's time in the file store (select, updates, fsync waits): median %.3f s"):format(
+print(("Ledger:recall's time in the file store (reads, updates, fsync waits): median %.3f s"):format(
   median(results.store)))
 print(("ratio ledger / recall_groups: %.2fx wall (target <= 1.2x), %.2fx CPU; ledger peak %d of %d (target: ="
   .. " concurrency)"):format(lw / gw, lc / gc, lp, opts.concurrency))

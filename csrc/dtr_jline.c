@@ -14,9 +14,14 @@
  * buffer of the C heap: no Lua string per key, nor one for the line.
  * Two passes: the first checks and counts (it may raise), the second
  * writes exactly that many bytes and never raises, so a caller may fill
- * memory of its own (malloc) between the two without leaking it.
+ * memory of its own (malloc) between the two without leaking it.  When the
+ * first found no byte to escape (recall keys are base64), the second
+ * copies each key as it is, without looking at its bytes again.
  */
 #include <stdint.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "dtr_jline.h"
 
@@ -45,6 +50,20 @@ static const unsigned char dtr_jl_extra[256] = {
 static size_t dtr_jl_plain_run(const unsigned char *s, size_t i, size_t n)
 {
     const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+#ifdef __SSE2__
+    /* sixteen bytes at a time where the CPU has SSE2 (every x86-64): a
+     * byte is bad when it is '"', '\\', DEL, or at most 0x1f (unsigned) */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i del = _mm_set1_epi8(0x7f), ctl = _mm_set1_epi8(0x1f);
+    while (i + 16 <= n) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(x, del), _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl)));
+        if (_mm_movemask_epi8(bad) != 0)
+            break;
+        i += 16;
+    }
+#endif
     while (i + 8 <= n) {
         uint64_t x, q, b, d;
         memcpy(&x, s + i, 8);
@@ -110,8 +129,9 @@ static int dtr_jl_bad(lua_State *L, int idx, const char *what, const char *msg)
 }
 
 /* The keys of the parts at index p (absolute): counts their bytes (out ==
- * NULL: checking, may raise) or writes them; returns the bytes. */
-static size_t dtr_jl_keys(lua_State *L, int p, int idx, const char *what, char *out)
+ * NULL: checking, may raise; *esc set when a key needs escaping) or writes
+ * them (escaping them only when *esc); returns the bytes. */
+static size_t dtr_jl_keys(lua_State *L, int p, int idx, const char *what, char *out, int *esc)
 {
     size_t i, np = dtr_rawlen(L, p), total = 0, nkeys = 0;
     char *o = out;
@@ -129,13 +149,23 @@ static size_t dtr_jl_keys(lua_State *L, int p, int idx, const char *what, char *
                 dtr_jl_bad(L, idx, what, "every key of a key line must be a string");
             s = lua_tolstring(L, -1, &n);
             if (out == NULL) {
-                total += dtr_jl_key_size((const unsigned char *)s, n) + (nkeys > 0);
+                size_t size = dtr_jl_key_size((const unsigned char *)s, n);
+                if (size != n + 2)
+                    *esc = 1;
+                total += size + (nkeys > 0);
                 if (total > DTR_JLINE_MAX)
                     dtr_jl_bad(L, idx, what, "the lines would be over 1 GiB");
             } else {
                 if (nkeys > 0)
                     *o++ = ',';
-                o = dtr_jl_put_key(o, (const unsigned char *)s, n);
+                if (*esc) {
+                    o = dtr_jl_put_key(o, (const unsigned char *)s, n);
+                } else {
+                    *o++ = '"';
+                    memcpy(o, s, n);
+                    o += n;
+                    *o++ = '"';
+                }
             }
             nkeys++;
             lua_pop(L, 1);
@@ -157,7 +187,7 @@ static size_t dtr_jl_plain(lua_State *L, int idx, const char *what)
 
 /* The line on top of the stack (a string or a key line): its bytes
  * without the "\n" (out == NULL: checking) or writes it, "\n" included. */
-static size_t dtr_jl_line(lua_State *L, int idx, const char *what, char *out)
+static size_t dtr_jl_line(lua_State *L, int idx, const char *what, char *out, int *esc)
 {
     size_t n, total = 0;
     int t = lua_gettop(L), k;
@@ -177,7 +207,7 @@ static size_t dtr_jl_line(lua_State *L, int idx, const char *what, char *out)
         if (k == 2) {
             if (out == NULL && lua_type(L, -1) != LUA_TTABLE)
                 dtr_jl_bad(L, idx, what, "a key line is {head, parts, tail}");
-            n = dtr_jl_keys(L, lua_gettop(L), idx, what, out == NULL ? NULL : out + total);
+            n = dtr_jl_keys(L, lua_gettop(L), idx, what, out == NULL ? NULL : out + total, esc);
         } else if (out == NULL) {
             if (lua_type(L, -1) != LUA_TSTRING)
                 dtr_jl_bad(L, idx, what, "a key line is {head, parts, tail}");
@@ -197,12 +227,12 @@ static size_t dtr_jl_line(lua_State *L, int idx, const char *what, char *out)
 }
 
 /* Both passes over the lines at idx (absolute). */
-static size_t dtr_jl_walk(lua_State *L, int idx, const char *what, char *out)
+static size_t dtr_jl_walk(lua_State *L, int idx, const char *what, char *out, int *esc)
 {
     size_t i, len, total = 0;
     if (lua_type(L, idx) == LUA_TSTRING) {
         lua_pushvalue(L, idx);
-        total = dtr_jl_line(L, idx, what, out) + (out == NULL);
+        total = dtr_jl_line(L, idx, what, out, esc) + (out == NULL);
         lua_pop(L, 1);
         return total;
     }
@@ -211,7 +241,7 @@ static size_t dtr_jl_walk(lua_State *L, int idx, const char *what, char *out)
     len = dtr_rawlen(L, idx);
     for (i = 1; i <= len; i++) {
         lua_rawgeti(L, idx, (int)i);
-        total += dtr_jl_line(L, idx, what, out == NULL ? NULL : out + total) + (out == NULL);
+        total += dtr_jl_line(L, idx, what, out == NULL ? NULL : out + total, esc) + (out == NULL);
         lua_pop(L, 1);
         if (out == NULL && total > DTR_JLINE_MAX)
             dtr_jl_bad(L, idx, what, "the lines would be over 1 GiB");
@@ -219,15 +249,16 @@ static size_t dtr_jl_walk(lua_State *L, int idx, const char *what, char *out)
     return total;
 }
 
-size_t dtr_jline_size(lua_State *L, int idx, const char *what)
+size_t dtr_jline_size(lua_State *L, int idx, const char *what, int *esc)
 {
     luaL_checkstack(L, 4, "journal lines");
-    return dtr_jl_walk(L, dtr_absindex(L, idx), what, NULL);
+    *esc = 0;
+    return dtr_jl_walk(L, dtr_absindex(L, idx), what, NULL, esc);
 }
 
-void dtr_jline_fill(lua_State *L, int idx, char *out)
+void dtr_jline_fill(lua_State *L, int idx, char *out, int esc)
 {
-    dtr_jl_walk(L, dtr_absindex(L, idx), NULL, out);
+    dtr_jl_walk(L, dtr_absindex(L, idx), NULL, out, &esc);
 }
 
 /* journal.keys_line(head, parts, tail) -> string */
@@ -235,6 +266,7 @@ static int dtr_l_journal_keys_line(lua_State *L)
 {
     size_t n;
     char *buf;
+    int esc = 0;
     luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checkstring(L, 3);
@@ -248,10 +280,10 @@ static int dtr_l_journal_keys_line(lua_State *L)
     lua_rawseti(L, 4, 3);
     luaL_checkstack(L, 4, "journal lines");
     lua_pushvalue(L, 4);
-    n = dtr_jl_line(L, 2, NULL, NULL);
+    n = dtr_jl_line(L, 2, NULL, NULL, &esc);
     buf = (char *)dtr_newuserdata(L, n + 1);
     lua_pushvalue(L, 4);
-    dtr_jl_line(L, 2, NULL, buf);
+    dtr_jl_line(L, 2, NULL, buf, &esc);
     lua_pop(L, 1);
     lua_pushlstring(L, buf, n); /* without the "\n" */
     return 1;

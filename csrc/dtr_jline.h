@@ -15,11 +15,12 @@ DTR_HIDDEN_BEGIN
  * an array of arrays of strings, as JSON strings joined by "," .. tail).
  * No line may hold a newline.  dtr_jline_size checks them (raising, with
  * `what` naming whose lines they are when not NULL, else as an argument
- * error) and returns the bytes they take, each line ended by "\n";
- * dtr_jline_fill then writes exactly that many bytes to out and never
- * raises (nothing may run between the two calls). */
-size_t dtr_jline_size(lua_State *L, int idx, const char *what);
-void dtr_jline_fill(lua_State *L, int idx, char *out);
+ * error) and returns the bytes they take, each line ended by "\n", and in
+ * *esc whether a key needs escaping; dtr_jline_fill(..., esc) then writes
+ * exactly that many bytes to out and never raises (nothing may run between
+ * the two calls). */
+size_t dtr_jline_size(lua_State *L, int idx, const char *what, int *esc);
+void dtr_jline_fill(lua_State *L, int idx, char *out, int esc);
 
 /* Adds journal.keys_line to the module table below the upvalues. */
 void dtr_jline_open(lua_State *L);

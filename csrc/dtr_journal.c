@@ -108,9 +108,10 @@ static const char *dtr_j_path(lua_State *L, int idx)
  * ended by "\n"; what names whose lines they are (NULL: an argument). */
 static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
 {
-    size_t n = dtr_jline_size(L, idx, what);
+    int esc;
+    size_t n = dtr_jline_size(L, idx, what, &esc);
     char *buf = (char *)dtr_newuserdata(L, n + 1);
-    dtr_jline_fill(L, idx, buf);
+    dtr_jline_fill(L, idx, buf, esc);
     lua_pushlstring(L, buf, n);
 }
 
@@ -125,12 +126,12 @@ static int dtr_l_journal_append(lua_State *L)
     char id[DTR_J_ID];
     size_t idlen = 0;
     off_t start = 0;
-    int lock, fd, ok = 0, later = 0;
+    int lock, fd, ok = 0, later = 0, esc;
     void *sync = NULL;
     /* Checked (may raise), the handle of an async fsync made, then the
      * lines gathered in the C heap: nothing below raises until data is
      * freed and the descriptor closed or handed to the handle. */
-    n = dtr_jline_size(L, 2, NULL);
+    n = dtr_jline_size(L, 2, NULL, &esc);
     if (n == 0) {
         lua_pushboolean(L, 1);
         return 1;
@@ -142,7 +143,7 @@ static int dtr_l_journal_append(lua_State *L)
     data = (char *)malloc(n);
     if (data == NULL)
         return luaL_error(L, "journal.append: not enough memory");
-    dtr_jline_fill(L, 2, data);
+    dtr_jline_fill(L, 2, data, esc);
     lock = dtr_j_lock(path, 1, 1, &e);
     if (lock < 0) {
         free(data);

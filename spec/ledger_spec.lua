@@ -127,6 +127,26 @@ describe("ledger", function()
         l:close()
       end)
 
+      it("selects oldest first whatever the order of record, a key recorded again at its new time", function()
+        if not guard() then return end
+        local l = open()
+        for i, k in ipairs { "a", "b", "c" } do
+          assert(l:record { key = k, conversation = CID_A, robot = "r1", sent_at = t.now - 10 + i })
+        end
+        local sel = assert(l:select())
+        assert.are.same({ "a", "b", "c" }, sel.groups[1].keys) -- in order of record: kept
+        assert(l:record { key = "c", conversation = CID_A, robot = "r1", sent_at = t.now - 20 })
+        sel = assert(l:select())
+        assert.are.same({ "c", "a", "b" }, sel.groups[1].keys)
+        assert.are.same({}, sel.expired)
+        assert(l:record { key = "b", conversation = CID_A, robot = "r1", sent_at = t.now - ledger.RECALL_WINDOW - 1 })
+        sel = assert(l:select())
+        assert.are.same({ "c", "a" }, sel.groups[1].keys)
+        assert.are.same({ "b" }, sel.expired)
+        assert.are.equal(3, sel.total)
+        l:close()
+      end)
+
       it("is shared: a second ledger on the same location sees the first one's writes", function()
         if not guard() then return end
         local l1 = open()

@@ -17,6 +17,7 @@ local hostclock = require "dingtalk.recall.clock"
 local cjson_mod = require "cjson"
 local order = require "dingtalk.recall.ledger.order"
 local changeset = require "dingtalk.recall.ledger.changes"
+local selection = require "dingtalk.recall.ledger.select"
 
 local cjson = cjson_mod.new and cjson_mod.new() or cjson_mod
 
@@ -76,7 +77,8 @@ local function apply_keys(entries, state, at, keys, why, code)
 end
 
 -- Replays one decoded event into st = {entries = {key = e}, order = {e in
--- order of first record}, count, events, seq}.
+-- order of first record}, count, events, seq, min_t (the oldest send
+-- time), max_t, unsorted (order is not oldest first, or may not be)}.
 local function apply(st, ev)
   st.events = st.events + 1
   local kind = ev.e
@@ -84,15 +86,20 @@ local function apply(st, ev)
     local key = str(ev.k)
     if not key then return end
     local e = st.entries[key]
+    local sent = num(ev.t) or 0
     if not e then
       st.seq = st.seq + 1
       e = { key = key, state = "sent", seq = st.seq }
       st.entries[key] = e
       st.order[st.seq] = e
       st.count = st.count + 1
+      if sent < st.max_t or sent ~= sent then st.unsorted = true else st.max_t = sent end
+    elseif e.sent_at ~= sent then
+      st.unsorted = true -- (a key recorded again with another time)
     end
+    if sent < st.min_t then st.min_t = sent end
     e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
-    e.sent_at = num(ev.t) or 0
+    e.sent_at = sent
     local tags = NO_TAGS
     if type(ev.g) == "table" then
       for _, t in ipairs(ev.g) do
@@ -129,7 +136,8 @@ end
 -- they are applied at the next read (catch_up), in order, before anything
 -- read or written after them.
 local function new_state()
-  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {} }
+  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {}, min_t = math.huge,
+    max_t = -math.huge, unsorted = false }
 end
 
 -- Applies st.pending (each {sets, at}: a ledger.changes' sets).
@@ -282,12 +290,7 @@ function File:get(key)
   return e and copy(e) or nil
 end
 
-local function has_tag(e, tag)
-  for _, t in ipairs(e.tags) do
-    if t == tag then return true end
-  end
-  return false
-end
+local has_tag = selection.has_tag
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
 -- the matching entries themselves (the caller must not change them), in
@@ -314,29 +317,16 @@ function File:scan(q)
   return out
 end
 
---- q: {conversation, robot, tag, states (set), min_t, due_at, resume
--- (set)}, add(e) -> true | nil, err: hands add the entries matching q,
--- plus those of q's conversation, robot and tag whose state is in
--- q.resume whatever min_t and due_at say, each once, in order of record,
--- as they are found (while in the cache).  The entries themselves: the
--- caller must not change them.  The ledger's selection of a recall
--- (ledger/select.lua).
-function File:select(q, add)
+--- The entries in order of record, after reading what was appended since
+-- the last read: the store's own array and tables (the caller must not
+-- change them), and what is known of them: {sorted (oldest first: by
+-- send time), min_t (the oldest send time)}.  The ledger's selection of a
+-- recall (ledger/select.lua).
+function File:entries()
   local ok, err = self:refresh()
   if not ok then return nil, err end
-  local cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or {}, q.resume or {}
-  local min_t, due_at = q.min_t, q.due_at
-  local list = self.st.order
-  for i = 1, #list do -- (a numeric loop: no call per entry, unlike ipairs on 5.4)
-    local e = list[i]
-    local state = e.state
-    if (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
-      and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
-        and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at)))) then
-      add(e)
-    end
-  end
-  return true
+  local st = self.st
+  return st.order, { sorted = not st.unsorted, min_t = st.min_t }
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}
