@@ -296,6 +296,30 @@ describe("core.build_batch", function()
     assert.has_error(function() core.build_batch(plan, 1, target, TOKEN) end)
   end)
 
+  it("core.batch_payload: the head, the body's length, the tail and build_batch's body, in one string", function()
+    local ks = { "k1", "é\"quote\\", "k3" }
+    for i = 4, 45 do ks[i] = "key" .. i end
+    for i = 46, 60 do ks[i] = ("long" .. i):rep(60) end -- a batch over the stack buffer
+    local plan = assert(core.plan(CID, ROBOT, ks))
+    local head, tail = "POST /x HTTP/1.1\r\nContent-Length: ", "\r\nA: b\r\n\r\n"
+    for i = 1, plan.nbatches do
+      local b = assert(core.build_batch(plan, i, target, TOKEN))
+      local p = assert(core.batch_payload(plan, core.batch(plan, i), target, TOKEN, head, tail))
+      assert.are.equal(head .. #b.body .. tail .. b.body, p)
+    end
+    assert.is_true(#core.batch_payload(plan, core.batch(plan, 3), target, TOKEN, head, tail) > 2048)
+    -- the token is checked as build_batch checks it; wrong arguments raise
+    fails_with("AuthenticationFailed.MissingParameter", nil,
+      core.batch_payload(plan, core.batch(plan, 1), target, "", head, tail))
+    local ok, err = core.batch_payload(plan, core.batch(plan, 1), target, "tok\r\nX-Evil: 1", head, tail)
+    fails_with("invalidParameter.param.invalid", nil, ok, err)
+    assert.has_error(function() core.batch_payload(plan, core.batch(plan, 1), target, TOKEN, head) end)
+    assert.has_error(function() core.batch_payload(plan, 1, target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload(plan, { 42 }, target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload({}, core.batch(plan, 1), target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload(plan, core.batch(plan, 1), {}, TOKEN, head, tail) end)
+  end)
+
   it("core.build accepts a target as options (build_token needs no token)", function()
     local b = assert(core.build_token({ appKey = "ak", appSecret = "as" }, target))
     assert.are.equal("http://127.0.0.1:9999/pre/v1.0/oauth2/accessToken", b.url)

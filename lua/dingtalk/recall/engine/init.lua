@@ -115,15 +115,27 @@ local function run_single(self, plan, ambiguous, t0)
   local T, lim = self.transport, self.limiter
   local token = self.tokens:current(t0)
   if not token then return nil end
-  local built = core.build_batch(plan, 1, self.target, token)
+  -- A transport's own start_batch sends without a built table (as a run does).
+  local direct, built = rawget(T, "start_batch"), true
+  if not direct then built = core.build_batch(plan, 1, self.target, token) end
   -- a build that fails, or a wait: the run asks the limiter and builds again
   if not built or (lim and lim:acquire(T.now()) ~= 0) then return nil end
   local r = report.new()
   r.total = plan.total
   local job = runs.batch_job(plan, 1, 1)
   job.started, job.token = true, token
-  local ok, serr = T:start(built, job)
-  if not ok then
+  local ok, serr, refused
+  if direct then
+    ok, serr, refused = direct(T, plan, job.keys, self.target, token, job)
+  else
+    ok, serr = T:start(built, job)
+  end
+  if refused then -- the builder's answer: nothing sent, the batch fails (as in a run)
+    local run = take_over(self, r, plan, ambiguous, token, t0)
+    run:fail(job, serr)
+    run:loop()
+    return r
+  elseif not ok then
     local run = take_over(self, r, plan, ambiguous, token, t0)
     if not run:retry(job, serr, t0) then run:complete_failed(job, serr) end
     run:loop()

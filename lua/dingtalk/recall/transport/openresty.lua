@@ -331,6 +331,7 @@ function M.new(opts)
     keepalive_timeout = keepalive,
     keepalive_ms = keepalive * 1000,
     copts = {}, ncopts = 0, -- connect options per pool
+    start_batch = M.start_batch, -- its own field: the engine looks for it with rawget
     sessions = setmetatable({}, { __mode = "k" }),
   }, M)
 end
@@ -369,11 +370,7 @@ local function run(self, s, p, x)
   end
 end
 
---- Queues a built request; tag comes back with its completion from
--- poll(), which starts what is queued.  Returns true | nil, err.
-function M:start(built, tag)
-  local req, payload = prepare(built)
-  if not req then return nil, payload end
+local function queue(self, req, payload, tag)
   local ok, phase = phase_ok()
   if not ok then
     return nil, core.error("transport.connect", "cosockets are not available in the " .. tostring(phase) ..
@@ -383,6 +380,35 @@ function M:start(built, tag)
   s.in_flight = s.in_flight + 1
   s.queued[#s.queued + 1] = { req, payload, tag }
   return true
+end
+
+--- Queues a built request; tag comes back with its completion from
+-- poll(), which starts what is queued.  Returns true | nil, err.
+function M:start(built, tag)
+  local req, payload = prepare(built)
+  if not req then return nil, payload end
+  return queue(self, req, payload, tag)
+end
+
+--- Queues a recall batch without a built table (the engine calls it when
+-- the transport has this field of its own): the first batch for a target
+-- and token is built by core.build_batch and checked as start() checks
+-- any request; the next ones get their bytes from core.batch_payload with
+-- that checked head and header lines.  -> true | nil, err [, true: the
+-- token was refused, nothing was sent].
+function M:start_batch(plan, keys, target, token, tag)
+  local b = self.batch
+  if not (b and b.target == target and b.token == token) then
+    local built, err = core.build_batch(plan, 1, target, token)
+    if not built then return nil, err, true end
+    local req, perr = prepare(built)
+    if not req then return nil, perr end
+    b = { target = target, token = token, req = req, head = req.head, tail = "\r\n" .. req.lines }
+    self.batch = b
+  end
+  local payload, err = core.batch_payload(plan, keys, target, token, b.head, b.tail)
+  if not payload then return nil, err, true end
+  return queue(self, b.req, payload, tag)
 end
 
 -- Starts the queued exchanges, each in a light thread.
