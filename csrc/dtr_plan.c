@@ -15,6 +15,8 @@
  *   core.batch(plan, i) -> keys | nil
  *       Batch i as a fresh array the plan does not keep (plan[i] makes it
  *       once and keeps it): an engine holds only the batches in flight.
+ *       A plan of one batch keeps it from the start (plan[1] is its keys
+ *       array: no copy), and core.batch gives that.
  *   core.new_array(n) -> table
  *       An empty table with room for n array entries.
  *
@@ -191,7 +193,7 @@ static int dtr_l_plan(lua_State *L)
     }
     if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
-    lua_createtable(L, 0, 8); /* its eight fields, the keys slot among them */
+    lua_createtable(L, nkeep <= DTR_MAX_KEYS, 8); /* its eight fields, the keys slot among them */
     plan = lua_gettop(L);
     lua_createtable(L, (int)nkeep, 0);
     store = lua_gettop(L);
@@ -211,6 +213,10 @@ static int dtr_l_plan(lua_State *L)
         }
     }
     lua_setfield(L, plan, "invalid");
+    if (total >= 1 && total <= DTR_MAX_KEYS) { /* one batch: plan[1] is the keys array itself */
+        lua_pushvalue(L, store);
+        lua_rawseti(L, plan, 1);
+    }
     lua_pushlightuserdata(L, (void *)&dtr_plan_keys_slot);
     lua_insert(L, store);
     lua_rawset(L, plan);

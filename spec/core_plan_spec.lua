@@ -175,6 +175,20 @@ describe("core.plan", function()
     assert.are.equal(0, assert(core.plan("cid", "robot", { (" ~"):rep(20), ("é"):rep(9) })).ninvalid)
   end)
 
+  it("a plan of one batch keeps it as plan[1] (its keys array, no copy); core.batch gives that", function()
+    local plan = assert(core.plan("cid", "robot", { "a", "b", "a", "c" }))
+    assert.are.same({ "a", "b", "c" }, rawget(plan, 1))
+    assert.are.equal(rawget(plan, 1), core.batch(plan, 1))
+    assert.are.equal(rawget(plan, 1), plan[1])
+    assert.is_nil(core.batch(plan, 2))
+    local two = assert(core.plan("cid", "robot", (function()
+      local t = {}
+      for i = 1, 21 do t[i] = "k" .. i end
+      return t
+    end)()))
+    assert.is_nil(rawget(two, 1))
+  end)
+
   it("tells apart few keys that share their first and last eight bytes, and finds their copies", function()
     local alike = {}
     for i = 1, 16 do alike[i] = "12345678" .. string.char(64 + i) .. "abcdefgh" end

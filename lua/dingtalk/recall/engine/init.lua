@@ -94,23 +94,35 @@ end
 -- Entry points
 ---------------------------------------------------------------------------
 
--- A run that takes over a single batch (below) where its happy path ends.
-local function take_over(self, r, plan, ambiguous, token, t)
+-- A run that takes over a single batch (below) where its happy path ends,
+-- with the report it fills: -> run, report.
+local function take_over(self, plan, ambiguous, token, t)
+  local r = report.new()
+  r.total = plan.total
   local run = new_run(self, r)
   r.recalled = core.new_array(r.total) -- filled in order, never grown
   run.hooks, run.ambiguous, run.total = NOFLAGS, ambiguous, r.total
   run.plans[1] = plan -- its one batch is taken: nothing left fresh
   run.token, run.token_at = token, t
   run.pacer = pacer.new()
-  return run
+  return run, r
+end
+
+-- The job of the single batch, made only when a run takes it over (the
+-- happy path tags its request with the plan).
+local function single_job(plan, token)
+  local job = runs.batch_job(plan, 1, 1)
+  job.started, job.token = true, token
+  return job
 end
 
 -- The usual call of a request handler: one plan of one batch, no hooks.
 -- Its happy path (a token at hand, the QPS budget free, one answer that
--- parses) runs here without a scheduler; at the first other turn (the
--- limiter says wait, a start or an answer fails) a run takes the job over
--- in the state it is in and does what it would have done from there.
--- Nil when there is no token at hand: the run does it all.
+-- parses) runs here without a scheduler, a job or a report until the end;
+-- at the first other turn (the limiter says wait, a start or an answer
+-- fails) a run takes the job over in the state it is in and does what it
+-- would have done from there.  Nil when there is no token at hand: the run
+-- does it all.
 local function run_single(self, plan, ambiguous, t0)
   local T, lim = self.transport, self.limiter
   local token = self.tokens:current(t0)
@@ -120,45 +132,45 @@ local function run_single(self, plan, ambiguous, t0)
   if not direct then built = core.build_batch(plan, 1, self.target, token) end
   -- a build that fails, or a wait: the run asks the limiter and builds again
   if not built or (lim and lim:acquire(T.now()) ~= 0) then return nil end
-  local r = report.new()
-  r.total = plan.total
-  local job = runs.batch_job(plan, 1, 1)
-  job.started, job.token = true, token
+  local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
   local ok, serr, refused
   if direct then
-    ok, serr, refused = direct(T, plan, job.keys, self.target, token, job)
+    ok, serr, refused = direct(T, plan, keys, self.target, token, plan)
   else
-    ok, serr = T:start(built, job)
+    ok, serr = T:start(built, plan)
   end
-  if refused then -- the builder's answer: nothing sent, the batch fails (as in a run)
-    local run = take_over(self, r, plan, ambiguous, token, t0)
-    run:fail(job, serr)
+  if refused or not ok then
+    local job = single_job(plan, token)
+    local run, r = take_over(self, plan, ambiguous, token, t0)
+    if refused then -- the builder's answer: nothing sent, the batch fails (as in a run)
+      run:fail(job, serr)
+    elseif not run:retry(job, serr, t0) then
+      run:complete_failed(job, serr)
+    end
     run:loop()
     return r
-  elseif not ok then
-    local run = take_over(self, r, plan, ambiguous, token, t0)
-    if not run:retry(job, serr, t0) then run:complete_failed(job, serr) end
-    run:loop()
-    return r
   end
-  r.requests = 1
   local done = T:poll(runs.MAX_POLL)
   while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
   local c = done[1]
-  local result = done[2] == nil and c.tag == job and not c.error and
-    core.parse(c.status, c.headers, c.body, token, job.keys)
+  local result = done[2] == nil and c.tag == plan and not c.error and
+    core.parse(c.status, c.headers, c.body, token, keys)
   -- The usual answer (successResult is the batch itself) needs no request
   -- id: nothing then reads it, and the result is dropped.
-  if not result or result.successResult ~= job.keys then
-    local run = take_over(self, r, plan, ambiguous, token, t0)
+  if not result or result.successResult ~= keys then
+    local job = single_job(plan, token)
+    local run, r = take_over(self, plan, ambiguous, token, t0)
+    r.requests = 1
     local t2 = T.now()
     run.in_flight = #done -- (more than one: as the run's loop, which completes what comes)
-    for i = 1, #done do run:complete(done[i], t2) end
+    for i = 1, #done do
+      if done[i].tag == plan then done[i].tag = job end
+      run:complete(done[i], t2)
+    end
     run:loop()
     return r
   end
-  report.classify(r, job.keys, result, ambiguous, true) -- the batch is the job's alone
-  return r
+  return report.whole(keys) -- the batch is the plan's alone
 end
 
 --- e:run(plans, hooks [, opts]) -> report.  plans: an array of core plans;
