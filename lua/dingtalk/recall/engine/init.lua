@@ -153,11 +153,9 @@ local function run_single(self, plan, ambiguous, t0)
   local done = T:poll(runs.MAX_POLL)
   while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
   local c = done[1]
-  local result = done[2] == nil and c.tag == plan and not c.error and
-    core.parse(c.status, c.headers, c.body, token, keys)
-  -- The usual answer (successResult is the batch itself) needs no request
-  -- id: nothing then reads it, and the result is dropped.
-  if not result or result.successResult ~= keys then
+  -- The usual answer (every key recalled) needs no request id: nothing
+  -- then reads it, so no result is made; anything else the run parses.
+  if not (done[2] == nil and c.tag == plan and not c.error and core.answered_all(c.status, c.body, keys)) then
     local job = single_job(plan, token)
     local run, r = take_over(self, plan, ambiguous, token, t0)
     r.requests = 1
