@@ -343,7 +343,9 @@ local function session(self)
   local co = coroutine.running() or MAIN
   local s = self.sessions[co]
   if not s then
-    s = { done = {}, queued = {}, in_flight = 0, threads = {}, waiting = false }
+    -- (done: completions not yet polled, made when one comes; queued:
+    -- request, payload, tag, flat; threads: made at the first spawn)
+    s = { done = nil, queued = {}, in_flight = 0, threads = nil, waiting = false }
     self.sessions[co] = s
   end
   return s
@@ -358,9 +360,17 @@ local function exchange_result(self, req, payload, tag)
   return res
 end
 
-local function run(self, s, p, x)
-  local res = exchange_result(self, p[1], p[2], p[3])
-  s.done[#s.done + 1] = res
+local function add_done(s, res)
+  local done = s.done
+  if not done then
+    done = {}
+    s.done = done
+  end
+  done[#done + 1] = res
+end
+
+local function run(self, s, req, payload, tag, x)
+  add_done(s, exchange_result(self, req, payload, tag))
   s.in_flight = s.in_flight - 1
   x.done = true
   s.threads[x] = nil
@@ -378,7 +388,9 @@ local function queue(self, req, payload, tag)
   end
   local s = session(self)
   s.in_flight = s.in_flight + 1
-  s.queued[#s.queued + 1] = { req, payload, tag }
+  local q = s.queued
+  local n = #q
+  q[n + 1], q[n + 2], q[n + 3] = req, payload, tag
   return true
 end
 
@@ -419,15 +431,17 @@ local function spawn_queued(self, s)
     local semaphore = require "ngx.semaphore"
     s.sema = semaphore.new(0)
   end
-  for _, p in ipairs(queued) do
+  local threads = s.threads or {}
+  s.threads = threads
+  for i = 1, #queued, 3 do
     local x = { done = false }
-    local th, serr = ngx.thread.spawn(run, self, s, p, x)
+    local th, serr = ngx.thread.spawn(run, self, s, queued[i], queued[i + 1], queued[i + 2], x)
     if not th then
       s.in_flight = s.in_flight - 1
-      s.done[#s.done + 1] = { tag = p[3], error = core.error("transport.io",
-        "cannot start a light thread: " .. tostring(serr), { retryable = false }) }
+      add_done(s, { tag = queued[i + 2], error = core.error("transport.io",
+        "cannot start a light thread: " .. tostring(serr), { retryable = false }) })
     elseif not x.done then
-      s.threads[x] = th -- it may have finished already
+      threads[x] = th -- it may have finished already
     end
   end
 end
@@ -441,16 +455,17 @@ local INLINE_WAIT = 1.0
 -- worker); returns an array of {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
   local s = session(self)
-  local nq = #s.queued
-  if nq == 1 and s.in_flight == 1 and #s.done == 0 and (wait or 0) >= INLINE_WAIT then
-    local p = s.queued[1]
-    s.queued[1] = nil
-    local res = exchange_result(self, p[1], p[2], p[3])
+  local q = s.queued
+  local nq = #q
+  if nq == 3 and s.in_flight == 1 and not s.done and (wait or 0) >= INLINE_WAIT then
+    local req, payload, tag = q[1], q[2], q[3]
+    q[1], q[2], q[3] = nil, nil, nil
+    local res = exchange_result(self, req, payload, tag)
     s.in_flight = 0
     return { res }
   end
   if nq > 0 then spawn_queued(self, s) end
-  if #s.done == 0 then
+  if not s.done then
     if s.in_flight > 0 then
       -- at least 1 ms: the light threads only run while this one waits
       s.waiting = true
@@ -460,8 +475,8 @@ function M:poll(wait)
       ngx.sleep(max(wait, 0.001)) -- nginx counts in ms: never sleep(0)
     end
   end
-  local done = s.done
-  s.done = {}
+  local done = s.done or {}
+  s.done = nil
   return done
 end
 
@@ -476,7 +491,7 @@ function M:close()
   local co = coroutine.running() or MAIN
   local s = self.sessions[co]
   if not s then return end
-  for _, th in pairs(s.threads) do pcall(ngx.thread.kill, th) end
+  for _, th in pairs(s.threads or {}) do pcall(ngx.thread.kill, th) end
   self.sessions[co] = nil
 end
 
