@@ -345,10 +345,21 @@ local function session(self)
   if not s then
     -- (done: completions not yet polled, made when one comes; queued:
     -- request, payload, tag, flat; threads: made at the first spawn)
-    s = { done = nil, queued = {}, in_flight = 0, threads = nil, waiting = false }
+    s = self.idle or { done = nil, queued = {}, in_flight = 0, threads = nil, waiting = false }
+    self.idle = nil
     self.sessions[co] = s
   end
-  return s
+  return s, co
+end
+
+-- A session with nothing queued, in flight or unpolled is let go: kept
+-- as the transport's one idle session for the next coroutine (a request
+-- handler makes one exchange and ends: no session table per request).
+local function let_go(self, s, co)
+  if s.in_flight == 0 and s.done == nil and s.queued[1] == nil and not s.waiting then
+    self.sessions[co] = nil
+    self.idle = s
+  end
 end
 
 local function exchange_result(self, req, payload, tag)
@@ -454,7 +465,7 @@ local INLINE_WAIT = 1.0
 --- Waits up to `wait` seconds for completions (without blocking the
 -- worker); returns an array of {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
-  local s = session(self)
+  local s, co = session(self)
   local q = s.queued
   local nq = #q
   if nq == 3 and s.in_flight == 1 and not s.done and (wait or 0) >= INLINE_WAIT then
@@ -462,6 +473,7 @@ function M:poll(wait)
     q[1], q[2], q[3] = nil, nil, nil
     local res = exchange_result(self, req, payload, tag)
     s.in_flight = 0
+    let_go(self, s, co)
     return { res }
   end
   if nq > 0 then spawn_queued(self, s) end
@@ -477,6 +489,7 @@ function M:poll(wait)
   end
   local done = s.done or {}
   s.done = nil
+  let_go(self, s, co)
   return done
 end
 
