@@ -12,18 +12,12 @@
  *       from a built request (head ends "Content-Length: ", tail starts
  *       "\r\n"): one string per batch, no built table.
  */
-#include <stdio.h>
-#include <string.h>
-
 #include "dtr.h"
 #include "dtr_error.h"
 #include "dtr_text.h"
 #include "dtr_encode.h"
 #include "dtr_plan.h"
 #include "dtr_payload.h"
-
-/* A usual request (20 short keys) fits; a longer one goes to a userdata. */
-#define DTR_PAYLOAD_STACK 2048
 
 /* core.batch_payload(plan, keys, target, token, head, tail) -> bytes | nil, err */
 static int dtr_l_batch_payload(lua_State *L)
@@ -32,10 +26,9 @@ static int dtr_l_batch_payload(lua_State *L)
     dtr_opts o;
     dtr_err e;
     dtr_field f[3];
-    size_t hn, tn, n, total;
+    size_t hn, tn;
     const char *head, *tail;
-    char num[24], small[DTR_PAYLOAD_STACK], *buf;
-    int nn, nkeys;
+    int nkeys;
     lua_settop(L, 6);
     head = luaL_checklstring(L, 5, &hn);
     tail = luaL_checklstring(L, 6, &tn);
@@ -43,15 +36,7 @@ static int dtr_l_batch_payload(lua_State *L)
     if (nkeys == 0)
         return dtr_push_err(L, &e);
     dtr_recall_fields(f, &cid, &robot, keys, nkeys);
-    n = dtr_json_object(NULL, f, 3);
-    nn = snprintf(num, sizeof num, "%lu", (unsigned long)n);
-    total = hn + (size_t)nn + tn + n;
-    buf = total <= sizeof small ? small : (char *)dtr_newuserdata(L, total);
-    memcpy(buf, head, hn);
-    memcpy(buf + hn, num, (size_t)nn);
-    memcpy(buf + hn + (size_t)nn, tail, tn);
-    dtr_json_object(buf + hn + (size_t)nn + tn, f, 3);
-    lua_pushlstring(L, buf, total);
+    dtr_push_json_framed(L, f, 3, head, hn, tail, tn);
     return 1;
 }
 
