@@ -60,15 +60,18 @@ static int dtr_plan_id(lua_State *L, int idx, const char *what, const char *miss
     return dtr_text_ok(out, what, e);
 }
 
-/* Checks that the table at idx is an array 1..n without holes; sets *n.
+/* Checks that the table at idx is an array 1..n of strings without holes (in
+ * one pass over it); sets *n.
  * Fills e naming the offending index otherwise. */
 static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
 {
     size_t count = 0, i;
-    lua_Number max = 0;
+    lua_Number max = 0, bad = 0; /* bad: the lowest index of an entry that is not a string */
+    int badt = LUA_TNIL;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_Number k;
+        int t = lua_type(L, -1);
         lua_pop(L, 1);
         count++;
         if (lua_type(L, -1) != LUA_TNUMBER) {
@@ -87,6 +90,10 @@ static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
         }
         if (k > max)
             max = k;
+        if (t != LUA_TSTRING && (bad == 0 || k < bad)) {
+            bad = k;
+            badt = t;
+        }
     }
     if ((lua_Number)count != max) {
         for (i = 1; i <= count; i++) {
@@ -104,6 +111,11 @@ static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
     }
     if (count > (size_t)0x7fffffff) {
         dtr_seterr(e, "invalidParameter.param.invalid", "keys has too many entries");
+        return 0;
+    }
+    if (bad != 0) { /* an array, but not of strings */
+        dtr_seterr(e, "invalidParameter.param.invalid", "keys[%lu] is not a string (a %s)", (unsigned long)bad,
+                   lua_typename(L, badt));
         return 0;
     }
     *n = count;
@@ -171,18 +183,7 @@ static int dtr_l_plan(lua_State *L)
         dtr_seterr(&e, "invalidParameter.processQueryKey.missing", "keys is empty");
         return dtr_push_err(L, &e);
     }
-    /* Every entry a string, before anything else is made. */
-    for (i = 1; i <= n; i++) {
-        int t;
-        lua_rawgeti(L, 3, (int)i);
-        t = lua_type(L, -1);
-        lua_pop(L, 1);
-        if (t != LUA_TSTRING) {
-            dtr_seterr(&e, "invalidParameter.param.invalid", "keys[%lu] is not a string (a %s)", (unsigned long)i,
-                       lua_typename(L, t));
-            return dtr_push_err(L, &e);
-        }
-    }
+    /* (Every entry is a string: dtr_plan_shape saw them all.) */
     /* One byte per entry (a few on the stack, else a userdata: freed by
      * the collector if anything below raises), then the set, freed at once. */
     if (n <= DTR_DEDUPE_FEW) {

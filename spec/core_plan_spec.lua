@@ -99,6 +99,10 @@ describe("core.plan", function()
       core.plan(CID, ROBOT, { "a", "b", 0 / 0 }))
     fails_with("invalidParameter.param.invalid", "keys%[1%].*table", core.plan(CID, ROBOT, { {}, "a" }))
     fails_with("invalidParameter.param.invalid", "keys%[2%].*boolean", core.plan(CID, ROBOT, { "a", true }))
+    -- the lowest index of several, whatever order the table is walked in
+    local many = { "a", "b" }
+    for i = 3, 40 do many[i] = i % 2 == 0 and i or "k" .. i end
+    fails_with("invalidParameter.param.invalid", "keys%[4%] is not a string %(a number%)", core.plan(CID, ROBOT, many))
   end)
 
   it("keys refused on content go to plan.invalid, the rest is planned", function()
