@@ -38,9 +38,9 @@
 -- The engine only calls transport.now(), transport:start(built, tag) and
 -- transport:poll(wait) (which waits up to `wait` seconds when nothing is in
 -- flight), and a batch's start_batch(plan, keys, target, token, tag) when the
--- transport has that field (a run's batches; the single batch's fast path
--- builds with core.build_batch); with a fake transport and clock every path
--- runs in milliseconds.
+-- transport has that field of its own (rawget: the curl and OpenResty
+-- transports; a run's batches and the single batch's fast path alike);
+-- with a fake transport and clock every path runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local pacer = require "dingtalk.recall.engine.pacer"
