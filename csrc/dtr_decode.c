@@ -392,12 +392,30 @@ static int dtr_parse_kind(lua_State *L, enum dtr_kind kind)
     return dtr_decode_keys(L, kind, status, 2, 3, 4, kind == DTR_KIND_RECALL && !lua_isnil(L, 5) ? 5 : 0);
 }
 
+/* core.answered_all(status, body, keys) -> boolean: whether this is the
+ * usual answer to the batch `keys` (a 2xx status, successResult its keys
+ * in order, failedResult empty; dtr_answer.h), the one core.parse(status,
+ * headers, body, secrets, keys) reads as every key recalled.  Nothing is
+ * made: a caller that needs no request id asks this first; false means
+ * only that core.parse must say what the answer is. */
+static int dtr_l_answered_all(lua_State *L)
+{
+    int status = (int)luaL_checkinteger(L, 1);
+    size_t bn;
+    const char *b = luaL_checklstring(L, 2, &bn);
+    dtr_str rid;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_pushboolean(L, status >= 200 && status < 300 && dtr_answer_usual(L, b, bn, 3, &rid));
+    return 1;
+}
+
 static int dtr_l_parse(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_RECALL); }
 static int dtr_l_parse_send(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_SEND); }
 static int dtr_l_parse_token(lua_State *L) { return dtr_parse_kind(L, DTR_KIND_TOKEN); }
 
 static const luaL_Reg dtr_decode_functions[] = {
     {"parse", dtr_l_parse},
+    {"answered_all", dtr_l_answered_all},
     {"parse_send", dtr_l_parse_send},
     {"parse_token", dtr_l_parse_token},
     {NULL, NULL}};

@@ -12,6 +12,7 @@
 #include "dtr_encode.h"
 #include "dtr_decode.h"
 #include "dtr_plan.h"
+#include "dtr_payload.h"
 #include "dtr_sign.h"
 
 int luaopen_dingtalk_recall_core(lua_State *L)
@@ -23,6 +24,7 @@ int luaopen_dingtalk_recall_core(lua_State *L)
     dtr_encode_open(L);
     dtr_decode_open(L);
     dtr_plan_open(L);
+    dtr_payload_open(L);
     dtr_sign_open(L);
     lua_pop(L, DTR_NUPVALUES);
 

@@ -15,6 +15,8 @@
  *   core.batch(plan, i) -> keys | nil
  *       Batch i as a fresh array the plan does not keep (plan[i] makes it
  *       once and keeps it): an engine holds only the batches in flight.
+ *       A plan of one batch keeps it from the start (plan[1] is its keys
+ *       array: no copy), and core.batch gives that.
  *   core.new_array(n) -> table
  *       An empty table with room for n array entries.
  *
@@ -58,15 +60,18 @@ static int dtr_plan_id(lua_State *L, int idx, const char *what, const char *miss
     return dtr_text_ok(out, what, e);
 }
 
-/* Checks that the table at idx is an array 1..n without holes; sets *n.
+/* Checks that the table at idx is an array 1..n of strings without holes (in
+ * one pass over it); sets *n.
  * Fills e naming the offending index otherwise. */
 static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
 {
     size_t count = 0, i;
-    lua_Number max = 0;
+    lua_Number max = 0, bad = 0; /* bad: the lowest index of an entry that is not a string */
+    int badt = LUA_TNIL;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         lua_Number k;
+        int t = lua_type(L, -1);
         lua_pop(L, 1);
         count++;
         if (lua_type(L, -1) != LUA_TNUMBER) {
@@ -85,6 +90,10 @@ static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
         }
         if (k > max)
             max = k;
+        if (t != LUA_TSTRING && (bad == 0 || k < bad)) {
+            bad = k;
+            badt = t;
+        }
     }
     if ((lua_Number)count != max) {
         for (i = 1; i <= count; i++) {
@@ -102,6 +111,11 @@ static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
     }
     if (count > (size_t)0x7fffffff) {
         dtr_seterr(e, "invalidParameter.param.invalid", "keys has too many entries");
+        return 0;
+    }
+    if (bad != 0) { /* an array, but not of strings */
+        dtr_seterr(e, "invalidParameter.param.invalid", "keys[%lu] is not a string (a %s)", (unsigned long)bad,
+                   lua_typename(L, badt));
         return 0;
     }
     *n = count;
@@ -169,18 +183,7 @@ static int dtr_l_plan(lua_State *L)
         dtr_seterr(&e, "invalidParameter.processQueryKey.missing", "keys is empty");
         return dtr_push_err(L, &e);
     }
-    /* Every entry a string, before anything else is made. */
-    for (i = 1; i <= n; i++) {
-        int t;
-        lua_rawgeti(L, 3, (int)i);
-        t = lua_type(L, -1);
-        lua_pop(L, 1);
-        if (t != LUA_TSTRING) {
-            dtr_seterr(&e, "invalidParameter.param.invalid", "keys[%lu] is not a string (a %s)", (unsigned long)i,
-                       lua_typename(L, t));
-            return dtr_push_err(L, &e);
-        }
-    }
+    /* (Every entry is a string: dtr_plan_shape saw them all.) */
     /* One byte per entry (a few on the stack, else a userdata: freed by
      * the collector if anything below raises), then the set, freed at once. */
     if (n <= DTR_DEDUPE_FEW) {
@@ -191,7 +194,7 @@ static int dtr_l_plan(lua_State *L)
     }
     if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
-    lua_createtable(L, 0, 8); /* its eight fields, the keys slot among them */
+    lua_createtable(L, nkeep <= DTR_MAX_KEYS, 8); /* its eight fields, the keys slot among them */
     plan = lua_gettop(L);
     lua_createtable(L, (int)nkeep, 0);
     store = lua_gettop(L);
@@ -211,6 +214,10 @@ static int dtr_l_plan(lua_State *L)
         }
     }
     lua_setfield(L, plan, "invalid");
+    if (total >= 1 && total <= DTR_MAX_KEYS) { /* one batch: plan[1] is the keys array itself */
+        lua_pushvalue(L, store);
+        lua_rawseti(L, plan, 1);
+    }
     lua_pushlightuserdata(L, (void *)&dtr_plan_keys_slot);
     lua_insert(L, store);
     lua_rawset(L, plan);

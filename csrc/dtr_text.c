@@ -11,6 +11,7 @@
  */
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dtr.h"
@@ -362,24 +363,41 @@ size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
     return w;
 }
 
-void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
+void dtr_push_json_framed(lua_State *L, const dtr_field *f, int nf, const char *head, size_t hn, const char *tail,
+                          size_t tn)
 {
     char small[8192]; /* a batch of 20 usual keys: no allocation but the string */
-    size_t n = 2, i; /* an upper bound first: every byte escaped as \u00XX */
-    int j;
+    char num[24];
+    size_t room = head ? hn + sizeof num + tn : 0; /* before the body: its frame */
+    size_t n = room + 2, i, at;
+    int j, nn = 0;
     char *buf = small;
+    /* an upper bound first: every byte escaped as \u00XX */
     for (i = 0; i < (size_t)nf && n <= sizeof small; i++) {
         n += 6 * strlen(f[i].name) + 6;
         for (j = 0; j < (f[i].count < 0 ? 1 : f[i].count) && n <= sizeof small; j++)
             n += 6 * f[i].vals[j].n + 3;
     }
-    if (n > sizeof small) {
-        n = dtr_json_object(NULL, f, nf);
-        buf = (char *)lua_newuserdata(L, n); /* collected with the stack */
+    if (n > sizeof small)
+        buf = (char *)lua_newuserdata(L, room + dtr_json_object(NULL, f, nf)); /* collected with the stack */
+    n = dtr_json_object(buf + room, f, nf);
+    at = room;
+    if (head) { /* the frame right before the body */
+        nn = snprintf(num, sizeof num, "%lu", (unsigned long)n);
+        at -= tn;
+        memcpy(buf + at, tail, tn);
+        at -= (size_t)nn;
+        memcpy(buf + at, num, (size_t)nn);
+        at -= hn;
+        memcpy(buf + at, head, hn);
     }
-    n = dtr_json_object(buf, f, nf);
-    lua_pushlstring(L, buf, n);
+    lua_pushlstring(L, buf + at, room - at + n);
     if (buf != small)
         lua_remove(L, -2);
+}
+
+void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf)
+{
+    dtr_push_json_framed(L, f, nf, NULL, 0, NULL, 0);
 }
 

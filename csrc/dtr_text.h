@@ -50,6 +50,10 @@ size_t dtr_json_string(char *dst, const char *s, size_t n);
 size_t dtr_json_object(char *dst, const dtr_field *f, int nf);
 /* Pushes the object as one Lua string (the strings must be anchored). */
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf);
+/* Pushes head .. #body .. tail .. body, body the object in f (written
+ * once; head NULL: the body alone, as dtr_push_json_object). */
+void dtr_push_json_framed(lua_State *L, const dtr_field *f, int nf, const char *head, size_t hn, const char *tail,
+                          size_t tn);
 
 DTR_HIDDEN_END
 

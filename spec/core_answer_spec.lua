@@ -1,7 +1,8 @@
 -- core.parse(status, headers, body, secrets, keys): the usual answer to a
 -- batch read in place (csrc/dtr_answer.c).  Whatever the body, the result
 -- must be the one the full decoder gives without keys; only the usual form
--- answers with the batch's own array as successResult.
+-- answers with the batch's own array as successResult (and only it makes
+-- core.answered_all true).
 local core = require "dingtalk.recall.core"
 
 local KEYS = { "k1", "k2", "k3" }
@@ -12,6 +13,8 @@ local function both(body, status, secrets)
   local keys = { KEYS[1], KEYS[2], KEYS[3] }
   local full, ferr = core.parse(status or 200, HDR, body, secrets)
   local fast, err = core.parse(status or 200, HDR, body, secrets, keys)
+  -- core.answered_all says yes exactly when parse answers with the batch's own array
+  assert.are.equal(fast ~= nil and fast.successResult == keys, core.answered_all(status or 200, body, keys), body)
   if full == nil then
     assert.is_nil(fast, body)
     assert.are.same({ ferr.code, ferr.message, ferr.status, ferr.request_id },
@@ -98,5 +101,10 @@ describe("core.parse with the batch's keys", function()
     assert.are_not.equal(keys, res.successResult)
     assert.are.same({ "钉钉-", "k2" }, res.successResult)
     assert.has_error(function() core.parse(200, HDR, "{}", nil, "k1") end)
+    assert.is_true(core.answered_all(200, '{"successResult":["钉钉-1","k2"]}', keys))
+    assert.is_false(core.answered_all(200, '{"successResult":["钉钉-","k2"]}', keys))
+    assert.is_false(core.answered_all(302, '{"successResult":["钉钉-1","k2"]}', keys))
+    assert.has_error(function() core.answered_all(200, "{}", "k1") end)
+    assert.has_error(function() core.answered_all(200, nil, keys) end)
   end)
 end)

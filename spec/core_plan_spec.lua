@@ -99,6 +99,10 @@ describe("core.plan", function()
       core.plan(CID, ROBOT, { "a", "b", 0 / 0 }))
     fails_with("invalidParameter.param.invalid", "keys%[1%].*table", core.plan(CID, ROBOT, { {}, "a" }))
     fails_with("invalidParameter.param.invalid", "keys%[2%].*boolean", core.plan(CID, ROBOT, { "a", true }))
+    -- the lowest index of several, whatever order the table is walked in
+    local many = { "a", "b" }
+    for i = 3, 40 do many[i] = i % 2 == 0 and i or "k" .. i end
+    fails_with("invalidParameter.param.invalid", "keys%[4%] is not a string %(a number%)", core.plan(CID, ROBOT, many))
   end)
 
   it("keys refused on content go to plan.invalid, the rest is planned", function()
@@ -173,6 +177,20 @@ describe("core.plan", function()
       end
     end
     assert.are.equal(0, assert(core.plan("cid", "robot", { (" ~"):rep(20), ("é"):rep(9) })).ninvalid)
+  end)
+
+  it("a plan of one batch keeps it as plan[1] (its keys array, no copy); core.batch gives that", function()
+    local plan = assert(core.plan("cid", "robot", { "a", "b", "a", "c" }))
+    assert.are.same({ "a", "b", "c" }, rawget(plan, 1))
+    assert.are.equal(rawget(plan, 1), core.batch(plan, 1))
+    assert.are.equal(rawget(plan, 1), plan[1])
+    assert.is_nil(core.batch(plan, 2))
+    local two = assert(core.plan("cid", "robot", (function()
+      local t = {}
+      for i = 1, 21 do t[i] = "k" .. i end
+      return t
+    end)()))
+    assert.is_nil(rawget(two, 1))
   end)
 
   it("tells apart few keys that share their first and last eight bytes, and finds their copies", function()
@@ -294,6 +312,30 @@ describe("core.build_batch", function()
     assert.has_error(function() core.build_batch(plan, 1, { endpoint = "http://127.0.0.1" }, TOKEN) end)
     plan[1][1] = 42
     assert.has_error(function() core.build_batch(plan, 1, target, TOKEN) end)
+  end)
+
+  it("core.batch_payload: the head, the body's length, the tail and build_batch's body, in one string", function()
+    local ks = { "k1", "é\"quote\\", "k3" }
+    for i = 4, 45 do ks[i] = "key" .. i end
+    for i = 46, 60 do ks[i] = ("long" .. i):rep(60) end -- a batch over the stack buffer
+    local plan = assert(core.plan(CID, ROBOT, ks))
+    local head, tail = "POST /x HTTP/1.1\r\nContent-Length: ", "\r\nA: b\r\n\r\n"
+    for i = 1, plan.nbatches do
+      local b = assert(core.build_batch(plan, i, target, TOKEN))
+      local p = assert(core.batch_payload(plan, core.batch(plan, i), target, TOKEN, head, tail))
+      assert.are.equal(head .. #b.body .. tail .. b.body, p)
+    end
+    assert.is_true(#core.batch_payload(plan, core.batch(plan, 3), target, TOKEN, head, tail) > 2048)
+    -- the token is checked as build_batch checks it; wrong arguments raise
+    fails_with("AuthenticationFailed.MissingParameter", nil,
+      core.batch_payload(plan, core.batch(plan, 1), target, "", head, tail))
+    local ok, err = core.batch_payload(plan, core.batch(plan, 1), target, "tok\r\nX-Evil: 1", head, tail)
+    fails_with("invalidParameter.param.invalid", nil, ok, err)
+    assert.has_error(function() core.batch_payload(plan, core.batch(plan, 1), target, TOKEN, head) end)
+    assert.has_error(function() core.batch_payload(plan, 1, target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload(plan, { 42 }, target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload({}, core.batch(plan, 1), target, TOKEN, head, tail) end)
+    assert.has_error(function() core.batch_payload(plan, core.batch(plan, 1), {}, TOKEN, head, tail) end)
   end)
 
   it("core.build accepts a target as options (build_token needs no token)", function()

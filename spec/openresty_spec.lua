@@ -15,6 +15,36 @@ local SERVER, conf, copy, ids, shape, first_error =
 
 local available, why = nginx.available()
 
+-- One client shared by four light threads of one request, each recalling
+-- its own keys at once over a slow answer, then once more by the request
+-- itself: each report must hold its own keys (a transport keeps each
+-- coroutine's exchanges apart, and takes an idle session up again).
+local THREADS = [[
+    location = /threads {
+      content_by_lua_block {
+        local cjson = require "cjson"
+        ngx.req.read_body()
+        local a = cjson.decode(ngx.req.get_body_data())
+        local client = assert(require("dingtalk.recall").client(a.client))
+        local function one(t)
+          local keys = {}
+          for i = 1, 3 do keys[i] = "thr" .. t .. "-" .. i end
+          local rep = assert(client:recall("cidFake", keys))
+          return table.concat(rep.recalled, ",")
+        end
+        local ths, out = {}, {}
+        for t = 1, 4 do ths[t] = ngx.thread.spawn(one, t) end
+        for t = 1, 4 do
+          local ok, got = ngx.thread.wait(ths[t])
+          out[t] = ok and got or tostring(got)
+        end
+        out[5], out[6] = one(5), one(6)
+        client:close()
+        ngx.say(cjson.encode(out))
+      }
+    }
+]]
+
 describe("openresty transport", function()
   if not available then
     pending("nginx is missing: " .. tostring(why))
@@ -31,7 +61,7 @@ describe("openresty transport", function()
     local o = conf {}
     o.trusted_ca = s.ca_file
     o.server = SERVER .. "    location = /recall_sim2 {\n      lua_ssl_trusted_certificate " .. nginx.nq(s2.ca_file) ..
-      ";\n      content_by_lua_block { require(\"ortest\").recall() }\n    }\n"
+      ";\n      content_by_lua_block { require(\"ortest\").recall() }\n    }\n" .. THREADS
     n = nginx.start(o)
   end)
 
@@ -142,6 +172,11 @@ describe("openresty transport", function()
         assert.are.same(keys, b.report.recalled, mode)
         assert.are.same(shape(a, keys), shape(b.report, keys), mode)
       end
+    end)
+
+    it("keeps apart the exchanges of light threads sharing one client", function()
+      local out = in_nginx({ client = base { endpoint = n.url .. "/fake/chunked" } }, "/threads")
+      for t = 1, 6 do assert.are.equal(("thr%d-1,thr%d-2,thr%d-3"):format(t, t, t), out[t]) end
     end)
 
     it("reuses connections (keep-alive) and sends Host", function()

@@ -38,9 +38,9 @@
 -- The engine only calls transport.now(), transport:start(built, tag) and
 -- transport:poll(wait) (which waits up to `wait` seconds when nothing is in
 -- flight), and a batch's start_batch(plan, keys, target, token, tag) when the
--- transport has that field (a run's batches; the single batch's fast path
--- builds with core.build_batch); with a fake transport and clock every path
--- runs in milliseconds.
+-- transport has that field of its own (rawget: the curl and OpenResty
+-- transports; a run's batches and the single batch's fast path alike);
+-- with a fake transport and clock every path runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local pacer = require "dingtalk.recall.engine.pacer"
@@ -94,59 +94,81 @@ end
 -- Entry points
 ---------------------------------------------------------------------------
 
--- A run that takes over a single batch (below) where its happy path ends.
-local function take_over(self, r, plan, ambiguous, token, t)
+-- A run that takes over a single batch (below) where its happy path ends,
+-- with the report it fills: -> run, report.
+local function take_over(self, plan, ambiguous, token, t)
+  local r = report.new()
+  r.total = plan.total
   local run = new_run(self, r)
   r.recalled = core.new_array(r.total) -- filled in order, never grown
   run.hooks, run.ambiguous, run.total = NOFLAGS, ambiguous, r.total
   run.plans[1] = plan -- its one batch is taken: nothing left fresh
   run.token, run.token_at = token, t
   run.pacer = pacer.new()
-  return run
+  return run, r
+end
+
+-- The job of the single batch, made only when a run takes it over (the
+-- happy path tags its request with the plan).
+local function single_job(plan, token)
+  local job = runs.batch_job(plan, 1, 1)
+  job.started, job.token = true, token
+  return job
 end
 
 -- The usual call of a request handler: one plan of one batch, no hooks.
 -- Its happy path (a token at hand, the QPS budget free, one answer that
--- parses) runs here without a scheduler; at the first other turn (the
--- limiter says wait, a start or an answer fails) a run takes the job over
--- in the state it is in and does what it would have done from there.
--- Nil when there is no token at hand: the run does it all.
+-- parses) runs here without a scheduler, a job or a report until the end;
+-- at the first other turn (the limiter says wait, a start or an answer
+-- fails) a run takes the job over in the state it is in and does what it
+-- would have done from there.  Nil when there is no token at hand: the run
+-- does it all.
 local function run_single(self, plan, ambiguous, t0)
   local T, lim = self.transport, self.limiter
   local token = self.tokens:current(t0)
   if not token then return nil end
-  local built = core.build_batch(plan, 1, self.target, token)
+  -- A transport's own start_batch sends without a built table (as a run does).
+  local direct, built = rawget(T, "start_batch"), true
+  if not direct then built = core.build_batch(plan, 1, self.target, token) end
   -- a build that fails, or a wait: the run asks the limiter and builds again
   if not built or (lim and lim:acquire(T.now()) ~= 0) then return nil end
-  local r = report.new()
-  r.total = plan.total
-  local job = runs.batch_job(plan, 1, 1)
-  job.started, job.token = true, token
-  local ok, serr = T:start(built, job)
-  if not ok then
-    local run = take_over(self, r, plan, ambiguous, token, t0)
-    if not run:retry(job, serr, t0) then run:complete_failed(job, serr) end
+  local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
+  local ok, serr, refused
+  if direct then
+    ok, serr, refused = direct(T, plan, keys, self.target, token, plan)
+  else
+    ok, serr = T:start(built, plan)
+  end
+  if refused or not ok then
+    local job = single_job(plan, token)
+    local run, r = take_over(self, plan, ambiguous, token, t0)
+    if refused then -- the builder's answer: nothing sent, the batch fails (as in a run)
+      run:fail(job, serr)
+    elseif not run:retry(job, serr, t0) then
+      run:complete_failed(job, serr)
+    end
     run:loop()
     return r
   end
-  r.requests = 1
   local done = T:poll(runs.MAX_POLL)
   while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
   local c = done[1]
-  local result = done[2] == nil and c.tag == job and not c.error and
-    core.parse(c.status, c.headers, c.body, token, job.keys)
-  -- The usual answer (successResult is the batch itself) needs no request
-  -- id: nothing then reads it, and the result is dropped.
-  if not result or result.successResult ~= job.keys then
-    local run = take_over(self, r, plan, ambiguous, token, t0)
+  -- The usual answer (every key recalled) needs no request id: nothing
+  -- then reads it, so no result is made; anything else the run parses.
+  if not (done[2] == nil and c.tag == plan and not c.error and core.answered_all(c.status, c.body, keys)) then
+    local job = single_job(plan, token)
+    local run, r = take_over(self, plan, ambiguous, token, t0)
+    r.requests = 1
     local t2 = T.now()
     run.in_flight = #done -- (more than one: as the run's loop, which completes what comes)
-    for i = 1, #done do run:complete(done[i], t2) end
+    for i = 1, #done do
+      if done[i].tag == plan then done[i].tag = job end
+      run:complete(done[i], t2)
+    end
     run:loop()
     return r
   end
-  report.classify(r, job.keys, result, ambiguous, true) -- the batch is the job's alone
-  return r
+  return report.whole(keys) -- the batch is the plan's alone
 end
 
 --- e:run(plans, hooks [, opts]) -> report.  plans: an array of core plans;

@@ -1,7 +1,8 @@
 --- dingtalk.recall.transport.http1: reads one HTTP/1.x answer from a
 -- cosocket (anything with settimeouts and receiveany), within a deadline
--- and a size cap, and maps failures to the curl transport's error codes.
--- The OpenResty transport's I/O half; it decides nothing about the answer.
+-- and a size cap, and maps failures (connecting, the TLS handshake and its
+-- verdict, reading) to the curl transport's error codes.  The OpenResty
+-- transport's I/O half; it decides nothing about the answer.
 local core = require "dingtalk.recall.core"
 
 local M = {}
@@ -280,6 +281,71 @@ function M.read_response(req, r)
   end
   if r.pos <= #r.buf then reusable = false end -- bytes beyond the answer: do not trust the connection
   return { status = status, headers = headers, body = parts[2] and concat(parts) or parts[1] or "" }, reusable
+end
+
+---------------------------------------------------------------------------
+-- Connecting and the TLS handshake over a cosocket (the OpenResty
+-- transport's): their failures in the curl transport's codes
+---------------------------------------------------------------------------
+
+function M.connect_failure(req, err)
+  if err == "timeout" then
+    return transport_error("transport.timeout",
+      str_format("connecting to %s timed out", req.authority))
+  end
+  local msg = str_format("could not connect to %s: %s", req.authority, tostring(err))
+  if tostring(err):find("resolver", 1, true) then
+    msg = msg .. " (add a `resolver` directive to nginx.conf: cosockets resolve names through it)"
+  end
+  return transport_error("transport.connect", msg)
+end
+
+-- ngx_lua 0.10.23 + lua-resty-core 0.1.25 (Debian 12) report a TLS
+-- handshake that completed at once (loopback, a fast peer) as a success
+-- even when the certificate failed verification or did not match the
+-- host; the verdict is still recorded on the socket.  So after every
+-- handshake the verdict is read again through the same FFI call that
+-- lua-resty-core uses.  Versions without that call skip the check (their
+-- handshake reports failures itself).
+local verdict_reader
+function M.tls_verdict(sock)
+  if verdict_reader == nil then
+    verdict_reader = false
+    local ok, ffi = pcall(require, "ffi")
+    local bok, base = pcall(require, "resty.core.base")
+    if ok and bok and type(base) == "table" and base.get_request and base.get_errmsg_ptr then
+      local C = ffi.C
+      local fok, fn = pcall(function() return C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result end)
+      if fok and fn then
+        local errmsg = base.get_errmsg_ptr()
+        local sess = ffi.new("void *[1]")
+        local code = ffi.new("int[1]")
+        local FFI_ERROR = base.FFI_ERROR or -1
+        verdict_reader = function(s)
+          local u, r = s[1], base.get_request()
+          if not u or not r then return true end
+          sess[0], code[0] = nil, 0
+          if C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result(r, u, sess, errmsg, code) == FFI_ERROR then
+            local msg = errmsg[0] ~= nil and ffi.string(errmsg[0]) or "certificate verification failed"
+            if code[0] ~= 0 then msg = code[0] .. ": " .. msg end
+            return nil, msg
+          end
+          return true
+        end
+      end
+    end
+  end
+  if not verdict_reader then return true end
+  return verdict_reader(sock)
+end
+
+function M.tls_failure(req, err)
+  if err == "timeout" then
+    return transport_error("transport.timeout", str_format("the TLS handshake with %s timed out", req.authority))
+  end
+  return transport_error("transport.tls",
+    str_format("TLS verification of %s failed: %s (nginx trusts the CAs of lua_ssl_trusted_certificate)",
+      req.authority, tostring(err)))
 end
 
 return M

@@ -24,7 +24,8 @@
 local core = require "dingtalk.recall.core"
 local http1 = require "dingtalk.recall.transport.http1"
 local new_reader, read_response = http1.new_reader, http1.read_response
-local transport_error, io_failure = http1.transport_error, http1.io_failure
+local io_failure = http1.io_failure
+local connect_failure, tls_verdict, tls_failure = http1.connect_failure, http1.tls_verdict, http1.tls_failure
 
 local M = {}
 M.__index = M
@@ -33,7 +34,7 @@ M.DEFAULT_DICT = "dingtalk_recall"
 
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
-local str_find, str_lower, str_format = string.find, string.lower, string.format
+local str_find, str_lower = string.find, string.lower
 
 -- ngx.now after ngx.update_time: this module never loads libcurl.
 local function now()
@@ -139,66 +140,6 @@ local function prepare(built)
     t.lines, t.hmap, t.hn = lines, map, n
   end
   return t, t.head .. #body .. "\r\n" .. lines .. body
-end
-
-local function connect_failure(req, err)
-  if err == "timeout" then
-    return transport_error("transport.timeout",
-      str_format("connecting to %s timed out", req.authority))
-  end
-  local msg = str_format("could not connect to %s: %s", req.authority, tostring(err))
-  if tostring(err):find("resolver", 1, true) then
-    msg = msg .. " (add a `resolver` directive to nginx.conf: cosockets resolve names through it)"
-  end
-  return transport_error("transport.connect", msg)
-end
-
--- ngx_lua 0.10.23 + lua-resty-core 0.1.25 (Debian 12) report a TLS
--- handshake that completed at once (loopback, a fast peer) as a success
--- even when the certificate failed verification or did not match the
--- host; the verdict is still recorded on the socket.  So after every
--- handshake the verdict is read again through the same FFI call that
--- lua-resty-core uses.  Versions without that call skip the check (their
--- handshake reports failures itself).
-local verdict_reader
-local function tls_verdict(sock)
-  if verdict_reader == nil then
-    verdict_reader = false
-    local ok, ffi = pcall(require, "ffi")
-    local bok, base = pcall(require, "resty.core.base")
-    if ok and bok and type(base) == "table" and base.get_request and base.get_errmsg_ptr then
-      local C = ffi.C
-      local fok, fn = pcall(function() return C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result end)
-      if fok and fn then
-        local errmsg = base.get_errmsg_ptr()
-        local sess = ffi.new("void *[1]")
-        local code = ffi.new("int[1]")
-        local FFI_ERROR = base.FFI_ERROR or -1
-        verdict_reader = function(s)
-          local u, r = s[1], base.get_request()
-          if not u or not r then return true end
-          sess[0], code[0] = nil, 0
-          if C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result(r, u, sess, errmsg, code) == FFI_ERROR then
-            local msg = errmsg[0] ~= nil and ffi.string(errmsg[0]) or "certificate verification failed"
-            if code[0] ~= 0 then msg = code[0] .. ": " .. msg end
-            return nil, msg
-          end
-          return true
-        end
-      end
-    end
-  end
-  if not verdict_reader then return true end
-  return verdict_reader(sock)
-end
-
-local function tls_failure(req, err)
-  if err == "timeout" then
-    return transport_error("transport.timeout", str_format("the TLS handshake with %s timed out", req.authority))
-  end
-  return transport_error("transport.tls",
-    str_format("TLS verification of %s failed: %s (nginx trusts the CAs of lua_ssl_trusted_certificate)",
-      req.authority, tostring(err)))
 end
 
 -- The connect options of a pool (one table per pool and transport, not
@@ -331,6 +272,7 @@ function M.new(opts)
     keepalive_timeout = keepalive,
     keepalive_ms = keepalive * 1000,
     copts = {}, ncopts = 0, -- connect options per pool
+    start_batch = M.start_batch, -- its own field: the engine looks for it with rawget
     sessions = setmetatable({}, { __mode = "k" }),
   }, M)
 end
@@ -342,10 +284,23 @@ local function session(self)
   local co = coroutine.running() or MAIN
   local s = self.sessions[co]
   if not s then
-    s = { done = {}, queued = {}, in_flight = 0, threads = {}, waiting = false }
+    -- (done: completions not yet polled, made when one comes; queued:
+    -- request, payload, tag, flat; threads: made at the first spawn)
+    s = self.idle or { done = nil, queued = {}, in_flight = 0, threads = nil, waiting = false }
+    self.idle = nil
     self.sessions[co] = s
   end
-  return s
+  return s, co
+end
+
+-- A session with nothing queued, in flight or unpolled is let go: kept
+-- as the transport's one idle session for the next coroutine (a request
+-- handler makes one exchange and ends: no session table per request).
+local function let_go(self, s, co)
+  if s.in_flight == 0 and s.done == nil and s.queued[1] == nil and not s.waiting then
+    self.sessions[co] = nil
+    self.idle = s
+  end
 end
 
 local function exchange_result(self, req, payload, tag)
@@ -357,9 +312,17 @@ local function exchange_result(self, req, payload, tag)
   return res
 end
 
-local function run(self, s, p, x)
-  local res = exchange_result(self, p[1], p[2], p[3])
-  s.done[#s.done + 1] = res
+local function add_done(s, res)
+  local done = s.done
+  if not done then
+    done = {}
+    s.done = done
+  end
+  done[#done + 1] = res
+end
+
+local function run(self, s, req, payload, tag, x)
+  add_done(s, exchange_result(self, req, payload, tag))
   s.in_flight = s.in_flight - 1
   x.done = true
   s.threads[x] = nil
@@ -369,11 +332,7 @@ local function run(self, s, p, x)
   end
 end
 
---- Queues a built request; tag comes back with its completion from
--- poll(), which starts what is queued.  Returns true | nil, err.
-function M:start(built, tag)
-  local req, payload = prepare(built)
-  if not req then return nil, payload end
+local function queue(self, req, payload, tag)
   local ok, phase = phase_ok()
   if not ok then
     return nil, core.error("transport.connect", "cosockets are not available in the " .. tostring(phase) ..
@@ -381,8 +340,39 @@ function M:start(built, tag)
   end
   local s = session(self)
   s.in_flight = s.in_flight + 1
-  s.queued[#s.queued + 1] = { req, payload, tag }
+  local q = s.queued
+  local n = #q
+  q[n + 1], q[n + 2], q[n + 3] = req, payload, tag
   return true
+end
+
+--- Queues a built request; tag comes back with its completion from
+-- poll(), which starts what is queued.  Returns true | nil, err.
+function M:start(built, tag)
+  local req, payload = prepare(built)
+  if not req then return nil, payload end
+  return queue(self, req, payload, tag)
+end
+
+--- Queues a recall batch without a built table (the engine calls it when
+-- the transport has this field of its own): the first batch for a target
+-- and token is built by core.build_batch and checked as start() checks
+-- any request; the next ones get their bytes from core.batch_payload with
+-- that checked head and header lines.  -> true | nil, err [, true: the
+-- token was refused, nothing was sent].
+function M:start_batch(plan, keys, target, token, tag)
+  local b = self.batch
+  if not (b and b.target == target and b.token == token) then
+    local built, err = core.build_batch(plan, 1, target, token)
+    if not built then return nil, err, true end
+    local req, perr = prepare(built)
+    if not req then return nil, perr end
+    b = { target = target, token = token, req = req, head = req.head, tail = "\r\n" .. req.lines }
+    self.batch = b
+  end
+  local payload, err = core.batch_payload(plan, keys, target, token, b.head, b.tail)
+  if not payload then return nil, err, true end
+  return queue(self, b.req, payload, tag)
 end
 
 -- Starts the queued exchanges, each in a light thread.
@@ -393,15 +383,17 @@ local function spawn_queued(self, s)
     local semaphore = require "ngx.semaphore"
     s.sema = semaphore.new(0)
   end
-  for _, p in ipairs(queued) do
+  local threads = s.threads or {}
+  s.threads = threads
+  for i = 1, #queued, 3 do
     local x = { done = false }
-    local th, serr = ngx.thread.spawn(run, self, s, p, x)
+    local th, serr = ngx.thread.spawn(run, self, s, queued[i], queued[i + 1], queued[i + 2], x)
     if not th then
       s.in_flight = s.in_flight - 1
-      s.done[#s.done + 1] = { tag = p[3], error = core.error("transport.io",
-        "cannot start a light thread: " .. tostring(serr), { retryable = false }) }
+      add_done(s, { tag = queued[i + 2], error = core.error("transport.io",
+        "cannot start a light thread: " .. tostring(serr), { retryable = false }) })
     elseif not x.done then
-      s.threads[x] = th -- it may have finished already
+      threads[x] = th -- it may have finished already
     end
   end
 end
@@ -414,17 +406,19 @@ local INLINE_WAIT = 1.0
 --- Waits up to `wait` seconds for completions (without blocking the
 -- worker); returns an array of {tag, status, headers, body} or {tag, error}.
 function M:poll(wait)
-  local s = session(self)
-  local nq = #s.queued
-  if nq == 1 and s.in_flight == 1 and #s.done == 0 and (wait or 0) >= INLINE_WAIT then
-    local p = s.queued[1]
-    s.queued[1] = nil
-    local res = exchange_result(self, p[1], p[2], p[3])
+  local s, co = session(self)
+  local q = s.queued
+  local nq = #q
+  if nq == 3 and s.in_flight == 1 and not s.done and (wait or 0) >= INLINE_WAIT then
+    local req, payload, tag = q[1], q[2], q[3]
+    q[1], q[2], q[3] = nil, nil, nil
+    local res = exchange_result(self, req, payload, tag)
     s.in_flight = 0
+    let_go(self, s, co)
     return { res }
   end
   if nq > 0 then spawn_queued(self, s) end
-  if #s.done == 0 then
+  if not s.done then
     if s.in_flight > 0 then
       -- at least 1 ms: the light threads only run while this one waits
       s.waiting = true
@@ -434,8 +428,9 @@ function M:poll(wait)
       ngx.sleep(max(wait, 0.001)) -- nginx counts in ms: never sleep(0)
     end
   end
-  local done = s.done
-  s.done = {}
+  local done = s.done or {}
+  s.done = nil
+  let_go(self, s, co)
   return done
 end
 
@@ -450,7 +445,7 @@ function M:close()
   local co = coroutine.running() or MAIN
   local s = self.sessions[co]
   if not s then return end
-  for _, th in pairs(s.threads) do pcall(ngx.thread.kill, th) end
+  for _, th in pairs(s.threads or {}) do pcall(ngx.thread.kill, th) end
   self.sessions[co] = nil
 end
 
