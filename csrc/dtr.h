@@ -16,7 +16,8 @@
  *                            units (m:start_batch reads plans with them),
  *                            and the sans-I/O units above but sign
  *   dingtalk.recall.journal  dtr_journal.c (entry), dtr_jline.c, dtr_jsync.c,
- *                            dtr_files.c, dtr_lua.c, dtr_error.c, dtr_codes.c
+ *                            dtr_files.c, dtr_text.c (the JSON string
+ *                            writer), dtr_lua.c, dtr_error.c, dtr_codes.c
  */
 #ifndef DTR_H
 #define DTR_H

@@ -5,7 +5,8 @@
  *       head .. '"k1","k2",...' .. tail, the keys of parts (an array of
  *       arrays of strings) in order, each a JSON string: '"' and '\\'
  *       escaped, control characters (and DEL) as \b \f \n \r \t or \u00XX,
- *       every other byte as it is (cjson's own rules, so cjson.decode
+ *       every other byte as it is (dtr_text.c's dtr_json_string, the one
+ *       JSON string writer; cjson.decode
  *       reads the same keys back).  A part or key of another type raises.
  *
  * journal.append takes such key lines too ({head, parts, tail} among its
@@ -18,108 +19,11 @@
  * first found no byte to escape (recall keys are base64), the second
  * copies each key as it is, without looking at its bytes again.
  */
-#include <stdint.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "dtr_jline.h"
+#include "dtr_text.h"
 
 #define DTR_JLINE_MAX ((size_t)1 << 30) /* bytes in one append */
-
-static const char dtr_jl_hex[] = "0123456789abcdef";
-
-/* Extra bytes a byte takes in a JSON string: 1 for \" \\ \b \f \n \r \t,
- * 5 for the other control characters and DEL (\u00XX), else 0. */
-#define DTR_JL_U5 5, 5, 5, 5, 5, 5, 5, 5
-static const unsigned char dtr_jl_extra[256] = {
-    5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5, /* \b \t \n, \f \r */
-    DTR_JL_U5, DTR_JL_U5,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* '\\' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, /* DEL */
-};
-
-/* The length of the run of bytes from s[i] on that need no escaping (recall
- * keys are base64: usually all of them), eight bytes at a time: a word
- * holds none of '"', '\\', DEL or a byte below 0x20 when the usual
- * "has a zero byte" and "has a byte less than n" tests all fail. */
-static size_t dtr_jl_plain_run(const unsigned char *s, size_t i, size_t n)
-{
-    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
-#ifdef __SSE2__
-    /* sixteen bytes at a time where the CPU has SSE2 (every x86-64): a
-     * byte is bad when it is '"', '\\', DEL, or at most 0x1f (unsigned) */
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
-    const __m128i del = _mm_set1_epi8(0x7f), ctl = _mm_set1_epi8(0x1f);
-    while (i + 16 <= n) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
-                                   _mm_or_si128(_mm_cmpeq_epi8(x, del), _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl)));
-        if (_mm_movemask_epi8(bad) != 0)
-            break;
-        i += 16;
-    }
-#endif
-    while (i + 8 <= n) {
-        uint64_t x, q, b, d;
-        memcpy(&x, s + i, 8);
-        q = x ^ (ones * '"');
-        b = x ^ (ones * '\\');
-        d = x ^ (ones * 0x7f);
-        if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high)
-            break;
-        i += 8;
-    }
-    while (i < n && dtr_jl_extra[s[i]] == 0)
-        i++;
-    return i;
-}
-
-/* Bytes the key takes in JSON, quotes included. */
-static size_t dtr_jl_key_size(const unsigned char *s, size_t n)
-{
-    size_t i = dtr_jl_plain_run(s, 0, n), out = n + 2;
-    for (; i < n; i++)
-        out += dtr_jl_extra[s[i]];
-    return out;
-}
-
-static char *dtr_jl_put_key(char *o, const unsigned char *s, size_t n)
-{
-    size_t i = 0, run;
-    *o++ = '"';
-    while (i < n) {
-        unsigned char c;
-        run = dtr_jl_plain_run(s, i, n);
-        memcpy(o, s + i, run - i); /* the plain bytes, as they are */
-        o += run - i;
-        if (run == n)
-            break;
-        c = s[run];
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            memcpy(o, "u00", 3);
-            o += 3;
-            *o++ = dtr_jl_hex[c >> 4];
-            *o++ = dtr_jl_hex[c & 15];
-        }
-        i = run + 1;
-    }
-    *o++ = '"';
-    return o;
-}
 
 static int dtr_jl_bad(lua_State *L, int idx, const char *what, const char *msg)
 {
@@ -149,7 +53,7 @@ static size_t dtr_jl_keys(lua_State *L, int p, int idx, const char *what, char *
                 dtr_jl_bad(L, idx, what, "every key of a key line must be a string");
             s = lua_tolstring(L, -1, &n);
             if (out == NULL) {
-                size_t size = dtr_jl_key_size((const unsigned char *)s, n);
+                size_t size = dtr_json_string(NULL, s, n);
                 if (size != n + 2)
                     *esc = 1;
                 total += size + (nkeys > 0);
@@ -159,7 +63,7 @@ static size_t dtr_jl_keys(lua_State *L, int p, int idx, const char *what, char *
                 if (nkeys > 0)
                     *o++ = ',';
                 if (*esc) {
-                    o = dtr_jl_put_key(o, (const unsigned char *)s, n);
+                    o += dtr_json_string(o, s, n);
                 } else {
                     *o++ = '"';
                     memcpy(o, s, n);

@@ -18,6 +18,10 @@
 #include "dtr_error.h"
 #include "dtr_text.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /* ---------------------------------------------------------------------
  * Text checks
  * ------------------------------------------------------------------- */
@@ -279,9 +283,45 @@ static const unsigned char dtr_json_plain[256] = {
 };
 #define DTR_JSON_PLAIN(c) (dtr_json_plain[(c)] != 0)
 
+/* The end of the run of bytes from s[i] on that go into a JSON string as
+ * they are (recall keys are base64: usually all of them): sixteen bytes at
+ * a time where the CPU has SSE2 (every x86-64), then eight (none of '"',
+ * '\\', DEL or a byte below 0x20: the usual "has a zero byte" and "has a
+ * byte less than n" tests all fail), then byte by byte. */
+size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i del = _mm_set1_epi8(0x7f), ctl = _mm_set1_epi8(0x1f);
+    while (i + 16 <= n) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(x, del), _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl)));
+        if (_mm_movemask_epi8(bad) != 0)
+            break;
+        i += 16;
+    }
+#endif
+    while (i + 8 <= n) {
+        uint64_t x, q, b, d;
+        memcpy(&x, s + i, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        d = x ^ (ones * 0x7f);
+        if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high)
+            break;
+        i += 8;
+    }
+    while (i < n && DTR_JSON_PLAIN(s[i]))
+        i++;
+    return i;
+}
+
 /* Writes s as a JSON string (with quotes) at dst, or only measures it
  * when dst is NULL.  Returns the number of bytes.  Runs of plain bytes
- * are copied whole (keys are almost always plain). */
+ * are copied whole (keys are almost always plain).  The one JSON string
+ * writer: request bodies and the journal's key lines. */
 size_t dtr_json_string(char *dst, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -289,24 +329,8 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
 #define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
     DTR_PUT('"');
     while (i < n) {
-        size_t j = i;
+        size_t j = dtr_json_plain_run((const unsigned char *)s, i, n);
         unsigned char c;
-        /* Eight bytes at a time while all are printable ASCII (as in
-         * dtr_text_check) and none is '"' or '\\' (a zero byte after the
-         * xor); the rest byte by byte. */
-        while (n - j >= 8) {
-            uint64_t x, q, b;
-            memcpy(&x, s + j, 8);
-            q = x ^ 0x2222222222222222ULL;
-            b = x ^ 0x5c5c5c5c5c5c5c5cULL;
-            if (((x - 0x2020202020202020ULL) | (x + 0x0101010101010101ULL) | x |
-                 ((q - 0x0101010101010101ULL) & ~q) | ((b - 0x0101010101010101ULL) & ~b)) &
-                0x8080808080808080ULL)
-                break;
-            j += 8;
-        }
-        while (j < n && DTR_JSON_PLAIN((unsigned char)s[j]))
-            j++;
         if (j > i) {
             if (dst)
                 memcpy(dst + w, s + i, j - i);
