@@ -33,15 +33,22 @@ end
 -- (keyed by endpoint and credential, so two clients of one app fetch once).
 local shared_cache = {}
 
+--- token.table_store(t) -> a token store over the Lua table t:
+-- {get(key), set(key, entry), delete(key, token)}; delete drops the entry
+-- only while it still holds that token (a newer one is kept).
+function M.table_store(t)
+  return {
+    get = function(_, key) return t[key] end,
+    set = function(_, key, entry) t[key] = entry end,
+    delete = function(_, key, token)
+      local e = t[key]
+      if e and e.token == token then t[key] = nil end
+    end,
+  }
+end
+
 -- The default store: a table of this Lua state.
-local table_store = {
-  get = function(_, key) return shared_cache[key] end,
-  set = function(_, key, entry) shared_cache[key] = entry end,
-  delete = function(_, key, token)
-    local e = shared_cache[key]
-    if e and e.token == token then shared_cache[key] = nil end
-  end,
-}
+local table_store = M.table_store(shared_cache)
 
 local function cache_key(endpoint, creds)
   return table.concat({ endpoint, creds.appKey or "", creds.suiteKey or "", creds.authCorpId or "",

@@ -3,6 +3,7 @@
 -- (used by the OpenResty transport's limiter() and token_store()).
 -- luacheck: read globals ngx
 local plain_limiter = require "dingtalk.recall.limiter"
+local token_mod = require "dingtalk.recall.token"
 
 local M = {}
 
@@ -178,16 +179,7 @@ local worker_tokens = {}
 -- entries are {token, expires_at} (expires_at on this transport's clock,
 -- which every worker shares).  Keys are hashed: they name the credential.
 function M.token_store(dict)
-  if not dict then
-    return {
-      get = function(_, key) return worker_tokens[key] end,
-      set = function(_, key, entry) worker_tokens[key] = entry end,
-      delete = function(_, key, token)
-        local e = worker_tokens[key]
-        if e and e.token == token then worker_tokens[key] = nil end
-      end,
-    }
-  end
+  if not dict then return token_mod.table_store(worker_tokens) end
   local function dkey(key) return "tok:" .. ngx.encode_base64(ngx.sha1_bin(key)) end
   local store = {}
   function store.get(_, key)
