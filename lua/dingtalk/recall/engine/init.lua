@@ -127,18 +127,10 @@ local function run_single(self, plan, ambiguous, t0)
   local T, lim = self.transport, self.limiter
   local token = self.tokens:current(t0)
   if not token then return nil end
-  -- A transport's own start_batch sends without a built table (as a run does).
-  local direct, built = rawget(T, "start_batch"), true
-  if not direct then built = core.build_batch(plan, 1, self.target, token) end
-  -- a build that fails, or a wait: the run asks the limiter and builds again
-  if not built or (lim and lim:acquire(T.now()) ~= 0) then return nil end
+  -- a wait: the run asks the limiter again
+  if lim and lim:acquire(T.now()) ~= 0 then return nil end
   local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
-  local ok, serr, refused
-  if direct then
-    ok, serr, refused = direct(T, plan, keys, self.target, token, plan)
-  else
-    ok, serr = T:start(built, plan)
-  end
+  local ok, serr, refused = runs.send_batch(T, self.target, plan, 1, keys, token, plan)
   if refused or not ok then
     local job = single_job(plan, token)
     local run, r = take_over(self, plan, ambiguous, token, t0)

@@ -250,39 +250,51 @@ function Run:begin(job)
   return true
 end
 
+--- runs.send_batch(T, target, plan, i, keys, token, tag) -> ok, err, refused:
+-- sends batch i of plan (keys: core.batch(plan, i)) on transport T.  A
+-- transport with a start_batch field of its own (not inherited: a wrapper of
+-- start() sees every request) sends it without a built table; else
+-- core.build_batch and T:start.  refused: the builder's answer, nothing sent.
+local function send_batch(T, target, plan, i, keys, token, tag)
+  local direct = rawget(T, "start_batch")
+  if direct then return direct(T, plan, keys, target, token, tag) end
+  local built, err = core.build_batch(plan, i, target, token)
+  if not built then return nil, err, true end
+  local ok, serr = T:start(built, tag)
+  return ok, serr
+end
+M.send_batch = send_batch
+
 function Run:start(job, token, t)
-  local built, err
-  local e = self.e
-  -- A transport with a start_batch field of its own (not inherited: a wrapper
-  -- of start() sees every request) sends a batch without a built table.
-  local direct = job.kind == "batch" and rawget(self.T, "start_batch")
-  if direct then
-    built = true
-  elseif job.kind == "batch" then
-    built, err = core.build_batch(job.plan, job.i, e.target, token)
-  elseif job.kind == "token" then
-    built, err = self.tm:build(e.target, t)
-  elseif job.kind == "probe" then
+  local e, kind = self.e, job.kind
+  if kind == "probe" then
     job.result = token
     return
-  else
-    built, err = job.build(token)
   end
-  if not built then return self:fail(job, err) end
-  job.token = token
-  local ok, serr, refused
-  if direct then
-    ok, serr, refused = direct(self.T, job.plan, job.keys, e.target, token, job)
-    if refused then return self:fail(job, serr) end -- the builder's answer: nothing sent
+  local ok, err, refused
+  if kind == "batch" then
+    job.token = token
+    ok, err, refused = send_batch(self.T, e.target, job.plan, job.i, job.keys, token, job)
   else
-    ok, serr = self.T:start(built, job)
+    local built
+    if kind == "token" then
+      built, err = self.tm:build(e.target, t)
+    else
+      built, err = job.build(token)
+    end
+    refused = not built
+    if built then
+      job.token = token
+      ok, err = self.T:start(built, job)
+    end
   end
+  if refused then return self:fail(job, err) end -- nothing was sent
   if not ok then
-    if not self:retry(job, serr, t) then self:complete_failed(job, serr) end
+    if not self:retry(job, err, t) then self:complete_failed(job, err) end
     return
   end
   self.in_flight = self.in_flight + 1
-  if job.kind ~= "token" then self.stats.requests = self.stats.requests + 1 end
+  if kind ~= "token" then self.stats.requests = self.stats.requests + 1 end
 end
 
 function Run:complete_failed(job, err)
