@@ -79,15 +79,12 @@ int dtr_multi_start_batch(lua_State *L)
     }
     x = dtr_multi_take(L, m);
     if (dtr_batch_same(L, x, 4, &o.token)) {
-        size_t n = 128; /* the names, braces, quotes and commas (62 bytes) */
+        size_t n;
         char *body;
-        int i;
-        /* One pass: room for every byte escaped (\u00XX, 6 bytes), then
-         * the body written once (not measured first). */
-        for (i = 0; i < nkeys; i++)
-            n += 6 * keys[i].n + 3;
-        n += 6 * (cid.n + robot.n);
+        /* One pass: room for every byte escaped, then the body written
+         * once (not measured first). */
         dtr_recall_fields(f, &cid, &robot, keys, nkeys);
+        n = dtr_json_object_bound(f, 3, (size_t)-1);
         if ((body = dtr_xfer_body(x, n)) == NULL)
             return dtr_multi_drop(L, m, x, "out of memory");
         n = dtr_json_object(body, f, 3);

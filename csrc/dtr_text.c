@@ -387,21 +387,27 @@ size_t dtr_json_object(char *dst, const dtr_field *f, int nf)
     return w;
 }
 
+size_t dtr_json_object_bound(const dtr_field *f, int nf, size_t cap)
+{
+    size_t n = 2; /* the braces */
+    int i, j;
+    for (i = 0; i < nf && n <= cap; i++) {
+        n += 6 * strlen(f[i].name) + 6; /* quoted, ':', ',', '[' and ']' */
+        for (j = 0; j < (f[i].count < 0 ? 1 : f[i].count) && n <= cap; j++)
+            n += 6 * f[i].vals[j].n + 3; /* quoted and ',' */
+    }
+    return n;
+}
+
 void dtr_push_json_framed(lua_State *L, const dtr_field *f, int nf, const char *head, size_t hn, const char *tail,
                           size_t tn)
 {
     char small[8192]; /* a batch of 20 usual keys: no allocation but the string */
     char num[24];
     size_t room = head ? hn + sizeof num + tn : 0; /* before the body: its frame */
-    size_t n = room + 2, i, at;
-    int j, nn = 0;
+    size_t n = room + dtr_json_object_bound(f, nf, sizeof small), at;
+    int nn = 0;
     char *buf = small;
-    /* an upper bound first: every byte escaped as \u00XX */
-    for (i = 0; i < (size_t)nf && n <= sizeof small; i++) {
-        n += 6 * strlen(f[i].name) + 6;
-        for (j = 0; j < (f[i].count < 0 ? 1 : f[i].count) && n <= sizeof small; j++)
-            n += 6 * f[i].vals[j].n + 3;
-    }
     if (n > sizeof small)
         buf = (char *)lua_newuserdata(L, room + dtr_json_object(NULL, f, nf)); /* collected with the stack */
     n = dtr_json_object(buf + room, f, nf);

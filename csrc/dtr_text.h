@@ -50,6 +50,9 @@ size_t dtr_json_string(char *dst, const char *s, size_t n);
 size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n);
 /* Writes the object at dst (or measures it when dst is NULL). */
 size_t dtr_json_object(char *dst, const dtr_field *f, int nf);
+/* An upper bound of dtr_json_object's bytes (every byte escaped as \u00XX);
+ * the count stops once it is over cap. */
+size_t dtr_json_object_bound(const dtr_field *f, int nf, size_t cap);
 /* Pushes the object as one Lua string (the strings must be anchored). */
 void dtr_push_json_object(lua_State *L, const dtr_field *f, int nf);
 /* Pushes head .. #body .. tail .. body, body the object in f (written
