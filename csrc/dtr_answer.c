@@ -11,11 +11,11 @@
  * anything else, however valid, goes to the full decoder (dtr_decode.c),
  * which stays the one judge of what an answer means.
  */
-#include <stdint.h>
 #include <string.h>
 
 #include "dtr.h"
 #include "dtr_answer.h"
+#include "dtr_text.h"
 
 typedef struct dtr_scan {
     const char *p, *end;
@@ -45,18 +45,9 @@ static int dtr_scan_string(dtr_scan *c, dtr_str *out)
     if (!dtr_scan_take(c, '"'))
         return 0;
     s = c->p;
-    /* Eight bytes at a time while none is '"', '\\' or under 0x20 (a zero
-     * byte after the xor, a borrow through bit 7 where bit 7 was clear). */
-    while (c->end - c->p >= 8) {
-        uint64_t x, q, b;
-        memcpy(&x, c->p, 8);
-        q = x ^ 0x2222222222222222ULL;
-        b = x ^ 0x5c5c5c5c5c5c5c5cULL;
-        if ((((q - 0x0101010101010101ULL) & ~q) | ((b - 0x0101010101010101ULL) & ~b) |
-             ((x - 0x2020202020202020ULL) & ~x)) & 0x8080808080808080ULL)
-            break;
-        c->p += 8;
-    }
+    /* the run a JSON string holds as it is (SSE2 / eight bytes at a time);
+     * the rest byte by byte */
+    c->p = s + dtr_json_plain_run((const unsigned char *)s, 0, (size_t)(c->end - s));
     while (c->p < c->end) {
         unsigned char b = (unsigned char)*c->p;
         if (b == '"') {
