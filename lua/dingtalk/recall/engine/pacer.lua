@@ -65,20 +65,19 @@ function Pacer:step()
     self.mark = self.low -- read once per fall
     if now <= self.limit then return end
   end
+  local ended = true
   if now > self.limit + 2 * self.slack then
     -- The steps did not keep up (seen on Lua 5.4, whose steps can leave
     -- the heap growing by ~2 KB a batch): one full collection.
     gc("collect")
-  elseif not gc("step", STEP) then
-    -- A cycle under way: step again next batch while over the limit,
-    -- unless the heap falls below where this step left it.
-    now = gc("count")
-    self.low, self.mark = now, now
-    return
+  else
+    -- false: a cycle under way; step again next batch while over the
+    -- limit, unless the heap falls below where this step left it.
+    ended = gc("step", STEP)
   end
   now = gc("count")
   self.low, self.mark = now, now
-  self:set_limit(now)
+  if ended then self:set_limit(now) end
 end
 
 M.SLACK, M.MIN_SLACK, M.STEP = SLACK, MIN_SLACK, STEP
