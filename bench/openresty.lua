@@ -15,6 +15,16 @@
 --   LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/5.4/?.so;;" \
 --     lua5.4 bench/openresty.lua [rounds (5)] [seconds per run (3)] [connections (4)] \
 --       [scenarios (http:1,https:1,http:10,https:10)]
+--     lua5.4 bench/openresty.lua callgrind [calls (2000)] [scenarios]
+--
+-- The callgrind mode counts instructions instead, which load does not
+-- change: the client nginx runs under valgrind's callgrind; each location
+-- is warmed up (200 calls), its counters zeroed, then one request makes
+-- the call `calls` times (?n=) and the worker's instructions over them,
+-- divided by the calls, are the figure (user space only: the kernel's
+-- share of a cosocket's syscalls is not in it; it is the same on both).
+-- DINGTALK_BENCH_CALLGRIND_KEEP=DIR keeps the dumps (one per location, in
+-- the table's order) for callgrind_annotate.
 --
 -- Needs nginx + libnginx-mod-http-lua + lua-resty-core, wrk, openssl and
 -- the 5.1 core (made when missing).  Plain Lua 5.1-5.4; uses
@@ -23,11 +33,16 @@ local nginx = require "spec.helpers.nginx"
 local shell = require "spec.helpers.shell"
 local conf = require "dingtalk_sim.conf"
 
-local ROUNDS = tonumber(arg and arg[1]) or 5
-local SECONDS = tonumber(arg and arg[2]) or 3
-local CONNS = tonumber(arg and arg[3]) or 4
+local argv = {}
+for i, a in ipairs(arg or {}) do argv[i] = a end
+local CALLGRIND = argv[1] == "callgrind"
+if CALLGRIND then table.remove(argv, 1) end
+local ROUNDS = tonumber(argv[1]) or 5
+local SECONDS = tonumber(argv[2]) or 3
+local CONNS = tonumber(argv[3]) or 4
+local CALLS = CALLGRIND and (tonumber(argv[1]) or 2000)
 local SCENARIOS = {}
-for scheme, nb in ((arg and arg[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
+for scheme, nb in ((CALLGRIND and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
   assert(scheme == "http" or scheme == "https", "a scenario is http:N or https:N")
   SCENARIOS[#SCENARIOS + 1] = { scheme = scheme, batches = tonumber(nb) }
 end
@@ -60,6 +75,7 @@ local standin = nginx.start {
 local MOD = ([==[
 local cjson = require "cjson"
 local PORT, TLS_PORT, CID, ROBOT, TOKEN = %d, %d, "cidbench", "dingsimrobot", "sim-static-token"
+local CGCTL = %q
 local CONCURRENCY = 4
 local M = {}
 local keys = { [1] = {}, [10] = {} }
@@ -72,8 +88,13 @@ local function args()
   return scheme == "https", nb
 end
 
+-- ?n=N: the call made N times in one request (the callgrind mode).
+local function reps()
+  return tonumber(ngx.var.arg_n) or 1
+end
+
 local clients = {}
-function M.lib()
+local function lib()
   local https, nb = args()
   local client = clients[https]
   if not client then
@@ -84,14 +105,14 @@ function M.lib()
     clients[https] = client
   end
   local rep = assert(client:recall(CID, keys[nb]))
-  ngx.print(#rep.recalled)
+  return #rep.recalled
 end
 
 -- The transport alone: a request built once by the core, then start,
 -- poll and core.parse per request (no client, no engine).
 local core = require "dingtalk.recall.core"
 local T, built = nil, {}
-function M.transport()
+local function transport()
   local https = args()
   if not T then T = require("dingtalk.recall.transport.openresty").new { shared_dict = false } end
   if not built[https] then
@@ -104,7 +125,7 @@ function M.transport()
   while #done == 0 do done = T:poll(1.0) end
   local c = done[1]
   local res = assert(core.parse(c.status, c.headers, c.body, TOKEN))
-  ngx.print(#res.successResult)
+  return #res.successResult
 end
 
 -- The baseline: the same exchange by hand, over a pooled cosocket (TLS
@@ -215,14 +236,14 @@ local function one(https, batch, checked)
   return n
 end
 
-function M.checked()
+local function checked()
   local https = args()
-  ngx.print(one(https, keys[1], true))
+  return one(https, keys[1], true)
 end
 
-function M.bare()
+local function bare()
   local https, nb = args()
-  if nb == 1 then return ngx.print(one(https, keys[1])) end
+  if nb == 1 then return one(https, keys[1]) end
   -- ten batches, CONCURRENCY light threads taking the next one
   local nextb, total = 0, 0
   local function worker()
@@ -235,12 +256,46 @@ function M.bare()
   local threads = {}
   for i = 1, CONCURRENCY do threads[i] = ngx.thread.spawn(worker) end
   for i = 1, CONCURRENCY do assert(ngx.thread.wait(threads[i])) end
-  ngx.print(total)
+  return total
+end
+
+-- ?cg=1: callgrind's counters zeroed before the calls and dumped after
+-- (bench/cgctl.c through the FFI).
+local cg
+local function callgrind(what)
+  if not cg then
+    local ffi = require "ffi"
+    ffi.cdef "void dtr_bench_cg_zero(void); void dtr_bench_cg_dump(void);"
+    cg = ffi.load(CGCTL)
+  end
+  if what == "zero" then cg.dtr_bench_cg_zero() else cg.dtr_bench_cg_dump() end
+end
+
+for name, f in pairs { lib = lib, transport = transport, checked = checked, bare = bare } do
+  M[name] = function()
+    local n, counted = nil, ngx.var.arg_cg == "1"
+    if counted then callgrind("zero") end
+    for _ = 1, reps() do n = f() end
+    if counted then callgrind("dump") end
+    ngx.print(n)
+  end
 end
 return M
-]==]):format(standin.port, TLS_PORT)
+]==]):format(standin.port, TLS_PORT, CALLGRIND and certs .. "/cgctl.so" or "")
 
+local CG_DIR = CALLGRIND and certs .. "/callgrind"
+if CALLGRIND then
+  shell.sh("mkdir -p " .. shell.quote(CG_DIR))
+  local out, rc = shell.sh("cc -O2 -shared -fPIC -o " .. shell.quote(certs .. "/cgctl.so") .. " " ..
+    shell.quote(nginx.root .. "bench/cgctl.c") .. " 2>&1")
+  if rc ~= 0 or select(2, shell.sh("command -v valgrind")) ~= 0 then
+    io.stderr:write("bench/openresty.lua: the callgrind mode needs valgrind and a C compiler: ", out, "\n")
+    os.exit(2)
+  end
+end
 local client = nginx.start {
+  wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no --log-file=" ..
+    shell.quote(CG_DIR .. "/vg.%p") .. " --callgrind-out-file=" .. shell.quote(CG_DIR .. "/cg.%p")) or nil,
   workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
     '    location = /bare { content_by_lua_block { require("orbench").bare() } }\n' ..
@@ -287,6 +342,35 @@ for _, sc in ipairs(SCENARIOS) do
       os.exit(1)
     end
   end
+end
+
+-- The callgrind mode: instructions per call of each location, one table.
+if CALLGRIND then
+  local pid = worker_pid()
+  local dumps = 0
+  local function count(loc, sc)
+    assert(client:request("GET", path(loc, sc) .. "&n=200") == 200)
+    local status, body = client:request("GET", path(loc, sc) .. "&cg=1&n=" .. CALLS, { timeout = 3600 })
+    assert(status == 200 and body == tostring(20 * sc.batches), path(loc, sc) .. ": " .. tostring(body))
+    dumps = dumps + 1
+    local text = shell.read_file(CG_DIR .. "/cg." .. pid .. "." .. dumps) or ""
+    return assert(tonumber(text:match("\nsummary:%s*(%d+)") or text:match("\ntotals:%s*(%d+)")),
+      "no callgrind dump") / CALLS
+  end
+  print(("openresty worker instructions per recall() call (callgrind, %d calls a location, 20 keys a batch)")
+    :format(CALLS))
+  print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
+  for _, sc in ipairs(SCENARIOS) do
+    local r = {}
+    for _, loc in ipairs(locations(sc)) do r[loc] = count(loc, sc) end
+    local function cell(v) return v and ("%9.0f %5.2fx"):format(v, v / r.bare) or "-" end
+    print(("%-18s %16s %18s %10.0f %18s"):format(("%s, %d batch%s"):format(sc.scheme, sc.batches,
+      sc.batches == 1 and "" or "es"), cell(r.lib), cell(r.transport), r.bare, cell(r.checked)))
+  end
+  local keep = os.getenv("DINGTALK_BENCH_CALLGRIND_KEEP") -- a directory: the dumps, for callgrind_annotate
+  if keep then shell.sh("cp " .. shell.quote(CG_DIR) .. "/cg." .. pid .. ".* " .. shell.quote(keep)) end
+  cleanup()
+  os.exit(0)
 end
 
 local function run(loc, sc)

@@ -69,8 +69,26 @@ DTR_HIDDEN_BEGIN
 #define DTR_UV_ENCODE 2   /* private cjson instance's encode */
 #define DTR_UV_ERRMT 3    /* metatable of error objects */
 #define DTR_UV_REQMT 4    /* metatable of built requests */
-#define DTR_UV_SESSION 5  /* easy-handle session of the blocking calls */
-#define DTR_NUPVALUES 5
+#define DTR_UV_NAMES 5    /* the values of the hot paths (below), made once */
+#define DTR_UV_SESSION 6  /* easy-handle session of the blocking calls (last) */
+#define DTR_NUPVALUES 6
+
+/* The entries of the DTR_UV_NAMES array: the plan and target metatables,
+ * the plan's field names (interned once: a lookup by them hashes
+ * nothing) and a plan's shared empty, read-only map of refused keys. */
+#define DTR_N_PLANMT 1
+#define DTR_N_TARGETMT 2
+#define DTR_N_CONVERSATION 3
+#define DTR_N_ROBOT 4
+#define DTR_N_TOTAL 5
+#define DTR_N_NBATCHES 6
+#define DTR_N_DUPLICATES 7
+#define DTR_N_NINVALID 8
+#define DTR_N_INVALID 9
+#define DTR_N_NOINVALID 10
+#define DTR_N_COUNT 10
+/* Pushes entry i of the names (in a function registered by dtr_register). */
+#define dtr_push_name(L, i) lua_rawgeti((L), lua_upvalueindex(DTR_UV_NAMES), (i))
 
 /* A string of the caller's, anchored on the Lua stack while in use. */
 typedef struct dtr_str {

@@ -63,25 +63,29 @@ static int dtr_scan_string(dtr_scan *c, dtr_str *out)
     return 0;
 }
 
-/* [k1, ..., kn]: exactly the n keys of the array at `keys`, in order. */
+/* [k1, ..., kn]: exactly the n keys of the array at `keys`, in order.
+ * Each is compared where it stands: a quote, the key's bytes, a quote,
+ * when the key holds no byte a JSON string would escape (else the full
+ * decoder says). */
 static int dtr_scan_keys(lua_State *L, dtr_scan *c, int keys)
 {
     size_t n = dtr_rawlen(L, keys), i;
     if (n == 0 || !dtr_scan_take(c, '['))
         return 0;
     for (i = 1; i <= n; i++) {
-        dtr_str got;
-        const char *want;
-        size_t wn;
-        int ok;
-        if ((i > 1 && !dtr_scan_take(c, ',')) || !dtr_scan_string(c, &got))
+        const char *want = NULL;
+        size_t wn = 0;
+        if (i > 1 && !dtr_scan_take(c, ','))
             return 0;
+        dtr_scan_ws(c);
         lua_rawgeti(L, keys, (int)i);
-        want = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &wn) : NULL;
-        ok = want != NULL && wn == got.n && memcmp(want, got.s, wn) == 0;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            want = lua_tolstring(L, -1, &wn); /* (the keys array anchors it) */
         lua_pop(L, 1);
-        if (!ok)
+        if (want == NULL || (size_t)(c->end - c->p) < wn + 2 || c->p[0] != '"' || c->p[wn + 1] != '"' ||
+            !dtr_json_plain_equal(c->p + 1, want, wn))
             return 0;
+        c->p += wn + 2;
     }
     return dtr_scan_take(c, ']');
 }

@@ -92,28 +92,28 @@ static void dtr_dedupe_mark(lua_State *L, int idx, size_t n, unsigned char *stat
     }
 }
 
-/* A few keys (a batch or so): each compared with the earlier ones that are
- * no duplicates, with no set and no allocation. */
-static void dtr_dedupe_few(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
+/* A few keys (a batch or so), their strings at hand (k[]): a set of
+ * entry numbers on the stack, indexed by the top bits of the quick hash
+ * (which depend on every byte it reads), compared by hash first. */
+static void dtr_dedupe_few(const dtr_str *k, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
 {
-    dtr_str k[DTR_DEDUPE_FEW];
+    unsigned char slots[2 * DTR_DEDUPE_FEW]; /* entry + 1 of a kept or bad key; 0: free */
     uint64_t h[DTR_DEDUPE_FEW];
-    size_t i, j;
+    size_t i, at;
+    memset(slots, 0, sizeof slots);
     for (i = 0; i < n; i++) {
-        lua_rawgeti(L, idx, (int)i + 1);
-        k[i].s = lua_tolstring(L, -1, &k[i].n); /* anchored by the keys table */
-        lua_pop(L, 1);
         h[i] = dtr_dedupe_quick(k[i].s, k[i].n);
         state[i] = DTR_KEY_KEEP;
-        for (j = 0; j < i; j++) {
-            if (h[j] == h[i] && state[j] != DTR_KEY_DUP && k[j].n == k[i].n &&
-                memcmp(k[j].s, k[i].s, k[i].n) == 0) {
+        for (at = (size_t)(h[i] >> 58); slots[at] != 0; at = (at + 1) % (2 * DTR_DEDUPE_FEW)) {
+            size_t j = (size_t)slots[at] - 1;
+            if (h[j] == h[i] && k[j].n == k[i].n && memcmp(k[j].s, k[i].s, k[i].n) == 0) {
                 state[i] = DTR_KEY_DUP;
                 break;
             }
         }
         if (state[i] == DTR_KEY_DUP)
             continue;
+        slots[at] = (unsigned char)(i + 1);
         state[i] = dtr_dedupe_check(&k[i]);
         if (state[i] == DTR_KEY_BAD)
             (*nbad)++;
@@ -125,14 +125,15 @@ static void dtr_dedupe_few(lua_State *L, int idx, size_t n, unsigned char *state
 /* Dedupes and checks the n strings of the array at idx: state[] as in
  * dtr_dedupe_mark.  The set is the allocator's memory, freed before
  * anything can raise.  0 when it cannot be had. */
-int dtr_dedupe(lua_State *L, int idx, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
+int dtr_dedupe(lua_State *L, int idx, size_t n, const dtr_str *few, unsigned char *state, size_t *nkeep,
+               size_t *nbad)
 {
     void *ud;
     lua_Alloc alloc = lua_getallocf(L, &ud);
     size_t nslots = 16, bytes;
     uint32_t *slots;
-    if (n <= DTR_DEDUPE_FEW) {
-        dtr_dedupe_few(L, idx, n, state, nkeep, nbad);
+    if (few != NULL && n <= DTR_DEDUPE_FEW) {
+        dtr_dedupe_few(few, n, state, nkeep, nbad);
         return 1;
     }
     while (nslots < 2 * n)

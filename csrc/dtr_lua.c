@@ -33,6 +33,45 @@ static void dtr_push_cjson(lua_State *L)
     lua_remove(L, -3);
 }
 
+static int dtr_read_only(lua_State *L)
+{
+    return luaL_error(L, "a plan's map of refused keys is read-only");
+}
+
+/* The DTR_UV_NAMES array (dtr.h), made once per state and kept in the
+ * registry (the plan and target metatables are the registry's own). */
+static void dtr_push_names(lua_State *L)
+{
+    static const char *const names[] = {"conversation", "robot", "total", "nbatches", "duplicates", "ninvalid",
+                                        "invalid"};
+    int i;
+    lua_getfield(L, LUA_REGISTRYINDEX, "dingtalk.recall.names");
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, DTR_N_COUNT, 0);
+    luaL_newmetatable(L, "dingtalk.recall.plan");
+    lua_rawseti(L, -2, DTR_N_PLANMT);
+    luaL_newmetatable(L, "dingtalk.recall.target");
+    lua_rawseti(L, -2, DTR_N_TARGETMT);
+    for (i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, DTR_N_CONVERSATION + i);
+    }
+    /* plan.invalid of a plan that refused no key: one empty table, which
+     * no one can fill (nor change its metatable) */
+    lua_newtable(L);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, dtr_read_only);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_rawseti(L, -2, DTR_N_NOINVALID);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "dingtalk.recall.names");
+}
+
 void dtr_push_upvalues(lua_State *L, int with_cjson)
 {
     luaL_checkstack(L, DTR_NUPVALUES + 4, "dingtalk.recall");
@@ -44,6 +83,7 @@ void dtr_push_upvalues(lua_State *L, int with_cjson)
     }
     dtr_error_metatable(L);
     luaL_newmetatable(L, "dingtalk.recall.request");
+    dtr_push_names(L);
     lua_pushnil(L); /* the session: dingtalk.recall.curl's own */
 }
 

@@ -133,6 +133,11 @@ const dtr_opts *dtr_test_target(lua_State *L, int idx)
     return t != NULL ? &t->o : NULL;
 }
 
+const dtr_opts *dtr_target_opts(lua_State *L, int idx)
+{
+    return &((const dtr_target *)lua_touserdata(L, idx))->o;
+}
+
 void dtr_push_target(lua_State *L, const dtr_opts *o)
 {
     dtr_target *t = (dtr_target *)dtr_newuserdata(L, sizeof *t + o->ca_file.n);

@@ -22,6 +22,9 @@ int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e
 int dtr_token_ok(const dtr_str *t, dtr_err *e);
 /* The settings of the target at idx, or NULL when it is not one. */
 const dtr_opts *dtr_test_target(lua_State *L, int idx);
+/* The settings of the target at idx, known to be one (its metatable
+ * checked by the caller). */
+const dtr_opts *dtr_target_opts(lua_State *L, int idx);
 /* Pushes a new target for checked settings. */
 void dtr_push_target(lua_State *L, const dtr_opts *o);
 

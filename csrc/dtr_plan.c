@@ -61,9 +61,10 @@ static int dtr_plan_id(lua_State *L, int idx, const char *what, const char *miss
 }
 
 /* Checks that the table at idx is an array 1..n of strings without holes (in
- * one pass over it); sets *n.
+ * one pass over it); sets *n, and cap[k-1] to entry k for k up to
+ * DTR_DEDUPE_FEW (anchored by the table: nothing runs that could change it).
  * Fills e naming the offending index otherwise. */
-static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
+static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_str *cap, dtr_err *e)
 {
     size_t count = 0, i;
     lua_Number max = 0, bad = 0; /* bad: the lowest index of an entry that is not a string */
@@ -72,28 +73,32 @@ static int dtr_plan_shape(lua_State *L, int idx, size_t *n, dtr_err *e)
     while (lua_next(L, idx) != 0) {
         lua_Number k;
         int t = lua_type(L, -1);
-        lua_pop(L, 1);
         count++;
-        if (lua_type(L, -1) != LUA_TNUMBER) {
+        if (lua_type(L, -2) != LUA_TNUMBER) {
             dtr_seterr(e, "invalidParameter.param.invalid",
-                       "keys must be an array: it has a %s index (entry %lu)", luaL_typename(L, -1),
+                       "keys must be an array: it has a %s index (entry %lu)", luaL_typename(L, -2),
                        (unsigned long)count);
-            lua_pop(L, 1);
+            lua_pop(L, 2);
             return 0;
         }
-        k = lua_tonumber(L, -1);
+        k = lua_tonumber(L, -2);
         /* 2^53: past it, doubles skip integers and counts mean nothing. */
         if (!(k >= 1 && k <= 9007199254740992.0) || k != floor(k)) {
             dtr_seterr(e, "invalidParameter.param.invalid", "keys must be an array: it has the index %.17g", k);
-            lua_pop(L, 1);
+            lua_pop(L, 2);
             return 0;
         }
         if (k > max)
             max = k;
-        if (t != LUA_TSTRING && (bad == 0 || k < bad)) {
-            bad = k;
-            badt = t;
+        if (t != LUA_TSTRING) {
+            if (bad == 0 || k < bad) {
+                bad = k;
+                badt = t;
+            }
+        } else if (k <= DTR_DEDUPE_FEW) {
+            cap[(size_t)k - 1].s = lua_tolstring(L, -1, &cap[(size_t)k - 1].n);
         }
+        lua_pop(L, 1);
     }
     if ((lua_Number)count != max) {
         for (i = 1; i <= count; i++) {
@@ -136,10 +141,12 @@ static void dtr_plan_key_error(lua_State *L, const dtr_str *k, size_t i)
     dtr_new_error(L, e.code, e.message, strlen(e.message), 0, NULL);
 }
 
-static void dtr_plan_setint(lua_State *L, int t, const char *name, size_t v)
+/* plan[name] = v, the name from the upvalue (no string made or hashed). */
+static void dtr_plan_setint(lua_State *L, int t, int name, size_t v)
 {
+    dtr_push_name(L, name);
     lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, t, name);
+    lua_rawset(L, t);
 }
 
 /* The plan's keys (the deduplicated, valid ones, in input order) live in
@@ -157,7 +164,7 @@ static void dtr_plan_push_keys(lua_State *L, int plan)
 /* core.plan(conversation, robot, keys) -> plan | nil, err */
 static int dtr_l_plan(lua_State *L)
 {
-    dtr_str cid, robot;
+    dtr_str cid, robot, cap[DTR_DEDUPE_FEW];
     dtr_err e;
     size_t n, i, total = 0, ninvalid = 0, nkeep = 0, nbad = 0;
     unsigned char *state, few[DTR_DEDUPE_FEW];
@@ -177,7 +184,7 @@ static int dtr_l_plan(lua_State *L)
         dtr_seterr(&e, "invalidParameter.processQueryKey.missing", "keys is missing");
         return dtr_push_err(L, &e);
     }
-    if (!dtr_plan_shape(L, 3, &n, &e))
+    if (!dtr_plan_shape(L, 3, &n, cap, &e))
         return dtr_push_err(L, &e);
     if (n == 0) {
         dtr_seterr(&e, "invalidParameter.processQueryKey.missing", "keys is empty");
@@ -192,13 +199,16 @@ static int dtr_l_plan(lua_State *L)
     } else {
         state = (unsigned char *)dtr_newuserdata(L, n); /* at 4 */
     }
-    if (!dtr_dedupe(L, 3, n, state, &nkeep, &nbad))
+    if (!dtr_dedupe(L, 3, n, n <= DTR_DEDUPE_FEW ? cap : NULL, state, &nkeep, &nbad))
         return luaL_error(L, "dingtalk.recall.core: not enough memory to plan %lu keys", (unsigned long)n);
     lua_createtable(L, nkeep <= DTR_MAX_KEYS, 8); /* its eight fields, the keys slot among them */
     plan = lua_gettop(L);
     lua_createtable(L, (int)nkeep, 0);
     store = lua_gettop(L);
-    lua_createtable(L, 0, (int)nbad);
+    if (nbad == 0)
+        dtr_push_name(L, DTR_N_NOINVALID); /* shared, read-only: nothing is set in it */
+    else
+        lua_createtable(L, 0, (int)nbad);
     invalid = lua_gettop(L);
     for (i = 1; i <= n; i++) {
         if (state[i - 1] == DTR_KEY_KEEP) {
@@ -213,7 +223,9 @@ static int dtr_l_plan(lua_State *L)
             ninvalid++;
         }
     }
-    lua_setfield(L, plan, "invalid");
+    dtr_push_name(L, DTR_N_INVALID);
+    lua_insert(L, invalid);
+    lua_rawset(L, plan);
     if (total >= 1 && total <= DTR_MAX_KEYS) { /* one batch: plan[1] is the keys array itself */
         lua_pushvalue(L, store);
         lua_rawseti(L, plan, 1);
@@ -221,15 +233,17 @@ static int dtr_l_plan(lua_State *L)
     lua_pushlightuserdata(L, (void *)&dtr_plan_keys_slot);
     lua_insert(L, store);
     lua_rawset(L, plan);
+    dtr_push_name(L, DTR_N_CONVERSATION);
     lua_pushvalue(L, 1);
-    lua_setfield(L, plan, "conversation");
+    lua_rawset(L, plan);
+    dtr_push_name(L, DTR_N_ROBOT);
     lua_pushvalue(L, 2);
-    lua_setfield(L, plan, "robot");
-    dtr_plan_setint(L, plan, "total", total);
-    dtr_plan_setint(L, plan, "nbatches", (total + DTR_MAX_KEYS - 1) / DTR_MAX_KEYS);
-    dtr_plan_setint(L, plan, "duplicates", n - nkeep - nbad);
-    dtr_plan_setint(L, plan, "ninvalid", ninvalid);
-    luaL_getmetatable(L, DTR_PLAN_MT);
+    lua_rawset(L, plan);
+    dtr_plan_setint(L, plan, DTR_N_TOTAL, total);
+    dtr_plan_setint(L, plan, DTR_N_NBATCHES, (total + DTR_MAX_KEYS - 1) / DTR_MAX_KEYS);
+    dtr_plan_setint(L, plan, DTR_N_DUPLICATES, n - nkeep - nbad);
+    dtr_plan_setint(L, plan, DTR_N_NINVALID, ninvalid);
+    dtr_push_name(L, DTR_N_PLANMT);
     lua_setmetatable(L, plan);
     return 1;
 }
@@ -242,7 +256,7 @@ static int dtr_is_plan(lua_State *L, int idx)
         return 0;
     ismt = lua_getmetatable(L, idx);
     if (ismt) {
-        luaL_getmetatable(L, DTR_PLAN_MT);
+        dtr_push_name(L, DTR_N_PLANMT);
         ismt = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
     }
@@ -353,12 +367,13 @@ static int dtr_l_new_array(lua_State *L)
 }
 
 /* A string field of a plan, raw; a plan changed into nonsense raises. */
-static void dtr_plan_field(lua_State *L, int plan, const char *name, dtr_str *out)
+static void dtr_plan_field(lua_State *L, int plan, int name, dtr_str *out)
 {
-    lua_pushstring(L, name);
+    dtr_push_name(L, name);
     lua_rawget(L, plan);
     if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_error(L, "plan.%s is not a string: the plan was modified", name);
+        luaL_error(L, "plan.%s is not a string: the plan was modified",
+                   name == DTR_N_CONVERSATION ? "conversation" : "robot");
     out->s = lua_tolstring(L, -1, &out->n); /* stays on the stack */
 }
 
@@ -425,7 +440,13 @@ int dtr_plan_batch_args(lua_State *L, int base, int by_keys, dtr_str *cid, dtr_s
         luaL_checktype(L, base + 1, LUA_TTABLE);
     else
         bi = luaL_checkinteger(L, base + 1);
-    t = dtr_test_target(L, base + 2);
+    t = NULL;
+    if (lua_type(L, base + 2) == LUA_TUSERDATA && lua_getmetatable(L, base + 2)) {
+        dtr_push_name(L, DTR_N_TARGETMT);
+        if (lua_rawequal(L, -1, -2))
+            t = dtr_target_opts(L, base + 2);
+        lua_pop(L, 2);
+    }
     if (t == NULL)
         return luaL_argerror(L, base + 2, "a target from core.target expected");
     if (!lua_isnil(L, base + 3) && lua_type(L, base + 3) != LUA_TSTRING)
@@ -440,8 +461,8 @@ int dtr_plan_batch_args(lua_State *L, int base, int by_keys, dtr_str *cid, dtr_s
     } else {
         o->token.s = lua_tolstring(L, base + 3, &o->token.n);
     }
-    dtr_plan_field(L, base, "conversation", cid);
-    dtr_plan_field(L, base, "robot", robot);
+    dtr_plan_field(L, base, DTR_N_CONVERSATION, cid);
+    dtr_plan_field(L, base, DTR_N_ROBOT, robot);
     nkeys = by_keys ? dtr_batch_keys(L, base + 1, 0, keys) : dtr_plan_keys(L, base, bi, keys);
     if (!dtr_token_ok(&o->token, e))
         return 0;

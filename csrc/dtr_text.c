@@ -288,9 +288,17 @@ static const unsigned char dtr_json_plain[256] = {
  * a time where the CPU has SSE2 (every x86-64), then eight (none of '"',
  * '\\', DEL or a byte below 0x20: the usual "has a zero byte" and "has a
  * byte less than n" tests all fail), then byte by byte. */
-size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
+/* Whether none of the eight bytes in x is '"', '\\', DEL or below 0x20
+ * (the usual "has a zero byte" and "has a byte less than n" tests). */
+static int dtr_json_word_plain(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
+    return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high) == 0;
+}
+
+size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
+{
 #ifdef __SSE2__
     const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
     const __m128i del = _mm_set1_epi8(0x7f), ctl = _mm_set1_epi8(0x1f);
@@ -304,17 +312,57 @@ size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
     }
 #endif
     while (i + 8 <= n) {
-        uint64_t x, q, b, d;
+        uint64_t x;
         memcpy(&x, s + i, 8);
-        q = x ^ (ones * '"');
-        b = x ^ (ones * '\\');
-        d = x ^ (ones * 0x7f);
-        if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high)
+        if (!dtr_json_word_plain(x))
             break;
         i += 8;
     }
     while (i < n && DTR_JSON_PLAIN(s[i]))
         i++;
+    return i;
+}
+
+/* Whether the n bytes at a are those at b and a JSON string holds all of
+ * them as they are: none is '"', '\\' or below 0x20 (DEL may stand raw in
+ * an answer, though the writer escapes it); eight at a time, then byte by
+ * byte. */
+int dtr_json_plain_equal(const char *a, const char *b, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y, q, s;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        q = x ^ (ones * '"');
+        s = x ^ (ones * '\\');
+        if (x != y || ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((s - ones) & ~s)) & high) != 0)
+            return 0;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c != (unsigned char)b[i] || c < 0x20 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Copies the run of plain bytes from s[0] on to dst (eight at a time, then
+ * byte by byte) and returns its length: a short key costs no call. */
+static size_t dtr_json_copy_plain(char *dst, const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i + 8 <= n) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (!dtr_json_word_plain(x))
+            break;
+        memcpy(dst + i, &x, 8);
+        i += 8;
+    }
+    for (; i < n && DTR_JSON_PLAIN(s[i]); i++)
+        dst[i] = (char)s[i];
     return i;
 }
 
@@ -328,6 +376,10 @@ size_t dtr_json_string(char *dst, const char *s, size_t n)
     size_t i = 0, w = 0;
 #define DTR_PUT(ch) do { if (dst) dst[w] = (ch); w++; } while (0)
     DTR_PUT('"');
+    if (dst != NULL) { /* the usual key: all of it, copied as it is checked */
+        i = dtr_json_copy_plain(dst + 1, (const unsigned char *)s, n);
+        w += i;
+    }
     while (i < n) {
         size_t j = dtr_json_plain_run((const unsigned char *)s, i, n);
         unsigned char c;

@@ -121,6 +121,19 @@ describe("core.plan", function()
     assert.matches("keys%[2%]", plan.invalid[""].message)
   end)
 
+  it("a plan that refused no key shares one empty plan.invalid, which no one can fill", function()
+    local p1 = assert(core.plan(CID, ROBOT, { "a", "b" }))
+    local p2 = assert(core.plan(CID, ROBOT, { "c" }))
+    assert.are.equal(p1.invalid, p2.invalid)
+    assert.is_nil(next(p1.invalid))
+    assert.has_error(function() p1.invalid.x = 1 end)
+    assert.is_false(getmetatable(p1.invalid))
+    assert.is_nil(next(p2.invalid))
+    local p3 = assert(core.plan(CID, ROBOT, { "d", "" }))
+    assert.are_not.equal(p1.invalid, p3.invalid)
+    assert.is_nil(p1.invalid[""])
+  end)
+
   it("every key invalid: a plan with no batches", function()
     local plan = assert(core.plan(CID, ROBOT, { "", "a\0b" }))
     assert.are.equal(0, plan.total)
@@ -203,6 +216,23 @@ describe("core.plan", function()
     local batch = core.batch(plan, 1)
     for i = 1, 16 do assert.are.equal(alike[i], batch[i]) end
     assert.are.equal("short", batch[17])
+  end)
+
+  it("32 keys alike but in their middle (the most the stack set takes), and 33", function()
+    for _, n in ipairs { 32, 33 } do
+      local alike = {}
+      for i = 1, n do alike[i] = ("12345678%03dabcdefgh"):format(i % 30) end -- 30 distinct, the rest copies
+      local plan = assert(core.plan("cid", "robot", alike))
+      assert.are.equal(30, plan.total)
+      assert.are.equal(n - 30, plan.duplicates)
+      local seen = {}
+      for b = 1, plan.nbatches do
+        for _, k in ipairs(core.batch(plan, b)) do
+          assert.is_nil(seen[k])
+          seen[k] = true
+        end
+      end
+    end
   end)
 end)
 

@@ -12,6 +12,7 @@
 --     http = "...",                            -- extra http{} directives
 --     init_worker = "lua code",                -- init_worker_by_lua_block
 --     server = "location /x { ... }",          -- the server{} body (listen is added)
+--     wrap = "valgrind --tool=callgrind",      -- a command nginx runs under (bench/)
 --   }
 --   local status, body, headers, seconds = n:request("POST", "/x", { body = "..." })
 --                                              -- (in-process: LuaSocket)
@@ -304,9 +305,9 @@ local function env_prefix(env)
   return table.concat(parts, " ") .. " "
 end
 
-local function wait_port(port)
+local function wait_port(port, tries)
   local socket = require "socket"
-  for _ = 1, 100 do
+  for _ = 1, tries do
     local c = socket.tcp()
     c:settimeout(1)
     local ok = c:connect("127.0.0.1", port)
@@ -336,10 +337,11 @@ function M.start(opts)
     local conf = opts.conf and opts.conf(ctx) or generated_conf(ctx, opts)
     write_file(prefix .. "/nginx.conf", conf)
     os.remove(prefix .. "/error.log")
-    local out, rc = sh(proc.CLEAN_ENV .. env_prefix(opts.env) .. sh_quote(bin) .. " -p " .. sh_quote(prefix .. "/") ..
+    local out, rc = sh(proc.CLEAN_ENV .. env_prefix(opts.env) .. (opts.wrap and (opts.wrap .. " ") or "") ..
+      sh_quote(bin) .. " -p " .. sh_quote(prefix .. "/") ..
       " -c " .. sh_quote(prefix .. "/nginx.conf") .. " -e " .. sh_quote(prefix .. "/error.log") .. " </dev/null")
     local log = read_file(prefix .. "/error.log") or ""
-    if rc == 0 and wait_port(port) then
+    if rc == 0 and wait_port(port, opts.wrap and 1200 or 100) then
       local s = setmetatable({
         port = port, prefix = prefix, url = "http://127.0.0.1:" .. port, keep = opts.keep, conf = conf,
         claimed = not opts.port,
