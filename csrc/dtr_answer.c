@@ -70,24 +70,28 @@ static int dtr_scan_string(dtr_scan *c, dtr_str *out)
 static int dtr_scan_keys(lua_State *L, dtr_scan *c, int keys)
 {
     size_t n = dtr_rawlen(L, keys), i;
-    if (n == 0 || !dtr_scan_take(c, '['))
-        return 0;
+    int top = lua_gettop(L), ok = 0;
+    if (n == 0 || n > DTR_MAX_KEYS || !dtr_scan_take(c, '['))
+        return 0; /* (a batch holds at most 20 keys: more is not the usual answer) */
+    luaL_checkstack(L, DTR_MAX_KEYS, "dingtalk.recall.core");
     for (i = 1; i <= n; i++) {
         const char *want = NULL;
         size_t wn = 0;
         if (i > 1 && !dtr_scan_take(c, ','))
-            return 0;
+            goto done;
         dtr_scan_ws(c);
-        lua_rawgeti(L, keys, (int)i);
+        lua_rawgeti(L, keys, (int)i); /* popped at the end, all at once */
         if (lua_type(L, -1) == LUA_TSTRING)
-            want = lua_tolstring(L, -1, &wn); /* (the keys array anchors it) */
-        lua_pop(L, 1);
+            want = lua_tolstring(L, -1, &wn);
         if (want == NULL || (size_t)(c->end - c->p) < wn + 2 || c->p[0] != '"' || c->p[wn + 1] != '"' ||
             !dtr_json_plain_equal(c->p + 1, want, wn))
-            return 0;
+            goto done;
         c->p += wn + 2;
     }
-    return dtr_scan_take(c, ']');
+    ok = dtr_scan_take(c, ']');
+done:
+    lua_settop(L, top);
+    return ok;
 }
 
 int dtr_answer_usual(lua_State *L, const char *body, size_t n, int keys, dtr_str *rid)

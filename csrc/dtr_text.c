@@ -290,7 +290,7 @@ static const unsigned char dtr_json_plain[256] = {
  * byte less than n" tests all fail), then byte by byte. */
 /* Whether none of the eight bytes in x is '"', '\\', DEL or below 0x20
  * (the usual "has a zero byte" and "has a byte less than n" tests). */
-static int dtr_json_word_plain(uint64_t x)
+static inline int dtr_json_word_plain(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
     uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
