@@ -1,7 +1,8 @@
--- The ledger's recall and Lua's collector (ledger/plans.lua, run_engine):
--- a large run is made in generational mode (Lua 5.4), so that its paced
--- collections do not mark and sweep the store's entries again and again;
--- the mode is put back afterwards, whatever happens.
+-- The ledger's recall and Lua's collector (ledger/plans.lua): a large run
+-- is made in generational mode (Lua 5.4), so that its paced collections do
+-- not mark and sweep the store's entries again and again (the mode is put
+-- back afterwards, whatever happens); and once a recall is over its hooks
+-- let go of the store and the plans (LuaJIT's traces keep the hooks).
 local plans_mod = require "dingtalk.recall.ledger.plans"
 local pacer = require "dingtalk.recall.engine.pacer"
 
@@ -97,6 +98,34 @@ describe("ledger run and the collector", function()
     plans_mod.run_engine(c, plans_of(batches_for(5, 11000)), {}, {}, stopped.fn)
     assert.are.equal("incremental", c.mode)
     for _, what in ipairs(stopped.calls) do assert.are_not.equal("generational", what) end
+  end)
+
+  it("hooks released after a run hold neither the store nor the plans, and refuse", function()
+    local core = require "dingtalk.recall.core"
+    local held = setmetatable({}, { __mode = "v" })
+    local hooks
+    do
+      local store = { writes = 0 }
+      local plans = { assert(core.plan("cidGc", "robotGc", { "k1", "k2" })) }
+      held.store, held.plans = store, plans
+      hooks = plans_mod.hooks { chunk = 500, plans = plans, save = function()
+        store.writes = store.writes + 1
+        return true
+      end }
+      assert.is_nil(hooks.on_batch_start(plans[1], 1))
+      assert.are.equal(1, store.writes) -- the first chunk's marks
+      hooks.on_batch_done(plans[1], 1, plans[1][1], {}, { failed = {}, errors = {} })
+      assert.is_true((hooks.flush()))
+      assert.are.equal(2, store.writes)
+      hooks.release()
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(held.store)
+    assert.is_nil(held.plans)
+    local ok, err = hooks.on_batch_start({ nbatches = 1 }, 1)
+    assert.is_false(ok)
+    assert.are.equal("ledger.invalid", err.code)
   end)
 
   it("switches Lua 5.4's own collector (and no other Lua's)", function()

@@ -379,6 +379,7 @@ function Ledger:recall(client, filter, opts)
       local ok, ferr = hooks.flush()
       if not ok then store_err = ferr end
     end
+    hooks.release()
   end
   if store_err then return nil, store_err end
   report.merge(rep, refused)

@@ -220,6 +220,19 @@ function M.hooks(o)
   function hooks.error() return failed end
   --- The keys of batches left to other hosts.
   function hooks.elsewhere() return elsewhere end
+  --- Once the run is over (flushed): the hooks let go of the store, the
+  -- plans and the changes.  LuaJIT's compiled traces keep the functions
+  -- they called (these hooks) as constants until the traces are flushed;
+  -- without this, each such hook would keep a recall's store (a file
+  -- store's every entry: megabytes) and plans alive, and every later
+  -- collection cycle would mark them again.  A hook called afterwards
+  -- refuses (the run is over).
+  function hooks.release()
+    failed = failed or core.error("ledger.invalid", "this recall is over: its hooks were released")
+    save, claim, was, together, ahead = nil, nil, nil, nil, nil
+    marked, started, pending, skipped = {}, {}, changeset.new(), {}
+    hooks.on_progress = nil
+  end
   return hooks
 end
 
