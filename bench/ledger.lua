@@ -17,8 +17,8 @@
 -- returns at once) measures the same work without the disk's wait.
 --
 -- --only PATH (ledger, groups, ledger-setup, groups-setup): that path
--- alone, once per run, no summary; "-setup" stops before the first
--- timed section.  For instruction counts, which load does not change: under
+-- alone, once per run, no summary; "-setup" skips each run's timed
+-- section (so --runs N of both subtract).  For instruction counts, which load does not change: under
 --   valgrind --tool=callgrind lua5.4 bench/ledger.lua --runs 1 --only ledger
 -- (and --only ledger-setup, the same without the recall: subtract).
 --
@@ -75,6 +75,19 @@ local function counting(T)
   }, { __index = T })
 end
 
+-- This process's user and system CPU seconds (all its threads, those
+-- ended too) from /proc/self/stat, in clock ticks (1/100 s here: sums over
+-- runs mean more than one run's figure); nil without /proc.
+local function cputimes()
+  local f = io.open("/proc/self/stat", "r")
+  if not f then return nil end
+  local line = f:read("*l")
+  f:close()
+  local u, sy = line:match("^.-%) %S+" .. (" %S+"):rep(10) .. " (%d+) (%d+)")
+  if not u then return nil end
+  return tonumber(u) / 100, tonumber(sy) / 100
+end
+
 local function median(t)
   local s = {}
   for i, v in ipairs(t) do s[i] = v end
@@ -111,11 +124,12 @@ local ok, err = pcall(function()
     local only = opts.only and opts.only:match("^(%a+)")
     if only then paths = { only } end
     local setup_only = opts.only and opts.only:match("%-setup$") ~= nil
-    for _, which in ipairs(paths) do
+    -- one path's run; returns early (nothing timed) for a "-setup" path
+    local function run_path(which)
       local groups, total = seed()
       local T = counting(require("dingtalk.recall.transport.curl").new { max_connections = opts.concurrency })
       local c = client(T)
-      local rep, t0, t1, c0, c1
+      local rep, t0, t1, c0, c1, u0, u1, s0, s1
       if which == "ledger" then
         local l = assert(ledger.open(dir .. "/run" .. run .. "/ledger"))
         do -- (the 20,000 record tables are garbage once recorded: out of scope before the timed section)
@@ -151,10 +165,15 @@ local ok, err = pcall(function()
           end
         end
         collectgarbage() -- the set-up's garbage (20,000 records) is not the recall's
-        if setup_only then return l:close() or c:close() end
+        if setup_only then
+          l:close()
+          return c:close()
+        end
+        u0, s0 = cputimes()
         t0, c0 = curl_now(), os.clock()
         rep = assert(l:recall(c, {}))
         t1, c1 = curl_now(), os.clock()
+        u1, s1 = cputimes()
         l:close()
         io.write(("        store: read %.3f s (%d calls), update %.3f s (%d calls), waiting for fsync %.3f s (%d)\n")
           :format(store.entries[1], store.entries[2], store.update[1], store.update[2], waits[1], waits[2]))
@@ -163,20 +182,23 @@ local ok, err = pcall(function()
       else
         collectgarbage()
         if setup_only then return c:close() end
+        u0, s0 = cputimes()
         t0, c0 = curl_now(), os.clock()
         rep = assert(c:recall_groups(groups))
         t1, c1 = curl_now(), os.clock()
+        u1, s1 = cputimes()
       end
       c:close()
       local recalled = s:stats().recalled
       if #rep.recalled ~= total or recalled ~= total then
         error(("%s run %d: %d of %d keys recalled (server: %d)"):format(which, run, #rep.recalled, total, recalled))
       end
-      local r = { wall = t1 - t0, cpu = c1 - c0, peak = T.counter.peak }
+      local r = { wall = t1 - t0, cpu = c1 - c0, peak = T.counter.peak, user = u0 and u1 - u0, sys = s0 and s1 - s0 }
       results[which][#results[which] + 1] = r
       io.write(("%-7s run %d: %.3f s (cpu %.3f s), peak in flight %d, %d requests\n"):format(which, run, r.wall,
         r.cpu, r.peak, rep.requests))
     end
+    for _, which in ipairs(paths) do run_path(which) end
   end
 end)
 s:stop()
@@ -204,6 +226,20 @@ print(("| Ledger:recall (file journal) | %.3f | %.3f | %d |"):format(lw, lc, lp)
 print(("| client:recall_groups | %.3f | %.3f | %d |"):format(gw, gc, gp))
 print(("Ledger:recall's time in the file store (reads, updates, fsync waits): median %.3f s"):format(
   median(results.store)))
+local function sum(list, f)
+  local n = 0
+  for _, r in ipairs(list) do
+    if not r[f] then return nil end
+    n = n + r[f]
+  end
+  return n
+end
+local lu, ls, gu, gs = sum(results.ledger, "user"), sum(results.ledger, "sys"), sum(results.groups, "user"),
+  sum(results.groups, "sys")
+if lu and gu then
+  print(("CPU over all %d runs (/proc/self/stat, 10 ms ticks): ledger user %.2f s + system %.2f s, recall_groups"
+    .. " user %.2f s + system %.2f s"):format(opts.runs, lu, ls, gu, gs))
+end
 print(("ratio ledger / recall_groups: %.2fx wall (target <= 1.2x), %.2fx CPU; ledger peak %d of %d (target: ="
   .. " concurrency)"):format(lw / gw, lc / gc, lp, opts.concurrency))
 os.exit((lp == opts.concurrency) and 0 or 1)

@@ -12,7 +12,8 @@
  *       an item may also be a key line {head, parts, tail} (dtr_jline.c).
  *       async: the fsync runs in a thread; sync:wait() says when the lines
  *       are durable (dtr_jsync.c).
- *       O_APPEND|O_CREAT (0600), LOCK_EX, one write, fsync, close.  start
+ *       O_APPEND|O_CREAT (0600), LOCK_EX, the lines written (a write(2)
+ *       per 32 KB: dtr_jline.c), fsync, close.  start
  *       and stop are the file offsets where the lines begin and end, id the
  *       journal's id after the write (as journal_read gives it): a reader
  *       whose offset and id were start and id has read everything but these
@@ -119,20 +120,18 @@ static void dtr_j_push_lines(lua_State *L, int idx, const char *what)
 static int dtr_l_journal_append(lua_State *L)
 {
     const char *path = dtr_j_path(L, 1);
-    size_t n;
-    char *data;
+    size_t n = 0;
     dtr_jerr e = {NULL, 0, NULL};
     struct stat st;
     char id[DTR_J_ID];
     size_t idlen = 0;
     off_t start = 0;
-    int lock, fd, ok = 0, later = 0, esc;
+    int lock, fd, ok = 0, later = 0;
     void *sync = NULL;
-    /* Checked (may raise), the handle of an async fsync made, then the
-     * lines gathered in the C heap: nothing below raises until data is
-     * freed and the descriptor closed or handed to the handle. */
-    n = dtr_jline_size(L, 2, NULL, &esc);
-    if (n == 0) {
+    /* Checked (may raise) and the handle of an async fsync made: nothing
+     * below raises until the descriptor is closed or handed to the handle
+     * (the lines are streamed to the file under the lock). */
+    if (!dtr_jline_check(L, 2, NULL)) {
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -140,15 +139,9 @@ static int dtr_l_journal_append(lua_State *L)
         lua_settop(L, 3);
         sync = dtr_jsync_new(L, path); /* at 4 */
     }
-    data = (char *)malloc(n);
-    if (data == NULL)
-        return luaL_error(L, "journal.append: not enough memory");
-    dtr_jline_fill(L, 2, data, esc);
     lock = dtr_j_lock(path, 1, 1, &e);
-    if (lock < 0) {
-        free(data);
+    if (lock < 0)
         return dtr_j_push_err(L, path, &e);
-    }
     fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (fd < 0) {
         dtr_j_open_fail(&e, "open");
@@ -162,7 +155,7 @@ static int dtr_l_journal_append(lua_State *L)
         start = st.st_size + (last != '\n' ? 1 : 0);
         /* a new journal is made durable at once, with its directory */
         later = sync != NULL && st.st_size > 0;
-        if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_j_write_all(fd, data, n) != 0) {
+        if ((last != '\n' && dtr_j_write_all(fd, "\n", 1) != 0) || dtr_jline_write(L, 2, fd, &n) != 0) {
             dtr_j_fail(&e, "write");
             if (ftruncate(fd, st.st_size) != 0) { /* the torn tail stays; readers skip it */
             }
@@ -176,7 +169,6 @@ static int dtr_l_journal_append(lua_State *L)
         }
     }
     dtr_j_unlock(lock);
-    free(data);
     if (ok && later) {
         if (dtr_jsync_begin(sync, fd) == 0) {
             fd = -1; /* the handle's now */

@@ -369,7 +369,7 @@ function Ledger:recall(client, filter, opts)
       was = b.claim and function(k) return was[k] end,
     }
     if type(client.run) == "function" then
-      rep = client:run(plans, hooks, { ambiguous = true })
+      rep = plans_mod.run_engine(client, plans, hooks, { ambiguous = true })
     else
       rep = plans_mod.run_sequential(client, plans, hooks, self.chunk)
     end
@@ -379,6 +379,7 @@ function Ledger:recall(client, filter, opts)
       local ok, ferr = hooks.flush()
       if not ok then store_err = ferr end
     end
+    hooks.release()
   end
   if store_err then return nil, store_err end
   report.merge(rep, refused)
