@@ -97,14 +97,15 @@ static void dtr_dedupe_mark(lua_State *L, int idx, size_t n, unsigned char *stat
  * (which depend on every byte it reads), compared by hash first. */
 static void dtr_dedupe_few(const dtr_str *k, size_t n, unsigned char *state, size_t *nkeep, size_t *nbad)
 {
-    unsigned char slots[2 * DTR_DEDUPE_FEW]; /* entry + 1 of a kept or bad key; 0: free */
+    enum { DTR_FEW_SLOTS = 2 * DTR_DEDUPE_FEW }; /* at most half full; the hash's top six bits */
+    unsigned char slots[DTR_FEW_SLOTS]; /* entry + 1 of a kept or bad key; 0: free */
     uint64_t h[DTR_DEDUPE_FEW];
     size_t i, at;
     memset(slots, 0, sizeof slots);
     for (i = 0; i < n; i++) {
         h[i] = dtr_dedupe_quick(k[i].s, k[i].n);
         state[i] = DTR_KEY_KEEP;
-        for (at = (size_t)(h[i] >> 58); slots[at] != 0; at = (at + 1) % (2 * DTR_DEDUPE_FEW)) {
+        for (at = (size_t)(h[i] >> 58); slots[at] != 0; at = (at + 1) % (size_t)DTR_FEW_SLOTS) {
             size_t j = (size_t)slots[at] - 1;
             if (h[j] == h[i] && k[j].n == k[i].n && memcmp(k[j].s, k[i].s, k[i].n) == 0) {
                 state[i] = DTR_KEY_DUP;
