@@ -24,7 +24,9 @@
 -- divided by the calls, are the figure (user space only: the kernel's
 -- share of a cosocket's syscalls is not in it; it is the same on both).
 -- DINGTALK_BENCH_CALLGRIND_KEEP=DIR keeps the dumps (one per location, in
--- the table's order) for callgrind_annotate.
+-- the table's order) for callgrind_annotate; DINGTALK_BENCH_CALLGRIND_OPTS
+-- adds valgrind options (--cache-sim=yes: the figure becomes an estimate
+-- of cycles, Ir + 10 x L1 misses + 100 x last-level misses).
 --
 -- Needs nginx + libnginx-mod-http-lua + lua-resty-core, wrk, openssl and
 -- the 5.1 core (made when missing).  Plain Lua 5.1-5.4; uses
@@ -294,7 +296,8 @@ if CALLGRIND then
   end
 end
 local client = nginx.start {
-  wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no --log-file=" ..
+  wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no " ..
+    (os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or "") .. " --log-file=" ..
     shell.quote(CG_DIR .. "/vg.%p") .. " --callgrind-out-file=" .. shell.quote(CG_DIR .. "/cg.%p")) or nil,
   workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
@@ -320,7 +323,7 @@ local function cpu(pid)
   local rest = stat:match("%) (.*)$")
   local f = {}
   for w in rest:gmatch("%S+") do f[#f + 1] = w end
-  return (tonumber(f[12]) + tonumber(f[13])) / HZ -- utime, stime (fields 14, 15)
+  return (tonumber(f[12]) + tonumber(f[13])) / HZ, tonumber(f[12]) / HZ -- utime + stime, utime (fields 14, 15)
 end
 
 local function path(loc, sc)
@@ -354,11 +357,22 @@ if CALLGRIND then
     assert(status == 200 and body == tostring(20 * sc.batches), path(loc, sc) .. ": " .. tostring(body))
     dumps = dumps + 1
     local text = shell.read_file(CG_DIR .. "/cg." .. pid .. "." .. dumps) or ""
-    return assert(tonumber(text:match("\nsummary:%s*(%d+)") or text:match("\ntotals:%s*(%d+)")),
-      "no callgrind dump") / CALLS
+    local events = text:match("\nevents:%s*([^\n]+)")
+    local totals = text:match("\nsummary:%s*([^\n]+)") or text:match("\ntotals:%s*([^\n]+)")
+    assert(events and totals, "no callgrind dump")
+    local v, i = {}, 0
+    for w in totals:gmatch("%d+") do v[#v + 1] = tonumber(w) end
+    for e in events:gmatch("%S+") do i = i + 1; v[e] = v[i] end
+    -- with --cache-sim=yes: the usual estimate of cycles (an L1 miss 10,
+    -- a last-level miss 100 instructions' worth)
+    if v.D1mr then
+      return (v.Ir + 10 * (v.I1mr + v.D1mr + v.D1mw) + 100 * (v.ILmr + v.DLmr + v.DLmw)) / CALLS
+    end
+    return v.Ir / CALLS
   end
-  print(("openresty worker instructions per recall() call (callgrind, %d calls a location, 20 keys a batch)")
-    :format(CALLS))
+  local cache = (os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or ""):find("--cache-sim=yes", 1, true)
+  print(("openresty worker %s per recall() call (callgrind, %d calls a location, 20 keys a batch)")
+    :format(cache and "estimated cycles (Ir + 10 x L1 misses + 100 x LL misses)" or "instructions", CALLS))
   print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
   for _, sc in ipairs(SCENARIOS) do
     local r = {}
@@ -375,9 +389,9 @@ end
 
 local function run(loc, sc)
   local pid = worker_pid()
-  local c0 = cpu(pid)
+  local c0, u0 = cpu(pid)
   local out = shell.sh("wrk -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s '" .. client.url .. path(loc, sc) .. "'")
-  local c1 = cpu(pid)
+  local c1, u1 = cpu(pid)
   local n = tonumber(out:match("(%d+) requests in")) or 0
   local non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
   if n == 0 or non2xx > 0 then
@@ -385,7 +399,7 @@ local function run(loc, sc)
     cleanup()
     os.exit(1)
   end
-  return (c1 - c0) * 1e6 / n, n / SECONDS
+  return (c1 - c0) * 1e6 / n, n / SECONDS, (u1 - u0) * 1e6 / n
 end
 
 local function median(t)
@@ -411,9 +425,9 @@ for _, sc in ipairs(SCENARIOS) do
     local order = {}
     for i = 1, #locs do order[i] = locs[r % 2 == 1 and i or #locs + 1 - i] end
     for _, loc in ipairs(order) do
-      local us, rps = run(loc, sc)
+      local us, rps, user = run(loc, sc)
       res[loc][#res[loc] + 1] = us
-      print(("  %-16s round %d %-9s %8.1f us/call  %7.0f calls/s"):format(name, r, loc, us, rps))
+      print(("  %-16s round %d %-9s %8.1f us/call (user %5.1f)  %7.0f calls/s"):format(name, r, loc, us, user, rps))
     end
   end
   local lib, bare = median(res.lib), median(res.bare)
