@@ -3,6 +3,8 @@
  */
 #include "dtr.h"
 #include "dtr_error.h"
+#include "dtr_options.h"
+#include "dtr_plan.h"
 
 /* Pushes a private lua-cjson instance's decode and encode (the user's
  * cjson settings do not reach us).  The instance is made once per state
@@ -50,9 +52,9 @@ static void dtr_push_names(lua_State *L)
         return;
     lua_pop(L, 1);
     lua_createtable(L, DTR_N_COUNT, 0);
-    luaL_newmetatable(L, "dingtalk.recall.plan");
+    luaL_newmetatable(L, DTR_PLAN_MT);
     lua_rawseti(L, -2, DTR_N_PLANMT);
-    luaL_newmetatable(L, "dingtalk.recall.target");
+    luaL_newmetatable(L, DTR_TARGET_MT);
     lua_rawseti(L, -2, DTR_N_TARGETMT);
     for (i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         lua_pushstring(L, names[i]);

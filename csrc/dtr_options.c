@@ -126,16 +126,14 @@ typedef struct dtr_target {
 
 const dtr_opts *dtr_test_target(lua_State *L, int idx)
 {
-    const dtr_target *t;
-    if (lua_type(L, idx) != LUA_TUSERDATA)
-        return NULL;
-    t = (const dtr_target *)dtr_testudata(L, idx, DTR_TARGET_MT);
-    return t != NULL ? &t->o : NULL;
-}
-
-const dtr_opts *dtr_target_opts(lua_State *L, int idx)
-{
-    return &((const dtr_target *)lua_touserdata(L, idx))->o;
+    const dtr_opts *o = NULL;
+    if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+        dtr_push_name(L, DTR_N_TARGETMT);
+        if (lua_rawequal(L, -1, -2))
+            o = &((const dtr_target *)lua_touserdata(L, idx))->o;
+        lua_pop(L, 2);
+    }
+    return o;
 }
 
 void dtr_push_target(lua_State *L, const dtr_opts *o)

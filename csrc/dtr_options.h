@@ -20,11 +20,9 @@ int dtr_read_transport(lua_State *L, int idx, int strict, dtr_opts *o, dtr_err *
 int dtr_read_opts(lua_State *L, int idx, int need_token, dtr_opts *o, dtr_err *e);
 /* The access token: non-empty, header-safe. */
 int dtr_token_ok(const dtr_str *t, dtr_err *e);
-/* The settings of the target at idx, or NULL when it is not one. */
+/* The settings of the target at idx, or NULL when it is not one (in a
+ * function with the module's upvalues: the metatable is DTR_UV_NAMES's). */
 const dtr_opts *dtr_test_target(lua_State *L, int idx);
-/* The settings of the target at idx, known to be one (its metatable
- * checked by the caller). */
-const dtr_opts *dtr_target_opts(lua_State *L, int idx);
 /* Pushes a new target for checked settings. */
 void dtr_push_target(lua_State *L, const dtr_opts *o);
 

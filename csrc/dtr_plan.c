@@ -38,8 +38,6 @@
 #include "dtr_dedupe.h"
 #include "dtr_target.h"
 
-#define DTR_PLAN_MT "dingtalk.recall.plan"
-
 /* ---------------------------------------------------------------------
  * Plans
  * ------------------------------------------------------------------- */
@@ -440,13 +438,7 @@ int dtr_plan_batch_args(lua_State *L, int base, int by_keys, dtr_str *cid, dtr_s
         luaL_checktype(L, base + 1, LUA_TTABLE);
     else
         bi = luaL_checkinteger(L, base + 1);
-    t = NULL;
-    if (lua_type(L, base + 2) == LUA_TUSERDATA && lua_getmetatable(L, base + 2)) {
-        dtr_push_name(L, DTR_N_TARGETMT);
-        if (lua_rawequal(L, -1, -2))
-            t = dtr_target_opts(L, base + 2);
-        lua_pop(L, 2);
-    }
+    t = dtr_test_target(L, base + 2);
     if (t == NULL)
         return luaL_argerror(L, base + 2, "a target from core.target expected");
     if (!lua_isnil(L, base + 3) && lua_type(L, base + 3) != LUA_TSTRING)

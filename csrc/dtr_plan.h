@@ -10,6 +10,8 @@
 
 DTR_HIDDEN_BEGIN
 
+#define DTR_PLAN_MT "dingtalk.recall.plan"
+
 /* The arguments of core.build_batch at base..base+3 (plan, i, target,
  * token), read and checked as it does, or with the batch's keys array
  * (core.batch's) for i when by_keys (another module cannot find a plan's

@@ -86,20 +86,27 @@ static const luaL_Reg dtr_target_functions[] = {
     {"target", dtr_l_target},
     {NULL, NULL}};
 
+/* The metamethods that test a target: with the module's upvalues, as
+ * dtr_test_target needs. */
+static const luaL_Reg dtr_target_methods[] = {
+    {"__index", dtr_target_index},
+    {"__tostring", dtr_target_tostring},
+    {NULL, NULL}};
+
 /* The target metatable and core.target. */
 void dtr_target_open(lua_State *L)
 {
+    /* the metatable below the upvalues, which dtr_register_into wants on top */
+    int mt = lua_gettop(L) - DTR_NUPVALUES + 1;
     luaL_newmetatable(L, DTR_TARGET_MT);
+    lua_insert(L, mt);
+    dtr_register_into(L, mt, dtr_target_methods);
     lua_pushliteral(L, DTR_TARGET_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pushcfunction(L, dtr_target_index);
-    lua_setfield(L, -2, "__index");
+    lua_setfield(L, mt, "__name");
     lua_pushcfunction(L, dtr_target_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, dtr_target_tostring);
-    lua_setfield(L, -2, "__tostring");
+    lua_setfield(L, mt, "__newindex");
     lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    lua_setfield(L, mt, "__metatable");
+    lua_remove(L, mt);
     dtr_register(L, dtr_target_functions);
 }
