@@ -283,20 +283,30 @@ static const unsigned char dtr_json_plain[256] = {
 };
 #define DTR_JSON_PLAIN(c) (dtr_json_plain[(c)] != 0)
 
-/* The end of the run of bytes from s[i] on that go into a JSON string as
- * they are (recall keys are base64: usually all of them): sixteen bytes at
- * a time where the CPU has SSE2 (every x86-64), then eight (none of '"',
- * '\\', DEL or a byte below 0x20: the usual "has a zero byte" and "has a
- * byte less than n" tests all fail), then byte by byte. */
-/* Whether none of the eight bytes in x is '"', '\\', DEL or below 0x20
- * (the usual "has a zero byte" and "has a byte less than n" tests). */
-static inline int dtr_json_word_plain(uint64_t x)
+/* Whether none of the eight bytes in x is '"', '\\' or below 0x20, and,
+ * with del, none is DEL either (the usual "has a zero byte" and "has a
+ * byte less than n" tests, which all fail then). */
+static inline int dtr_json_word_clean(uint64_t x, int del)
 {
     const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
     uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
-    return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & high) == 0;
+    uint64_t bad = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
+    if (del)
+        bad |= (d - ones) & ~d;
+    return (bad & high) == 0;
 }
 
+/* Whether none of the eight bytes in x needs escaping in a JSON string we
+ * write (DEL included). */
+static inline int dtr_json_word_plain(uint64_t x)
+{
+    return dtr_json_word_clean(x, 1);
+}
+
+/* The end of the run of bytes from s[i] on that go into a JSON string as
+ * they are (recall keys are base64: usually all of them): sixteen bytes at
+ * a time where the CPU has SSE2 (every x86-64), then eight
+ * (dtr_json_word_plain), then byte by byte. */
 size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
 {
 #ifdef __SSE2__
@@ -329,15 +339,12 @@ size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
  * byte. */
 int dtr_json_plain_equal(const char *a, const char *b, size_t n)
 {
-    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t x, y, q, s;
+        uint64_t x, y;
         memcpy(&x, a + i, 8);
         memcpy(&y, b + i, 8);
-        q = x ^ (ones * '"');
-        s = x ^ (ones * '\\');
-        if (x != y || ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((s - ones) & ~s)) & high) != 0)
+        if (x != y || !dtr_json_word_clean(x, 0))
             return 0;
     }
     for (; i < n; i++) {

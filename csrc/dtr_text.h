@@ -46,10 +46,10 @@ typedef struct dtr_field {
 
 /* Writes s as a JSON string at dst (or measures it when dst is NULL). */
 size_t dtr_json_string(char *dst, const char *s, size_t n);
-/* The end of the run of bytes from s[i] on that a JSON string holds as they are. */
 /* Whether the n bytes at a equal those at b, and a JSON string holds them
  * as they are (no '"', '\\' or control below 0x20). */
 int dtr_json_plain_equal(const char *a, const char *b, size_t n);
+/* The end of the run of bytes from s[i] on that a JSON string holds as they are. */
 size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n);
 /* Writes the object at dst (or measures it when dst is NULL). */
 size_t dtr_json_object(char *dst, const dtr_field *f, int nf);
