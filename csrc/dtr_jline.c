@@ -46,12 +46,20 @@ typedef struct dtr_jl_out {
     int fd, esc, failed, errnum;
 } dtr_jl_out;
 
-static void dtr_jl_flush(dtr_jl_out *o)
+/* Writes n bytes to the stream's file unless a write failed already; the
+ * first failure and its errno are kept. */
+static void dtr_jl_write(dtr_jl_out *o, const char *s, size_t n)
 {
-    if (o->fd >= 0 && o->len > 0 && !o->failed && dtr_j_write_all(o->fd, o->buf, o->len) != 0) {
+    if (!o->failed && dtr_j_write_all(o->fd, s, n) != 0) {
         o->failed = 1;
         o->errnum = errno;
     }
+}
+
+static void dtr_jl_flush(dtr_jl_out *o)
+{
+    if (o->fd >= 0 && o->len > 0)
+        dtr_jl_write(o, o->buf, o->len);
     if (o->fd >= 0)
         o->len = 0;
 }
@@ -69,10 +77,7 @@ static void dtr_jl_put(dtr_jl_out *o, const char *s, size_t n)
     o->total += n;
     if (o->fd >= 0 && n > o->cap) { /* longer than the buffer: as it is */
         dtr_jl_flush(o);
-        if (!o->failed && dtr_j_write_all(o->fd, s, n) != 0) {
-            o->failed = 1;
-            o->errnum = errno;
-        }
+        dtr_jl_write(o, s, n);
         return;
     }
     memcpy(dtr_jl_room(o, n), s, n);
