@@ -286,6 +286,7 @@ return M
 ]==]):format(standin.port, TLS_PORT, CALLGRIND and certs .. "/cgctl.so" or "")
 
 local CG_DIR = CALLGRIND and certs .. "/callgrind"
+local CALLGRIND_OPTS = os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or ""
 if CALLGRIND then
   shell.sh("mkdir -p " .. shell.quote(CG_DIR))
   local out, rc = shell.sh("cc -O2 -shared -fPIC -o " .. shell.quote(certs .. "/cgctl.so") .. " " ..
@@ -296,8 +297,7 @@ if CALLGRIND then
   end
 end
 local client = nginx.start {
-  wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no " ..
-    (os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or "") .. " --log-file=" ..
+  wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no " .. CALLGRIND_OPTS .. " --log-file=" ..
     shell.quote(CG_DIR .. "/vg.%p") .. " --callgrind-out-file=" .. shell.quote(CG_DIR .. "/cg.%p")) or nil,
   workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
@@ -347,6 +347,21 @@ for _, sc in ipairs(SCENARIOS) do
   end
 end
 
+local function scenario_name(sc)
+  return ("%s, %d batch%s"):format(sc.scheme, sc.batches, sc.batches == 1 and "" or "es")
+end
+
+-- The table of both modes: a row per scenario (name, lib, tr, bare, ck),
+-- each figure with its ratio to bare; num: the figures' format.
+local function print_table(rows, num)
+  print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
+  local function cell(v, bare) return v and (num .. " %5.2fx"):format(v, v / bare) or "-" end
+  for _, r in ipairs(rows) do
+    print(("%-18s %16s %18s %10s %18s"):format(r.name, cell(r.lib, r.bare), cell(r.tr, r.bare), num:format(r.bare),
+      cell(r.ck, r.bare)))
+  end
+end
+
 -- The callgrind mode: instructions per call of each location, one table.
 if CALLGRIND then
   local pid = worker_pid()
@@ -370,17 +385,16 @@ if CALLGRIND then
     end
     return v.Ir / CALLS
   end
-  local cache = (os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or ""):find("--cache-sim=yes", 1, true)
+  local cache = CALLGRIND_OPTS:find("--cache-sim=yes", 1, true)
   print(("openresty worker %s per recall() call (callgrind, %d calls a location, 20 keys a batch)")
     :format(cache and "estimated cycles (Ir + 10 x L1 misses + 100 x LL misses)" or "instructions", CALLS))
-  print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
+  local rows = {}
   for _, sc in ipairs(SCENARIOS) do
     local r = {}
     for _, loc in ipairs(locations(sc)) do r[loc] = count(loc, sc) end
-    local function cell(v) return v and ("%9.0f %5.2fx"):format(v, v / r.bare) or "-" end
-    print(("%-18s %16s %18s %10.0f %18s"):format(("%s, %d batch%s"):format(sc.scheme, sc.batches,
-      sc.batches == 1 and "" or "es"), cell(r.lib), cell(r.transport), r.bare, cell(r.checked)))
+    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
   end
+  print_table(rows, "%9.0f")
   local keep = os.getenv("DINGTALK_BENCH_CALLGRIND_KEEP") -- a directory: the dumps, for callgrind_annotate
   if keep then shell.sh("cp " .. shell.quote(CG_DIR) .. "/cg." .. pid .. ".* " .. shell.quote(keep)) end
   cleanup()
@@ -417,7 +431,7 @@ print(("openresty worker CPU per recall() call: %d rounds, wrk -t1 -c%d -d%ds, 2
   .. " load average %s"):format(ROUNDS, CONNS, SECONDS, loadavg()))
 local rows = {}
 for _, sc in ipairs(SCENARIOS) do
-  local name = ("%s, %d batch%s"):format(sc.scheme, sc.batches, sc.batches == 1 and "" or "es")
+  local name = scenario_name(sc)
   local res = {}
   local locs = locations(sc)
   for _, loc in ipairs(locs) do res[loc] = {} end
@@ -441,9 +455,4 @@ end
 cleanup()
 
 print(("\nmedians (us of worker CPU per call; ratio to the bare baseline); load average after: %s"):format(loadavg()))
-print(("%-18s %16s %18s %10s %18s"):format("call", "client:recall", "transport alone", "bare", "bare + checks"))
-for _, r in ipairs(rows) do
-  print(("%-18s %9.1f %5.2fx %18s %10.1f %18s"):format(r.name, r.lib, r.lib / r.bare,
-    r.tr and ("%9.1f %5.2fx"):format(r.tr, r.tr / r.bare) or "-", r.bare,
-    r.ck and ("%9.1f %5.2fx"):format(r.ck, r.ck / r.bare) or "-"))
-end
+print_table(rows, "%9.1f")
