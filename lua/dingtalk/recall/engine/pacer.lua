@@ -37,9 +37,16 @@ function M.new(gc)
   return setmetatable({ gc = gc, limit = now + MIN_SLACK, slack = MIN_SLACK, low = now, mark = now }, Pacer)
 end
 
+--- pacer.slack(live) -> KB: how far the heap may grow above a live size
+-- of `live` KB before a paced cycle ends (the run's garbage per cycle).
+local function slack_of(live)
+  return math.max(MIN_SLACK, live * SLACK)
+end
+M.slack = slack_of
+
 -- The limit for a live heap of `live` KB.
 function Pacer:set_limit(live)
-  local slack = math.max(MIN_SLACK, live * SLACK)
+  local slack = slack_of(live)
   self.limit, self.slack = live + slack, slack
 end
 

@@ -263,7 +263,7 @@ function M.run_engine(client, plans, hooks, opts, gc)
   gc = gc or collectgarbage
   local batches = 0
   for _, p in ipairs(plans) do batches = batches + p.nbatches end
-  local slack = math.max(pacer.MIN_SLACK, pacer.SLACK * gc("count"))
+  local slack = pacer.slack(gc("count"))
   if not (GENERATIONAL or gc ~= collectgarbage) or batches * BATCH_KB < GEN_CYCLES * slack
     or not gc("isrunning") then
     return client:run(plans, hooks, opts)
