@@ -6,7 +6,7 @@
 #                              queue of (runtime, spec file), the longest first, TEST_JOBS at a time
 #                              (all but the real-time checks: `make test-timing`)
 #   make check                 everyday: Lua 5.4 only, without the real-time checks (< 90 s)
-#   make test-timing           the real-time checks (#timing), one runtime after another
+#   make test-timing           the real-time checks (#timing), every runtime's, one queue
 #   make install PREFIX=/usr/local [DESTDIR=]
 #   make asan | valgrind | lint | fuzz-smoke | rock-check
 
@@ -139,11 +139,13 @@ test-suite: cores
 # time a worker's answer): every runtime's #timing cases through one queue,
 # TIMING_JOBS at a time.  They use little CPU (about 22 CPU-s in all, mostly
 # waiting on paced requests), so a few side by side leave the machine idle
-# enough; TIMING_JOBS=1 runs them one after another.
+# enough; TIMING_JOBS=1 runs them one after another.  A file that fails
+# is run once more, alone (RETRY_FAILED): both runs are shown, and the
+# total says how many passed only then; one that fails twice fails.
 TIMING_JOBS ?= 3
 test-timing: cores
 	@mkdir -p $(TEST_LOGS)/timing; \
-	RUNTIMES="$(foreach v,$(LUAS),$(call lua_of,$(v))=build/$(v))" JOBS=$(TIMING_JOBS) \
+	RUNTIMES="$(foreach v,$(LUAS),$(call lua_of,$(v))=build/$(v))" JOBS=$(TIMING_JOBS) RETRY_FAILED=1 \
 	  LOG_DIR=$(TEST_LOGS)/timing TIMES=$(TEST_LOGS)/times-timing \
 	  sh spec/run.sh --tags=$(TIMING_TAGS) $(TIMING_SPECS)
 

@@ -191,8 +191,11 @@ describe("client", function()
       s:config { qps = 10 }
       local keys = s:seed_keys(600, CID)
       local report = assert(client { concurrency = 8, qps = 10 }:recall(CID, keys))
-      assert.is_true(report.ok)
       local st = s:stats()
+      local _, failure = next(report.failed)
+      local _, err = next(report.errors)
+      assert.is_true(report.ok, ("report not ok: %d throttled, %d retries, a failure: %s, an error: %s"):format(
+        st.throttled, report.retries, tostring(failure), tostring(err)))
       assert.is_true(st.max_recall_calls_in_any_1s <= 11, "max in 1 s: " .. st.max_recall_calls_in_any_1s)
       assert.are.equal(0, st.throttled)
     end)

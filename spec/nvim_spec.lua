@@ -57,7 +57,7 @@ describe_nvim("Neovim plugin (nvim --headless)", function()
     print(("\n  nvim: %d uv timer ticks (50 ms) and %d main-loop callbacks during a %.0f ms recall; " ..
       "command returned in %.1f ms"):format(res.ticks, res.main_ticks, res.elapsed_ms, res.cmd_ms))
     -- The report: in the results buffer and true on the server.
-    assert.is_true(res.ok)
+    assert.is_true(res.ok, "the recall's report is not ok: " .. tostring(res.summary))
     assert.are.equal(1, res.requests)
     assert.matches("3 recalled, 0 failed, 0 errors %(of 3 keys%)", res.summary)
     assert.are.equal(res.summary, res.lines[1])

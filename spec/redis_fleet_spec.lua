@@ -111,7 +111,7 @@ describe("a fleet on one Redis #timing", function()
       if not o.cli then
         local r = f:result(o)
         assert.are.equal(1, r.outages)
-        assert.is_true(r.fallback > 0)
+        assert.is_true(r.fallback > 0, "no start through the fallback limiter: " .. cjson.encode(r))
       end
     end
     if ng then

@@ -18,6 +18,12 @@
 #                  <seconds>"; a file not in it is put first)
 #   LOG_DIR        keep each runtime's whole output in LOG_DIR/<lua>.log
 #   TEST_LOG       (one runtime) keep the whole output in this file
+#   RETRY_FAILED   1: a failed (runtime, spec file) task is run once more,
+#                  alone, once the queue is done (the real-time checks: a
+#                  noisy machine can push one past its bound); the first
+#                  run's output is still shown, the total line counts the
+#                  tasks that passed only when run again, and a task that
+#                  fails twice fails the run
 # Arguments: busted options (--exclude-tags=timing, ...) and spec files or
 # folders (default: spec).  Prints "<lua>: N passed, N failed" per runtime
 # (last, with one runtime; then a total line with several); exits non-zero
@@ -30,7 +36,8 @@ cd "$ROOT" || exit 2
 TIMES=${TIMES-$ROOT/build/test-logs/times}
 # This run's settings, kept from the specs (a spec may run run.sh itself).
 runtimes=${RUNTIMES:-} log_dir=${LOG_DIR:-} test_log=${TEST_LOG:-} verbose=${VERBOSE:-0} jobs=$JOBS times=$TIMES
-unset RUNTIMES LOG_DIR TEST_LOG VERBOSE JOBS TIMES
+retry_failed=${RETRY_FAILED:-0}
+unset RUNTIMES LOG_DIR TEST_LOG VERBOSE JOBS TIMES RETRY_FAILED
 # A clean Lua environment, whatever the caller's (`luarocks path` for
 # another Lua, LUA_INIT): only this checkout and the system's modules.
 unset LUA_INIT LUA_INIT_5_2 LUA_INIT_5_3 LUA_INIT_5_4 \
@@ -124,7 +131,7 @@ export BUSTED TMP opts ROOT nrt
 # Each task: its log, and $TMP/<i>.res = "passed failed seconds summary"
 # ("- 1 seconds" without a summary).
 # shellcheck disable=SC2016
-xargs -P "$jobs" -L 1 sh -c '
+TASK='
   i=$1 k=$2 f=$3
   eval "LUA=\$RT_LUA_$k CDIR=\$RT_CDIR_$k name=\$RT_NAME_$k"
   LUA_CPATH="$ROOT/$CDIR/?.so;;"
@@ -141,7 +148,33 @@ xargs -P "$jobs" -L 1 sh -c '
   read -r p x secs s <"$TMP/$i.res"
   who=""; [ "$nrt" = 1 ] || who="$name "
   echo "  ... $who$f: ${s:-no busted summary} ($secs s)"
-' sh <"$TMP/list"
+'
+xargs -P "$jobs" -L 1 sh -c "$TASK" sh <"$TMP/list"
+
+# The failed tests of a task's log: "name (file:line)" lines, from
+# busted's "Failure → file @ line" / "Error → ..." and the name after it.
+failed_tests() {
+  awk '/^(Failure|Error) (->|→) / { at = $3 ":" $5; getline; print $0 " (" at ")" }' "$1"
+}
+
+# RETRY_FAILED=1: each failed task once more, one after another; its first
+# log is kept as <i>.first (shown in the report), the second decides.
+retried=0
+if [ "$retry_failed" = 1 ]; then
+  while read -r i k f; do
+    p=- x=1
+    [ -f "$TMP/$i.res" ] && read -r p x _ <"$TMP/$i.res"
+    [ "$p" != - ] && [ "$x" = 0 ] && continue
+    eval "name=\$RT_NAME_$k"
+    echo "  ... $name $f failed: running it again, alone"
+    mv "$TMP/$i.log" "$TMP/$i.first"
+    sh -c "$TASK" sh "$i" "$k" "$f" </dev/null
+    read -r p x _ <"$TMP/$i.res"
+    if [ "$p" != - ] && [ "$x" = 0 ]; then
+      retried=$((retried + 1))
+    fi
+  done <"$TMP/list"
+fi
 
 # Results per runtime: report (failed files' logs), summary lines, counts.
 k=1
@@ -152,6 +185,7 @@ while [ "$k" -le "$nrt" ]; do
   k=$((k + 1))
 done
 : >"$TMP/times.new"
+: >"$TMP/failed"
 while read -r i k f; do
   p=- x=1 secs="?" s=""
   [ -f "$TMP/$i.res" ] && read -r p x secs s <"$TMP/$i.res"
@@ -162,7 +196,14 @@ while read -r i k f; do
     note=" (no busted summary: crash?)"
   fi
   eval "P_$k=\$((P_$k + p)) X_$k=\$((X_$k + x))"
+  if [ -f "$TMP/$i.first" ]; then # failed, then run again (RETRY_FAILED)
+    { echo "==== $name $f (the first run; it was run again, alone)"; cat "$TMP/$i.first"; } >>"$TMP/report.$k"
+    [ "$x" != 0 ] || failed_tests "$TMP/$i.first" | sed "s|^|  $name: failed, then passed alone: |" >>"$TMP/failed"
+  fi
   { [ "$x" = 0 ] && [ "$verbose" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
+  again=""
+  [ ! -f "$TMP/$i.first" ] || again=" twice"
+  [ "$x" = 0 ] || { failed_tests "$TMP/$i.log" | sed "s|^|  $name: failed$again: |"; } >>"$TMP/failed"
   printf '  %-40s %4d passed, %d failed, %8s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary.$k"
   # shellcheck disable=SC2154 # (cdir: set by the eval)
   [ "$secs" = "?" ] || echo "$name@$cdir $f $secs" >>"$TMP/times.new"
@@ -203,7 +244,14 @@ if [ "$nrt" != 1 ]; then
   echo "  the slowest tasks (seconds, runtime, file):"
   sort -k3,3gr "$TMP/times.new" | head -n 8 | awk '{ sub(/@.*/, "", $1); printf "  %8s  %-8s %s\n", $3, $1, $2 }'
 fi
+# the failed tests by name, last, where a short excerpt of the output shows them
+if [ -s "$TMP/failed" ]; then
+  echo "  the failed tests:"
+  cat "$TMP/failed"
+fi
 cat "$TMP/lines"
+again=""
+[ "$retried" = 0 ] || again=", $retried of them only when run again"
 [ "$nrt" = 1 ] ||
-  echo "$passed passed, $failed failed ($nrt runtimes, $ntasks tasks, $jobs side by side, $(( $(date +%s) - start_all )) s)"
+  echo "$passed passed$again, $failed failed ($nrt runtimes, $ntasks tasks, $jobs side by side, $(( $(date +%s) - start_all )) s)"
 [ "$failed" = 0 ]
