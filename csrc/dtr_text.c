@@ -462,21 +462,21 @@ void dtr_push_json_framed(lua_State *L, const dtr_field *f, int nf, const char *
                           size_t tn)
 {
     char small[8192]; /* a batch of 20 usual keys: no allocation but the string */
-    char num[24];
-    size_t room = head ? hn + sizeof num + tn : 0; /* before the body: its frame */
-    size_t n = room + dtr_json_object_bound(f, nf, sizeof small), at;
-    int nn = 0;
+    size_t room = head ? hn + 24 + tn : 0; /* before the body: its frame (a length is at most 20 digits) */
+    size_t n = room + dtr_json_object_bound(f, nf, sizeof small), at, v;
     char *buf = small;
     if (n > sizeof small)
         buf = (char *)lua_newuserdata(L, room + dtr_json_object(NULL, f, nf)); /* collected with the stack */
     n = dtr_json_object(buf + room, f, nf);
     at = room;
-    if (head) { /* the frame right before the body */
-        nn = snprintf(num, sizeof num, "%lu", (unsigned long)n);
+    if (head) { /* the frame right before the body: head, the body's length in decimal, tail */
         at -= tn;
         memcpy(buf + at, tail, tn);
-        at -= (size_t)nn;
-        memcpy(buf + at, num, (size_t)nn);
+        v = n;
+        do { /* (no snprintf: its format machinery cost more than the rest of the frame) */
+            buf[--at] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
         at -= hn;
         memcpy(buf + at, head, hn);
     }
