@@ -62,7 +62,7 @@ describe("http1.read_response", function()
     res = read(answer("HTTP/1.1 200 OK", { "x-acs-request-id:", "content-type : text/html",
       "Content-Length: 0" }))
     assert.are.same({ ["x-acs-request-id"] = "" }, res.headers)
-    for _, v in ipairs { "a", " a b ", "\ta\t\t", "   ", "\v\fa\r\r" } do
+    for _, v in ipairs { "a", " a b ", "\ta\t\t", "   ", "\v\fa\r\r", " a", " ab", " a ", "  a", " ", " a\t", " \ta" } do
       res = read(answer("HTTP/1.1 200 OK", { "content-type:" .. v, "Content-Length: 0" }))
       assert.are.equal(v:match("^%s*(.-)%s*$"), res.headers["content-type"], v)
     end
@@ -94,6 +94,32 @@ describe("http1.read_response", function()
     end
     local res = read(answer("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" }, "ffffffffffff\r\nxx"))
     assert.are.equal("response.too_large", res.error.code)
+  end)
+
+  it("reads the same answer whatever pieces it comes in (the buffered and the waiting paths)", function()
+    local chunks = "5\r\nabcde\r\n1\r\nf\r\n10\r\n" .. ("g"):rep(16) .. "\r\n0\r\nTrailer: x\r\n\r\n"
+    local texts = {
+      answer("HTTP/1.1 200 OK", { "Server: s", "X-Acs-Request-Id: rid-2", "Content-Length: 22" }, ("b"):rep(22)),
+      answer("HTTP/1.1 200 OK", { "Content-Type: application/json", "Transfer-Encoding: chunked" }, chunks),
+      answer("HTTP/1.1 200 OK", { "Content-Length: 0" }),
+      answer("HTTP/1.0 200 OK", { "Content-Type: x" }, "until the end"),
+    }
+    local want = {
+      { body = ("b"):rep(22), headers = { ["x-acs-request-id"] = "rid-2" }, reusable = true },
+      { body = "abcdef" .. ("g"):rep(16), headers = { ["content-type"] = "application/json" }, reusable = true },
+      { body = "", headers = {}, reusable = true },
+      { body = "until the end", headers = { ["content-type"] = "x" }, reusable = false },
+    }
+    for round = 1, 60 do -- (often enough for LuaJIT to compile the loops)
+      for t, text in ipairs(texts) do
+        local step = ({ false, 1, 2, 5, 64 })[round % 5 + 1]
+        local res, reusable = read(text, step or nil)
+        assert.are.equal(200, res.status, t)
+        assert.are.equal(want[t].body, res.body, t)
+        assert.are.same(want[t].headers, res.headers, t)
+        assert.are.equal(want[t].reusable, reusable == true, t)
+      end
+    end
   end)
 
   it("skips a 100 Continue and reads the answer after it", function()

@@ -75,8 +75,14 @@ function Reader:fill()
   return true
 end
 
--- One line without its CRLF; at most `limit` bytes.
-function Reader:line(limit)
+-- The hot paths below (a line or the bytes already in the buffer) have no
+-- loop of their own: LuaJIT then compiles them into the caller's loop over
+-- the header lines or the chunks, where an inner loop would hit its unroll
+-- limit and send that path back to the interpreter.  What must wait for
+-- more bytes goes to the *_more functions.
+
+-- (line) the buffer holds no whole line yet: read until it does.
+local function line_more(self, limit)
   while true do
     local buf, pos = self.buf, self.pos
     local i = str_find(buf, "\n", pos, true)
@@ -91,8 +97,18 @@ function Reader:line(limit)
   end
 end
 
--- Exactly n bytes, appended to `parts`.
-function Reader:bytes(n, parts)
+-- One line without its CRLF; at most `limit` bytes.
+function Reader:line(limit)
+  local buf, pos = self.buf, self.pos
+  local i = str_find(buf, "\n", pos, true)
+  if not i then return line_more(self, limit) end
+  self.pos = i + 1
+  if i > pos and str_byte(buf, i - 1) == CR then i = i - 1 end
+  return str_sub(buf, pos, i - 1)
+end
+
+-- (bytes) n bytes, more than the buffer holds: read until they came.
+local function bytes_more(self, n, parts)
   while n > 0 do
     local have = #self.buf - self.pos + 1
     if have > 0 then
@@ -106,6 +122,15 @@ function Reader:bytes(n, parts)
       if not ok then return nil, err end
     end
   end
+  return true
+end
+
+-- Exactly n bytes, appended to `parts`.
+function Reader:bytes(n, parts)
+  local pos = self.pos
+  if #self.buf - pos + 1 < n then return bytes_more(self, n, parts) end
+  parts[#parts + 1] = str_sub(self.buf, pos, pos + n - 1)
+  self.pos = pos + n
   return true
 end
 
@@ -152,7 +177,12 @@ for i = 10, 15 do HEX[55 + i], HEX[87 + i] = i, i end
 
 -- s from `from` on without the whitespace at either end.
 local function trim(s, from)
-  local a, n = from, #s
+  local n = #s
+  -- the usual "Name: value": one blank, then a value that ends in no blank (no loop: see Reader:line)
+  if str_byte(s, from) == 32 and not SPACE[str_byte(s, from + 1)] and not SPACE[str_byte(s, n)] and from < n then
+    return str_sub(s, from + 1, n)
+  end
+  local a = from
   while SPACE[str_byte(s, a)] do a = a + 1 end
   if a > n then return "" end
   while SPACE[str_byte(s, n)] do n = n - 1 end
@@ -175,12 +205,14 @@ end
 local function chunk_size(line)
   local i = 1
   while SPACE[str_byte(line, i)] do i = i + 1 end
-  local size, d = nil, HEX[str_byte(line, i)]
-  while d do
-    size = (size or 0) * 16 + d
+  local d = HEX[str_byte(line, i)]
+  if not d then return nil end
+  local size = 0 -- (a number throughout: a nil then a number would keep the loop from compiling)
+  repeat
+    size = size * 16 + d
     i = i + 1
     d = HEX[str_byte(line, i)]
-  end
+  until not d
   return size
 end
 
