@@ -122,6 +122,54 @@ describe("http1.read_response", function()
     end
   end)
 
+  -- The OpenResty transport runs an exchange in the caller's coroutine
+  -- without pcall (transport/openresty.lua, INLINE_WAIT): what a server
+  -- sends must come back as a result, whatever it is.
+  it("answers any bytes, in any cut, with a result: never a raise", function()
+    local seeds = {
+      answer("HTTP/1.1 200 OK", { "X-Acs-Request-Id: r", "Content-Type: application/json", "Content-Length: 2" }, "{}"),
+      answer("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" }, "2\r\n{}\r\n1;x=y\r\n \r\n0\r\nT: v\r\n\r\n"),
+      answer("HTTP/1.0 200 OK", { "Connection: keep-alive" }, "{}"),
+      "HTTP/1.1 100 Continue\r\n\r\n" .. answer("HTTP/1.1 403 Forbidden", { "content-length: 3" }, "abc"),
+    }
+    local words = { "\r\n", "\n", "\r", ":", " ", "\t", "\0", "\255", "0", "9", "f", "-", ";",
+      "Content-Length: ", "Transfer-Encoding: chunked", "ffffffffffffffffffff", "99999999999999999999",
+      "1e400", "0x10", "HTTP/1.1 ", "Connection: close", "nan", "\r\n\r\n" }
+    local x = 12345
+    local function rnd(n) -- (the same draws under every Lua)
+      x = (x * 1103515245 + 12345) % 2147483648
+      return x % n + 1
+    end
+    for _ = 1, 2500 do
+      local t = seeds[rnd(#seeds)]
+      for _ = 1, rnd(4) do
+        local at, kind = rnd(#t + 1), rnd(5)
+        if kind == 1 then
+          t = t:sub(1, at - 1) .. string.char(rnd(256) - 1) .. t:sub(at + 1)
+        elseif kind == 2 then
+          t = t:sub(1, at - 1) .. words[rnd(#words)] .. t:sub(at)
+        elseif kind == 3 then
+          t = t:sub(1, at - 1) .. t:sub(at + rnd(8))
+        elseif kind == 4 then
+          t = t:sub(1, at - 1) .. t:sub(at, at + rnd(16)):rep(rnd(3) + 1) .. t:sub(at + 1)
+        else
+          t = t:sub(1, at)
+        end
+      end
+      local step = ({ false, 1, 3, 17 })[rnd(4)]
+      local ok, res = pcall(read, t, step or nil)
+      assert.is_true(ok, ("%q raised: %s"):format(t, tostring(res)))
+      assert.are.equal("table", type(res), t)
+      if res.error then
+        assert.is_string(res.error.code, t)
+        assert.is_nil(res.status, t)
+      else
+        assert.is_number(res.status, t)
+        assert.is_string(res.body, t)
+      end
+    end
+  end)
+
   it("skips a 100 Continue and reads the answer after it", function()
     local res = read("HTTP/1.1 100 Continue\r\n\r\n" .. answer("HTTP/1.1 201 Created", { "Content-Length: 1" }, "x"))
     assert.are.equal(201, res.status)
