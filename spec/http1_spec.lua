@@ -62,7 +62,8 @@ describe("http1.read_response", function()
     res = read(answer("HTTP/1.1 200 OK", { "x-acs-request-id:", "content-type : text/html",
       "Content-Length: 0" }))
     assert.are.same({ ["x-acs-request-id"] = "" }, res.headers)
-    for _, v in ipairs { "a", " a b ", "\ta\t\t", "   ", "\v\fa\r\r", " a", " ab", " a ", "  a", " ", " a\t", " \ta" } do
+    for _, v in ipairs { "a", " a b ", "\ta\t\t", "   ", "\v\fa\r\r",
+      " a", " ab", " a ", "  a", " ", " a\t", " \ta" } do
       res = read(answer("HTTP/1.1 200 OK", { "content-type:" .. v, "Content-Length: 0" }))
       assert.are.equal(v:match("^%s*(.-)%s*$"), res.headers["content-type"], v)
     end
