@@ -16,13 +16,26 @@
 --     lua5.4 bench/openresty.lua [rounds (5)] [seconds per run (3)] [connections (4)] \
 --       [scenarios (http:1,https:1,http:10,https:10)]
 --     lua5.4 bench/openresty.lua callgrind [calls (2000)] [scenarios]
+--     lua5.4 bench/openresty.lua callgrind-loop [calls (2000)] [scenarios]
 --
 -- The callgrind mode counts instructions instead, which load does not
 -- change: the client nginx runs under valgrind's callgrind; each location
--- is warmed up (200 calls), its counters zeroed, then one request makes
--- the call `calls` times (?n=) and the worker's instructions over them,
--- divided by the calls, are the figure (user space only: the kernel's
--- share of a cosocket's syscalls is not in it; it is the same on both).
+-- is warmed up (300 requests), its counters zeroed, then `calls` requests
+-- come one after another on one kept-alive connection (curl), one call
+-- each, as under wrk, and the worker's instructions over them (nginx's
+-- share of a request included: the same on every location), divided by
+-- the calls, are the figure (user space only: the kernel's share of a
+-- cosocket's syscalls is not in it; it is the same on both).
+-- callgrind-loop makes the `calls` calls in one request's loop (?n=)
+-- instead: fewer instructions a call besides the call's own, but LuaJIT
+-- then compiles the call into the loop's traces, a regime a request
+-- handler never sees (at 11da9c6, http: 0.84x of bare's instructions in
+-- the loop, 0.87x a request each).
+-- DINGTALK_BENCH_PIN=1 (wrk mode, 2 cores or more) pins the measured
+-- worker to a core of its own (taskset).  Besides the ratio of the
+-- medians, the wrk mode prints the median of each round's own ratio
+-- (client:recall / bare run next to each other), for CPU and for user
+-- time alone: the machine's slow and fast minutes then cancel out.
 -- DINGTALK_BENCH_CALLGRIND_KEEP=DIR keeps the dumps (one per location, in
 -- the table's order) for callgrind_annotate; DINGTALK_BENCH_CALLGRIND_OPTS
 -- adds valgrind options (--cache-sim=yes: the figure becomes an estimate
@@ -37,7 +50,8 @@ local conf = require "dingtalk_sim.conf"
 
 local argv = {}
 for i, a in ipairs(arg or {}) do argv[i] = a end
-local CALLGRIND = argv[1] == "callgrind"
+local CALLGRIND = argv[1] == "callgrind" or argv[1] == "callgrind-loop"
+local CG_LOOP = argv[1] == "callgrind-loop"
 if CALLGRIND then table.remove(argv, 1) end
 local ROUNDS = tonumber(argv[1]) or 5
 local SECONDS = tonumber(argv[2]) or 3
@@ -278,13 +292,25 @@ local function callgrind(what)
   if what == "zero" then cg.dtr_bench_cg_zero() else cg.dtr_bench_cg_dump() end
 end
 
+local calls = 0 -- since the counters were last zeroed (/cg?op=zero)
 for name, f in pairs { lib = lib, transport = transport, checked = checked, bare = bare } do
   M[name] = function()
     local n, counted = nil, ngx.var.arg_cg == "1"
     if counted then callgrind("zero") end
     for _ = 1, reps() do n = f() end
     if counted then callgrind("dump") end
+    calls = calls + 1
     ngx.print(n)
+  end
+end
+function M.cg()
+  if ngx.var.arg_op == "zero" then
+    callgrind("zero")
+    calls = 0
+    ngx.print(0)
+  else
+    callgrind("dump")
+    ngx.print(calls)
   end
 end
 return M
@@ -308,7 +334,8 @@ local client = nginx.start {
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
     '    location = /bare { content_by_lua_block { require("orbench").bare() } }\n' ..
     '    location = /checked { content_by_lua_block { require("orbench").checked() } }\n' ..
-    '    location = /transport { content_by_lua_block { require("orbench").transport() } }',
+    '    location = /transport { content_by_lua_block { require("orbench").transport() } }\n' ..
+    '    location = /cg { content_by_lua_block { require("orbench").cg() } }',
 }
 
 local function cleanup()
@@ -371,10 +398,27 @@ end
 if CALLGRIND then
   local pid = worker_pid()
   local dumps = 0
+  -- n requests for url, one after another on one connection (curl -K)
+  local function drive(url, n)
+    local cfg = certs .. "/curl.cfg"
+    local f = assert(io.open(cfg, "w"))
+    for _ = 1, n do f:write('url = "', url, '"\noutput = "/dev/null"\n') end
+    f:close()
+    local out, rc = shell.sh("curl -sS --fail -K " .. shell.quote(cfg) .. " 2>&1")
+    assert(rc == 0, url .. ": " .. out)
+  end
   local function count(loc, sc)
-    assert(client:request("GET", path(loc, sc) .. "&n=200") == 200)
-    local status, body = client:request("GET", path(loc, sc) .. "&cg=1&n=" .. CALLS, { timeout = 3600 })
-    assert(status == 200 and body == tostring(20 * sc.batches), path(loc, sc) .. ": " .. tostring(body))
+    if CG_LOOP then
+      assert(client:request("GET", path(loc, sc) .. "&n=200") == 200)
+      local status, body = client:request("GET", path(loc, sc) .. "&cg=1&n=" .. CALLS, { timeout = 3600 })
+      assert(status == 200 and body == tostring(20 * sc.batches), path(loc, sc) .. ": " .. tostring(body))
+    else
+      drive(client.url .. path(loc, sc), 300)
+      assert(client:request("GET", "/cg?op=zero") == 200)
+      drive(client.url .. path(loc, sc), CALLS)
+      local status, body = client:request("GET", "/cg?op=dump", { timeout = 3600 })
+      assert(status == 200 and tonumber(body) == CALLS, path(loc, sc) .. ": " .. tostring(body) .. " calls counted")
+    end
     dumps = dumps + 1
     local text = shell.read_file(CG_DIR .. "/cg." .. pid .. "." .. dumps) or ""
     local events = text:match("\nevents:%s*([^\n]+)")
@@ -391,8 +435,9 @@ if CALLGRIND then
     return v.Ir / CALLS
   end
   local cache = CALLGRIND_OPTS:find("--cache-sim=yes", 1, true)
-  print(("openresty worker %s per recall() call (callgrind, %d calls a location, 20 keys a batch)")
-    :format(cache and "estimated cycles (Ir + 10 x L1 misses + 100 x LL misses)" or "instructions", CALLS))
+  print(("openresty worker %s per recall() call (callgrind, %d calls a location, %s, 20 keys a batch)")
+    :format(cache and "estimated cycles (Ir + 10 x L1 misses + 100 x LL misses)" or "instructions", CALLS,
+      CG_LOOP and "in one request's loop" or "one request each"))
   local rows = {}
   for _, sc in ipairs(SCENARIOS) do
     local r = {}
@@ -406,10 +451,25 @@ if CALLGRIND then
   os.exit(0)
 end
 
+-- DINGTALK_BENCH_PIN=1 (with 2 or more cores): the client's worker on the
+-- last core, the stand-in's and wrk on the others, so that the worker
+-- measured shares its core's caches with no other process.
+local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and (tonumber(shell.trim(shell.sh("nproc"))) or 1) > 1
+local WRK = "wrk"
+if PIN then
+  local n = tonumber(shell.trim(shell.sh("nproc")))
+  local others = n == 2 and "0" or ("0-" .. (n - 2))
+  shell.sh("taskset -pc " .. (n - 1) .. " " .. worker_pid() .. " >/dev/null")
+  local master = standin:pid()
+  shell.sh("for p in " .. master .. " $(pgrep -P " .. master .. "); do taskset -pc " .. others ..
+    " $p; done >/dev/null")
+  WRK = "taskset -c " .. others .. " wrk"
+end
+
 local function run(loc, sc)
   local pid = worker_pid()
   local c0, u0 = cpu(pid)
-  local out = shell.sh("wrk -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s '" .. client.url .. path(loc, sc) .. "'")
+  local out = shell.sh(WRK .. " -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s '" .. client.url .. path(loc, sc) .. "'")
   local c1, u1 = cpu(pid)
   local n = tonumber(out:match("(%d+) requests in")) or 0
   local non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
@@ -432,27 +492,36 @@ local function loadavg()
   return shell.trim(shell.sh("cut -d' ' -f1-3 /proc/loadavg"))
 end
 
-print(("openresty worker CPU per recall() call: %d rounds, wrk -t1 -c%d -d%ds, 20 keys a batch, loopback;"
-  .. " load average %s"):format(ROUNDS, CONNS, SECONDS, loadavg()))
+print(("openresty worker CPU per recall() call: %d rounds, wrk -t1 -c%d -d%ds, 20 keys a batch, loopback%s;"
+  .. " load average %s"):format(ROUNDS, CONNS, SECONDS, PIN and ", worker pinned to its own core" or "", loadavg()))
 local rows = {}
 for _, sc in ipairs(SCENARIOS) do
   local name = scenario_name(sc)
   local res = {}
   local locs = locations(sc)
-  for _, loc in ipairs(locs) do res[loc] = {} end
+  local user = {}
+  for _, loc in ipairs(locs) do res[loc], user[loc] = {}, {} end
   for r = 1, ROUNDS do
     local order = {}
     for i = 1, #locs do order[i] = locs[r % 2 == 1 and i or #locs + 1 - i] end
     for _, loc in ipairs(order) do
-      local us, rps, user = run(loc, sc)
-      res[loc][#res[loc] + 1] = us
-      print(("  %-16s round %d %-9s %8.1f us/call (user %5.1f)  %7.0f calls/s"):format(name, r, loc, us, user, rps))
+      local us, rps, u = run(loc, sc)
+      res[loc][#res[loc] + 1], user[loc][#user[loc] + 1] = us, u
+      print(("  %-16s round %d %-9s %8.1f us/call (user %5.1f)  %7.0f calls/s"):format(name, r, loc, us, u, rps))
     end
+  end
+  -- each round's own ratio to its bare run (the two ran side by side in
+  -- time: a slower minute of the machine slows both), then their median
+  local paired, paired_user = {}, {}
+  for r = 1, ROUNDS do
+    paired[r] = res.lib[r] / res.bare[r]
+    paired_user[r] = user.bare[r] > 0 and user.lib[r] / user.bare[r] or 1
   end
   local lib, bare = median(res.lib), median(res.bare)
   local tr = res.transport and median(res.transport)
   local ck = res.checked and median(res.checked)
-  rows[#rows + 1] = { name = name, lib = lib, bare = bare, tr = tr, ck = ck }
+  rows[#rows + 1] = { name = name, lib = lib, bare = bare, tr = tr, ck = ck, paired = median(paired),
+    paired_user = median(paired_user) }
   print(("  %s median: client:recall %.1f us (%.2fx)%s, bare cosocket + cjson %.1f us (1.00x)%s"):format(
     name, lib, lib / bare, tr and (", transport alone %.1f us (%.2fx)"):format(tr, tr / bare) or "", bare,
     ck and (", bare + checks %.1f us (%.2fx; client:recall %.2fx of it)"):format(ck, ck / bare, lib / ck) or ""))
@@ -461,3 +530,10 @@ cleanup()
 
 print(("\nmedians (us of worker CPU per call; ratio to the bare baseline); load average after: %s"):format(loadavg()))
 print_table(rows, "%9.1f")
+print("client:recall / bare, the median of each round's ratio: " .. (function()
+  local t = {}
+  for _, r in ipairs(rows) do
+    t[#t + 1] = ("%s %.2fx (user time alone %.2fx)"):format(r.name, r.paired, r.paired_user)
+  end
+  return table.concat(t, ", ")
+end)())
