@@ -242,4 +242,12 @@ if lu and gu then
 end
 print(("ratio ledger / recall_groups: %.2fx wall (target <= 1.2x), %.2fx CPU; ledger peak %d of %d (target: ="
   .. " concurrency)"):format(lw / gw, lc / gc, lp, opts.concurrency))
+-- each run's own ratio (its two paths ran one after the other), then the
+-- median: a slow second of the machine then slows both sides of a ratio
+local pw, pc = {}, {}
+for i = 1, math.min(#results.ledger, #results.groups) do
+  pw[i] = results.ledger[i].wall / results.groups[i].wall
+  pc[i] = results.groups[i].cpu > 0 and results.ledger[i].cpu / results.groups[i].cpu or 1
+end
+print(("the median of each run's own ratio: %.2fx wall, %.2fx CPU"):format(median(pw), median(pc)))
 os.exit((lp == opts.concurrency) and 0 or 1)
