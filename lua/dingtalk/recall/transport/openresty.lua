@@ -1,6 +1,7 @@
---- The OpenResty transport: each exchange runs in a light thread
--- (ngx.thread) over a cosocket (ngx.socket.tcp), so a recall never blocks
--- the nginx worker; the C core still builds every request and parses
+--- The OpenResty transport: exchanges over cosockets (ngx.socket.tcp),
+-- in light threads (ngx.thread) when several are in flight, in the
+-- caller's own coroutine when one is alone (see poll), so a recall never
+-- blocks the nginx worker; the C core still builds every request and parses
 -- every answer, so results and errors are the ones of the curl transport.
 --
 -- Chosen automatically (dingtalk.recall.hosts) when the client runs in a
