@@ -33,6 +33,24 @@ describe("engine", function()
       assert.is_true(math.abs(gaps[3] - 3) < 1e-6, gaps[3])
     end)
 
+    it("takes an error's own retryable = false over its code's flag (a cosocket in the wrong phase)", function()
+      assert.is_true(core.codes["transport.connect"].retryable)
+      local T = fake.new { latency = 0.01, answer = function()
+        return { error = core.error("transport.connect", "no cosockets here", { retryable = false }) }
+      end }
+      local rep = assert(client(T, { max_retries = 3 }):recall("cidNoRetry", { "k1" }))
+      assert.are.equal(1, #T.sent)
+      assert.are.equal(0, rep.retries)
+      assert.are.equal("transport.connect", rep.errors.k1.code)
+      -- and the same code without the override is retried, as its flag says
+      T = fake.new { latency = 0.01, answer = function()
+        return { error = core.error("transport.connect", "refused") }
+      end }
+      rep = assert(client(T, { max_retries = 2, backoff_base = 0.01 }):recall("cidRetry", { "k1" }))
+      assert.are.equal(3, #T.sent)
+      assert.are.equal(2, rep.retries)
+    end)
+
     it("waits at least a second after a QPS-limit answer and counts it throttled", function()
       local T = h.answers { function() return fake.code(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi") end,
         fake.ok }

@@ -20,6 +20,33 @@ local available, why = nginx.available()
 -- itself: each report must hold its own keys (a transport keeps each
 -- coroutine's exchanges apart, and takes an idle session up again).
 local THREADS = [[
+    location = /set_phase {
+      set_by_lua_block $dtr_out {
+        -- no cosockets in the set phase: every key ends in errors, nothing raises
+        local client = assert(require("dingtalk.recall").client {
+          endpoint = "https://localhost:1", access_token = "tok", robot_code = "r", transport = "openresty" })
+        local out = {}
+        for _, n in ipairs { 1, 21 } do -- one batch (exchange_batch) and two (start_batch, poll)
+          local keys = {}
+          for i = 1, n do keys[i] = "setk" .. i end
+          local okc, rep, err = pcall(client.recall, client, "cidSet", keys)
+          if not okc then
+            out[#out + 1] = n .. ":raised " .. tostring(rep)
+          elseif not rep then
+            out[#out + 1] = "err " .. tostring(err and err.code)
+          else
+            local codes = {}
+            for _, k in ipairs(keys) do codes[(rep.errors[k] or {}).code or "none"] = true end
+            local list = {}
+            for c in pairs(codes) do list[#list + 1] = c end
+            table.sort(list)
+            out[#out + 1] = n .. ":" .. table.concat(list, "+") .. ":" .. #rep.recalled
+          end
+        end
+        return table.concat(out, " ")
+      }
+      return 200 "$dtr_out";
+    }
     location = /threads {
       content_by_lua_block {
         local cjson = require "cjson"
@@ -358,6 +385,13 @@ describe("openresty transport", function()
       assert.are.equal(200, status)
       assert.are.equal("invalid.endpoint", json.decode(body).err.code)
     end)
+  end)
+
+  it("a recall in a phase without cosockets: every key fails with transport.connect, nothing raises", function()
+    local status, body = n:request("GET", "/set_phase")
+    assert.are.equal(200, status, body)
+    assert.are.equal("1:transport.connect:0 21:transport.connect:0", body)
+    ortest.clean_log(n:error_log())
   end)
 
   it("never blocks the worker: a recall waits 2 s, the same worker answers in < 100 ms #timing", function()

@@ -39,7 +39,10 @@
 -- transport:poll(wait) (which waits up to `wait` seconds when nothing is in
 -- flight), and a batch's start_batch(plan, keys, target, token, tag) when the
 -- transport has that field of its own (rawget: the curl and OpenResty
--- transports; a run's batches and the single batch's fast path alike);
+-- transports; a run's batches and the single batch's fast path alike),
+-- and for the single batch exchange_batch(plan, keys, target, token) ->
+-- completion | nil, err [, refused] instead when it has that one (the
+-- OpenResty transport: the exchange made at once in the caller's coroutine);
 -- with a fake transport and clock every path runs in milliseconds.
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
@@ -130,7 +133,17 @@ local function run_single(self, plan, ambiguous, t0)
   -- a wait: the run asks the limiter again
   if lim and lim:acquire(T.now()) ~= 0 then return nil end
   local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
-  local ok, serr, refused = runs.send_batch(T, self.target, plan, 1, keys, token, plan)
+  local done, ok, serr, refused
+  local now_batch = rawget(T, "exchange_batch") -- sends and reads now (OpenResty): no start, no poll
+  if now_batch then
+    local c
+    c, serr, refused = now_batch(T, plan, keys, self.target, token)
+    if c then
+      c.tag, done, ok = plan, { c }, true
+    end
+  else
+    ok, serr, refused = runs.send_batch(T, self.target, plan, 1, keys, token, plan)
+  end
   if refused or not ok then
     local job = single_job(plan, token)
     local run, r = take_over(self, plan, ambiguous, token, t0)
@@ -142,8 +155,10 @@ local function run_single(self, plan, ambiguous, t0)
     run:loop()
     return r
   end
-  local done = T:poll(runs.MAX_POLL)
-  while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
+  if not done then
+    done = T:poll(runs.MAX_POLL)
+    while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
+  end
   local c = done[1]
   -- The usual answer (every key recalled) needs no request id: nothing
   -- then reads it, so no result is made; anything else the run parses.

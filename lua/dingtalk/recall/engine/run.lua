@@ -219,8 +219,11 @@ function Run:retry(job, err, t)
     end
     job.ready_at = t
   else
-    local retryable = flags.retryable
-    retryable = retryable == true or err.retryable == true
+    -- The error's own word first: core.error sets it from the catalogue,
+    -- and whoever made the error may have said otherwise (an exchange
+    -- that cannot be made in this phase is no better a second later).
+    local retryable = err.retryable
+    if type(retryable) ~= "boolean" then retryable = flags.retryable == true end
     if not retryable or job.attempts >= e.max_retries then return false end
     job.attempts = job.attempts + 1
     local delay = self:backoff(job.attempts)

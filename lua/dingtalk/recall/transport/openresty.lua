@@ -238,6 +238,11 @@ local function phase_ok()
   return COSOCKET_PHASES[phase] == true, phase
 end
 
+local function no_cosockets(phase)
+  return core.error("transport.connect", "cosockets are not available in the " .. tostring(phase) ..
+    " phase; recall from a content/access/rewrite handler or an ngx.timer", { retryable = false })
+end
+
 --- new(opts) -> transport.  opts.shared_dict: the name of a
 -- lua_shared_dict for the QPS limiter and the token cache (default
 -- "dingtalk_recall" when nginx.conf declares it; false: per worker).
@@ -273,7 +278,8 @@ function M.new(opts)
     keepalive_timeout = keepalive,
     keepalive_ms = keepalive * 1000,
     copts = {}, ncopts = 0, -- connect options per pool
-    start_batch = M.start_batch, -- its own field: the engine looks for it with rawget
+    start_batch = M.start_batch, -- its own fields: the engine looks for them with rawget
+    exchange_batch = M.exchange_batch,
     sessions = setmetatable({}, { __mode = "k" }),
   }, M)
 end
@@ -338,10 +344,7 @@ end
 
 local function queue(self, req, payload, tag)
   local ok, phase = phase_ok()
-  if not ok then
-    return nil, core.error("transport.connect", "cosockets are not available in the " .. tostring(phase) ..
-      " phase; recall from a content/access/rewrite handler or an ngx.timer", { retryable = false })
-  end
+  if not ok then return nil, no_cosockets(phase) end
   local s = session(self)
   s.in_flight = s.in_flight + 1
   local q = s.queued
@@ -358,13 +361,12 @@ function M:start(built, tag)
   return queue(self, req, payload, tag)
 end
 
---- Queues a recall batch without a built table (the engine calls it when
--- the transport has this field of its own): the first batch for a target
--- and token is built by core.build_batch and checked as start() checks
--- any request; the next ones get their bytes from core.batch_payload with
--- that checked head and header lines.  -> true | nil, err [, true: the
--- token was refused, nothing was sent].
-function M:start_batch(plan, keys, target, token, tag)
+-- The bytes of a recall batch without a built table: the first batch for
+-- a target and token is built by core.build_batch and checked as start()
+-- checks any request; the next ones get their bytes from
+-- core.batch_payload with that checked head and header lines.
+-- -> req, payload | nil, err [, true: the token was refused].
+local function batch_bytes(self, plan, keys, target, token)
   local b = self.batch
   if not (b and b.target == target and b.token == token) then
     local built, err = core.build_batch(plan, 1, target, token)
@@ -376,7 +378,31 @@ function M:start_batch(plan, keys, target, token, tag)
   end
   local payload, err = core.batch_payload(plan, keys, target, token, b.head, b.tail)
   if not payload then return nil, err, true end
-  return queue(self, b.req, payload, tag)
+  return b.req, payload
+end
+
+--- Queues a recall batch without a built table (the engine calls it when
+-- the transport has this field of its own; see batch_bytes).  -> true |
+-- nil, err [, true: the token was refused, nothing was sent].
+function M:start_batch(plan, keys, target, token, tag)
+  local req, payload, refused = batch_bytes(self, plan, keys, target, token)
+  if not req then return nil, payload, refused end
+  return queue(self, req, payload, tag)
+end
+
+--- exchange_batch(plan, keys, target, token) -> {status, headers, body}
+-- | {error} | nil, err [, true: the token was refused]: one recall batch
+-- sent and its answer read now, in the caller's coroutine (the engine's
+-- single batch, when the transport has this field of its own).  Nothing
+-- is queued and no session is looked up (coroutine.running, which LuaJIT
+-- does not compile): the exchange of poll's inline case, without the way
+-- there.  It runs unprotected, as that one does (see INLINE_WAIT below).
+function M:exchange_batch(plan, keys, target, token)
+  local ok, phase = phase_ok()
+  if not ok then return nil, no_cosockets(phase) end
+  local req, payload, refused = batch_bytes(self, plan, keys, target, token)
+  if not req then return nil, payload, refused end
+  return exchange(self, req, payload)
 end
 
 -- Starts the queued exchanges, each in a light thread.
