@@ -454,10 +454,11 @@ end
 -- DINGTALK_BENCH_PIN=1 (with 2 or more cores): the client's worker on the
 -- last core, the stand-in's and wrk on the others, so that the worker
 -- measured shares its core's caches with no other process.
-local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and (tonumber(shell.trim(shell.sh("nproc"))) or 1) > 1
+local NCPU = tonumber(shell.trim(shell.sh("nproc"))) or 1
+local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and NCPU > 1
 local WRK = "wrk"
 if PIN then
-  local n = tonumber(shell.trim(shell.sh("nproc")))
+  local n = NCPU
   local others = n == 2 and "0" or ("0-" .. (n - 2))
   shell.sh("taskset -pc " .. (n - 1) .. " " .. worker_pid() .. " >/dev/null")
   local master = standin:pid()
@@ -530,10 +531,8 @@ cleanup()
 
 print(("\nmedians (us of worker CPU per call; ratio to the bare baseline); load average after: %s"):format(loadavg()))
 print_table(rows, "%9.1f")
-print("client:recall / bare, the median of each round's ratio: " .. (function()
-  local t = {}
-  for _, r in ipairs(rows) do
-    t[#t + 1] = ("%s %.2fx (user time alone %.2fx)"):format(r.name, r.paired, r.paired_user)
-  end
-  return table.concat(t, ", ")
-end)())
+local paired = {}
+for _, r in ipairs(rows) do
+  paired[#paired + 1] = ("%s %.2fx (user time alone %.2fx)"):format(r.name, r.paired, r.paired_user)
+end
+print("client:recall / bare, the median of each round's ratio: " .. table.concat(paired, ", "))

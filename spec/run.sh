@@ -201,9 +201,14 @@ while read -r i k f; do
     [ "$x" != 0 ] || failed_tests "$TMP/$i.first" | sed "s|^|  $name: failed, then passed alone: |" >>"$TMP/failed"
   fi
   { [ "$x" = 0 ] && [ "$verbose" = 0 ]; } || { echo "==== $name $f"; cat "$TMP/$i.log"; } >>"$TMP/report.$k"
-  again=""
-  [ ! -f "$TMP/$i.first" ] || again=" twice"
-  [ "$x" = 0 ] || { failed_tests "$TMP/$i.log" | sed "s|^|  $name: failed$again: |"; } >>"$TMP/failed"
+  twice=""
+  [ ! -f "$TMP/$i.first" ] || twice=" twice"
+  if [ "$x" != 0 ]; then
+    failed_tests "$TMP/$i.log" >"$TMP/names"
+    # a run that names no failed test (a crash, no summary): its file instead
+    [ -s "$TMP/names" ] || echo "$f: no test named (no busted summary: crash?)" >"$TMP/names"
+    sed "s|^|  $name: failed$twice: |" "$TMP/names" >>"$TMP/failed"
+  fi
   printf '  %-40s %4d passed, %d failed, %8s s%s\n' "$f" "$p" "$x" "$secs" "$note" >>"$TMP/summary.$k"
   # shellcheck disable=SC2154 # (cdir: set by the eval)
   [ "$secs" = "?" ] || echo "$name@$cdir $f $secs" >>"$TMP/times.new"
