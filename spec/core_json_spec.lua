@@ -1,7 +1,8 @@
--- core.json_string, the escaping every request body is written with
--- (dtr_json_string: runs of plain bytes taken eight at a time, the rest
--- byte by byte), against a reference written here byte by byte: every
--- byte value at every position of strings around the eight-byte words.
+-- core.json_string, the escaping every request body and journal key line
+-- is written with (dtr_json_string: runs of plain bytes taken sixteen at a
+-- time with SSE2, the last sixteen overlapping, then eight at a time, the
+-- rest byte by byte), against a reference written here byte by byte: every
+-- byte value at every position of strings around the words and blocks.
 -- And the other way: core.parse reading the usual answer in place
 -- (dtr_answer.c's strings, also eight bytes at a time) agrees with the
 -- full decoder whatever byte a key of the answer holds.
@@ -27,10 +28,11 @@ local function reference(s)
 end
 
 describe("core.json_string", function()
-  it("escapes every byte value at every position of strings of 1 to 25 bytes", function()
-    local base = "Os7XgjYm5aRLQ9Zqm7iHPvwRe" -- printable, no byte to escape
+  it("escapes every byte value at every position of strings of 1 to 50 bytes", function()
+    -- printable, no byte to escape; 50 bytes: three blocks of 16 and a tail
+    local base = "Os7XgjYm5aRLQ9Zqm7iHPvwRe" .. "s8fcQCyCPG899TAssL1ZXJ+ig"
     local bad = 0
-    for len = 1, 25 do
+    for len = 1, 50 do
       local plain = base:sub(1, len)
       assert.are.equal('"' .. plain .. '"', core.json_string(plain))
       for pos = 1, len do
