@@ -17,6 +17,7 @@
 --       [scenarios (http:1,https:1,http:10,https:10)]
 --     lua5.4 bench/openresty.lua callgrind [calls (2000)] [scenarios]
 --     lua5.4 bench/openresty.lua callgrind-loop [calls (2000)] [scenarios]
+--     lua5.4 bench/openresty.lua syscalls [calls (2000)] [scenarios]
 --
 -- The callgrind mode counts instructions instead, which load does not
 -- change: the client nginx runs under valgrind's callgrind; each location
@@ -31,6 +32,10 @@
 -- then compiles the call into the loop's traces, a regime a request
 -- handler never sees (at 11da9c6, http: 0.84x of bare's instructions in
 -- the loop, 0.87x a request each).
+-- The syscalls mode counts the worker's system calls per call instead
+-- (strace -c over `calls` requests driven as in the callgrind mode): the
+-- kernel's share of the CPU figure.  At ef1a772 every location makes the
+-- same ones (http: 2 epoll_wait, 2 recvfrom, 1 sendto, 1 writev a call).
 -- DINGTALK_BENCH_PIN=1 (wrk mode, 2 cores or more) pins the measured
 -- worker to a core of its own (taskset).  Besides the ratio of the
 -- medians, the wrk mode prints the median of each round's own ratio
@@ -52,13 +57,14 @@ local argv = {}
 for i, a in ipairs(arg or {}) do argv[i] = a end
 local CALLGRIND = argv[1] == "callgrind" or argv[1] == "callgrind-loop"
 local CG_LOOP = argv[1] == "callgrind-loop"
-if CALLGRIND then table.remove(argv, 1) end
+local SYSCALLS = argv[1] == "syscalls"
+if CALLGRIND or SYSCALLS then table.remove(argv, 1) end
 local ROUNDS = tonumber(argv[1]) or 5
 local SECONDS = tonumber(argv[2]) or 3
 local CONNS = tonumber(argv[3]) or 4
-local CALLS = CALLGRIND and (tonumber(argv[1]) or 2000)
+local CALLS = (CALLGRIND or SYSCALLS) and (tonumber(argv[1]) or 2000)
 local SCENARIOS = {}
-for scheme, nb in ((CALLGRIND and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
+for scheme, nb in (((CALLGRIND or SYSCALLS) and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
   assert(scheme == "http" or scheme == "https", "a scenario is http:N or https:N")
   SCENARIOS[#SCENARIOS + 1] = { scheme = scheme, batches = tonumber(nb) }
 end
@@ -395,18 +401,50 @@ local function print_table(rows, num)
 end
 
 -- The callgrind mode: instructions per call of each location, one table.
+-- n requests for url, one after another on one connection (curl -K)
+local function drive(url, n)
+  local cfg = certs .. "/curl.cfg"
+  local f = assert(io.open(cfg, "w"))
+  for _ = 1, n do f:write('url = "', url, '"\noutput = "/dev/null"\n') end
+  f:close()
+  local out, rc = shell.sh("curl -sS --fail -K " .. shell.quote(cfg) .. " 2>&1")
+  assert(rc == 0, url .. ": " .. out)
+end
+
+-- The syscalls mode: the worker's system calls per call, counted by
+-- strace -c over CALLS calls of each location (after 300 to warm up): the
+-- kernel's share of the CPU figure comes from them.
+if SYSCALLS then
+  local pid = worker_pid()
+  local out = certs .. "/strace.out"
+  print(("openresty worker system calls per recall() call (strace -c, %d calls a location, one request each)")
+    :format(CALLS))
+  for _, sc in ipairs(SCENARIOS) do
+    for _, loc in ipairs(locations(sc)) do
+      drive(client.url .. path(loc, sc), 300)
+      shell.sh("rm -f " .. out .. "; (strace -q -c -p " .. pid .. " -o " .. out .. " </dev/null >/dev/null 2>&1 & echo $! >" .. out ..
+        ".pid); sleep 0.5")
+      drive(client.url .. path(loc, sc), CALLS)
+      shell.sh("kill -INT $(cat " .. out .. ".pid); while kill -0 $(cat " .. out .. ".pid) 2>/dev/null; do " ..
+        "sleep 0.1; done")
+      local counts = {}
+      for line in (shell.read_file(out) or ""):gmatch("[^\n]+") do
+        local calls, name = line:match("^%s*[%d.]+%s+[%d.]+%s+%d+%s+(%d+)%s+%d*%s*(%a[%w_]*)%s*$")
+        if calls and name ~= "total" and tonumber(calls) / CALLS >= 0.005 then
+          counts[#counts + 1] = ("%s %.2f"):format(name, tonumber(calls) / CALLS)
+        end
+      end
+      table.sort(counts)
+      print(("%-16s %-10s %s"):format(scenario_name(sc), loc, table.concat(counts, ", ")))
+    end
+  end
+  cleanup()
+  os.exit(0)
+end
+
 if CALLGRIND then
   local pid = worker_pid()
   local dumps = 0
-  -- n requests for url, one after another on one connection (curl -K)
-  local function drive(url, n)
-    local cfg = certs .. "/curl.cfg"
-    local f = assert(io.open(cfg, "w"))
-    for _ = 1, n do f:write('url = "', url, '"\noutput = "/dev/null"\n') end
-    f:close()
-    local out, rc = shell.sh("curl -sS --fail -K " .. shell.quote(cfg) .. " 2>&1")
-    assert(rc == 0, url .. ": " .. out)
-  end
   local function count(loc, sc)
     if CG_LOOP then
       assert(client:request("GET", path(loc, sc) .. "&n=200") == 200)
