@@ -64,7 +64,8 @@ local SECONDS = tonumber(argv[2]) or 3
 local CONNS = tonumber(argv[3]) or 4
 local CALLS = (CALLGRIND or SYSCALLS) and (tonumber(argv[1]) or 2000)
 local SCENARIOS = {}
-for scheme, nb in (((CALLGRIND or SYSCALLS) and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"):gmatch("(%a+):(%d+)") do
+local scenarios = ((CALLGRIND or SYSCALLS) and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"
+for scheme, nb in scenarios:gmatch("(%a+):(%d+)") do
   assert(scheme == "http" or scheme == "https", "a scenario is http:N or https:N")
   SCENARIOS[#SCENARIOS + 1] = { scheme = scheme, batches = tonumber(nb) }
 end
@@ -422,8 +423,8 @@ if SYSCALLS then
   for _, sc in ipairs(SCENARIOS) do
     for _, loc in ipairs(locations(sc)) do
       drive(client.url .. path(loc, sc), 300)
-      shell.sh("rm -f " .. out .. "; (strace -q -c -p " .. pid .. " -o " .. out .. " </dev/null >/dev/null 2>&1 & echo $! >" .. out ..
-        ".pid); sleep 0.5")
+      shell.sh("rm -f " .. out .. "; (strace -q -c -p " .. pid .. " -o " .. out ..
+        " </dev/null >/dev/null 2>&1 & echo $! >" .. out .. ".pid); sleep 0.5")
       drive(client.url .. path(loc, sc), CALLS)
       shell.sh("kill -INT $(cat " .. out .. ".pid); while kill -0 $(cat " .. out .. ".pid) 2>/dev/null; do " ..
         "sleep 0.1; done")
