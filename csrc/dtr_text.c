@@ -328,8 +328,15 @@ static inline int dtr_json_block_plain(__m128i x)
 size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
 {
 #ifdef __SSE2__
-    while (i + 16 <= n && dtr_json_block_plain(dtr_json_load16(s + i)))
-        i += 16;
+    /* The last bytes (when n - i is not a multiple of 16) as the sixteen
+     * that end s, overlapping some tested already (never any before the
+     * first i): a key of 44 bytes takes three tests. */
+    if (i + 16 <= n) {
+        while (i + 16 <= n && dtr_json_block_plain(dtr_json_load16(s + i)))
+            i += 16;
+        if (i + 16 > n && (i == n || dtr_json_block_plain(dtr_json_load16(s + n - 16))))
+            return n;
+    }
 #endif
     while (i + 8 <= n) {
         uint64_t x;
@@ -365,46 +372,12 @@ int dtr_json_plain_equal(const char *a, const char *b, size_t n)
     return 1;
 }
 
-/* Copies the run of plain bytes from s[0] on to dst (sixteen at a time
- * where the CPU has SSE2, then eight, then byte by byte) and returns its
- * length: a short key costs no call. */
+/* Copies the run of plain bytes from s[0] on to dst and returns its
+ * length (dtr_json_plain_run, then one memcpy). */
 static size_t dtr_json_copy_plain(char *dst, const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-#ifdef __SSE2__
-    /* Sixteen at a time; the last bytes (when n is not a multiple of 16)
-     * as the sixteen that end the string, overlapping some copied already
-     * (the same bytes again).  A key of 44 bytes: three tests, three
-     * stores. */
-    if (n >= 16) {
-        for (; i + 16 <= n; i += 16) {
-            __m128i x = dtr_json_load16(s + i);
-            if (!dtr_json_block_plain(x))
-                break;
-            _mm_storeu_si128((__m128i *)(void *)(dst + i), x);
-        }
-        if (i + 16 > n) { /* no block failed */
-            __m128i x;
-            if (i == n)
-                return n;
-            x = dtr_json_load16(s + n - 16);
-            if (dtr_json_block_plain(x)) {
-                _mm_storeu_si128((__m128i *)(void *)(dst + n - 16), x);
-                return n;
-            }
-        }
-    }
-#endif
-    while (i + 8 <= n) {
-        uint64_t x;
-        memcpy(&x, s + i, 8);
-        if (!dtr_json_word_plain(x))
-            break;
-        memcpy(dst + i, &x, 8);
-        i += 8;
-    }
-    for (; i < n && DTR_JSON_PLAIN(s[i]); i++)
-        dst[i] = (char)s[i];
+    size_t i = dtr_json_plain_run(s, 0, n);
+    memcpy(dst, s, i);
     return i;
 }
 
