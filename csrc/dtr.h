@@ -58,9 +58,11 @@ DTR_HIDDEN_BEGIN
 #if defined(__GNUC__) || defined(__clang__)
 #define DTR_EXPORT __attribute__((visibility("default")))
 #define DTR_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define DTR_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define DTR_EXPORT
 #define DTR_PRINTF(f, a)
+#define DTR_ALWAYS_INLINE inline
 #endif
 
 /* Upvalues of every module function (all three modules, same layout;

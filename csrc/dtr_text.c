@@ -322,20 +322,35 @@ static inline int dtr_json_block_plain(__m128i x)
 #endif
 
 /* The end of the run of bytes from s[i] on that go into a JSON string as
- * they are (recall keys are base64: usually all of them): sixteen bytes at
- * a time where the CPU has SSE2 (every x86-64), then eight
- * (dtr_json_word_plain), then byte by byte. */
-size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
+ * they are (recall keys are base64: usually all of them), copied to dst
+ * (at the same offsets) unless dst is NULL: sixteen bytes at a time where
+ * the CPU has SSE2 (every x86-64), the last ones as the sixteen that end s
+ * (overlapping some tested already, never any before the first i: a key of
+ * 44 bytes takes three tests), else eight at a time (dtr_json_word_plain),
+ * then byte by byte.  Inlined with a constant dst, so that neither caller
+ * pays for the other's case. */
+static DTR_ALWAYS_INLINE size_t dtr_json_plain_prefix(char *dst, const unsigned char *s, size_t i, size_t n)
 {
 #ifdef __SSE2__
-    /* The last bytes (when n - i is not a multiple of 16) as the sixteen
-     * that end s, overlapping some tested already (never any before the
-     * first i): a key of 44 bytes takes three tests. */
     if (i + 16 <= n) {
-        while (i + 16 <= n && dtr_json_block_plain(dtr_json_load16(s + i)))
-            i += 16;
-        if (i + 16 > n && (i == n || dtr_json_block_plain(dtr_json_load16(s + n - 16))))
-            return n;
+        for (; i + 16 <= n; i += 16) {
+            __m128i x = dtr_json_load16(s + i);
+            if (!dtr_json_block_plain(x))
+                break;
+            if (dst)
+                _mm_storeu_si128((__m128i *)(void *)(dst + i), x);
+        }
+        if (i + 16 > n) { /* no block failed */
+            __m128i x;
+            if (i == n)
+                return n;
+            x = dtr_json_load16(s + n - 16);
+            if (dtr_json_block_plain(x)) {
+                if (dst)
+                    _mm_storeu_si128((__m128i *)(void *)(dst + n - 16), x);
+                return n;
+            }
+        }
     }
 #endif
     while (i + 8 <= n) {
@@ -343,11 +358,19 @@ size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
         memcpy(&x, s + i, 8);
         if (!dtr_json_word_plain(x))
             break;
+        if (dst)
+            memcpy(dst + i, &x, 8);
         i += 8;
     }
-    while (i < n && DTR_JSON_PLAIN(s[i]))
-        i++;
+    for (; i < n && DTR_JSON_PLAIN(s[i]); i++)
+        if (dst)
+            dst[i] = (char)s[i];
     return i;
+}
+
+size_t dtr_json_plain_run(const unsigned char *s, size_t i, size_t n)
+{
+    return dtr_json_plain_prefix(NULL, s, i, n);
 }
 
 /* Whether the n bytes at a are those at b and a JSON string holds all of
@@ -373,12 +396,10 @@ int dtr_json_plain_equal(const char *a, const char *b, size_t n)
 }
 
 /* Copies the run of plain bytes from s[0] on to dst and returns its
- * length (dtr_json_plain_run, then one memcpy). */
+ * length, testing and copying in one pass. */
 static size_t dtr_json_copy_plain(char *dst, const unsigned char *s, size_t n)
 {
-    size_t i = dtr_json_plain_run(s, 0, n);
-    memcpy(dst, s, i);
-    return i;
+    return dtr_json_plain_prefix(dst, s, 0, n);
 }
 
 /* Writes s as a JSON string (with quotes) at dst, or only measures it
