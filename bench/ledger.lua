@@ -103,20 +103,11 @@ local function median(t)
 end
 
 local s = sim.start { tls = opts.tls, latency = 0, workers = 2 }
--- DINGTALK_BENCH_PIN=1 (2 cores or more): this process (every thread of
--- it) on the last core, the simulator's nginx on the others, so that the
--- client's CPU time is not shared with a worker's on one core.
-if os.getenv("DINGTALK_BENCH_PIN") == "1" then
+if os.getenv("DINGTALK_BENCH_PIN") == "1" then -- (see the top)
   local shell = require "spec.helpers.shell"
-  local n = tonumber(shell.trim(shell.sh("nproc"))) or 1
   local master = shell.trim(shell.read_file(s.state_dir .. "/nginx.pid"))
-  if n > 1 and master:match("^%d+$") then
-    local others = n == 2 and "0" or ("0-" .. (n - 2))
-    shell.sh("taskset -apc " .. (n - 1) .. " " .. shell.own_pid() .. " >/dev/null")
-    shell.sh("for p in " .. master .. " $(pgrep -P " .. master .. "); do taskset -pc " .. others ..
-      " $p; done >/dev/null")
-    io.write(("pinned: this process on core %d, the simulator on %s\n"):format(n - 1, others))
-  end
+  local others = master:match("^%d+$") and shell.pin_apart(shell.own_pid(), master)
+  if others then io.write("pinned: this process on a core of its own, the simulator on " .. others .. "\n") end
 end
 local dir = os.tmpname()
 os.remove(dir)

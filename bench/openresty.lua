@@ -401,7 +401,6 @@ local function print_table(rows, num)
   end
 end
 
--- The callgrind mode: instructions per call of each location, one table.
 -- n requests for url, one after another on one connection (curl -K)
 local function drive(url, n)
   local cfg = certs .. "/curl.cfg"
@@ -443,6 +442,7 @@ if SYSCALLS then
   os.exit(0)
 end
 
+-- The callgrind mode: instructions per call of each location, one table.
 if CALLGRIND then
   local pid = worker_pid()
   local dumps = 0
@@ -493,18 +493,10 @@ end
 -- DINGTALK_BENCH_PIN=1 (with 2 or more cores): the client's worker on the
 -- last core, the stand-in's and wrk on the others, so that the worker
 -- measured shares its core's caches with no other process.
-local NCPU = tonumber(shell.trim(shell.sh("nproc"))) or 1
-local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and NCPU > 1
 local WRK = "wrk"
-if PIN then
-  local n = NCPU
-  local others = n == 2 and "0" or ("0-" .. (n - 2))
-  shell.sh("taskset -pc " .. (n - 1) .. " " .. worker_pid() .. " >/dev/null")
-  local master = standin:pid()
-  shell.sh("for p in " .. master .. " $(pgrep -P " .. master .. "); do taskset -pc " .. others ..
-    " $p; done >/dev/null")
-  WRK = "taskset -c " .. others .. " wrk"
-end
+-- PIN: the cores left to the stand-in and wrk, or nil (not pinned)
+local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and shell.pin_apart(worker_pid(), standin:pid()) or nil
+if PIN then WRK = "taskset -c " .. PIN .. " wrk" end
 
 local function run(loc, sc)
   local pid = worker_pid()

@@ -115,4 +115,19 @@ function M.own_pid()
   return pid
 end
 
+--- pin_apart(measured, master) -> the cores left to the others ("0",
+-- "0-2", ...), or nil on one core: the benches' DINGTALK_BENCH_PIN=1.  The
+-- process `measured` (every thread of it) goes on the last core, the
+-- server whose master is `master` (it and its children) on the others, so
+-- that the CPU time measured is not shared with a server's on one core.
+function M.pin_apart(measured, master)
+  local n = tonumber(M.trim(M.sh("nproc"))) or 1
+  if n < 2 then return nil end
+  local others = n == 2 and "0" or ("0-" .. (n - 2))
+  M.sh("taskset -apc " .. (n - 1) .. " " .. measured .. " >/dev/null")
+  M.sh("for p in " .. master .. " $(pgrep -P " .. master .. "); do taskset -pc " .. others ..
+    " $p; done >/dev/null")
+  return others
+end
+
 return M
