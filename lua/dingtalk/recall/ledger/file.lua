@@ -39,87 +39,97 @@ local function num(v)
   return tointeger and tointeger(v) or v -- 5.3+: 100, not 100.0, as Redis gives
 end
 
-local function copy(e)
-  local tags = {}
-  for i, t in ipairs(e.tags) do tags[i] = t end
+-- The state is kept in columns, one array per field indexed by the
+-- entry's order of record (its sequence number), and one map from key to
+-- index: 20,000 entries are a dozen arrays, not 20,000 tables, so the
+-- collector marks a few arrays instead of walking scattered tables, and a
+-- sweep over one field reads memory in order.
+--   st = {index = {key = i}, n (entries), key, conversation, robot,
+--   sent_at, tags (nil: none), ttl, msg_key, state, reason, code,
+--   updated_at (each {i = value}), events, pending, min_t (the oldest send
+--   time), max_t, unsorted (order of record is not oldest first, or may
+--   not be)}
+
+-- A new table of the entry at index i (tags copied; with seq: its sequence
+-- number too, for sorting).
+local function entry(st, i, seq)
+  local tags, t = {}, st.tags[i]
+  if t then
+    for j = 1, #t do tags[j] = t[j] end
+  end
   return {
-    key = e.key, conversation = e.conversation, robot = e.robot, sent_at = e.sent_at, tags = tags,
-    ttl = e.ttl, msg_key = e.msg_key, state = e.state, reason = e.reason, code = e.code,
-    updated_at = e.updated_at,
+    key = st.key[i], conversation = st.conversation[i], robot = st.robot[i], sent_at = st.sent_at[i],
+    tags = tags, ttl = st.ttl[i], msg_key = st.msg_key[i], state = st.state[i], reason = st.reason[i],
+    code = st.code[i], updated_at = st.updated_at[i], seq = seq and i or nil,
   }
 end
 
--- The tags of an entry without any (shared: entries are only read, and
--- copies handed out get tables of their own).
-local NO_TAGS = setmetatable({}, { __newindex = function() error("ledger: an entry's tags are read-only", 2) end })
-
 -- A state change of the keys of an array (why, code: {key = string}?).
-local function apply_keys(entries, state, at, keys, why, code)
+local function apply_keys(st, state, at, keys, why, code)
+  local index, states, reasons, codes, updated = st.index, st.state, st.reason, st.code, st.updated_at
   if why or code then
     for _, key in ipairs(keys) do
-      local e = entries[key]
-      if e then
-        e.state = state
-        e.reason = why and str(why[key]) or nil
-        e.code = code and str(code[key]) or nil
-        if at then e.updated_at = at end
+      local i = index[key]
+      if i then
+        states[i] = state
+        reasons[i] = why and str(why[key]) or nil
+        codes[i] = code and str(code[key]) or nil
+        if at then updated[i] = at end
       end
     end
     return
   end
-  for i = 1, #keys do
-    local e = entries[keys[i]]
-    if e then
-      e.state, e.reason, e.code = state, nil, nil
-      if at then e.updated_at = at end
+  for j = 1, #keys do
+    local i = index[keys[j]]
+    if i then
+      states[i] = state
+      if reasons[i] ~= nil then reasons[i] = nil end
+      if codes[i] ~= nil then codes[i] = nil end
+      if at then updated[i] = at end
     end
   end
 end
 
--- Replays one decoded event into st = {entries = {key = e}, order = {e in
--- order of first record}, count, events, seq, min_t (the oldest send
--- time), max_t, unsorted (order is not oldest first, or may not be)}.
+-- Replays one decoded event into st.
 local function apply(st, ev)
   st.events = st.events + 1
   local kind = ev.e
   if kind == "r" then
     local key = str(ev.k)
     if not key then return end
-    local e = st.entries[key]
+    local i = st.index[key]
     local sent = num(ev.t) or 0
-    if not e then
-      st.seq = st.seq + 1
-      e = { key = key, state = "sent", seq = st.seq }
-      st.entries[key] = e
-      st.order[st.seq] = e
-      st.count = st.count + 1
+    if not i then
+      i = st.n + 1
+      st.n = i
+      st.index[key], st.key[i], st.state[i] = i, key, "sent"
       if sent < st.max_t or sent ~= sent then st.unsorted = true else st.max_t = sent end
-    elseif e.sent_at ~= sent then
+    elseif st.sent_at[i] ~= sent then
       st.unsorted = true -- (a key recorded again with another time)
     end
     if sent < st.min_t then st.min_t = sent end
-    e.conversation, e.robot = str(ev.c) or "", str(ev.r) or ""
-    e.sent_at = sent
-    local tags = NO_TAGS
+    st.conversation[i], st.robot[i] = str(ev.c) or "", str(ev.r) or ""
+    st.sent_at[i] = sent
+    local tags
     if type(ev.g) == "table" then
       for _, t in ipairs(ev.g) do
         if type(t) == "string" then
-          if tags == NO_TAGS then tags = {} end
+          tags = tags or {}
           tags[#tags + 1] = t
         end
       end
     end
-    e.tags, e.ttl, e.msg_key = tags, num(ev.l), str(ev.m)
-    e.updated_at = num(ev.u) or e.updated_at
+    st.tags[i], st.ttl[i], st.msg_key[i] = tags, num(ev.l), str(ev.m)
+    st.updated_at[i] = num(ev.u) or st.updated_at[i]
     if str(ev.s) then
-      e.state, e.reason, e.code = ev.s, str(ev.why), str(ev.code)
+      st.state[i], st.reason[i], st.code[i] = ev.s, str(ev.why), str(ev.code)
     end
   elseif kind == "s" then
     local state = str(ev.s)
     if not state or type(ev.k) ~= "table" then return end
     local why = type(ev.why) == "table" and ev.why or nil
     local code = type(ev.code) == "table" and ev.code or nil
-    apply_keys(st.entries, state, num(ev.u), ev.k, why, code)
+    apply_keys(st, state, num(ev.u), ev.k, why, code)
   end
 end
 
@@ -136,8 +146,9 @@ end
 -- they are applied at the next read (catch_up), in order, before anything
 -- read or written after them.
 local function new_state()
-  return { entries = {}, order = {}, count = 0, events = 0, seq = 0, pending = {}, min_t = math.huge,
-    max_t = -math.huge, unsorted = false }
+  return { index = {}, n = 0, key = {}, conversation = {}, robot = {}, sent_at = {}, tags = {}, ttl = {},
+    msg_key = {}, state = {}, reason = {}, code = {}, updated_at = {}, events = 0, pending = {},
+    min_t = math.huge, max_t = -math.huge, unsorted = false }
 end
 
 -- Applies st.pending (each {sets, at}: a ledger.changes' sets).
@@ -145,10 +156,9 @@ local function catch_up(st)
   local pending = st.pending
   if pending[1] == nil then return end
   st.pending = {}
-  local entries = st.entries
   for _, p in ipairs(pending) do
     for _, set in ipairs(p.sets) do
-      for _, part in ipairs(set.parts) do apply_keys(entries, set.state, p.at, part, set.why, set.code) end
+      for _, part in ipairs(set.parts) do apply_keys(st, set.state, p.at, part, set.why, set.code) end
     end
   end
 end
@@ -218,7 +228,7 @@ function File:append(lines, apply_to, queued, async)
     if not ok then return nil, err end
   end
   local st = self.st
-  if st.events >= self.compact_min and st.events > 4 * st.count then
+  if st.events >= self.compact_min and st.events > 4 * st.n then
     -- A failed compaction loses nothing (the journal stays as it was).
     self:compact()
   end
@@ -233,18 +243,16 @@ function File:compact()
   local ok, off, id = journal.compact(self.path, function(data)
     local st = new_state()
     replay(st, data)
-    local list = {}
-    for _, e in pairs(st.entries) do
-      if e.sent_at >= cutoff or e.state == "recalling" then list[#list + 1] = e end
-    end
-    table.sort(list, function(a, b) return a.seq < b.seq end)
-    local lines = { encode { e = "h", id = tostring(hostclock.now()) .. "-" .. (tostring(list):match("%x+$") or ""),
+    local lines = { encode { e = "h", id = tostring(hostclock.now()) .. "-" .. (tostring(st):match("%x+$") or ""),
       at = self.clock() } }
     fresh = new_state()
-    for _, e in ipairs(list) do
-      local ev = { e = "r", k = e.key, c = e.conversation, r = e.robot, t = e.sent_at, g = tags_json(e.tags),
-        l = e.ttl, m = e.msg_key, u = e.updated_at, s = e.state, why = e.reason, code = e.code }
-      lines[#lines + 1] = encode(ev)
+    for i = 1, st.n do -- in order of record
+      if st.sent_at[i] >= cutoff or st.state[i] == "recalling" then
+        local ev = { e = "r", k = st.key[i], c = st.conversation[i], r = st.robot[i], t = st.sent_at[i],
+          g = st.tags[i], l = st.ttl[i], m = st.msg_key[i], u = st.updated_at[i], s = st.state[i],
+          why = st.reason[i], code = st.code[i] }
+        lines[#lines + 1] = encode(ev)
+      end
     end
     replay(fresh, table.concat(lines, "\n"))
     return lines
@@ -286,57 +294,64 @@ end
 function File:get(key)
   local ok, err = self:refresh()
   if not ok then return nil, err end
-  local e = self.st.entries[key]
-  return e and copy(e) or nil
+  local i = self.st.index[key]
+  return i and entry(self.st, i) or nil
 end
 
-local has_tag = selection.has_tag
+local matches = selection.matches
 
---- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
--- the matching entries themselves (the caller must not change them), in
--- no order, or with q.last the newest q.last of them, newest first | nil,
--- err.  For the ledger's own selection: no copy, no sort unless needed.
-function File:scan(q)
-  local ok, err = self:refresh()
-  if not ok then return nil, err end
-  local out = {}
-  for _, e in ipairs(self.st.order) do -- in order of record: often already the order wanted
-    if (not q.conversation or e.conversation == q.conversation)
-      and (not q.robot or e.robot == q.robot)
-      and (not q.states or q.states[e.state])
-      and (not q.min_t or e.sent_at >= q.min_t)
-      and (not q.tag or has_tag(e, q.tag))
-      and (not q.due_at or (e.state == "sent" and e.ttl and e.sent_at + e.ttl <= q.due_at)) then
-      out[#out + 1] = e
+-- The indices of the entries matching q, in order of record, or with
+-- q.last the newest q.last of them, newest first.
+local function matching(st, q)
+  local idx, n = {}, 0
+  for i = 1, st.n do
+    if matches(st, i, q) then
+      n = n + 1
+      idx[n] = i
     end
   end
   if q.last then
-    out = order.by(out, "sent_at", "seq", true)
-    for i = #out, q.last + 1, -1 do out[i] = nil end
+    idx = order.indices(st.sent_at, idx, true)
+    for j = n, q.last + 1, -1 do idx[j] = nil end
   end
+  return idx
+end
+
+--- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
+-- the matching entries (new tables, with seq: the order of record), in
+-- order of record, or with q.last the newest q.last of them, newest first
+-- | nil, err.
+function File:scan(q)
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local st, out = self.st, {}
+  for j, i in ipairs(matching(st, q)) do out[j] = entry(st, i, true) end
   return out
 end
 
---- The entries in order of record, after reading what was appended since
--- the last read: the store's own array and tables (the caller must not
--- change them), and what is known of them: {sorted (oldest first: by
--- send time), min_t (the oldest send time)}.  The ledger's selection of a
--- recall (ledger/select.lua).
+--- The entries in order of record as columns, after reading what was
+-- appended since the last read: the store's own state (the caller must
+-- not change it: {n, key, conversation, robot, sent_at, tags, ttl, state,
+-- ...}), and what is known of it: {sorted (oldest first: by send time),
+-- min_t (the oldest send time)}.  The ledger's selection of a recall
+-- (ledger/select.lua).
 function File:entries()
   local ok, err = self:refresh()
   if not ok then return nil, err end
   local st = self.st
-  return st.order, { sorted = not st.unsorted, min_t = st.min_t }
+  return st, { sorted = not st.unsorted, min_t = st.min_t }
 end
 
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}
 -- -> copies, newest first (by send time, then by order of record).
 function File:list(q)
-  local found, err = self:scan(q)
-  if not found then return nil, err end
-  if not q.last then found = order.by(found, "sent_at", "seq", true) end
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local st = self.st
+  local idx = matching(st, q)
+  if not q.last then idx = order.indices(st.sent_at, idx, true) end
   local res = {}
-  for i, e in ipairs(found) do res[i] = copy(e) end
+  for j, i in ipairs(idx) do res[j] = entry(st, i) end
   return res
 end
 

@@ -65,4 +65,57 @@ function M.by(entries, primary, tiebreak, descending)
   return out
 end
 
+--- indices(values, idx, descending) -> idx (an array of indices into
+-- values) sorted in place by values[i], then by i; ascending or, when
+-- descending is true, descending.  A value that is not a number or is NaN
+-- sorts as 0.  (The file store's columns: values are send times, i the
+-- order of record.)
+function M.indices(values, idx, descending)
+  local n = #idx
+  local up, down = true, true
+  for j = 2, n do
+    local a, b = idx[j - 1], idx[j]
+    local pa, pb = values[a], values[b]
+    if type(pa) ~= "number" or type(pb) ~= "number" or pa ~= pa or pb ~= pb then
+      up, down = false, false
+      break
+    end
+    if pa < pb or (pa == pb and a < b) then down = false else up = false end
+    if not (up or down) then break end
+  end
+  if (up and not descending) or (down and descending) then return idx end
+  if up or down then
+    for j = 1, math.floor(n / 2) do idx[j], idx[n + 1 - j] = idx[n + 1 - j], idx[j] end
+    return idx
+  end
+  local buckets, keys = {}, {}
+  for j = 1, n do
+    local i = idx[j]
+    local v = values[i]
+    if type(v) ~= "number" or v ~= v then v = 0 end
+    local b = buckets[v]
+    if not b then
+      b = {}
+      buckets[v] = b
+      keys[#keys + 1] = v
+    end
+    b[#b + 1] = i
+  end
+  table.sort(keys)
+  local out = 0
+  local a, z, d = 1, #keys, 1
+  if descending then a, z, d = z, 1, -1 end
+  for k = a, z, d do
+    local b = buckets[keys[k]]
+    table.sort(b)
+    local ba, bz, bd = 1, #b, 1
+    if descending then ba, bz, bd = bz, 1, -1 end
+    for j = ba, bz, bd do
+      out = out + 1
+      idx[out] = b[j]
+    end
+  end
+  return idx
+end
+
 return M

@@ -10,11 +10,11 @@
 --
 -- A recall selects the filter's entries (default state: sent) and the keys
 -- an interrupted recall left `recalling`, each once, oldest first.  The
--- file store hands over its entries in order of record (store:entries)
--- and one loop here (collect) filters and groups them, each while it is at
--- hand: 20,000 entries are 20,000 tables scattered in memory, and a second
--- walk over them costs cache misses, not instructions.  Other stores answer queries
--- (store:scan or store:list) and the entries are put together here.
+-- file store hands over its entries as columns in order of record
+-- (store:entries: one array per field) and one loop here (collect)
+-- filters and groups them.  Other stores answer queries (store:scan or
+-- store:list) and the entries are put together here.  One test of an
+-- entry against a query (matches) serves both.
 local order = require "dingtalk.recall.ledger.order"
 
 local M = {}
@@ -40,8 +40,9 @@ function M.query(filter, now, states)
   return q
 end
 
-local function has_tag(e, tag)
-  local tags = e.tags
+-- tags: an entry's array of tags, or nil (none).
+local function has_tag(tags, tag)
+  if not tags then return false end
   for i = 1, #tags do
     if tags[i] == tag then return true end
   end
@@ -51,85 +52,112 @@ M.has_tag = has_tag
 
 local NONE = {}
 
---- collect(list, q, now, window, claims [, into [, known]]) -> the
+--- matches(c, i, q) -> whether entry i of the columns c matches the query
+-- q: its conversation, robot and tag, and then its state in q.resume
+-- (taken whatever min_t and due_at say), or in q.states (nil: any) and
+-- min_t and due_at.  The one test of an entry against a query, for every
+-- store that keeps columns and for the entries a store answered.
+local function matches(c, i, q)
+  if (q.conversation and c.conversation[i] ~= q.conversation) or (q.robot and c.robot[i] ~= q.robot)
+    or (q.tag and not has_tag(c.tags[i], q.tag)) then
+    return false
+  end
+  local state = c.state[i]
+  if q.resume and q.resume[state] then return true end
+  if q.states and not q.states[state] then return false end
+  local t = c.sent_at[i]
+  if q.min_t and (t ~= t or t < q.min_t) then return false end -- (NaN: never)
+  if q.due_at then
+    local ttl = c.ttl[i]
+    return state == "sent" and ttl ~= nil and t + ttl <= q.due_at
+  end
+  return true
+end
+M.matches = matches
+
+--- columns(entries) -> the entries (tables, as a store's list gives them)
+-- as columns: {n, key, conversation, robot, sent_at, tags, ttl, state}.
+function M.columns(entries)
+  local c = { n = #entries, key = {}, conversation = {}, robot = {}, sent_at = {}, tags = {}, ttl = {}, state = {} }
+  for i, e in ipairs(entries) do
+    c.key[i], c.conversation[i], c.robot[i], c.sent_at[i] = e.key, e.conversation, e.robot, e.sent_at
+    c.tags[i], c.ttl[i], c.state[i] = e.tags, e.ttl, e.state
+  end
+  return c
+end
+
+--- collect(c, q, now, window, claims [, into [, known [, idx]]]) -> the
 -- selection (was only when claims), or nil when the entries taken came in
 -- another order than oldest first; with into (an array), only appends the
--- entries taken to it and returns it.  known: what the store knows of its
--- list ({sorted, min_t}, File:entries): when it is oldest first and none
--- is past the window, the usual sweep reads only state, conversation,
--- robot and key of each entry.  list: entries in order (a store's own array: read, never
--- changed); q: nil (take them all) or a store's query with resume (see
--- File:entries): the entries matching q, plus those of q's conversation,
--- robot and tag whose state is in q.resume whatever min_t and due_at say.
--- One numeric loop, no call per entry (the entries are scattered tables:
--- each is read once, while at hand).
-function M.collect(list, q, now, window, claims, into, known)
+-- indices of the entries taken to it and returns it.  c: the entries as
+-- columns (a store's own: read, never changed; see M.columns), walked in
+-- order or in the order of the indices idx.  q: nil (take them all) or a
+-- store's query with resume (see matches).  known: what the store knows
+-- of its entries ({sorted, min_t}, File:entries): when they are oldest
+-- first and none is past the window, the usual sweep reads only the state,
+-- conversation, robot and key of each entry, one column at a time.
+function M.collect(c, q, now, window, claims, into, known, idx)
   local groups, index, expired, was = {}, {}, {}, claims and {} or nil
   local g, gc, gr, keys, n -- the group at hand, its keys and their count
-  -- the group of (c, r) becomes the one at hand
-  local function switch(c, r)
+  -- the group of (cid, r) becomes the one at hand
+  local function switch(cid, r)
     if g then g.n = n end
-    local of = index[c]
+    local of = index[cid]
     if not of then
       of = {}
-      index[c] = of
+      index[cid] = of
     end
     g = of[r]
     if not g then
-      g = { conversation = c, robot = r, keys = {}, n = 0 }
+      g = { conversation = cid, robot = r, keys = {}, n = 0 }
       of[r] = g
       groups[#groups + 1] = g
     end
-    gc, gr, keys, n = c, r, g.keys, g.n
+    gc, gr, keys, n = cid, r, g.keys, g.n
   end
+  local ckey, cconv, crobot, cstate, csent = c.key, c.conversation, c.robot, c.state, c.sent_at
   local last, sorted = -math.huge, true
-  local cid, robot, tag, states, resume, min_t, due_at
-  if q then
-    cid, robot, tag, states, resume = q.conversation, q.robot, q.tag, q.states or NONE, q.resume or NONE
-    min_t, due_at = q.min_t, q.due_at
-  end
+  local states, resume = NONE, NONE
+  if q then states, resume = q.states or NONE, q.resume or NONE end
   -- by state alone (l:recall{}, the usual sweep): fewer tests per entry
-  local by_state = q and not (cid or robot or tag or min_t or due_at)
+  local by_state = q and not (q.conversation or q.robot or q.tag or q.min_t or q.due_at)
   local nexp = 0
-  local fast = by_state and not into and not was and known and known.sorted and now - known.min_t <= window
-  for i = 1, fast and #list or 0 do
-    local e = list[i]
-    local state = e.state
+  local fast = by_state and not into and not was and not idx and known and known.sorted
+    and now - known.min_t <= window
+  for i = 1, fast and c.n or 0 do
+    local state = cstate[i]
     if resume[state] or states[state] then
-      local c, r = e.conversation, e.robot
-      if c ~= gc or r ~= gr then switch(c, r) end
+      local cid, r = cconv[i], crobot[i]
+      if cid ~= gc or r ~= gr then switch(cid, r) end
       n = n + 1
-      keys[n] = e.key
+      keys[n] = ckey[i]
     end
   end
-  for i = 1, fast and 0 or #list do
-    local e = list[i]
+  for j = 1, fast and 0 or (idx and #idx or c.n) do
+    local i = idx and idx[j] or j
     local take = true
     if by_state then
-      local state = e.state
+      local state = cstate[i]
       take = resume[state] or states[state]
     elseif q then
-      local state = e.state
-      take = (not cid or e.conversation == cid) and (not robot or e.robot == robot) and (not tag or has_tag(e, tag))
-        and (resume[state] or (states[state] and (not min_t or e.sent_at >= min_t)
-          and (not due_at or (state == "sent" and e.ttl and e.sent_at + e.ttl <= due_at))))
+      take = matches(c, i, q)
     end
     if not take then -- luacheck: ignore 542
     elseif into then
-      into[#into + 1] = e
+      into[#into + 1] = i
     else
-      local t = e.sent_at
+      local t = csent[i]
       if t < last or t ~= t then sorted = false end
       last = t
       if now - t > window then
         nexp = nexp + 1
-        expired[nexp] = e.key
+        expired[nexp] = ckey[i]
       else
-        local c, r = e.conversation, e.robot
-        if c ~= gc or r ~= gr then switch(c, r) end
+        local cid, r = cconv[i], crobot[i]
+        if cid ~= gc or r ~= gr then switch(cid, r) end
         n = n + 1
-        keys[n] = e.key
-        if was then was[e.key] = e.state end
+        keys[n] = ckey[i]
+        if was then was[ckey[i]] = cstate[i] end
       end
     end
   end
@@ -176,25 +204,24 @@ function M.recall(b, filter, now, window)
   local selecting = not (filter.last and filter.last < 1) and not FINAL[filter.state]
   local q = M.query(filter, now, filter.state and { filter.state } or DEFAULT_RECALL_STATES)
   local claims = b.claim ~= nil
-  local entries, err
+  -- Oldest first: those nearest to the end of the recall window go first
+  -- (several in one second: in the order recorded where the store keeps
+  -- it, the file's sequence; else by key).
   if b.entries and not q.last then
     if not selecting then q.states = {} end
     q.resume = RESUMED
-    local list, known = b:entries()
-    if not list then return nil, known end
+    local c, known = b:entries()
+    if not c then return nil, known end
     -- in order of record and of send time (the usual case): all done
-    local sel = M.collect(list, q, now, window, claims, nil, known)
+    local sel = M.collect(c, q, now, window, claims, nil, known)
     if sel then return sel end
-    entries = M.collect(list, q, now, window, claims, {})
-  else
-    entries, err = queried(b, filter, q, selecting, now)
-    if not entries then return nil, err end
+    local idx = order.indices(c.sent_at, M.collect(c, q, now, window, claims, {}))
+    return M.collect(c, nil, now, window, claims, nil, nil, idx)
   end
-  -- Oldest first: those nearest to the end of the recall window go first.
-  -- (several in one second: in the order recorded where the store keeps
-  -- it, the file's sequence; else by key)
+  local entries, err = queried(b, filter, q, selecting, now)
+  if not entries then return nil, err end
   entries = order.by(entries, "sent_at", b.scan and "seq" or "key")
-  return M.collect(entries, nil, now, window, claims)
+  return M.collect(M.columns(entries), nil, now, window, claims)
 end
 
 return M

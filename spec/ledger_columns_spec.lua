@@ -1,0 +1,129 @@
+-- The file store keeps its entries in columns (one array per field); the
+-- selection reads them there, and reads the entries other stores answer
+-- as tables through select.columns.  One test of an entry against a query
+-- (select.matches) serves both: the same ledger, selected through the
+-- file store's columns and through its answers to queries alone, gives
+-- the same selection, and order.indices sorts as order.by does.
+local ledger = require "dingtalk.recall.ledger"
+local select = require "dingtalk.recall.ledger.select"
+local order = require "dingtalk.recall.ledger.order"
+local shell = require "spec.helpers.shell"
+
+local NOW = 2000000000
+
+-- a small deterministic generator (the same cases on every runtime)
+local function rng(seed)
+  local s = seed
+  return function(n)
+    s = (s * 1103515245 + 12345) % 2147483648
+    return s % n + 1
+  end
+end
+
+describe("ledger columns", function()
+  local dir
+  setup(function()
+    dir = shell.trim(shell.sh("mktemp -d"))
+  end)
+  teardown(function()
+    shell.sh("rm -rf " .. shell.quote(dir))
+  end)
+
+  it("order.indices sorts indices as order.by sorts the entries, NaN and non-numbers as 0", function()
+    local rand = rng(7)
+    local odd = { 0 / 0, "x", false }
+    for case = 1, 300 do
+      local n = rand(40) - 1
+      local values, entries, idx = {}, {}, {}
+      local mode = case % 4 -- 0: random, 1: ascending, 2: descending, 3: few distinct values and odd ones
+      for i = 1, n do
+        local v
+        if mode == 1 then v = i elseif mode == 2 then v = n - i else v = rand(mode == 3 and 3 or 1000) end
+        if mode == 3 and rand(5) == 1 then v = odd[rand(#odd)] end
+        values[i] = v
+        entries[i] = { t = v, seq = i }
+        idx[i] = i
+      end
+      for _, desc in ipairs { false, true } do
+        local want = {}
+        for j, e in ipairs(order.by(entries, "t", "seq", desc)) do want[j] = e.seq end
+        local copy = {}
+        for j, i in ipairs(idx) do copy[j] = i end
+        assert.are.same(want, order.indices(values, copy, desc), "case " .. case)
+      end
+    end
+  end)
+
+  it("selects through its columns what it selects through its answers to queries", function()
+    local rand = rng(11)
+    local cids, robots, tagset = { "cidA", "cidB", "cidC" }, { "r1", "r2" }, { "x", "y", "z" }
+    local states = { "sent", "sent", "sent", "recalling", "recalled", "failed", "error", "expired" }
+    local filters = {
+      {}, { conversation = "cidA" }, { robot = "r2" }, { tag = "x" }, { since = 3600 }, { due = true },
+      { state = "failed" }, { state = "recalled" }, { last = 5 }, { last = 0 }, { conversation = "cidB", tag = "y" },
+      { since = 100000, robot = "r1" },
+    }
+    for case = 1, 12 do
+      local path = dir .. "/j" .. case
+      local l = assert(ledger.open(path, { clock = function() return NOW end }))
+      local n, used = 30 + rand(50), {}
+      -- odd cases: recorded oldest first, all within the recall window (the
+      -- usual sweep's fast path); even cases: in no order, some past it
+      local in_order = case % 2 == 1
+      for i = 1, n do
+        -- distinct send times (ties break by sequence in one store, by key
+        -- in the other)
+        local t
+        if in_order then
+          t = NOW - 10 * (n - i) - 1
+        else
+          repeat t = NOW - rand(ledger.RECALL_WINDOW + 20000) until not used[t]
+        end
+        used[t] = true
+        local tags = {}
+        for _, tag in ipairs(tagset) do
+          if rand(3) == 1 then tags[#tags + 1] = tag end
+        end
+        assert(l:record { key = ("key%03d"):format(i), conversation = cids[rand(#cids)], robot = robots[rand(2)],
+          sent_at = t, tags = tags, ttl = rand(2) == 1 and rand(50000) or nil })
+      end
+      -- some state changes, some of them with reasons and codes
+      for i = 1, n do
+        local s = states[rand(#states)]
+        if s ~= "sent" then assert(l:mark({ ("key%03d"):format(i) }, s)) end
+      end
+      local file = l.backend
+      -- the same store, seen only through its answers to queries
+      local queried = { list = function(_, q) return file:list(q) end }
+      for fi, filter in ipairs(filters) do
+        local a = assert(select.recall(file, filter, NOW, ledger.RECALL_WINDOW))
+        local b = assert(select.recall(queried, filter, NOW, ledger.RECALL_WINDOW))
+        assert.are.same(b, a, ("case %d, filter %d"):format(case, fi))
+        -- and a query's entries are those matches() takes from the columns
+        local q = select.query(filter, NOW, filter.state and { filter.state } or nil)
+        local listed = assert(file:list(q))
+        local c, want = file:entries(), 0
+        for i = 1, c.n do
+          if select.matches(c, i, q) then want = want + 1 end
+        end
+        if q.last then want = math.min(want, q.last) end
+        assert.are.equal(want, #listed, ("case %d, filter %d"):format(case, fi))
+      end
+      l:close()
+    end
+  end)
+
+  it("hands out copies: changing what get and list answer changes nothing stored", function()
+    local l = assert(ledger.open(dir .. "/copies", { clock = function() return NOW end }))
+    assert(l:record { key = "k1", conversation = "cidA", robot = "r1", sent_at = NOW - 5, tags = { "a" } })
+    local e = assert(l:get("k1"))
+    e.state, e.tags[1] = "recalled", "changed"
+    local listed = assert(l:list {})
+    listed[1].tags[2] = "more"
+    local again = assert(l:get("k1"))
+    assert.are.equal("sent", again.state)
+    assert.are.same({ "a" }, again.tags)
+    assert.is_nil(again.seq)
+    l:close()
+  end)
+end)
