@@ -102,4 +102,110 @@ describe("the run's GC pacer", function()
     assert.are.equal(0, c.steps)
     assert.are.equal(0, c.collects)
   end)
+
+  -- pacer.within: a large run in incremental mode (Lua 5.4's generational
+  -- mode keeps a run's garbage that grew old until the heap doubles).
+  local function modal(kb, mode, running)
+    local g = { mode = mode or "generational", calls = {} }
+    g.fn = function(what)
+      g.calls[#g.calls + 1] = what
+      if what == "count" then return kb end
+      if what == "isrunning" then return running ~= false end
+      if what == "generational" or what == "incremental" then
+        local was = g.mode
+        g.mode = what
+        return was
+      end
+      error("unexpected collectgarbage option " .. tostring(what))
+    end
+    return g
+  end
+  -- batches of ~8 KB of garbage each: a run that ends this many paced
+  -- cycles and makes this many times the heap in garbage
+  local function batches_for(cycles, kb, heaps)
+    return math.ceil(math.max(cycles * pacer.slack(kb), (heaps or 3) * kb) / 8)
+  end
+
+  it("runs a large run in incremental mode and puts generational back", function()
+    local g = modal(11000)
+    local seen
+    local res = pacer.within(batches_for(5, 11000), g.fn, function()
+      seen = g.mode
+      return "the report"
+    end)
+    assert.are.equal("the report", res)
+    assert.are.equal("incremental", seen)
+    assert.are.equal("generational", g.mode)
+  end)
+
+  it("leaves the collector alone for a run that would end few paced cycles or make little garbage", function()
+    for _, case in ipairs { { 500, 2, 0 }, { 11000, 2, 0 }, { 200000, 2, 0 }, { 11000, 0, 1.5 },
+      { 200000, 0, 1.5 } } do
+      local g = modal(case[1])
+      local seen
+      pacer.within(math.floor(batches_for(case[2], case[1], case[3])) - 1, g.fn, function() seen = g.mode end)
+      assert.are.equal("generational", seen)
+      for _, what in ipairs(g.calls) do assert.are_not.equal("incremental", what) end
+    end
+  end)
+
+  it("puts the mode back when the run raises, and raises the same error", function()
+    local g = modal(11000)
+    local boom = setmetatable({ code = "test.boom" }, { __tostring = function() return "boom" end })
+    local seen
+    local ok, err = pcall(pacer.within, batches_for(5, 11000), g.fn, function()
+      seen = g.mode
+      error(boom)
+    end)
+    assert.is_false(ok)
+    assert.are.equal(boom, err)
+    assert.are.equal("incremental", seen)
+    assert.are.equal("generational", g.mode)
+  end)
+
+  it("leaves an incremental collector incremental and a stopped one as it is", function()
+    local g = modal(11000, "incremental")
+    local seen
+    pacer.within(batches_for(5, 11000), g.fn, function() seen = g.mode end)
+    assert.are.equal("incremental", seen)
+    assert.are.equal("incremental", g.mode)
+    for _, what in ipairs(g.calls) do assert.are_not.equal("generational", what) end
+
+    local stopped = modal(11000, "generational", false)
+    pacer.within(batches_for(5, 11000), stopped.fn, function() seen = stopped.mode end)
+    assert.are.equal("generational", seen)
+    for _, what in ipairs(stopped.calls) do assert.are_not.equal("incremental", what) end
+  end)
+
+  it("switches Lua 5.4's own collector during a large client run (and no other Lua's)", function()
+    local recall = require "dingtalk.recall"
+    local instant = require "spec.helpers.instant"
+    local seen, switched
+    local c = assert(recall.client { robot_code = "dingMode", access_token = "t", transport = instant.transport(),
+      qps = 0, concurrency = 8 })
+    if _VERSION == "Lua 5.4" then switched = collectgarbage("generational") end
+    -- a key is some 0.4 KB of the run's garbage and 0.15 KB of heap (the
+    -- key, the plan's and the report's arrays): 40 keys a KB of the heap
+    -- now make the run's garbage more than twice the heap at its start
+    collectgarbage()
+    local n = math.ceil(40 * collectgarbage("count"))
+    local ok, rep = pcall(c.recall, c, "cidMode", instant.keys(n, 3), { on_progress = function()
+      -- the mode now, without changing it: asking for the mode it is in is no switch
+      if seen == nil and _VERSION == "Lua 5.4" then
+        local m = collectgarbage("incremental")
+        if m ~= "incremental" then collectgarbage(m) end
+        seen = m
+      end
+    end })
+    local after = _VERSION == "Lua 5.4" and collectgarbage("generational")
+    if switched then collectgarbage(switched) end
+    assert.is_true(ok, rep)
+    assert.are.equal(n, #rep.recalled)
+    if _VERSION == "Lua 5.4" then
+      assert.are.equal("incremental", seen)
+      assert.are.equal("generational", after)
+    else
+      assert.is_nil(seen)
+    end
+  end)
 end)

@@ -205,7 +205,9 @@ function Engine:run(plans, hooks, opts)
   run.total = r.total
   r.recalled = core.new_array(r.total) -- filled in order, never grown
   run.pacer = pacer.new()
+  local batches = 0
   for _, plan in ipairs(plans) do
+    batches = batches + plan.nbatches
     if plan.ninvalid > 0 then
       local keys = {}
       for k in pairs(plan.invalid) do keys[#keys + 1] = k end
@@ -216,7 +218,8 @@ function Engine:run(plans, hooks, opts)
     end
   end
   if run.done > 0 and hooks.on_progress then hooks.on_progress(run.done, run.total) end
-  run:loop()
+  -- (a large run in incremental mode: see engine/pacer.lua)
+  pacer.within(batches, nil, function() run:loop() end)
   return report.finish(r, self.transport.now() - t0)
 end
 

@@ -369,7 +369,7 @@ function Ledger:recall(client, filter, opts)
       was = b.claim and function(k) return was[k] end,
     }
     if type(client.run) == "function" then
-      rep = plans_mod.run_engine(client, plans, hooks, { ambiguous = true })
+      rep = client:run(plans, hooks, { ambiguous = true })
     else
       rep = plans_mod.run_sequential(client, plans, hooks, self.chunk)
     end

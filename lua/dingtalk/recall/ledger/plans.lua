@@ -19,7 +19,6 @@
 local core = require "dingtalk.recall.core"
 local report = require "dingtalk.recall.report"
 local changeset = require "dingtalk.recall.ledger.changes"
-local pacer = require "dingtalk.recall.engine.pacer"
 
 local M = {}
 
@@ -234,45 +233,6 @@ function M.hooks(o)
     hooks.on_progress = nil
   end
   return hooks
-end
-
--- Lua 5.4 (LuaJIT calls itself 5.1 and has one mode): a run's garbage is
--- collected in generational mode when it is large.  The ledger's file
--- store keeps every entry in memory (20,000 entries: some 7 MB of
--- tables), and the engine's pacer (engine/pacer.lua) ends a collection
--- cycle every ~1 MB of the run's garbage: in incremental mode each cycle
--- marks and sweeps the whole heap, store and caller's keys included, a
--- cache miss or more per entry, for garbage that is nearly all the run's
--- own (requests, answers).  In generational mode a cycle (the pacer's
--- steps become minor collections) visits the young objects only.  The
--- switch is one full collection and the switch back one pass over the
--- heap, so it is made only when the run's garbage (its batches, some 8 KB
--- each) would end GEN_CYCLES or more paced cycles; a stopped collector or
--- one already generational (the standalone lua5.4 interpreter starts so; a
--- host embedding Lua 5.4 starts incremental) is left as it is, and the mode
--- is restored even when the run raises.  (callgrind, 3 recalls of 20,000
--- keys from an incremental host: 1.29M last-level cache misses a recall
--- without the switch, 0.44M with it; bench/README.md.)
-local GENERATIONAL = _VERSION == "Lua 5.4"
-local BATCH_KB, GEN_CYCLES = 8, 3
-
---- run_engine(client, plans, hooks, opts [, gc]) -> client:run(plans,
--- hooks, opts), in generational mode when that pays (above).  gc: the
--- collector's interface (default collectgarbage; the specs give their own).
-function M.run_engine(client, plans, hooks, opts, gc)
-  gc = gc or collectgarbage
-  local batches = 0
-  for _, p in ipairs(plans) do batches = batches + p.nbatches end
-  local slack = pacer.slack(gc("count"))
-  if not (GENERATIONAL or gc ~= collectgarbage) or batches * BATCH_KB < GEN_CYCLES * slack
-    or not gc("isrunning") then
-    return client:run(plans, hooks, opts)
-  end
-  local was = gc("generational")
-  local ok, rep = pcall(client.run, client, plans, hooks, opts)
-  if was ~= "generational" then gc(was) end
-  if not ok then error(rep, 0) end
-  return rep
 end
 
 --- run_sequential(client, plans, hooks, chunk) -> report: for a client
