@@ -29,27 +29,45 @@ describe("ledger columns", function()
     shell.sh("rm -rf " .. shell.quote(dir))
   end)
 
-  it("order.indices sorts indices as order.by sorts the entries, NaN and non-numbers as 0", function()
+  it("order.indices and order.by sort as a comparator would, NaN and non-numbers as 0", function()
     local rand = rng(7)
     local odd = { 0 / 0, "x", false }
+    local function norm(v) return (type(v) == "number" and v == v) and v or 0 end
     for case = 1, 300 do
       local n = rand(40) - 1
-      local values, entries, idx = {}, {}, {}
+      local values, entries, idx, ties = {}, {}, {}, {}
       local mode = case % 4 -- 0: random, 1: ascending, 2: descending, 3: few distinct values and odd ones
       for i = 1, n do
         local v
         if mode == 1 then v = i elseif mode == 2 then v = n - i else v = rand(mode == 3 and 3 or 1000) end
         if mode == 3 and rand(5) == 1 then v = odd[rand(#odd)] end
-        values[i] = v
-        entries[i] = { t = v, seq = i }
+        values[i], ties[i] = v, ("k%03d"):format(n + 1 - i) -- string ties, in the other order than i
+        entries[i] = { t = v, key = ties[i] }
         idx[i] = i
       end
       for _, desc in ipairs { false, true } do
-        local want = {}
-        for j, e in ipairs(order.by(entries, "t", "seq", desc)) do want[j] = e.seq end
-        local copy = {}
-        for j, i in ipairs(idx) do copy[j] = i end
-        assert.are.same(want, order.indices(values, copy, desc), "case " .. case)
+        for _, tie in ipairs { "index", "key" } do
+          local tie_of = tie == "key" and function(i) return ties[i] end or function(i) return i end
+          local want = {}
+          for i = 1, n do want[i] = i end
+          table.sort(want, function(a, b)
+            local va, vb = norm(values[a]), norm(values[b])
+            if va ~= vb then
+              if desc then return va > vb end
+              return va < vb
+            end
+            if desc then return tie_of(a) > tie_of(b) end
+            return tie_of(a) < tie_of(b)
+          end)
+          local copy = {}
+          for j, i in ipairs(idx) do copy[j] = i end
+          local got = order.indices(values, copy, desc, tie == "key" and ties or nil)
+          assert.are.same(want, got, ("case %d, %s, %s"):format(case, tostring(desc), tie))
+          if tie == "key" then
+            local sorted = order.by(entries, "t", "key", desc)
+            for j, i in ipairs(want) do assert.are.equal(entries[i], sorted[j], "order.by, case " .. case) end
+          end
+        end
       end
     end
   end)
