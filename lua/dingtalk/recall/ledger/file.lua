@@ -34,8 +34,11 @@ local function str(v)
   return nil
 end
 local tointeger = math.tointeger -- luacheck: ignore 143
+-- A finite number of the journal (a send time, a TTL, a time of change),
+-- else nil: NaN and infinities, which cjson reads, are not times, and
+-- could not be written back by a compaction.
 local function num(v)
-  if type(v) ~= "number" then return nil end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return nil end
   return tointeger and tointeger(v) or v -- 5.3+: 100, not 100.0, as Redis gives
 end
 

@@ -147,7 +147,8 @@ function M.collect(c, q, now, window, claims, into, known, idx)
       into[#into + 1] = i
     else
       local t = csent[i]
-      if t < last or t ~= t then sorted = false end
+      if t ~= t then t = 0 end -- NaN: a time of 0, as order.indices sorts it (past the window)
+      if t < last then sorted = false end
       last = t
       if now - t > window then
         nexp = nexp + 1
