@@ -86,6 +86,8 @@ local function apply_keys(st, state, at, keys, why, code)
     local i = index[keys[j]]
     if i then
       states[i] = state
+      -- (tested first: on Lua 5.1 and LuaJIT, t[i] = nil for an absent i
+      -- still makes a key in t's hash part)
       if reasons[i] ~= nil then reasons[i] = nil end
       if codes[i] ~= nil then codes[i] = nil end
       if at then updated[i] = at end
@@ -320,16 +322,26 @@ local function matching(st, q)
   return idx
 end
 
+-- The entries matching q as new tables (with seq: the order of record
+-- too), after reading what was appended since the last read: in order of
+-- record or, newest_first, newest first; with q.last the newest q.last of
+-- them, newest first.
+local function found(self, q, newest_first, seq)
+  local ok, err = self:refresh()
+  if not ok then return nil, err end
+  local st, out = self.st, {}
+  local idx = matching(st, q)
+  if newest_first and not q.last then idx = order.indices(st.sent_at, idx, true) end
+  for j, i in ipairs(idx) do out[j] = entry(st, i, seq) end
+  return out
+end
+
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at} ->
 -- the matching entries (new tables, with seq: the order of record), in
 -- order of record, or with q.last the newest q.last of them, newest first
 -- | nil, err.
 function File:scan(q)
-  local ok, err = self:refresh()
-  if not ok then return nil, err end
-  local st, out = self.st, {}
-  for j, i in ipairs(matching(st, q)) do out[j] = entry(st, i, true) end
-  return out
+  return found(self, q, false, true)
 end
 
 --- The entries in order of record as columns, after reading what was
@@ -348,14 +360,7 @@ end
 --- q: {conversation, robot, tag, states (set), min_t, last, due_at}
 -- -> copies, newest first (by send time, then by order of record).
 function File:list(q)
-  local ok, err = self:refresh()
-  if not ok then return nil, err end
-  local st = self.st
-  local idx = matching(st, q)
-  if not q.last then idx = order.indices(st.sent_at, idx, true) end
-  local res = {}
-  for j, i in ipairs(idx) do res[j] = entry(st, i) end
-  return res
+  return found(self, q, true, false)
 end
 
 function File.close() end
