@@ -138,6 +138,22 @@ describe("the run's GC pacer", function()
     assert.are.equal("generational", g.mode)
   end)
 
+  it("calls f with its argument, switched or not (Engine:run passes run.loop and the run, no closure)", function()
+    local run = {}
+    for _, kb in ipairs { 11000, 500 } do
+      local got
+      local res = pacer.within(batches_for(5, 11000), modal(kb).fn, function(a)
+        got = a
+        return "r"
+      end, run)
+      assert.are.equal(run, got)
+      assert.are.equal("r", res)
+    end
+    local got = false
+    pacer.within(1, nil, function(a) got = a end, run) -- the real collector
+    assert.are.equal(run, got)
+  end)
+
   it("leaves the collector alone for a run that would end few paced cycles or make little garbage", function()
     for _, case in ipairs { { 500, 2, 0 }, { 11000, 2, 0 }, { 200000, 2, 0 }, { 11000, 0, 1.5 },
       { 200000, 0, 1.5 } } do

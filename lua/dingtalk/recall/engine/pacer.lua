@@ -113,20 +113,22 @@ end
 local MODES = _VERSION == "Lua 5.4" -- (LuaJIT calls itself 5.1 and has one mode)
 local BATCH_KB, INC_CYCLES, HEAPS = 8, 3, 2
 
---- pacer.within(batches, gc, f) -> f(): f (which takes no argument and
--- answers one value) called with the collector in incremental mode when a
--- run of `batches` batches pays for the switch (above).  gc: nil (the real
--- collector) or a scripted one, as with pacer.new.
-function M.within(batches, gc, f)
+--- pacer.within(batches, gc, f, arg) -> f(arg): f (which answers one
+-- value) called with the collector in incremental mode when a run of
+-- `batches` batches pays for the switch (above).  gc: nil (the real
+-- collector) or a scripted one, as with pacer.new.  f and arg, not a
+-- closure: a caller that makes a closure cannot be compiled by LuaJIT on
+-- any of its returns (see Engine:run).
+function M.within(batches, gc, f, arg)
   gc = gc or collectgarbage
-  if not (MODES or gc ~= collectgarbage) then return f() end
+  if not (MODES or gc ~= collectgarbage) then return f(arg) end
   local heap = gc("count")
   if batches * BATCH_KB < math.max(INC_CYCLES * slack_of(heap), HEAPS * heap) or not gc("isrunning") then
-    return f()
+    return f(arg)
   end
   local was = gc("incremental")
-  if was == "incremental" then return f() end
-  local ok, res = pcall(f)
+  if was == "incremental" then return f(arg) end
+  local ok, res = pcall(f, arg)
   gc(was)
   if not ok then error(res, 0) end
   return res
