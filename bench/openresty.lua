@@ -40,7 +40,12 @@
 -- worker to a core of its own (taskset).  Besides the ratio of the
 -- medians, the wrk mode prints the median of each round's own ratio
 -- (client:recall / bare run next to each other), for CPU and for user
--- time alone: the machine's slow and fast minutes then cancel out.
+-- time alone: the machine's slow and fast minutes then cancel out.  Each
+-- run's line also gives the worker's minor page faults and context
+-- switches (voluntary: it slept in epoll_wait) per call.
+-- DINGTALK_BENCH_LOCATIONS=transport,checked picks the optional locations
+-- (lib and bare always run); DINGTALK_BENCH_PERF=DIR keeps a `perf record`
+-- of the worker in each run (DIR/<location>-<scheme>-<round>.data).
 -- DINGTALK_BENCH_CALLGRIND_KEEP=DIR keeps the dumps (one per location, in
 -- the table's order) for callgrind_annotate; DINGTALK_BENCH_CALLGRIND_OPTS
 -- adds valgrind options (--cache-sim=yes: the figure becomes an estimate
@@ -362,14 +367,29 @@ local function cpu(pid)
   local rest = stat:match("%) (.*)$")
   local f = {}
   for w in rest:gmatch("%S+") do f[#f + 1] = w end
-  return (tonumber(f[12]) + tonumber(f[13])) / HZ, tonumber(f[12]) / HZ -- utime + stime, utime (fields 14, 15)
+  local st = shell.read_file("/proc/" .. pid .. "/status")
+  local switches = tonumber(st:match("\nvoluntary_ctxt_switches:%s*(%d+)")) +
+    tonumber(st:match("nonvoluntary_ctxt_switches:%s*(%d+)"))
+  -- utime + stime, utime (fields 14, 15), minor faults (field 10), context switches
+  return (tonumber(f[12]) + tonumber(f[13])) / HZ, tonumber(f[12]) / HZ, tonumber(f[8]), switches
 end
 
 local function path(loc, sc)
   return "/" .. loc .. "?s=" .. sc.scheme .. "&b=" .. sc.batches
 end
 
+-- DINGTALK_BENCH_LOCATIONS=lib,bare: only those of the optional
+-- locations (transport, checked) that it names; lib and bare always run
+local ONLY = os.getenv("DINGTALK_BENCH_LOCATIONS")
 local function locations(sc)
+  if ONLY and ONLY ~= "" and sc.batches == 1 then
+    local t = { "lib" }
+    for _, l in ipairs { "transport", "checked" } do
+      if ("," .. ONLY .. ","):find("," .. l .. ",", 1, true) then t[#t + 1] = l end
+    end
+    t[#t + 1] = "bare"
+    return t
+  end
   if sc.batches == 1 then return { "lib", "transport", "bare", "checked" } end
   return { "lib", "bare" }
 end
@@ -498,11 +518,19 @@ local WRK = "wrk"
 local PIN = os.getenv("DINGTALK_BENCH_PIN") == "1" and shell.pin_apart(worker_pid(), standin:pid()) or nil
 if PIN then WRK = "taskset -c " .. PIN .. " wrk" end
 
-local function run(loc, sc)
+-- DINGTALK_BENCH_PERF=DIR: perf record of the worker in each run, in
+-- DIR/<location>-<scheme>-<round>.data (perf report --sort dso -i ...)
+local PERF = os.getenv("DINGTALK_BENCH_PERF")
+if PERF == "" then PERF = nil end
+local function run(loc, sc, round)
   local pid = worker_pid()
-  local c0, u0 = cpu(pid)
+  local c0, u0, m0, s0 = cpu(pid)
+  if PERF then -- (in the background: it ends a second before wrk)
+    shell.sh("(perf record -F 4999 -o " .. shell.quote(("%s/%s-%s-%d.data"):format(PERF, loc, sc.scheme, round)) ..
+      " -p " .. pid .. " -- sleep " .. math.max(1, SECONDS - 1) .. " >/dev/null 2>&1 &)")
+  end
   local out = shell.sh(WRK .. " -t1 -c" .. CONNS .. " -d" .. SECONDS .. "s '" .. client.url .. path(loc, sc) .. "'")
-  local c1, u1 = cpu(pid)
+  local c1, u1, m1, s1 = cpu(pid)
   local n = tonumber(out:match("(%d+) requests in")) or 0
   local non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
   if n == 0 or non2xx > 0 then
@@ -510,7 +538,7 @@ local function run(loc, sc)
     cleanup()
     os.exit(1)
   end
-  return (c1 - c0) * 1e6 / n, n / SECONDS, (u1 - u0) * 1e6 / n
+  return (c1 - c0) * 1e6 / n, n / SECONDS, (u1 - u0) * 1e6 / n, (m1 - m0) / n, (s1 - s0) / n
 end
 
 local function median(t)
@@ -537,9 +565,10 @@ for _, sc in ipairs(SCENARIOS) do
     local order = {}
     for i = 1, #locs do order[i] = locs[r % 2 == 1 and i or #locs + 1 - i] end
     for _, loc in ipairs(order) do
-      local us, rps, u = run(loc, sc)
+      local us, rps, u, mf, cs = run(loc, sc, r)
       res[loc][#res[loc] + 1], user[loc][#user[loc] + 1] = us, u
-      print(("  %-16s round %d %-9s %8.1f us/call (user %5.1f)  %7.0f calls/s"):format(name, r, loc, us, u, rps))
+      print(("  %-16s round %d %-9s %8.1f us/call (user %5.1f)  %7.0f calls/s  %.3f faults, %.3f switches a call")
+        :format(name, r, loc, us, u, rps, mf, cs))
     end
   end
   -- each round's own ratio to its bare run (the two ran side by side in
