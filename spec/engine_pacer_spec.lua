@@ -139,19 +139,19 @@ describe("the run's GC pacer", function()
   end)
 
   it("calls f with its argument, switched or not (Engine:run passes run.loop and the run, no closure)", function()
-    local run = {}
+    local the_run = {}
     for _, kb in ipairs { 11000, 500 } do
       local got
       local res = pacer.within(batches_for(5, 11000), modal(kb).fn, function(a)
         got = a
         return "r"
-      end, run)
-      assert.are.equal(run, got)
+      end, the_run)
+      assert.are.equal(the_run, got)
       assert.are.equal("r", res)
     end
     local got = false
-    pacer.within(1, nil, function(a) got = a end, run) -- the real collector
-    assert.are.equal(run, got)
+    pacer.within(1, nil, function(a) got = a end, the_run) -- the real collector
+    assert.are.equal(the_run, got)
   end)
 
   it("leaves the collector alone for a run that would end few paced cycles or make little garbage", function()
