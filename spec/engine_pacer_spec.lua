@@ -140,14 +140,16 @@ describe("the run's GC pacer", function()
 
   it("calls f with its argument, switched or not (Engine:run passes run.loop and the run, no closure)", function()
     local the_run = {}
-    for _, kb in ipairs { 11000, 500 } do
-      local got
-      local res = pacer.within(batches_for(5, 11000), modal(kb).fn, function(a)
-        got = a
+    for _, case in ipairs { { batches_for(5, 11000), "incremental" }, { 1, "generational" } } do
+      local g = modal(11000)
+      local got, mode
+      local res = pacer.within(case[1], g.fn, function(a)
+        got, mode = a, g.mode
         return "r"
       end, the_run)
       assert.are.equal(the_run, got)
       assert.are.equal("r", res)
+      assert.are.equal(case[2], mode)
     end
     local got = false
     pacer.within(1, nil, function(a) got = a end, the_run) -- the real collector
