@@ -40,7 +40,7 @@ ALL_LDFLAGS = -shared $(LDFLAGS)
 # its own header).  The transport links the sans-I/O units it shares with
 # the core (hidden, so nothing clashes); the core never links libcurl.
 CORE_UNITS    = dtr_module dtr_lua dtr_error dtr_codes dtr_text dtr_options dtr_encode dtr_decode dtr_answer dtr_plan dtr_dedupe dtr_target dtr_sign
-CORE_UNITS   += dtr_payload
+CORE_UNITS   += dtr_payload dtr_http
 CURL_UNITS    = dtr_curl dtr_multi dtr_clock dtr_lua dtr_error dtr_codes dtr_text dtr_options dtr_encode dtr_decode dtr_answer
 JOURNAL_UNITS = dtr_journal dtr_jline dtr_jsync dtr_files dtr_text dtr_lua dtr_error dtr_codes
 CORE_C    = $(addprefix csrc/,$(addsuffix .c,$(CORE_UNITS)))
@@ -314,7 +314,7 @@ valgrind: valgrind-build
 # build/fuzz/corpus/<target> (the committed seeds in fuzz/corpus/<target>
 # are read, never written); crashes to build/fuzz/artifacts/.
 FUZZ_DIR     = build/fuzz
-FUZZ_TARGETS = request response callback
+FUZZ_TARGETS = request response callback http
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
                -DDTR_FUZZ_DIR='"$(CURDIR)/fuzz"'

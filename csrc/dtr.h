@@ -10,7 +10,8 @@
  *   dingtalk.recall.core     dtr_module.c (entry), dtr_lua.c, dtr_error.c,
  *                            dtr_codes.c, dtr_text.c, dtr_options.c,
  *                            dtr_encode.c, dtr_decode.c, dtr_answer.c,
- *                            dtr_plan.c, dtr_dedupe.c, dtr_target.c, dtr_sign.c
+ *                            dtr_plan.c, dtr_dedupe.c, dtr_target.c, dtr_sign.c,
+ *                            dtr_payload.c, dtr_http.c
  *   dingtalk.recall.curl     dtr_curl.c (entry), dtr_xfer.c, dtr_spec.c,
  *                            dtr_multi.c, dtr_batch.c, dtr_clock.c, the plan
  *                            units (m:start_batch reads plans with them),

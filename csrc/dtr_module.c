@@ -14,6 +14,7 @@
 #include "dtr_plan.h"
 #include "dtr_payload.h"
 #include "dtr_sign.h"
+#include "dtr_http.h"
 
 int luaopen_dingtalk_recall_core(lua_State *L)
 {
@@ -26,6 +27,7 @@ int luaopen_dingtalk_recall_core(lua_State *L)
     dtr_plan_open(L);
     dtr_payload_open(L);
     dtr_sign_open(L);
+    dtr_http_open(L);
     lua_pop(L, DTR_NUPVALUES);
 
     lua_pushliteral(L, DTR_VERSION);

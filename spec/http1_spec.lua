@@ -177,3 +177,91 @@ describe("http1.read_response", function()
     assert.are.equal("x", res.body)
   end)
 end)
+
+-- The head itself: core.http_head, called as bytes come (what the reader
+-- above does), never reads a whole line twice and answers the same
+-- whatever the cut.
+describe("core.http_head", function()
+  local core = require "dingtalk.recall.core"
+
+  -- Feeds text in pieces of `step` bytes as the reader does; -> the first
+  -- answer that is not "more", and the calls made.
+  local function feed(text, step, lead)
+    local buf, pos, scanned, calls = lead or "", #(lead or "") + 1, 0, 0
+    local at = 1
+    while true do
+      calls = calls + 1
+      local a, b, c, d, e, f, g = core.http_head(buf, pos, scanned)
+      if a ~= false then
+        if a then a = a - #(lead or "") end -- (stop, counted from the answer's start)
+        return { a, b, c, d, e, f, g }, calls
+      end
+      assert.is_true(c >= pos and c + b >= pos + scanned, "pos and pos + scanned only move on")
+      scanned, pos = b, c
+      if at > #text then return { "more", scanned, pos }, calls end
+      buf = buf .. text:sub(at, at + step - 1)
+      at = at + step
+    end
+  end
+
+  it("answers the same in any cut as at once, skipping interim answers", function()
+    local texts = {
+      "HTTP/1.1 200 OK\r\nX-Acs-Request-Id: r1\r\nContent-Length: 2\r\n\r\n{}",
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 x\r\nA: b\r\n\r\nHTTP/1.0 404 No\r\nConnection: Keep-Alive\r\n" ..
+        "content-type:  text/html \r\nTransfer-Encoding: gzip, Chunked\n\nbody",
+      "HTTP/1.1 101 Switching\r\nConnection: upgrade, close\r\n\r\n",
+      "HTTP/1.1 200 OK\nContent-Length: 5\nContent-Length: 5\n\r\n",
+    }
+    for _, text in ipairs(texts) do
+      local whole = feed(text, #text)
+      for _, step in ipairs { 1, 2, 3, 7 } do
+        assert.are.same(whole, (feed(text, step)), text)
+        assert.are.same(whole, (feed(text, step, "junk before")), text) -- an answer that starts past 1
+      end
+    end
+    local r = feed(texts[2], #texts[2])
+    local stop = r[1]
+    assert.are.equal("body", texts[2]:sub(stop))
+    assert.are.same({ 404, true, nil, true, nil, "text/html" }, { r[2], r[3], r[4], r[5], r[6], r[7] })
+    assert.are.same({ 101, false, nil, false }, { select(2, core.http_head(texts[3], 1)) })
+    assert.are.same({ 200, true, 5, false }, { select(2, core.http_head(texts[4], 1)) })
+  end)
+
+  it("reads a whole line once: bytes that come one by one are not read again", function()
+    local head = "HTTP/1.1 200 OK\r\n" .. ("X-Pad: " .. ("p"):rep(50) .. "\r\n"):rep(40)
+    local buf, pos, scanned = "", 1, 0
+    for i = 1, #head do
+      buf = buf .. head:sub(i, i)
+      local a, b, c = core.http_head(buf, pos, scanned)
+      assert.is_false(a)
+      scanned, pos = b, c
+      -- scanned: the whole lines so far, never a byte of the last one
+      local last = buf:sub(1, i):match(".*\n()") or 1
+      assert.are.equal(last - 1, scanned)
+    end
+  end)
+
+  it("refuses what is not an answer as soon as it is plain, and bounds a head that never ends", function()
+    assert.are.same({ nil, "the server's reply is not HTTP/1.x" }, { core.http_head("SSH-2.0\r\n", 1) })
+    assert.are.same({ nil, "the server's reply is not HTTP/1.x" }, { core.http_head("\r\nHTTP/1.1 200 OK\r\n", 1) })
+    -- (no LF yet: more)
+    assert.is_false((core.http_head("SSH-2.0", 1)))
+    local long = ("x"):rep(102401)
+    assert.are.same({ nil, "header line too long", "reading the status line" }, { core.http_head(long, 1) })
+    assert.are.same({ nil, "header line too long", "reading the headers" },
+      { core.http_head("HTTP/1.1 200 OK\r\n" .. long, 1) })
+    local many = "HTTP/1.1 200 OK\r\n" .. ("A: " .. ("v"):rep(1000) .. "\r\n"):rep(103) .. "\r\n"
+    assert.are.same({ nil, "the answer's headers are too large" }, { core.http_head(many, 1) })
+    local endless = "HTTP/1.1 200 OK\r\n" .. ("A: " .. ("v"):rep(1000) .. "\r\n"):rep(210)
+    assert.are.same({ nil, "the answer's headers are too large" }, { core.http_head(endless, 1) })
+    assert.are.same({ nil, "the answer has a bad Content-Length" },
+      { core.http_head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\n", 1) })
+  end)
+
+  it("raises on arguments out of the buffer", function()
+    for _, args in ipairs { { "abc", 0 }, { "abc", 5 }, { "abc", 1, -1 }, { "abc", 2, 3 } } do
+      assert.has_error(function() core.http_head(args[1], args[2], args[3]) end)
+    end
+    assert.is_false((core.http_head("abc", 4, 0))) -- (an empty rest: more)
+  end)
+end)

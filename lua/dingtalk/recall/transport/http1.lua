@@ -9,14 +9,10 @@ local M = {}
 
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
-local str_find, str_sub, str_lower, str_format = string.find, string.sub, string.lower, string.format
+local str_find, str_sub, str_format = string.find, string.sub, string.format
 local str_byte = string.byte
+local http_head = core.http_head
 local CR = 13
--- The first bytes of the header names read (x-acs-request-id,
--- content-type, content-length, transfer-encoding, connection).
-local WANTED = { [120] = true, [88] = true, [99] = true, [67] = true, [116] = true, [84] = true }
--- and their lengths
-local WANTED_LEN = { [16] = true, [12] = true, [14] = true, [17] = true, [10] = true }
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
@@ -167,38 +163,12 @@ function M.io_failure(req, what, err)
   return transport_error("transport.io", what .. " failed: " .. tostring(err))
 end
 
--- Byte scans in place of patterns, which LuaJIT does not compile (and
--- "^%s*(.-)%s*$" tries every length): whitespace as %s, digits as %d, hex
--- digits as %x (their values).
+-- Byte scans in place of patterns, which LuaJIT does not compile:
+-- whitespace as %s, hex digits as %x (their values).
 local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
-local HEX, DIGIT = {}, {}
-for i = 0, 9 do HEX[48 + i], DIGIT[48 + i] = i, true end
+local HEX = {}
+for i = 0, 9 do HEX[48 + i] = i end
 for i = 10, 15 do HEX[55 + i], HEX[87 + i] = i, i end
-
--- s from `from` on without the whitespace at either end.
-local function trim(s, from)
-  local n = #s
-  -- the usual "Name: value": one blank, then a value that ends in no blank (no loop: see Reader:line)
-  if str_byte(s, from) == 32 and not SPACE[str_byte(s, from + 1)] and not SPACE[str_byte(s, n)] and from < n then
-    return str_sub(s, from + 1, n)
-  end
-  local a = from
-  while SPACE[str_byte(s, a)] do a = a + 1 end
-  if a > n then return "" end
-  while SPACE[str_byte(s, n)] do n = n - 1 end
-  return str_sub(s, a, n)
-end
-
--- The version ("1.1") and status of a line that starts as
--- "^HTTP/(%d%.%d) (%d%d%d)", else nil.
-local function status_line(line)
-  local h, t1, t2, p, sl, v1, dot, v2, sp, s1, s2, s3 = str_byte(line, 1, 12)
-  if h ~= 72 or t1 ~= 84 or t2 ~= 84 or p ~= 80 or sl ~= 47 or dot ~= 46 or sp ~= 32 then
-    return nil
-  end
-  if not (DIGIT[v1] and DIGIT[v2] and DIGIT[s1] and DIGIT[s2] and DIGIT[s3]) then return nil end
-  return str_sub(line, 6, 8), (s1 - 48) * 100 + (s2 - 48) * 10 + (s3 - 48)
-end
 
 -- The size of a chunk line, as tonumber(line:match("^%s*(%x+)"), 16); nil
 -- without hex digits.
@@ -224,58 +194,36 @@ local function too_large(req, status, request_id)
 end
 
 -- Reads one response.  Returns result, reusable (boolean).  A result has
--- status, headers, body, or error (and `nothing` when no byte came).
+-- status, headers, body, or error (and `nothing` when no byte came).  The
+-- head (status line and headers, interim answers skipped) is read by the
+-- core (core.http_head) from the bytes as they come; the body here.
 function M.read_response(req, r)
-  local status, version, headers, length, chunked, conn
-  repeat
-    local line, err = r:line(MAX_HEADER_BYTES)
-    if not line then
-      local res = io_failure(req, "reading the status line", err)
-      res.nothing = r.received == 0
-      return res
+  local stop, status, reusable, length, chunked, rid, ctype
+  local scanned = 0
+  while true do
+    stop, status, reusable, length, chunked, rid, ctype = http_head(r.buf, r.pos, scanned)
+    if stop then break end
+    if stop == nil then -- refused: status is the message, reusable the phase (a line too long)
+      if reusable then return io_failure(req, reusable, status) end
+      return transport_error("transport.io", status)
     end
-    version, status = status_line(line)
-    if not status then
-      return transport_error("transport.io", "the server's reply is not HTTP/1.x")
-    end
-    headers, length, chunked, conn = {}, nil, false, nil
-    local bytes = 0
-    while true do
-      local h
-      h, err = r:line(MAX_HEADER_BYTES)
-      if not h then return io_failure(req, "reading the headers", err) end
-      if h == "" then break end
-      bytes = bytes + #h
-      if bytes > MAX_HEADER_BYTES then return transport_error("transport.io", "the answer's headers are too large") end
-      -- Only four names matter (request id, content type, framing): a
-      -- line whose first letter starts none of them is skipped unparsed.
-      -- (A name with a blank in it is none of them either.)
-      local c = str_byte(h, 1)
-      local colon = WANTED[c] and str_find(h, ":", 2, true)
-      local name = colon and WANTED_LEN[colon - 1] and str_lower(str_sub(h, 1, colon - 1))
-      if name then
-        local value = trim(h, colon + 1)
-        if name == "x-acs-request-id" or name == "content-type" then
-          headers[name] = value
-        elseif name == "content-length" then
-          local n = str_find(value, "^%d+$") and tonumber(value)
-          if not n or (length and length ~= n) then
-            return transport_error("transport.io", "the answer has a bad Content-Length")
-          end
-          length = n
-        elseif name == "transfer-encoding" then
-          chunked = str_find(str_lower(value), "chunked%s*$") ~= nil
-        elseif name == "connection" then
-          conn = str_lower(value)
-        end
+    scanned, r.pos = status, reusable -- no whole head yet: more bytes
+    local ok, err = r:fill()
+    if not ok then
+      if scanned == 0 then
+        local res = io_failure(req, "reading the status line", err)
+        res.nothing = r.received == 0
+        return res
       end
+      return io_failure(req, "reading the headers", err)
     end
-  until status >= 200 or status == 101
+  end
+  r.pos = stop
+  local headers = {}
+  if rid then headers["x-acs-request-id"] = rid end
+  if ctype then headers["content-type"] = ctype end
 
-  local reusable = (version == "1.1" and not (conn and conn:find("close", 1, true)))
-    or (version == "1.0" and conn ~= nil and conn:find("keep-alive", 1, true) ~= nil)
   local parts = {}
-  local rid = headers["x-acs-request-id"]
   if status == 204 or status == 304 then
     parts[1] = "" -- no body
   elseif chunked then
