@@ -95,3 +95,13 @@ put('callback','verify_zeros',0x20,0, {'0000000000001','','secret','' })
 put('callback','verify_raw_empty',0x04,0, {'1','','','' })
 put('callback','verify_now_bad',0x10,0, {'1','','secret','-5' })
 put('callback','verify_long_secret',0x20,0, {'1700000000000','',string.rep('S', 200),'' })
+
+-- http: byte 0 = the size of the pieces - 1, byte 1 bit 0 = an interim
+-- answer before; the answer's bytes follow as they are (not split)
+put("http",'ok_length',0,0, raw('HTTP/1.1 200 OK\r\nX-Acs-Request-Id: r1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'))
+put("http",'ok_chunked',6,1, raw('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\n{}\r\n0\r\n\r\n'))
+put("http",'interim',2,0, raw('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 403 Forbidden\r\nconnection: Keep-Alive\r\ncontent-length: 3\r\n\r\nabc'))
+put("http",'bare_lf',0,0, raw('HTTP/1.1 101 Up\nConnection: upgrade, close\nx-acs-request-id:\t a b \t\n\nrest'))
+put("http",'bad_length',3,0, raw('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 01\r\ncontent-length: 2\r\n\r\n'))
+put("http",'not_http',0,0, raw('SSH-2.0-OpenSSH\r\n\r\n'))
+put("http",'partial',1,0, raw('HTTP/1.1 200 OK\r\nContent-Le'))
