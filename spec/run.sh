@@ -15,7 +15,8 @@
 #   TIMES          the per-file timing record the queue is ordered by and
 #                  that each queued run updates (default
 #                  build/test-logs/times; lines "<lua>@<build dir> <file>
-#                  <seconds>"; a file not in it is put first)
+#                  <seconds>"; a file not in it is put first; with no
+#                  record yet, as in a fresh checkout, spec/times.seed)
 #   LOG_DIR        keep each runtime's whole output in LOG_DIR/<lua>.log
 #   TEST_LOG       (one runtime) keep the whole output in this file
 #   RETRY_FAILED   1: a failed (runtime, spec file) task is run once more,
@@ -121,6 +122,9 @@ while [ "$k" -le "$nrt" ]; do
   k=$((k + 1))
 done >"$TMP/tasks"
 { [ -n "$times" ] && [ -f "$times" ] && cat "$times"; } >"$TMP/times.old" 2>/dev/null || : >"$TMP/times.old"
+# a checkout's first run (no record yet): a record committed as a seed
+# (spec/times.seed, a copy of build/test-logs/times after a whole run)
+[ -s "$TMP/times.old" ] || cat "$ROOT/spec/times.seed" >"$TMP/times.old" 2>/dev/null || :
 # expected seconds: recorded; or another runtime's; or, unknown, first of
 # all, the biggest files first (1e9 + bytes)
 awk 'FILENAME == ARGV[1] { t[$1 " " $2] = $3; if (!($2 in any) || $3 > any[$2]) any[$2] = $3; next }
