@@ -250,4 +250,7 @@ static const luaL_Reg dtr_http_functions[] = {
 void dtr_http_open(lua_State *L)
 {
     dtr_register(L, dtr_http_functions);
+    /* (the module is below the upvalues dtr_register reads) */
+    lua_pushinteger(L, DTR_HTTP_MAX_HEAD);
+    lua_setfield(L, -(DTR_NUPVALUES + 2), "HTTP_MAX_HEAD");
 }

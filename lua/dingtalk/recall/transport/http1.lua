@@ -20,7 +20,8 @@ end
 M.ms = ms
 
 
-local MAX_HEADER_BYTES = 100 * 1024 -- as libcurl's CURL_MAX_HTTP_HEADER
+-- a head line's and a head's limit (the core's, which reads the heads; the trailers here)
+local MAX_HEADER_BYTES = core.HTTP_MAX_HEAD
 local READ_CHUNK = 16384
 
 local Reader = {}
