@@ -41,13 +41,13 @@ function M.indices(values, idx, descending, ties)
     if type(v) ~= "number" or v ~= v then v = 0 end
     local b = buckets[v]
     if not b then
-      b = { ties = {}, of = {} }
+      b = { ties = {}, of = ties and {} } -- (of: tie -> index; without ties the tie is the index)
       buckets[v] = b
       keys[#keys + 1] = v
     end
     local t = ties and ties[i] or i
     b.ties[#b.ties + 1] = t
-    b.of[t] = i
+    if ties then b.of[t] = i end
   end
   -- table.sort's own comparison (no Lua call), read backwards when descending
   local function range(m)
@@ -63,7 +63,8 @@ function M.indices(values, idx, descending, ties)
     local ta, tz, td = range(#b.ties)
     for j = ta, tz, td do
       out = out + 1
-      idx[out] = b.of[b.ties[j]]
+      local t = b.ties[j]
+      idx[out] = ties and b.of[t] or t
     end
   end
   return idx
