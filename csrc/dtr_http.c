@@ -6,8 +6,10 @@
  *   core.http_head(buf, pos, scanned) ->
  *       stop, status, reusable, length | nil, chunked, request_id | nil,
  *       content_type | nil
- *     | false, scanned, pos      no whole head yet: call again, with more
- *                                bytes, these two
+ *     | false, scanned, pos, phase
+ *                                no whole head yet: call again, with more
+ *                                bytes, the first two; phase: what a
+ *                                failure to read on would have failed at
  *     | nil, message [, phase]   the answer is not one to read on
  *
  * pos: where the answer starts in buf (1-based); scanned: how many of the
@@ -30,6 +32,7 @@
 
 #include "dtr.h"
 #include "dtr_http.h"
+#include "dtr_text.h"
 
 /* whitespace as Lua's %s (the C locale's isspace) */
 static int dtr_http_space(unsigned char c)
@@ -46,26 +49,12 @@ static void dtr_http_trim(const char **s, const char **e)
         (*e)--;
 }
 
-/* Whether [s, s + n) is `lower` (n bytes of lower case) in any case. */
-static int dtr_http_name_is(const char *s, size_t n, const char *lower)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c + ('a' - 'A'));
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return lower[n] == '\0';
-}
-
 /* Whether [s, e) holds `word` (lower case) in any case. */
 static int dtr_http_contains(const char *s, const char *e, const char *word)
 {
     size_t n = strlen(word);
     for (; (size_t)(e - s) >= n; s++)
-        if (dtr_http_name_is(s, n, word))
+        if (dtr_text_ieq(s, n, word))
             return 1;
     return 0;
 }
@@ -129,15 +118,15 @@ static const char *dtr_http_read_head(const char *p, const char *end, dtr_head *
         nlen = (size_t)(colon - p);
         v = colon + 1;
         ve = le;
-        if (nlen == 16 && dtr_http_name_is(p, nlen, "x-acs-request-id")) {
+        if (nlen == 16 && dtr_text_ieq(p, nlen, "x-acs-request-id")) {
             dtr_http_trim(&v, &ve);
             h->rid = v;
             h->rid_end = ve;
-        } else if (nlen == 12 && dtr_http_name_is(p, nlen, "content-type")) {
+        } else if (nlen == 12 && dtr_text_ieq(p, nlen, "content-type")) {
             dtr_http_trim(&v, &ve);
             h->ctype = v;
             h->ctype_end = ve;
-        } else if (nlen == 14 && dtr_http_name_is(p, nlen, "content-length")) {
+        } else if (nlen == 14 && dtr_text_ieq(p, nlen, "content-length")) {
             double n = 0;
             const char *d;
             dtr_http_trim(&v, &ve);
@@ -152,10 +141,10 @@ static const char *dtr_http_read_head(const char *p, const char *end, dtr_head *
                 return "the answer has a bad Content-Length";
             h->has_length = 1;
             h->length = n;
-        } else if (nlen == 17 && dtr_http_name_is(p, nlen, "transfer-encoding")) {
+        } else if (nlen == 17 && dtr_text_ieq(p, nlen, "transfer-encoding")) {
             dtr_http_trim(&v, &ve);
-            h->chunked = ve - v >= 7 && dtr_http_name_is(ve - 7, 7, "chunked");
-        } else if (nlen == 10 && dtr_http_name_is(p, nlen, "connection")) {
+            h->chunked = ve - v >= 7 && dtr_text_ieq(ve - 7, 7, "chunked");
+        } else if (nlen == 10 && dtr_text_ieq(p, nlen, "connection")) {
             dtr_http_trim(&v, &ve);
             h->close = dtr_http_contains(v, ve, "close");
             h->keep_alive = dtr_http_contains(v, ve, "keep-alive");
@@ -201,15 +190,16 @@ static int dtr_l_http_head(lua_State *L)
             const char *le;
             eol = memchr(p, '\n', (size_t)(end - p));
             if (eol == NULL) {
+                const char *phase = p == pos ? "reading the status line" : "reading the headers";
                 if ((size_t)(end - p) > DTR_HTTP_MAX_HEAD)
-                    return dtr_http_refuse(L, "header line too long",
-                                           p == pos ? "reading the status line" : "reading the headers");
+                    return dtr_http_refuse(L, "header line too long", phase);
                 if ((size_t)(p - pos) > 2 * (size_t)DTR_HTTP_MAX_HEAD) /* (whole lines: bounded below too) */
                     return dtr_http_refuse(L, "the answer's headers are too large", NULL);
                 lua_pushboolean(L, 0);
                 lua_pushinteger(L, (lua_Integer)(p - pos));
                 lua_pushinteger(L, (lua_Integer)(pos - buf) + 1);
-                return 3;
+                lua_pushstring(L, phase);
+                return 4;
             }
             le = dtr_http_line_end(p, eol);
             if (p == pos) {

@@ -9,7 +9,6 @@
  * (freed by the collector), so a Lua error can never leak a C buffer; the
  * caller keeps every string it passes anchored on the Lua stack.
  */
-#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -167,14 +166,18 @@ static int dtr_is_ipv4_loopback(const char *h, size_t n)
     return octets == 4 && first == 127;
 }
 
-static int dtr_ieq(const char *a, size_t n, const char *b)
+int dtr_text_ieq(const char *a, size_t n, const char *lower)
 {
     size_t i;
-    if (strlen(b) != n)
+    if (strlen(lower) != n)
         return 0;
-    for (i = 0; i < n; i++)
-        if (tolower((unsigned char)a[i]) != b[i])
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if (c != (unsigned char)lower[i])
             return 0;
+    }
     return 1;
 }
 
@@ -196,10 +199,10 @@ int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
     end = s + n;
     if (n == 0 || n > DTR_MAX_ENDPOINT || !dtr_header_safe(s, n))
         goto bad;
-    if (n > 8 && dtr_ieq(s, 8, "https://")) {
+    if (n > 8 && dtr_text_ieq(s, 8, "https://")) {
         https = 1;
         schemelen = 8;
-    } else if (n > 7 && dtr_ieq(s, 7, "http://")) {
+    } else if (n > 7 && dtr_text_ieq(s, 7, "http://")) {
         https = 0;
         schemelen = 7;
     } else {
@@ -241,7 +244,7 @@ int dtr_parse_endpoint(const char *s, size_t n, dtr_opts *o, dtr_err *e)
     o->host_off = (size_t)(host - s);
     o->host_len = hlen;
     o->path_off = (size_t)(p - s);
-    o->loopback = dtr_ieq(host, hlen, "localhost") || dtr_ieq(host, hlen, "[::1]") ||
+    o->loopback = dtr_text_ieq(host, hlen, "localhost") || dtr_text_ieq(host, hlen, "[::1]") ||
                   dtr_is_ipv4_loopback(host, hlen);
     if (!https && !o->loopback) {
         dtr_seterr(e, "invalid.endpoint",

@@ -27,6 +27,9 @@ typedef struct dtr_opts {
 
 /* 0 when clean, 1 for a control character, 2 for invalid UTF-8. */
 int dtr_text_check(const unsigned char *s, size_t n);
+/* Whether a[0..n) is `lower` (NUL-terminated, lower case) in any case of
+ * ASCII letters: header names, schemes, host names (whatever the locale). */
+int dtr_text_ieq(const char *a, size_t n, const char *lower);
 /* Printable ASCII, no space: a header value. */
 int dtr_header_safe(const char *s, size_t n);
 /* An id, key or secret: at most 1024 bytes, UTF-8, no controls. */

@@ -16,6 +16,7 @@
 #include "dtr.h"
 #include "dtr_error.h"
 #include "dtr_xfer.h"
+#include "dtr_text.h"
 
 
 static pthread_once_t dtr_curl_once = PTHREAD_ONCE_INIT;
@@ -66,15 +67,8 @@ static size_t dtr_on_body(char *data, size_t size, size_t nmemb, void *ud)
 static void dtr_header_value(const char *line, size_t n, const char *name, char *out, size_t outsz)
 {
     size_t nl = strlen(name), i, end;
-    if (n <= nl || line[nl] != ':')
+    if (n <= nl || line[nl] != ':' || !dtr_text_ieq(line, nl, name))
         return;
-    for (i = 0; i < nl; i++) {
-        char c = line[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        if (c != name[i])
-            return;
-    }
     i = nl + 1;
     while (i < n && (line[i] == ' ' || line[i] == '\t'))
         i++;
