@@ -83,6 +83,9 @@ local function check_shape(r, buf, pos)
   elseif a == false then
     if math.type(r[3]) ~= "integer" or r[3] < pos or r[3] > #buf + 1 then fail("pos %s", tostring(r[3])) end
     if math.type(r[2]) ~= "integer" or r[2] < 0 or r[3] + r[2] > #buf + 1 then fail("scanned %s", tostring(r[2])) end
+    if not PHASES[r[4]] or (r[4] == "reading the status line") ~= (r[2] == 0) then
+      fail("phase %q with %d scanned", tostring(r[4]), r[2])
+    end
   else
     if math.type(a) ~= "integer" or a <= pos or a > #buf + 1 then fail("stop %s", tostring(a)) end
     local status = r[2]

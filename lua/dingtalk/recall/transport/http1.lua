@@ -200,23 +200,22 @@ end
 -- core (core.http_head) from the bytes as they come; the body here.
 function M.read_response(req, r)
   local stop, status, reusable, length, chunked, rid, ctype
-  local scanned = 0
+  local scanned, phase = 0, "reading the status line"
   while true do
-    stop, status, reusable, length, chunked, rid, ctype = http_head(r.buf, r.pos, scanned)
-    if stop then break end
-    if stop == nil then -- refused: status is the message, reusable the phase (a line too long)
-      if reusable then return io_failure(req, reusable, status) end
-      return transport_error("transport.io", status)
+    if r.pos <= #r.buf then -- (none at first: the reader starts empty)
+      stop, status, reusable, length, chunked, rid, ctype = http_head(r.buf, r.pos, scanned)
+      if stop then break end
+      if stop == nil then -- refused: status is the message, reusable the phase (a line too long)
+        if reusable then return io_failure(req, reusable, status) end
+        return transport_error("transport.io", status)
+      end
+      scanned, r.pos, phase = status, reusable, length -- no whole head yet: more bytes
     end
-    scanned, r.pos = status, reusable -- no whole head yet: more bytes
     local ok, err = r:fill()
     if not ok then
-      if scanned == 0 then
-        local res = io_failure(req, "reading the status line", err)
-        res.nothing = r.received == 0
-        return res
-      end
-      return io_failure(req, "reading the headers", err)
+      local res = io_failure(req, phase, err)
+      if r.received == 0 then res.nothing = true end
+      return res
     end
   end
   r.pos = stop
