@@ -27,6 +27,24 @@
  * A line of more than DTR_HTTP_MAX_HEAD bytes still without its LF is
  * refused with the phase ("reading the status line" or "reading the
  * headers"), as header lines of more than DTR_HTTP_MAX_HEAD bytes in all.
+ *
+ *   core.http_chunks(buf, pos, max, a, b) ->
+ *       stop, data             the last chunk and the trailers are read:
+ *                              stop is the first byte after them
+ *     | false, pos, data, a, b no end yet: call again, with more bytes,
+ *                              with pos, a and b (0, 0 at first)
+ *     | nil, message [, true] a body not to read on (true: larger than max)
+ *
+ * A chunked body, read on from pos; data: the body's bytes taken in this
+ * call (the caller joins them).  A chunk's size line is hex digits after
+ * blanks (as tonumber(line:match("^%s*(%x+)"), 16): what follows them,
+ * an extension, is skipped), at most DTR_HTTP_CHUNK_LINE bytes; its data
+ * ends in CRLF or LF; the trailers, DTR_HTTP_MAX_HEAD bytes at most in
+ * all, end at a blank line.  A body of more than max bytes is refused as
+ * soon as a size line says so.  The state (a, b), opaque to the caller:
+ * a > 0, data bytes of the chunk still owed; a == 0, at a size line;
+ * a == -1, the CRLF after a chunk's data owed (b: the body's bytes so far,
+ * counted at the size lines); a == -2, in the trailers (b: their bytes).
  */
 #include <string.h>
 
@@ -38,6 +56,18 @@
 static int dtr_http_space(unsigned char c)
 {
     return c == ' ' || (c >= 9 && c <= 13);
+}
+
+/* a hex digit's value, or -1 */
+static int dtr_http_hex(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 /* [s, e) without the whitespace at either end */
@@ -233,8 +263,118 @@ static int dtr_l_http_head(lua_State *L)
     }
 }
 
+/* The chunk reader's states (a): a > 0 is data owed. */
+#define DTR_HTTP_MAX_BODY ((lua_Integer)1 << 50) /* (a size line's digits: no overflow below it) */
+#define DTR_CHUNK_SIZE_LINE 0
+#define DTR_CHUNK_CRLF (-1)
+#define DTR_CHUNK_TRAILERS (-2)
+
+/* More bytes are needed: false, pos, data (the Lua buffer on the top), a, b. */
+static int dtr_http_chunks_more(lua_State *L, const char *buf, const char *p, lua_Integer a, lua_Integer b)
+{
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    lua_pushinteger(L, (lua_Integer)(p - buf) + 1);
+    lua_insert(L, -2);
+    lua_pushinteger(L, a);
+    lua_pushinteger(L, b);
+    return 5;
+}
+
+static int dtr_l_http_chunks(lua_State *L)
+{
+    size_t n;
+    const char *buf = luaL_checklstring(L, 1, &n);
+    lua_Integer pos1 = luaL_checkinteger(L, 2), max = luaL_checkinteger(L, 3);
+    lua_Integer a = luaL_checkinteger(L, 4), b = luaL_checkinteger(L, 5);
+    const char *end = buf + n, *p;
+    luaL_Buffer data;
+    if (pos1 < 1 || (size_t)(pos1 - 1) > n)
+        return luaL_argerror(L, 2, "out of the buffer");
+    if (max < 0 || max > DTR_HTTP_MAX_BODY)
+        return luaL_argerror(L, 3, "not a size");
+    if (a < DTR_CHUNK_TRAILERS || b < 0 || (a >= DTR_CHUNK_CRLF && (b > max || a > b)) ||
+        (a == DTR_CHUNK_TRAILERS && b > DTR_HTTP_MAX_HEAD))
+        return luaL_argerror(L, 4, "not a state this function answered");
+    lua_settop(L, 5);
+    p = buf + (pos1 - 1);
+    luaL_buffinit(L, &data);
+    for (;;) {
+        const char *eol, *le, *d;
+        lua_Integer size = 0;
+        if (a > 0) { /* a chunk's data */
+            size_t have = (size_t)(end - p), take = (size_t)a < have ? (size_t)a : have;
+            luaL_addlstring(&data, p, take);
+            p += take;
+            a -= (lua_Integer)take;
+            if (a > 0) {
+                luaL_pushresult(&data);
+                return dtr_http_chunks_more(L, buf, p, a, b);
+            }
+            a = DTR_CHUNK_CRLF;
+        }
+        if (a == DTR_CHUNK_CRLF) {
+            if (p < end && *p == '\r' && p + 1 < end && p[1] == '\n')
+                p += 2;
+            else if (p < end && *p == '\n')
+                p++;
+            else if (p == end || (*p == '\r' && p + 1 == end)) {
+                luaL_pushresult(&data);
+                return dtr_http_chunks_more(L, buf, p, a, b);
+            } else
+                return dtr_http_refuse(L, "reading the body failed: a chunk does not end in CRLF", NULL);
+            a = DTR_CHUNK_SIZE_LINE;
+        }
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) {
+            if ((size_t)(end - p) > (a == DTR_CHUNK_TRAILERS ? (size_t)DTR_HTTP_MAX_HEAD : DTR_HTTP_CHUNK_LINE))
+                return dtr_http_refuse(L, "reading the body failed: header line too long", NULL);
+            luaL_pushresult(&data);
+            return dtr_http_chunks_more(L, buf, p, a, b);
+        }
+        le = dtr_http_line_end(p, eol);
+        if (a == DTR_CHUNK_TRAILERS) {
+            if (le == p) { /* the blank line: the body is whole */
+                luaL_pushresult(&data);
+                lua_pushinteger(L, (lua_Integer)(eol + 1 - buf) + 1);
+                lua_insert(L, -2);
+                return 2;
+            }
+            b += (lua_Integer)(le - p);
+            if (b > DTR_HTTP_MAX_HEAD)
+                return dtr_http_refuse(L, "the answer's trailers are too large", NULL);
+            p = eol + 1;
+            continue;
+        }
+        if (eol - p > DTR_HTTP_CHUNK_LINE) /* (as a line still without its LF) */
+            return dtr_http_refuse(L, "reading the body failed: header line too long", NULL);
+        for (d = p; d < le && dtr_http_space((unsigned char)*d); d++)
+            ;
+        if (d == le || dtr_http_hex((unsigned char)*d) < 0)
+            return dtr_http_refuse(L, "the answer has a bad chunk size", NULL);
+        for (; d < le && dtr_http_hex((unsigned char)*d) >= 0; d++)
+            if (size <= max) /* (beyond max, the size no longer matters) */
+                size = size * 16 + dtr_http_hex((unsigned char)*d);
+        p = eol + 1;
+        if (size == 0) {
+            a = DTR_CHUNK_TRAILERS;
+            b = 0;
+            continue;
+        }
+        if (size > max - b) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "the answer is larger than its cap");
+            lua_pushboolean(L, 1);
+            return 3;
+        }
+        b += size;
+        a = size;
+    }
+}
+
 static const luaL_Reg dtr_http_functions[] = {
     {"http_head", dtr_l_http_head},
+    {"http_chunks", dtr_l_http_chunks},
     {NULL, NULL}};
 
 void dtr_http_open(lua_State *L)

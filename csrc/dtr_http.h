@@ -13,7 +13,10 @@ DTR_HIDDEN_BEGIN
  * (as libcurl's CURL_MAX_HTTP_HEADER). */
 #define DTR_HTTP_MAX_HEAD 102400
 
-/* Adds http_head. */
+/* The most bytes of a chunk's size line (its extension included). */
+#define DTR_HTTP_CHUNK_LINE 4096
+
+/* Adds http_head, http_chunks and HTTP_MAX_HEAD. */
 void dtr_http_open(lua_State *L);
 
 DTR_HIDDEN_END

@@ -97,7 +97,8 @@ put('callback','verify_now_bad',0x10,0, {'1','','secret','-5' })
 put('callback','verify_long_secret',0x20,0, {'1700000000000','',string.rep('S', 200),'' })
 
 -- http: byte 0 = the size of the pieces - 1, byte 1 bit 0 = an interim
--- answer before; the answer's bytes follow as they are (not split)
+-- answer before, bit 1 = a body cap of 64 bytes, bit 2 = a chunked body
+-- alone; the answer's bytes follow as they are (not split)
 put("http",'ok_length',0,0, raw('HTTP/1.1 200 OK\r\nX-Acs-Request-Id: r1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'))
 put("http",'ok_chunked',6,1, raw('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\n{}\r\n0\r\n\r\n'))
 put("http",'interim',2,0, raw('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 403 Forbidden\r\nconnection: Keep-Alive\r\ncontent-length: 3\r\n\r\nabc'))
@@ -105,3 +106,8 @@ put("http",'bare_lf',0,0, raw('HTTP/1.1 101 Up\nConnection: upgrade, close\nx-ac
 put("http",'bad_length',3,0, raw('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 01\r\ncontent-length: 2\r\n\r\n'))
 put("http",'not_http',0,0, raw('SSH-2.0-OpenSSH\r\n\r\n'))
 put("http",'partial',1,0, raw('HTTP/1.1 200 OK\r\nContent-Le'))
+put("http",'chunks_ext',2,4, raw('5\r\nabcde\r\n1;ext=1\r\nf\r\n10\r\n0123456789abcdef\n 0\r\nT: v\r\n\r\nNEXT'))
+put("http",'chunks_cap',0,6, raw('20\r\n' .. ('x'):rep(32) .. '\r\n40\r\n' .. ('y'):rep(64) .. '\r\n0\r\n\r\n'))
+put("http",'chunks_bad',0,4, raw('2\r\nabXY\r\n0\r\n\r\n'))
+put("http",'chunks_size',0,4, raw('  zz\r\n'))
+put("http",'chunks_head',4,0, raw('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n0\r\nX: 1\r\n\r\n'))

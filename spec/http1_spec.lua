@@ -265,3 +265,102 @@ describe("core.http_head", function()
     assert.is_false((core.http_head("abc", 4, 0))) -- (an empty rest: more)
   end)
 end)
+
+describe("core.http_chunks", function()
+  local core = require "dingtalk.recall.core"
+  local MAX = 1048576
+
+  -- Feeds text in pieces of `step` bytes as the reader does (the bytes not
+  -- taken kept, more appended); returns the body and where it ended, or
+  -- nil, the refusal.
+  local function feed(text, step, max, lead)
+    lead = lead or ""
+    local buf, pos, a, b, fed, parts = lead, #lead + 1, 0, 0, 0, {}
+    while true do
+      local take = step or #text
+      buf = buf .. text:sub(fed + 1, fed + take)
+      fed = fed + take
+      local done, p, data, na, nb = core.http_chunks(buf, pos, max or MAX, a, b)
+      if done then
+        parts[#parts + 1] = p
+        return table.concat(parts), done - #lead, #buf - #lead
+      end
+      if done == nil then return nil, p, data end
+      assert.is_true(p >= pos and p <= #buf + 1)
+      parts[#parts + 1] = data
+      pos, a, b = p, na, nb
+      if fed >= #text then return nil, "more" end
+      buf, pos = buf:sub(pos), 1 -- (as the reader: the bytes taken dropped)
+      lead = ""
+    end
+  end
+
+  it("joins the chunks, whatever pieces they come in, and stops after the trailers", function()
+    local text = "5\r\nabcde\r\n1;ext=1\r\nf\r\n10\r\n" .. ("g"):rep(16) .. "\n 0\r\nT: v\r\nU: w\r\n\r\n"
+    for _, step in ipairs { false, 1, 2, 3, 7, 64 } do
+      for _, lead in ipairs { "", "xyz" } do
+        local body, stop, have = feed(text .. "NEXT", step or nil, nil, lead)
+        assert.are.equal("abcdef" .. ("g"):rep(16), body, tostring(step))
+        if not step then assert.are.equal(#text + 1, stop) end -- (the next answer's first byte)
+        if step then assert.is_true(stop <= have + 1) end
+      end
+    end
+    assert.are.same({ 6, "" }, { core.http_chunks("0\r\n\r\n", 1, 10, 0, 0) })
+    assert.are.same({ 7, "" }, { core.http_chunks("000\n\r\n", 1, 10, 0, 0) })
+  end)
+
+  it("takes a chunk's data as it comes, so a large chunk is not kept whole in the buffer", function()
+    local r = { core.http_chunks("100\r\nabc", 1, MAX, 0, 0) }
+    assert.are.same({ false, 9, "abc", 253, 256 }, r)
+    r = { core.http_chunks("abc", 4, MAX, 253, 256) } -- (nothing new: more, the same state)
+    assert.are.same({ false, 4, "", 253, 256 }, r)
+  end)
+
+  it("reads a size line as tonumber(line:match('^%s*(%x+)'), 16) and refuses the others", function()
+    for _, size in ipairs { "1a", "1A", "  1a", "1a;ext=1", "001a", "\t1a ", "1a\t;x" } do
+      local body = feed(size .. "\r\n" .. ("x"):rep(26) .. "\r\n0\r\n\r\n")
+      assert.are.equal(26, #body, size)
+    end
+    for _, size in ipairs { "zz", "", " ", ";1a", "-1a", "g", "\0" } do
+      assert.are.same({ nil, "the answer has a bad chunk size" },
+        { core.http_chunks(size .. "\r\nxx\r\n0\r\n\r\n", 1, MAX, 0, 0) }, size)
+    end
+  end)
+
+  it("refuses a body over max as soon as a size line says so, without overflow", function()
+    for _, size in ipairs { "b", "ffffffffffff", ("f"):rep(40) } do
+      assert.are.same({ nil, "the answer is larger than its cap", true },
+        { core.http_chunks(size .. "\r\n", 1, 10, 0, 0) }, size)
+    end
+    assert.are.same({ nil, "the answer is larger than its cap", true },
+      { core.http_chunks("6\r\nabcdef\r\n6\r\n", 1, 10, 0, 0) })
+    assert.are.equal("abcdefghij", (feed("a\r\nabcdefghij\r\n0\r\n\r\n", nil, 10)))
+  end)
+
+  it("refuses a chunk not ended by CRLF and bounds its lines and trailers", function()
+    for _, tail in ipairs { "xy", "\r\r\n", "\rx" } do
+      assert.are.same({ nil, "reading the body failed: a chunk does not end in CRLF" },
+        { core.http_chunks("2\r\nab" .. tail, 1, MAX, 0, 0) }, tail)
+    end
+    assert.is_false((core.http_chunks("2\r\nab\r", 1, MAX, 0, 0))) -- (the LF may come)
+    local long = "1" .. (" "):rep(4097)
+    assert.are.same({ nil, "reading the body failed: header line too long" }, { core.http_chunks(long, 1, MAX, 0, 0) })
+    assert.are.same({ nil, "reading the body failed: header line too long" },
+      { core.http_chunks(long .. "\n", 1, MAX, 0, 0) })
+    assert.are.same({ nil, "reading the body failed: header line too long" },
+      { core.http_chunks("0\r\n" .. ("t"):rep(102401), 1, MAX, 0, 0) })
+    local trailers = "0\r\n" .. ("T: " .. ("v"):rep(1000) .. "\r\n"):rep(103) .. "\r\n"
+    assert.are.same({ nil, "the answer's trailers are too large" }, { core.http_chunks(trailers, 1, MAX, 0, 0) })
+    -- the trailers' bytes are counted across calls, not read again
+    local r = { core.http_chunks("0\r\nT: 1\r\nU", 1, MAX, 0, 0) }
+    assert.are.same({ false, 10, "", -2, 4 }, r)
+  end)
+
+  it("raises on arguments out of the buffer and states it never answered", function()
+    for _, args in ipairs { { "abc", 0, 1, 0, 0 }, { "abc", 5, 1, 0, 0 }, { "abc", 1, -1, 0, 0 },
+      { "abc", 1, 10, -3, 0 }, { "abc", 1, 10, 0, -1 }, { "abc", 1, 10, 5, 4 }, { "abc", 1, 10, 0, 11 },
+      { "abc", 1, 10, -2, 102401 }, { "abc", 1, 2 ^ 51, 0, 0 } } do
+      assert.has_error(function() core.http_chunks(args[1], args[2], args[3], args[4], args[5]) end)
+    end
+  end)
+end)

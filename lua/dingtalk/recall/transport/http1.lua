@@ -9,10 +9,8 @@ local M = {}
 
 local floor, min, max = math.floor, math.min, math.max
 local concat = table.concat
-local str_find, str_sub, str_format = string.find, string.sub, string.format
-local str_byte = string.byte
-local http_head = core.http_head
-local CR = 13
+local str_sub, str_format = string.sub, string.format
+local http_head, http_chunks = core.http_head, core.http_chunks
 
 local function ms(seconds)
   return max(1, floor(seconds * 1000 + 0.5))
@@ -20,8 +18,6 @@ end
 M.ms = ms
 
 
--- a head line's and a head's limit (the core's, which reads the heads; the trailers here)
-local MAX_HEADER_BYTES = core.HTTP_MAX_HEAD
 local READ_CHUNK = 16384
 
 local Reader = {}
@@ -72,37 +68,8 @@ function Reader:fill()
   return true
 end
 
--- The hot paths below (a line or the bytes already in the buffer) have no
--- loop of their own: LuaJIT then compiles them into the caller's loop over
--- the header lines or the chunks, where an inner loop would hit its unroll
--- limit and send that path back to the interpreter.  What must wait for
--- more bytes goes to the *_more functions.
-
--- (line) the buffer holds no whole line yet: read until it does.
-local function line_more(self, limit)
-  while true do
-    local buf, pos = self.buf, self.pos
-    local i = str_find(buf, "\n", pos, true)
-    if i then
-      self.pos = i + 1
-      if i > pos and str_byte(buf, i - 1) == CR then i = i - 1 end
-      return str_sub(buf, pos, i - 1)
-    end
-    if #buf - pos + 1 > limit then return nil, "header line too long" end
-    local ok, err = self:fill()
-    if not ok then return nil, err end
-  end
-end
-
--- One line without its CRLF; at most `limit` bytes.
-function Reader:line(limit)
-  local buf, pos = self.buf, self.pos
-  local i = str_find(buf, "\n", pos, true)
-  if not i then return line_more(self, limit) end
-  self.pos = i + 1
-  if i > pos and str_byte(buf, i - 1) == CR then i = i - 1 end
-  return str_sub(buf, pos, i - 1)
-end
+-- The hot path (the bytes already in the buffer) has no loop of its own:
+-- what must wait for more bytes goes to bytes_more.
 
 -- (bytes) n bytes, more than the buffer holds: read until they came.
 local function bytes_more(self, n, parts)
@@ -164,29 +131,6 @@ function M.io_failure(req, what, err)
   return transport_error("transport.io", what .. " failed: " .. tostring(err))
 end
 
--- Byte scans in place of patterns, which LuaJIT does not compile:
--- whitespace as %s, hex digits as %x (their values).
-local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
-local HEX = {}
-for i = 0, 9 do HEX[48 + i] = i end
-for i = 10, 15 do HEX[55 + i], HEX[87 + i] = i, i end
-
--- The size of a chunk line, as tonumber(line:match("^%s*(%x+)"), 16); nil
--- without hex digits.
-local function chunk_size(line)
-  local i = 1
-  while SPACE[str_byte(line, i)] do i = i + 1 end
-  local d = HEX[str_byte(line, i)]
-  if not d then return nil end
-  local size = 0 -- (a number throughout: a nil then a number would keep the loop from compiling)
-  repeat
-    size = size * 16 + d
-    i = i + 1
-    d = HEX[str_byte(line, i)]
-  until not d
-  return size
-end
-
 local io_failure = M.io_failure
 local function too_large(req, status, request_id)
   return transport_error("response.too_large",
@@ -197,7 +141,8 @@ end
 -- Reads one response.  Returns result, reusable (boolean).  A result has
 -- status, headers, body, or error (and `nothing` when no byte came).  The
 -- head (status line and headers, interim answers skipped) is read by the
--- core (core.http_head) from the bytes as they come; the body here.
+-- core (core.http_head) from the bytes as they come, as is a chunked
+-- body (core.http_chunks); a body of a Content-Length or to the end here.
 function M.read_response(req, r)
   local stop, status, reusable, length, chunked, rid, ctype
   local scanned, phase = 0, "reading the status line"
@@ -226,26 +171,23 @@ function M.read_response(req, r)
   local parts = {}
   if status == 204 or status == 304 then
     parts[1] = "" -- no body
-  elseif chunked then
-    local total = 0
+  elseif chunked then -- (read by the core, from the bytes as they come)
+    local a, b = 0, 0
     while true do
-      local line, err = r:line(4096)
-      if not line then return io_failure(req, "reading the body", err) end
-      local size = chunk_size(line)
-      if not size then return transport_error("transport.io", "the answer has a bad chunk size") end
-      if size == 0 then
-        repeat -- trailers
-          line, err = r:line(MAX_HEADER_BYTES)
-          if not line then return io_failure(req, "reading the body", err) end
-        until line == ""
+      local done, pos, data, na, nb = http_chunks(r.buf, r.pos, req.max, a, b)
+      if done then
+        r.pos = done
+        parts[#parts + 1] = pos -- (the last data)
         break
       end
-      total = total + size
-      if total > req.max then return too_large(req, status, rid) end
-      local ok, berr = r:bytes(size, parts)
-      if not ok then return io_failure(req, "reading the body", berr) end
-      line, err = r:line(2)
-      if line ~= "" then return io_failure(req, "reading the body", err or "a chunk does not end in CRLF") end
+      if done == nil then -- refused: pos is the message, data true when too large
+        if data then return too_large(req, status, rid) end
+        return transport_error("transport.io", pos)
+      end
+      if data ~= "" then parts[#parts + 1] = data end
+      r.pos, a, b = pos, na, nb
+      local ok, err = r:fill()
+      if not ok then return io_failure(req, "reading the body", err) end
     end
   elseif length then
     if length > req.max then return too_large(req, status, rid) end
