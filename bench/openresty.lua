@@ -7,9 +7,10 @@
 -- (bench/standin.lua) in a second nginx, over plain http and over https
 -- (TLS verified, connections kept alive), on loopback.  A call is one batch of 20 keys, or ten batches (200 keys, 4 in
 -- flight: the client's default concurrency, and 4 light threads by hand).
--- wrk drives each location in turn; the client worker's utime+stime
--- (/proc/<pid>/stat) over the run, divided by the calls wrk completed, is
--- the figure.  Rounds alternate the order; the medians and their ratios to
+-- wrk drives each location in turn; the client worker's CPU time over the
+-- run (the scheduler's count in ns, /proc/<pid>/schedstat; utime+stime
+-- in clock ticks where that is missing), divided by the calls wrk
+-- completed, is the figure.  Rounds alternate the order; the medians and their ratios to
 -- the baseline of the same invocation are printed, then one table.
 --
 --   LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/5.4/?.so;;" \
@@ -18,6 +19,8 @@
 --     lua5.4 bench/openresty.lua callgrind [calls (2000)] [scenarios]
 --     lua5.4 bench/openresty.lua callgrind-loop [calls (2000)] [scenarios]
 --     lua5.4 bench/openresty.lua syscalls [calls (2000)] [scenarios]
+--     lua5.4 bench/openresty.lua alloc [calls (2000)] [scenarios]
+--     lua5.4 bench/openresty.lua paired [calls (20000)] [scenarios]
 --
 -- The callgrind mode counts instructions instead, which load does not
 -- change: the client nginx runs under valgrind's callgrind; each location
@@ -36,6 +39,9 @@
 -- (strace -c over `calls` requests driven as in the callgrind mode): the
 -- kernel's share of the CPU figure.  At ef1a772 every location makes the
 -- same ones (http: 2 epoll_wait, 2 recvfrom, 1 sendto, 1 writev a call).
+-- The alloc mode counts the bytes the worker's Lua heap grows by per call
+-- instead (the GC stopped over `calls` requests driven as in the callgrind
+-- mode): what the collector reclaims, its share of the CPU figure.
 -- DINGTALK_BENCH_PIN=1 (wrk mode, 2 cores or more) pins the measured
 -- worker to a core of its own (taskset).  Besides the ratio of the
 -- medians, the wrk mode prints the median of each round's own ratio
@@ -46,6 +52,8 @@
 -- DINGTALK_BENCH_LOCATIONS=transport,checked picks the optional locations
 -- (lib and bare always run); DINGTALK_BENCH_PERF=DIR keeps a `perf record`
 -- of the worker in each run (DIR/<location>-<scheme>-<round>.data).
+-- DINGTALK_BENCH_JIT=FILE writes LuaJIT's jit.v log of the worker (its
+-- traces, and where they abort) to FILE.
 -- DINGTALK_BENCH_CALLGRIND_KEEP=DIR keeps the dumps (one per location, in
 -- the table's order) for callgrind_annotate; DINGTALK_BENCH_CALLGRIND_OPTS
 -- adds valgrind options (--cache-sim=yes: the figure becomes an estimate
@@ -63,13 +71,16 @@ for i, a in ipairs(arg or {}) do argv[i] = a end
 local CALLGRIND = argv[1] == "callgrind" or argv[1] == "callgrind-loop"
 local CG_LOOP = argv[1] == "callgrind-loop"
 local SYSCALLS = argv[1] == "syscalls"
-if CALLGRIND or SYSCALLS then table.remove(argv, 1) end
+local ALLOC = argv[1] == "alloc"
+local PAIRED = argv[1] == "paired"
+local COUNTED = CALLGRIND or SYSCALLS or ALLOC or PAIRED -- the modes that drive with curl, not wrk
+if COUNTED then table.remove(argv, 1) end
 local ROUNDS = tonumber(argv[1]) or 5
 local SECONDS = tonumber(argv[2]) or 3
 local CONNS = tonumber(argv[3]) or 4
-local CALLS = (CALLGRIND or SYSCALLS) and (tonumber(argv[1]) or 2000)
+local CALLS = COUNTED and (tonumber(argv[1]) or (PAIRED and 20000 or 2000))
 local SCENARIOS = {}
-local scenarios = ((CALLGRIND or SYSCALLS) and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"
+local scenarios = (COUNTED and argv[2] or argv[4]) or "http:1,https:1,http:10,https:10"
 for scheme, nb in scenarios:gmatch("(%a+):(%d+)") do
   assert(scheme == "http" or scheme == "https", "a scenario is http:N or https:N")
   SCENARIOS[#SCENARIOS + 1] = { scheme = scheme, batches = tonumber(nb) }
@@ -100,233 +111,14 @@ local standin = nginx.start {
     '    location / { content_by_lua_file ' .. STANDIN .. '; }',
 }
 
-local MOD = ([==[
-local cjson = require "cjson"
-local PORT, TLS_PORT, CID, ROBOT, TOKEN = %d, %d, "cidbench", "dingsimrobot", "sim-static-token"
-local CGCTL = %q
-local CONCURRENCY = 4
-local M = {}
-local keys = { [1] = {}, [10] = {} }
-for i = 1, 20 do keys[1][i] = "benchKey" .. i end
-for i = 1, 200 do keys[10][i] = "benchKey" .. i end
-
-local function args()
-  local scheme, nb = ngx.var.arg_s or "http", tonumber(ngx.var.arg_b) or 1
-  assert(keys[nb], "b must be 1 or 10")
-  return scheme == "https", nb
-end
-
--- ?n=N: the call made N times in one request (the callgrind mode).
-local function reps()
-  return tonumber(ngx.var.arg_n) or 1
-end
-
-local clients = {}
-local function lib()
-  local https, nb = args()
-  local client = clients[https]
-  if not client then
-    client = assert(require("dingtalk.recall").client {
-      endpoint = https and ("https://localhost:" .. TLS_PORT) or ("http://127.0.0.1:" .. PORT),
-      access_token = TOKEN, robot_code = ROBOT, qps = 0, transport = "openresty", max_retries = 0,
-      concurrency = CONCURRENCY })
-    clients[https] = client
-  end
-  local rep = assert(client:recall(CID, keys[nb]))
-  return #rep.recalled
-end
-
--- The transport alone: a request built once by the core, then start,
--- poll and core.parse per request (no client, no engine).
-local core = require "dingtalk.recall.core"
-local T, built = nil, {}
-local function transport()
-  local https = args()
-  if not T then T = require("dingtalk.recall.transport.openresty").new { shared_dict = false } end
-  if not built[https] then
-    built[https] = assert(core.build({ openConversationId = CID, robotCode = ROBOT, processQueryKeys = keys[1] },
-      { endpoint = https and ("https://localhost:" .. TLS_PORT) or ("http://127.0.0.1:" .. PORT),
-        access_token = TOKEN }))
-  end
-  assert(T:start(built[https], 1))
-  local done = T:poll(1.0)
-  while #done == 0 do done = T:poll(1.0) end
-  local c = done[1]
-  local res = assert(core.parse(c.status, c.headers, c.body, TOKEN))
-  return #res.successResult
-end
-
--- The baseline: the same exchange by hand, over a pooled cosocket (TLS
--- verified on a new connection), with cjson; a pooled connection the
--- server closed meanwhile is tried once more.  checked: the row "bare +
--- checks", the baseline plus what the client checks besides: every key
--- once, non-empty, at most 1024 bytes, without control characters and
--- UTF-8 when not ASCII (overlong forms aside); the status read before the
--- body; the answer's size capped; JSON that does not decode an error, not
--- a raise; every key of the batch found in successResult or failedResult.
-local CAP = 1048576
-local function utf8_ok(s)
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF and 2) or (c >= 0xE0 and c <= 0xEF and 3)
-      or (c >= 0xF0 and c <= 0xF4 and 4)
-    if not len then return false end
-    for j = i + 1, i + len - 1 do
-      local b = s:byte(j)
-      if not b or b < 0x80 or b > 0xBF then return false end
-    end
-    i = i + len
-  end
-  return true
-end
-local function key_ok(k)
-  if type(k) ~= "string" or #k == 0 or #k > 1024 or k:find("[%%z\1-\31\127]") then return false end
-  return not k:find("[\128-\255]") or utf8_ok(k)
-end
-
-local function exchange(https, batch, checked)
-  local seen
-  if checked then
-    local send = {}
-    seen = {}
-    for _, k in ipairs(batch) do
-      assert(key_ok(k), "a key is not valid")
-      if not seen[k] then
-        seen[k] = true
-        send[#send + 1] = k
-      end
-    end
-    batch = send
-  end
-  local sock = ngx.socket.tcp()
-  sock:settimeouts(3000, 3000, 3000)
-  assert(sock:connect("127.0.0.1", https and TLS_PORT or PORT, { pool = https and "bare-tls" or "bare" }))
-  if https and sock:getreusedtimes() == 0 then assert(sock:sslhandshake(false, "localhost", true)) end
-  local body = cjson.encode { openConversationId = CID, robotCode = ROBOT, processQueryKeys = batch }
-  assert(sock:send("POST /v1.0/robot/groupMessages/recall HTTP/1.1\r\nHost: " ..
-    (https and ("localhost:" .. TLS_PORT) or ("127.0.0.1:" .. PORT)) ..
-    "\r\nContent-Type: application/json\r\nAccept: application/json\r\n" ..
-    "x-acs-dingtalk-access-token: " .. TOKEN .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
-  local status = assert(sock:receive("*l"))
-  if checked then assert(status:find("^HTTP/1%%.[01] 200 "), status) end
-  local len
-  while true do
-    local l = assert(sock:receive("*l"))
-    if l == "" then break end
-    local n = l:match("^[Cc]ontent%%-[Ll]ength:%%s*(%%d+)")
-    if n then len = tonumber(n) end
-  end
-  local data
-  if len then
-    assert(not checked or len <= CAP, "too large")
-    data = assert(sock:receive(len))
-  else -- chunked (the stand-in streams its answer)
-    local parts, total = {}, 0
-    while true do
-      local size = tonumber(assert(sock:receive("*l")):match("^%%x+"), 16)
-      if size == 0 then assert(sock:receive("*l")) break end
-      total = total + size
-      assert(not checked or total <= CAP, "too large")
-      parts[#parts + 1] = assert(sock:receive(size))
-      assert(sock:receive("*l"))
-    end
-    data = table.concat(parts)
-  end
-  sock:setkeepalive(30000, 32)
-  if not checked then
-    local doc = cjson.decode(data)
-    assert(status:find(" 200 ", 1, true))
-    return #doc.successResult
-  end
-  local ok, doc = pcall(cjson.decode, data)
-  assert(ok and type(doc) == "table" and type(doc.successResult) == "table", "not a recall answer")
-  local failed = type(doc.failedResult) == "table" and doc.failedResult or {}
-  local got, n = {}, 0
-  for _, k in ipairs(doc.successResult) do got[k] = true end
-  for _, k in ipairs(batch) do
-    assert(got[k] or failed[k] ~= nil, "a key the answer does not name")
-    if got[k] then n = n + 1 end
-  end
-  return n
-end
-
-local function batch_of(nb, b)
-  if nb == 1 then return keys[1] end
-  local batch = {}
-  for i = 1, 20 do batch[i] = keys[nb][(b - 1) * 20 + i] end
-  return batch
-end
-
-local function one(https, batch, checked)
-  local ok, n = pcall(exchange, https, batch, checked)
-  if not ok then n = exchange(https, batch, checked) end
-  return n
-end
-
-local function checked()
-  local https = args()
-  return one(https, keys[1], true)
-end
-
--- ten batches, CONCURRENCY light threads taking the next one (apart from
--- bare(): its closures would keep LuaJIT from compiling the one-batch call)
-local function bare_many(https, nb)
-  local nextb, total = 0, 0
-  local function worker()
-    while nextb < nb do
-      nextb = nextb + 1
-      local n = one(https, batch_of(nb, nextb)) -- (total is read after the exchange yields)
-      total = total + n
-    end
-  end
-  local threads = {}
-  for i = 1, CONCURRENCY do threads[i] = ngx.thread.spawn(worker) end
-  for i = 1, CONCURRENCY do assert(ngx.thread.wait(threads[i])) end
-  return total
-end
-
-local function bare()
-  local https, nb = args()
-  if nb == 1 then return one(https, keys[1]) end
-  return bare_many(https, nb)
-end
-
--- ?cg=1: callgrind's counters zeroed before the calls and dumped after
--- (bench/cgctl.c through the FFI).
-local cg
-local function callgrind(what)
-  if not cg then
-    local ffi = require "ffi"
-    ffi.cdef "void dtr_bench_cg_zero(void); void dtr_bench_cg_dump(void);"
-    cg = ffi.load(CGCTL)
-  end
-  if what == "zero" then cg.dtr_bench_cg_zero() else cg.dtr_bench_cg_dump() end
-end
-
-local calls = 0 -- since the counters were last zeroed (/cg?op=zero)
-for name, f in pairs { lib = lib, transport = transport, checked = checked, bare = bare } do
-  M[name] = function()
-    local n, counted = nil, ngx.var.arg_cg == "1"
-    if counted then callgrind("zero") end
-    for _ = 1, reps() do n = f() end
-    if counted then callgrind("dump") end
-    calls = calls + 1
-    ngx.print(n)
-  end
-end
-function M.cg()
-  if ngx.var.arg_op == "zero" then
-    callgrind("zero")
-    calls = 0
-    ngx.print(0)
-  else
-    callgrind("dump")
-    ngx.print(calls)
-  end
-end
-return M
-]==]):format(standin.port, TLS_PORT, CALLGRIND and certs .. "/cgctl.so" or "")
+-- the worker's module (bench/orbench.lua) and its parameters
+-- DINGTALK_BENCH_JIT=FILE: LuaJIT's jit.v log of the worker (traces and
+-- their aborts) in FILE; the jit.* modules come from LuaJIT's share dir.
+local JITV = os.getenv("DINGTALK_BENCH_JIT")
+if JITV == "" then JITV = nil end
+local JIT_DIR = JITV and shell.trim(shell.sh("ls -d /usr/share/luajit-*/ 2>/dev/null | head -1")) or ""
+local ORBENCH_CONF = ("return { port = %d, tls_port = %d, cgctl = %q, jitv = %s, jit_dir = %q }"):format(
+  standin.port, TLS_PORT, CALLGRIND and certs .. "/cgctl.so" or "", JITV and ("%q"):format(JITV) or "nil", JIT_DIR)
 
 local CG_DIR = CALLGRIND and certs .. "/callgrind"
 local CALLGRIND_OPTS = os.getenv("DINGTALK_BENCH_CALLGRIND_OPTS") or ""
@@ -342,12 +134,16 @@ end
 local client = nginx.start {
   wrap = CALLGRIND and ("valgrind -q --tool=callgrind --vgdb=no " .. CALLGRIND_OPTS .. " --log-file=" ..
     shell.quote(CG_DIR .. "/vg.%p") .. " --callgrind-out-file=" .. shell.quote(CG_DIR .. "/cg.%p")) or nil,
-  workers = 1, modules = { orbench = MOD }, trusted_ca = certs .. "/ca.pem",
+  workers = 1, trusted_ca = certs .. "/ca.pem",
+  modules = { orbench = shell.read_file(nginx.root .. "bench/orbench.lua"), orbench_conf = ORBENCH_CONF },
   server = '    location = /lib { content_by_lua_block { require("orbench").lib() } }\n' ..
     '    location = /bare { content_by_lua_block { require("orbench").bare() } }\n' ..
     '    location = /checked { content_by_lua_block { require("orbench").checked() } }\n' ..
     '    location = /transport { content_by_lua_block { require("orbench").transport() } }\n' ..
-    '    location = /cg { content_by_lua_block { require("orbench").cg() } }',
+    '    location = /cg { content_by_lua_block { require("orbench").cg() } }\n' ..
+    '    location = /mem { content_by_lua_block { require("orbench").mem() } }\n' ..
+    '    location = /cpu { content_by_lua_block { require("orbench").cpu() } }\n' ..
+    '    location = /nop { content_by_lua_block { require("orbench").nop() } }',
 }
 
 local function cleanup()
@@ -370,8 +166,12 @@ local function cpu(pid)
   local st = shell.read_file("/proc/" .. pid .. "/status")
   local switches = tonumber(st:match("\nvoluntary_ctxt_switches:%s*(%d+)")) +
     tonumber(st:match("nonvoluntary_ctxt_switches:%s*(%d+)"))
-  -- utime + stime, utime (fields 14, 15), minor faults (field 10), context switches
-  return (tonumber(f[12]) + tonumber(f[13])) / HZ, tonumber(f[12]) / HZ, tonumber(f[8]), switches
+  -- the CPU time: the scheduler's own count, in ns (/proc/<pid>/schedstat's
+  -- first field), where the kernel has it; utime + stime (fields 14, 15)
+  -- come in clock ticks (10 ms: 0.5% of a 2 s run's CPU) and are kept for
+  -- the user time; minor faults (field 10); context switches
+  local ns = tonumber((shell.read_file("/proc/" .. pid .. "/schedstat") or ""):match("^(%d+)"))
+  return ns and ns / 1e9 or (tonumber(f[12]) + tonumber(f[13])) / HZ, tonumber(f[12]) / HZ, tonumber(f[8]), switches
 end
 
 local function path(loc, sc)
@@ -421,14 +221,18 @@ local function print_table(rows, num)
   end
 end
 
--- n requests for url, one after another on one connection (curl -K)
+-- n requests for url, one after another on one connection (curl -K); url
+-- may be a list: n requests for each, taking turns
 local function drive(url, n)
   local cfg = certs .. "/curl.cfg"
   local f = assert(io.open(cfg, "w"))
-  for _ = 1, n do f:write('url = "', url, '"\noutput = "/dev/null"\n') end
+  local urls = type(url) == "table" and url or { url }
+  for _ = 1, n do
+    for _, u in ipairs(urls) do f:write('url = "', u, '"\noutput = "/dev/null"\n') end
+  end
   f:close()
   local out, rc = shell.sh("curl -sS --fail -K " .. shell.quote(cfg) .. " 2>&1")
-  assert(rc == 0, url .. ": " .. out)
+  assert(rc == 0, table.concat(urls, " ") .. ": " .. out)
 end
 
 -- The syscalls mode: the worker's system calls per call, counted by
@@ -462,6 +266,65 @@ if SYSCALLS then
   os.exit(0)
 end
 
+-- The paired mode: the worker thread's CPU time around each call
+-- (clock_gettime(CLOCK_THREAD_CPUTIME_ID) in the worker, ?m=cpu), with the
+-- locations taking turns request by request on one connection, CALLS
+-- calls each, one at a time: nothing else runs in the worker during a
+-- call, and a slow second of the machine falls on every location alike.
+-- The figure leaves out what nginx does for every request (reading it,
+-- writing the answer: the same on every location); /nop, which only reads
+-- the clock twice, gives the clock's own share, taken off.
+if PAIRED then
+  print(("openresty worker thread CPU per recall() call, around the call (%d calls a location, the locations" ..
+    " taking turns request by request on one connection, the clock's own share taken off)"):format(CALLS))
+  local rows = {}
+  for _, sc in ipairs(SCENARIOS) do
+    local locs = locations(sc)
+    locs[#locs + 1] = "nop"
+    for _, loc in ipairs(locs) do drive(client.url .. path(loc, sc), 300) end
+    assert(client:request("GET", "/cpu?op=reset") == 200)
+    local urls = {}
+    for _, loc in ipairs(locs) do urls[#urls + 1] = client.url .. path(loc, sc) .. "&m=cpu" end
+    drive(urls, CALLS)
+    local status, body = client:request("GET", "/cpu?op=get")
+    assert(status == 200, "/cpu: " .. tostring(body))
+    local per = {}
+    for name, ns, n in body:gmatch("([%w_]+) (%d+) (%d+)") do per[name] = tonumber(ns) / tonumber(n) / 1000 end
+    local clock = per.nop or 0
+    local r = {}
+    for _, loc in ipairs(locs) do r[loc] = per[loc] - clock end
+    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
+    print(("  %s: the clock's own share %.2f us a call"):format(scenario_name(sc), clock))
+  end
+  print_table(rows, "%9.2f")
+  cleanup()
+  os.exit(0)
+end
+
+-- The alloc mode: the bytes the worker's Lua heap grows by per call of
+-- each location, the GC stopped over CALLS calls (after 300 to warm up):
+-- what the collector will have to reclaim, its share of the CPU figure.
+if ALLOC then
+  print(("openresty worker Lua heap bytes allocated per recall() call (%d calls a location, one request each," ..
+    " the GC stopped; nginx's share of a request included)"):format(CALLS))
+  local rows = {}
+  for _, sc in ipairs(SCENARIOS) do
+    local r = {}
+    for _, loc in ipairs(locations(sc)) do
+      drive(client.url .. path(loc, sc), 300)
+      assert(client:request("GET", "/mem?op=start") == 200)
+      drive(client.url .. path(loc, sc), CALLS)
+      local status, body = client:request("GET", "/mem?op=stop")
+      assert(status == 200 and tonumber(body), "/mem: " .. tostring(body))
+      r[loc] = tonumber(body)
+    end
+    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
+  end
+  print_table(rows, "%9.0f")
+  cleanup()
+  os.exit(0)
+end
+
 -- The callgrind mode: instructions per call of each location, one table.
 if CALLGRIND then
   local pid = worker_pid()
@@ -469,7 +332,7 @@ if CALLGRIND then
   local function count(loc, sc)
     if CG_LOOP then
       assert(client:request("GET", path(loc, sc) .. "&n=200") == 200)
-      local status, body = client:request("GET", path(loc, sc) .. "&cg=1&n=" .. CALLS, { timeout = 3600 })
+      local status, body = client:request("GET", path(loc, sc) .. "&m=cg&n=" .. CALLS, { timeout = 3600 })
       assert(status == 200 and body == tostring(20 * sc.batches), path(loc, sc) .. ": " .. tostring(body))
     else
       drive(client.url .. path(loc, sc), 300)
