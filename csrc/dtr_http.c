@@ -3,7 +3,7 @@
  * cosocket has received so far (the OpenResty transport's reader,
  * transport/http1.lua, feeds them; no I/O here).
  *
- *   core.http_head(buf, pos, scanned) ->
+ *   core.http_head(buf, pos [, scanned]) ->
  *       stop, status, reusable, length | nil, chunked, request_id | nil,
  *       content_type | nil
  *     | false, scanned, pos, phase
@@ -269,16 +269,105 @@ static int dtr_l_http_head(lua_State *L)
 #define DTR_CHUNK_CRLF (-1)
 #define DTR_CHUNK_TRAILERS (-2)
 
-/* More bytes are needed: false, pos, data (the Lua buffer on the top), a, b. */
-static int dtr_http_chunks_more(lua_State *L, const char *buf, const char *p, lua_Integer a, lua_Integer b)
+/* What the chunk reader came to. */
+enum { DTR_CHUNKS_DONE, DTR_CHUNKS_MORE, DTR_CHUNKS_REFUSED, DTR_CHUNKS_TOO_LARGE };
+
+/* Reads a chunked body on from *pp (< end) in state (*a, *b), the data
+ * into out (NULL: only read); leaves *pp, *a and *b where it stopped (at
+ * DTR_CHUNKS_DONE, *pp is the first byte after the trailers) and sets
+ * *msg when it refuses.  No Lua value is made here but out's. */
+static int dtr_http_chunks_read(const char **pp, const char *end, lua_Integer max, lua_Integer *a, lua_Integer *b,
+                                luaL_Buffer *out, const char **msg)
 {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    lua_pushinteger(L, (lua_Integer)(p - buf) + 1);
-    lua_insert(L, -2);
-    lua_pushinteger(L, a);
-    lua_pushinteger(L, b);
-    return 5;
+    const char *p = *pp;
+    int result;
+    for (;;) {
+        const char *eol, *le, *d;
+        lua_Integer size = 0;
+        if (*a > 0) { /* a chunk's data */
+            size_t have = (size_t)(end - p), take = (size_t)*a < have ? (size_t)*a : have;
+            if (out != NULL)
+                luaL_addlstring(out, p, take);
+            p += take;
+            *a -= (lua_Integer)take;
+            if (*a > 0) {
+                result = DTR_CHUNKS_MORE;
+                break;
+            }
+            *a = DTR_CHUNK_CRLF;
+        }
+        if (*a == DTR_CHUNK_CRLF) {
+            if (p < end && *p == '\r' && p + 1 < end && p[1] == '\n') {
+                p += 2;
+            } else if (p < end && *p == '\n') {
+                p++;
+            } else if (p == end || (*p == '\r' && p + 1 == end)) {
+                result = DTR_CHUNKS_MORE;
+                break;
+            } else {
+                *msg = "reading the body failed: a chunk does not end in CRLF";
+                result = DTR_CHUNKS_REFUSED;
+                break;
+            }
+            *a = DTR_CHUNK_SIZE_LINE;
+        }
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) {
+            if ((size_t)(end - p) > (*a == DTR_CHUNK_TRAILERS ? (size_t)DTR_HTTP_MAX_HEAD : DTR_HTTP_CHUNK_LINE)) {
+                *msg = "reading the body failed: header line too long";
+                result = DTR_CHUNKS_REFUSED;
+            } else {
+                result = DTR_CHUNKS_MORE;
+            }
+            break;
+        }
+        le = dtr_http_line_end(p, eol);
+        if (*a == DTR_CHUNK_TRAILERS) {
+            if (le == p) { /* the blank line: the body is whole */
+                p = eol + 1;
+                result = DTR_CHUNKS_DONE;
+                break;
+            }
+            *b += (lua_Integer)(le - p);
+            if (*b > DTR_HTTP_MAX_HEAD) {
+                *msg = "the answer's trailers are too large";
+                result = DTR_CHUNKS_REFUSED;
+                break;
+            }
+            p = eol + 1;
+            continue;
+        }
+        if (eol - p > DTR_HTTP_CHUNK_LINE) { /* (as a line still without its LF) */
+            *msg = "reading the body failed: header line too long";
+            result = DTR_CHUNKS_REFUSED;
+            break;
+        }
+        for (d = p; d < le && dtr_http_space((unsigned char)*d); d++)
+            ;
+        if (d == le || dtr_http_hex((unsigned char)*d) < 0) {
+            *msg = "the answer has a bad chunk size";
+            result = DTR_CHUNKS_REFUSED;
+            break;
+        }
+        for (; d < le && dtr_http_hex((unsigned char)*d) >= 0; d++)
+            if (size <= max) /* (beyond max, the size no longer matters) */
+                size = size * 16 + dtr_http_hex((unsigned char)*d);
+        p = eol + 1;
+        if (size == 0) {
+            *a = DTR_CHUNK_TRAILERS;
+            *b = 0;
+            continue;
+        }
+        if (size > max - *b) {
+            *msg = "the answer is larger than its cap";
+            result = DTR_CHUNKS_TOO_LARGE;
+            break;
+        }
+        *b += size;
+        *a = size;
+    }
+    *pp = p;
+    return result;
 }
 
 static int dtr_l_http_chunks(lua_State *L)
@@ -287,8 +376,9 @@ static int dtr_l_http_chunks(lua_State *L)
     const char *buf = luaL_checklstring(L, 1, &n);
     lua_Integer pos1 = luaL_checkinteger(L, 2), max = luaL_checkinteger(L, 3);
     lua_Integer a = luaL_checkinteger(L, 4), b = luaL_checkinteger(L, 5);
-    const char *end = buf + n, *p;
+    const char *p, *msg = NULL;
     luaL_Buffer data;
+    int result;
     if (pos1 < 1 || (size_t)(pos1 - 1) > n)
         return luaL_argerror(L, 2, "out of the buffer");
     if (max < 0 || max > DTR_HTTP_MAX_BODY)
@@ -299,77 +389,28 @@ static int dtr_l_http_chunks(lua_State *L)
     lua_settop(L, 5);
     p = buf + (pos1 - 1);
     luaL_buffinit(L, &data);
-    for (;;) {
-        const char *eol, *le, *d;
-        lua_Integer size = 0;
-        if (a > 0) { /* a chunk's data */
-            size_t have = (size_t)(end - p), take = (size_t)a < have ? (size_t)a : have;
-            luaL_addlstring(&data, p, take);
-            p += take;
-            a -= (lua_Integer)take;
-            if (a > 0) {
-                luaL_pushresult(&data);
-                return dtr_http_chunks_more(L, buf, p, a, b);
-            }
-            a = DTR_CHUNK_CRLF;
-        }
-        if (a == DTR_CHUNK_CRLF) {
-            if (p < end && *p == '\r' && p + 1 < end && p[1] == '\n')
-                p += 2;
-            else if (p < end && *p == '\n')
-                p++;
-            else if (p == end || (*p == '\r' && p + 1 == end)) {
-                luaL_pushresult(&data);
-                return dtr_http_chunks_more(L, buf, p, a, b);
-            } else
-                return dtr_http_refuse(L, "reading the body failed: a chunk does not end in CRLF", NULL);
-            a = DTR_CHUNK_SIZE_LINE;
-        }
-        eol = memchr(p, '\n', (size_t)(end - p));
-        if (eol == NULL) {
-            if ((size_t)(end - p) > (a == DTR_CHUNK_TRAILERS ? (size_t)DTR_HTTP_MAX_HEAD : DTR_HTTP_CHUNK_LINE))
-                return dtr_http_refuse(L, "reading the body failed: header line too long", NULL);
-            luaL_pushresult(&data);
-            return dtr_http_chunks_more(L, buf, p, a, b);
-        }
-        le = dtr_http_line_end(p, eol);
-        if (a == DTR_CHUNK_TRAILERS) {
-            if (le == p) { /* the blank line: the body is whole */
-                luaL_pushresult(&data);
-                lua_pushinteger(L, (lua_Integer)(eol + 1 - buf) + 1);
-                lua_insert(L, -2);
-                return 2;
-            }
-            b += (lua_Integer)(le - p);
-            if (b > DTR_HTTP_MAX_HEAD)
-                return dtr_http_refuse(L, "the answer's trailers are too large", NULL);
-            p = eol + 1;
-            continue;
-        }
-        if (eol - p > DTR_HTTP_CHUNK_LINE) /* (as a line still without its LF) */
-            return dtr_http_refuse(L, "reading the body failed: header line too long", NULL);
-        for (d = p; d < le && dtr_http_space((unsigned char)*d); d++)
-            ;
-        if (d == le || dtr_http_hex((unsigned char)*d) < 0)
-            return dtr_http_refuse(L, "the answer has a bad chunk size", NULL);
-        for (; d < le && dtr_http_hex((unsigned char)*d) >= 0; d++)
-            if (size <= max) /* (beyond max, the size no longer matters) */
-                size = size * 16 + dtr_http_hex((unsigned char)*d);
-        p = eol + 1;
-        if (size == 0) {
-            a = DTR_CHUNK_TRAILERS;
-            b = 0;
-            continue;
-        }
-        if (size > max - b) {
-            lua_pushnil(L);
-            lua_pushliteral(L, "the answer is larger than its cap");
-            lua_pushboolean(L, 1);
-            return 3;
-        }
-        b += size;
-        a = size;
+    result = dtr_http_chunks_read(&p, buf + n, max, &a, &b, &data, &msg);
+    luaL_pushresult(&data); /* (the data taken) */
+    if (result == DTR_CHUNKS_DONE) {
+        lua_pushinteger(L, (lua_Integer)(p - buf) + 1);
+        lua_insert(L, -2);
+        return 2;
     }
+    if (result == DTR_CHUNKS_MORE) {
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        lua_pushinteger(L, (lua_Integer)(p - buf) + 1);
+        lua_insert(L, -2);
+        lua_pushinteger(L, a);
+        lua_pushinteger(L, b);
+        return 5;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    if (result != DTR_CHUNKS_TOO_LARGE)
+        return 2;
+    lua_pushboolean(L, 1);
+    return 3;
 }
 
 static const luaL_Reg dtr_http_functions[] = {
