@@ -221,6 +221,17 @@ local function print_table(rows, num)
   end
 end
 
+-- The counting modes' table: a row per scenario of what count(sc) gives
+-- ({location = figure}).
+local function count_table(num, count)
+  local rows = {}
+  for _, sc in ipairs(SCENARIOS) do
+    local r = count(sc)
+    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
+  end
+  print_table(rows, num)
+end
+
 -- n requests for url, one after another on one connection (curl -K); url
 -- may be a list: n requests for each, taking turns
 local function drive(url, n)
@@ -277,8 +288,7 @@ end
 if PAIRED then
   print(("openresty worker thread CPU per recall() call, around the call (%d calls a location, the locations" ..
     " taking turns request by request on one connection, the clock's own share taken off)"):format(CALLS))
-  local rows = {}
-  for _, sc in ipairs(SCENARIOS) do
+  count_table("%9.2f", function(sc)
     local locs = locations(sc)
     locs[#locs + 1] = "nop"
     for _, loc in ipairs(locs) do drive(client.url .. path(loc, sc), 300) end
@@ -293,10 +303,9 @@ if PAIRED then
     local clock = per.nop or 0
     local r = {}
     for _, loc in ipairs(locs) do r[loc] = per[loc] - clock end
-    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
     print(("  %s: the clock's own share %.2f us a call"):format(scenario_name(sc), clock))
-  end
-  print_table(rows, "%9.2f")
+    return r
+  end)
   cleanup()
   os.exit(0)
 end
@@ -307,8 +316,7 @@ end
 if ALLOC then
   print(("openresty worker Lua heap bytes allocated per recall() call (%d calls a location, one request each," ..
     " the GC stopped; nginx's share of a request included)"):format(CALLS))
-  local rows = {}
-  for _, sc in ipairs(SCENARIOS) do
+  count_table("%9.0f", function(sc)
     local r = {}
     for _, loc in ipairs(locations(sc)) do
       drive(client.url .. path(loc, sc), 300)
@@ -318,9 +326,8 @@ if ALLOC then
       assert(status == 200 and tonumber(body), "/mem: " .. tostring(body))
       r[loc] = tonumber(body)
     end
-    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
-  end
-  print_table(rows, "%9.0f")
+    return r
+  end)
   cleanup()
   os.exit(0)
 end
@@ -360,13 +367,11 @@ if CALLGRIND then
   print(("openresty worker %s per recall() call (callgrind, %d calls a location, %s, 20 keys a batch)")
     :format(cache and "estimated cycles (Ir + 10 x L1 misses + 100 x LL misses)" or "instructions", CALLS,
       CG_LOOP and "in one request's loop" or "one request each"))
-  local rows = {}
-  for _, sc in ipairs(SCENARIOS) do
+  count_table("%9.0f", function(sc)
     local r = {}
     for _, loc in ipairs(locations(sc)) do r[loc] = count(loc, sc) end
-    rows[#rows + 1] = { name = scenario_name(sc), lib = r.lib, tr = r.transport, bare = r.bare, ck = r.checked }
-  end
-  print_table(rows, "%9.0f")
+    return r
+  end)
   local keep = os.getenv("DINGTALK_BENCH_CALLGRIND_KEEP") -- a directory: the dumps, for callgrind_annotate
   if keep then shell.sh("cp " .. shell.quote(CG_DIR) .. "/cg." .. pid .. ".* " .. shell.quote(keep)) end
   cleanup()
