@@ -130,8 +130,9 @@ local function run_single(self, plan, ambiguous, t0)
   local T, lim = self.transport, self.limiter
   local token = self.tokens:current(t0)
   if not token then return nil end
-  -- a wait: the run asks the limiter again
-  if lim and lim:acquire(T.now()) ~= 0 then return nil end
+  -- a wait: the run asks the limiter again.  (At t0, the clock Engine:run
+  -- read a moment ago: one clock read less a call.)
+  if lim and lim:acquire(t0) ~= 0 then return nil end
   local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
   local done, ok, serr, refused
   local now_batch = rawget(T, "exchange_batch") -- sends and reads now (OpenResty): no start, no poll
