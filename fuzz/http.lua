@@ -25,6 +25,13 @@ local MESSAGES = {
 }
 local PHASES = { ["reading the status line"] = true, ["reading the headers"] = true }
 
+-- A line of buf, [p, lf), one CR before its LF dropped.
+local function cut(buf, p, lf)
+  local line = buf:sub(p, lf - 1)
+  if line:sub(-1) == "\r" then line = line:sub(1, -2) end
+  return line
+end
+
 -- The reference: the answer in buf from pos on, whole.
 local function reference(buf, pos)
   while true do
@@ -32,8 +39,7 @@ local function reference(buf, pos)
     while true do
       local lf = buf:find("\n", p, true)
       if not lf then break end
-      local line = buf:sub(p, lf - 1)
-      if #line > 0 and line:sub(-1) == "\r" then line = line:sub(1, -2) end
+      local line = cut(buf, p, lf)
       if #lines == 0 then
         if not line:match("^HTTP/%d%.%d %d%d%d") then return { nil, "the server's reply is not HTTP/1.x" } end
       elseif line == "" then
@@ -120,11 +126,6 @@ local CHUNK_MESSAGES = {
   ["reading the body failed: a chunk does not end in CRLF"] = true, ["the answer's trailers are too large"] = true,
   ["the answer is larger than its cap"] = true,
 }
-local function cut(buf, p, lf)
-  local line = buf:sub(p, lf - 1)
-  if line:sub(-1) == "\r" then line = line:sub(1, -2) end
-  return line
-end
 local function chunks_reference(buf, pos, max)
   local parts, total, p = {}, 0, pos
   while true do
