@@ -12,4 +12,3 @@ files["lua/dingtalk/recall/nvim.lua"] = { read_globals = { "vim" } }
 files["plugin/"] = { read_globals = { "vim" } }
 files["lua/dingtalk_recall/"] = { read_globals = { "vim" } }
 files["bench/orbench.lua"] = { std = "+ngx_lua" }
-files["bench/standin.lua"] = { std = "+ngx_lua" }
