@@ -134,13 +134,12 @@ local function run_single(self, plan, ambiguous, t0)
   -- read a moment ago: one clock read less a call.)
   if lim and lim:acquire(t0) ~= 0 then return nil end
   local keys = core.batch(plan, 1) -- plan[1], kept by a plan of one batch: no copy
-  local done, ok, serr, refused
+  local done, ok, serr, refused, c
   local now_batch = rawget(T, "exchange_batch") -- sends and reads now (OpenResty): no start, no poll
   if now_batch then
-    local c
     c, serr, refused = now_batch(T, plan, keys, self.target, token)
     if c then
-      c.tag, done, ok = plan, { c }, true
+      c.tag, ok = plan, true
     end
   else
     ok, serr, refused = runs.send_batch(T, self.target, plan, 1, keys, token, plan)
@@ -156,14 +155,18 @@ local function run_single(self, plan, ambiguous, t0)
     run:loop()
     return r
   end
-  if not done then
+  if not c then
     done = T:poll(runs.MAX_POLL)
     while not (done and #done > 0) do done = T:poll(runs.MAX_POLL) end
+    c = done[1]
   end
-  local c = done[1]
   -- The usual answer (every key recalled) needs no request id: nothing
   -- then reads it, so no result is made; anything else the run parses.
-  if not (done[2] == nil and c.tag == plan and not c.error and core.answered_all(c.status, c.body, keys)) then
+  -- (An exchange made now has no array of completions: one is made here
+  -- for the run, off the usual path.)
+  if not ((done == nil or done[2] == nil) and c.tag == plan and not c.error
+      and core.answered_all(c.status, c.body, keys)) then
+    done = done or { c }
     local job = single_job(plan, token)
     local run, r = take_over(self, plan, ambiguous, token, t0)
     r.requests = 1
@@ -176,7 +179,7 @@ local function run_single(self, plan, ambiguous, t0)
     run:loop()
     return r
   end
-  return report.whole(keys) -- the batch is the plan's alone
+  return report.whole(keys, T.now() - t0), true -- the batch is the plan's alone; finished
 end
 
 --- e:run(plans, hooks [, opts]) -> report.  plans: an array of core plans;
@@ -188,7 +191,8 @@ function Engine:run(plans, hooks, opts)
   local t0 = self.transport.now()
   local one = plans[1]
   if hooks == nil and plans[2] == nil and type(one) == "table" and one.nbatches == 1 and one.ninvalid == 0 then
-    local r = run_single(self, one, opts.ambiguous == true, t0)
+    local r, whole = run_single(self, one, opts.ambiguous == true, t0)
+    if whole then return r end -- (finished already)
     if r then return report.finish(r, self.transport.now() - t0) end
   end
   hooks = hooks or NOFLAGS -- (an empty table, only read)
