@@ -179,7 +179,7 @@ local function run_single(self, plan, ambiguous, t0)
     run:loop()
     return r
   end
-  return report.whole(keys, T.now() - t0), true -- the batch is the plan's alone; finished
+  return report.whole(keys) -- the batch is the plan's alone
 end
 
 --- e:run(plans, hooks [, opts]) -> report.  plans: an array of core plans;
@@ -191,8 +191,7 @@ function Engine:run(plans, hooks, opts)
   local t0 = self.transport.now()
   local one = plans[1]
   if hooks == nil and plans[2] == nil and type(one) == "table" and one.nbatches == 1 and one.ninvalid == 0 then
-    local r, whole = run_single(self, one, opts.ambiguous == true, t0)
-    if whole then return r end -- (finished already)
+    local r = run_single(self, one, opts.ambiguous == true, t0)
     if r then return report.finish(r, self.transport.now() - t0) end
   end
   hooks = hooks or NOFLAGS -- (an empty table, only read)

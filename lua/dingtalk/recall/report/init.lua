@@ -106,13 +106,13 @@ function M.classify(r, keys, result, ambiguous, adopt)
   return outcomes
 end
 
---- whole(keys, elapsed) -> the finished report of one batch the server
--- recalled whole, sent in one request (a single batch's usual answer; as
--- new(), classify() and finish() would make it, in one table constructor):
--- keys, given away by the caller, become its recalled array.
-function M.whole(keys, elapsed)
-  return { recalled = keys, already_recalled = {}, failed = {}, errors = {}, total = #keys, requests = 1,
-    retries = 0, throttled = 0, token_fetches = 0, elapsed = elapsed, ok = true }
+--- whole(keys) -> the report of one batch the server recalled whole, sent
+-- in one request (a single batch's usual answer; as new() and classify()
+-- would make it): keys, given away by the caller, become its recalled array.
+function M.whole(keys)
+  local n = #keys
+  return { recalled = keys, already_recalled = {}, failed = {}, errors = {}, total = n, requests = 1,
+    retries = 0, throttled = 0, token_fetches = 0, _nrecalled = n }
 end
 
 --- fail(r, keys, err) -> outcomes: every key of `keys` ends in errors with err.
