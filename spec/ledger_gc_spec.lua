@@ -1,6 +1,6 @@
 -- The ledger's recall and Lua's collector (ledger/plans.lua): once a
 -- recall is over its hooks let go of the store and the plans (LuaJIT's
--- traces keep the hooks, so `release` must drop what they reach).  (The collector's mode during a large run is the
+-- traces keep the hooks).  (The collector's mode during a large run is the
 -- engine's: spec/engine_pacer_spec.lua.)
 local plans_mod = require "dingtalk.recall.ledger.plans"
 
