@@ -162,7 +162,7 @@ describe("a fleet on one Redis #timing", function()
       return (tonumber(n) or 0) > 0
     end
     local deadline = clock.now() + 30
-    while not (shell.read_file(out("a").out .. ".ready") and shell.read_file(out("b").out .. ".ready")) do
+    while not (shell.exists(out("a").out .. ".ready") and shell.exists(out("b").out .. ".ready")) do
       assert.is_true(clock.now() < deadline, "the sweeps did not get ready")
       clock.sleep(0.02)
     end

@@ -175,7 +175,7 @@ function Fleet:launch(keys, opts)
     function run.go(_, seconds)
       local deadline = clock.now() + (seconds or 60)
       for _, o in ipairs(run.outs) do
-        while not o.cli and not shell.read_file(o.out .. ".ready") do
+        while not o.cli and not shell.exists(o.out .. ".ready") do
           assert(clock.now() < deadline, "fleet: a host is not ready: " .. tostring(o.log and shell.read_file(o.log)))
           clock.sleep(0.01)
         end
